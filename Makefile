@@ -1,0 +1,42 @@
+# fleetwatch — see README.md. `make test` is what CI runs.
+GO        ?= go
+PEERS_DIR ?= $(HOME)/.cache/fleetwatch/peers
+export FLEETWATCH_PEERS_DIR := $(PEERS_DIR)
+# Tests find the real peer binaries (prometheus, promtool, alertmanager, thanos) here.
+export FLEETWATCH_PEERS_BIN := $(PEERS_DIR)/bin
+
+.PHONY: all build test unit peers bench lint fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -o bin/fleetwatch ./cmd/fleetwatch
+
+## peers: install the real Prometheus, Alertmanager and Thanos binaries into $(PEERS_DIR) (cached).
+peers:
+	bash hack/peers.sh
+
+## test: vet, unit tests, and the integration/end-to-end tests against the real peers.
+test: peers
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+## unit: the tests that need no peer binaries.
+unit:
+	$(GO) test -count=1 -short ./...
+
+## bench: fleetwatch side by side with prometheus --web.enable-remote-write-receiver.
+bench: peers build
+	$(GO) run ./hack/bench --fleetwatch=bin/fleetwatch --prometheus=$(FLEETWATCH_PEERS_BIN)/prometheus
+
+## fuzz: a short run of every fuzz target.
+fuzz:
+	$(GO) test -run=^$$ -fuzz=FuzzLoad -fuzztime=30s ./internal/config
+	$(GO) test -run=^$$ -fuzz=FuzzRemoteWrite -fuzztime=30s ./collector
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

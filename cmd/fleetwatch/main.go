@@ -1,0 +1,67 @@
+// Command fleetwatch serves one PromQL view over a fleet of Kubernetes clusters.
+//
+//	fleetwatch serve --config.file=fleetwatch.yml
+//
+// Subcommands are added by the packages they drive; main only parses flags, builds loggers and
+// registries, and wires the components into one oklog/run group.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/alecthomas/kingpin/v2"
+)
+
+// Set at build time with -ldflags "-X main.version=...".
+var (
+	version  = "0.1.0-dev"
+	revision = ""
+)
+
+func main() {
+	app := kingpin.New("fleetwatch", "One PromQL view, one page per real problem, and safe automation for a fleet of Kubernetes clusters.")
+	app.Version(fmt.Sprintf("fleetwatch %s (revision %s, %s)", version, revision, runtime.Version()))
+	app.HelpFlag.Short('h')
+
+	serve := newServeCmd(app)
+
+	cmd, err := app.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fleetwatch: %v\n", err)
+		os.Exit(2)
+	}
+	switch cmd {
+	case serve.cmd.FullCommand():
+		err = serve.run()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fleetwatch: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// logFlags are Prometheus's --log.level and --log.format.
+type logFlags struct {
+	level, format string
+}
+
+func addLogFlags(cmd *kingpin.CmdClause) *logFlags {
+	f := &logFlags{}
+	cmd.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.level, "debug", "info", "warn", "error")
+	cmd.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.format, "logfmt", "json")
+	return f
+}
+
+func (f *logFlags) logger() *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(strings.ToUpper(f.level)))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if f.format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

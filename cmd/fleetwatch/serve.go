@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
+	v1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/fleetwatch/fleetwatch/collector"
+	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/query"
+)
+
+type serveCmd struct {
+	cmd        *kingpin.CmdClause
+	configFile string
+	listen     string
+	tsdbPath   string
+	retention  model.Duration
+	log        *logFlags
+}
+
+func newServeCmd(app *kingpin.Application) *serveCmd {
+	s := &serveCmd{cmd: app.Command("serve", "Run fleetwatch: receive the fleet's metrics and serve the Prometheus HTTP API over them.")}
+	s.cmd.Flag("config.file", "fleetwatch configuration file path.").Default("fleetwatch.yml").StringVar(&s.configFile)
+	s.cmd.Flag("web.listen-address", "Address to listen on for the API, remote-write and telemetry.").Default("0.0.0.0:9095").StringVar(&s.listen)
+	s.cmd.Flag("storage.tsdb.path", "Base path for metrics storage.").Default("data/").StringVar(&s.tsdbPath)
+	s.cmd.Flag("storage.tsdb.retention.time", "How long to retain samples in storage.").Default("15d").SetValue(&s.retention)
+	s.log = addLogFlags(s.cmd)
+	return s
+}
+
+func (s *serveCmd) run() error {
+	logger := s.log.logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.listen, err)
+	}
+	srv, err := newServer(serverOptions{
+		ConfigFile: s.configFile,
+		TSDBPath:   s.tsdbPath,
+		Retention:  time.Duration(s.retention),
+		Listener:   ln,
+		Logger:     logger,
+		Flags: map[string]string{
+			"config.file": s.configFile, "web.listen-address": s.listen,
+			"storage.tsdb.path": s.tsdbPath, "storage.tsdb.retention.time": s.retention.String(),
+		},
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return srv.Run(ctx)
+}
+
+// serverOptions configure a server: everything `fleetwatch serve` runs.
+type serverOptions struct {
+	ConfigFile string
+	TSDBPath   string
+	Retention  time.Duration
+	Listener   net.Listener
+	Logger     *slog.Logger
+	Flags      map[string]string
+}
+
+// server wires the components into one process.
+type server struct {
+	opts     serverOptions
+	logger   *slog.Logger
+	reg      *prometheus.Registry
+	view     *query.View
+	receiver *collector.Receiver
+	http     *http.Server
+	ready    atomic.Bool
+
+	reloadMu       sync.Mutex
+	reloadCh       chan chan error
+	reloadSuccess  prometheus.Gauge
+	reloadLastTime prometheus.Gauge
+}
+
+func newServer(o serverOptions) (*server, error) {
+	cfg, err := config.LoadFile(o.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := &server{
+		opts: o, logger: o.Logger, reg: reg, reloadCh: make(chan chan error),
+		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fleetwatch_config_last_reload_successful", Help: "Whether the last configuration reload attempt was successful.",
+		}),
+		reloadLastTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fleetwatch_config_last_reload_success_timestamp_seconds", Help: "Timestamp of the last successful configuration reload.",
+		}),
+	}
+	reg.MustRegister(s.reloadSuccess, s.reloadLastTime)
+
+	s.view, err = query.Open(query.Options{Dir: o.TSDBPath, Retention: o.Retention, Logger: o.Logger, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	s.receiver, err = collector.New(collector.Options{Appendable: s.view.Appendable(), Metadata: s.view, Logger: o.Logger, Registerer: reg})
+	if err != nil {
+		s.view.Close()
+		return nil, err
+	}
+	if err := s.apply(cfg); err != nil {
+		s.view.Close()
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/write", s.receiver)
+	mux.Handle("/api/v1/", s.view.Handler(query.APIOptions{
+		Ready:         s.ready.Load,
+		BuildInfo:     &v1.PrometheusVersion{Version: version, Revision: revision, GoVersion: runtime.Version()},
+		Flags:         o.Flags,
+		ListenAddress: o.Listener.Addr().String(),
+		Gatherer:      reg,
+	}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetwatch is Healthy.") })
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "fleetwatch is not ready.", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "fleetwatch is Ready.")
+	})
+	mux.HandleFunc("/-/reload", s.serveReload)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	return s, nil
+}
+
+// apply hands a loaded configuration to every component. Each one validates before it swaps,
+// so a bad config leaves the running one in place.
+func (s *server) apply(cfg *config.Config) error {
+	if err := s.view.ApplyConfig(cfg.Query); err != nil {
+		return fmt.Errorf("apply query config: %w", err)
+	}
+	if err := s.receiver.ApplyConfig(cfg); err != nil {
+		return fmt.Errorf("apply collector config: %w", err)
+	}
+	return nil
+}
+
+func (s *server) reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cfg, err := config.LoadFile(s.opts.ConfigFile)
+	if err == nil {
+		err = s.apply(cfg)
+	}
+	if err != nil {
+		s.reloadSuccess.Set(0)
+		s.logger.Error("configuration reload failed; the previous configuration stays in force", "file", s.opts.ConfigFile, "err", err)
+		return err
+	}
+	s.reloadSuccess.Set(1)
+	s.reloadLastTime.SetToCurrentTime()
+	s.logger.Info("configuration reloaded", "file", s.opts.ConfigFile, "clusters", len(cfg.Clusters))
+	return nil
+}
+
+func (s *server) serveReload(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut {
+		w.Header().Set("Allow", "POST, PUT")
+		http.Error(w, "use POST or PUT to reload the configuration", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := s.reload(); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	fmt.Fprintln(w, "configuration reloaded")
+}
+
+// Run serves until ctx ends, then shuts down and closes the TSDB.
+func (s *server) Run(ctx context.Context) error {
+	defer func() {
+		if err := s.view.Close(); err != nil {
+			s.logger.Error("closing TSDB", "err", err)
+		}
+	}()
+	var g run.Group
+	{
+		// Termination: the parent context (signals) or an actor failing ends the group.
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { <-ctx.Done(); return nil }, func(error) { cancel() })
+	}
+	{
+		// SIGHUP reloads, like Prometheus.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		done := make(chan struct{})
+		g.Add(func() error {
+			for {
+				select {
+				case <-hup:
+					_ = s.reload()
+				case <-done:
+					return nil
+				}
+			}
+		}, func(error) { signal.Stop(hup); close(done) })
+	}
+	{
+		// HTTP: stops accepting, then lets in-flight writes finish, before the TSDB closes
+		// (deferred above), so an acknowledged write is in the WAL.
+		g.Add(func() error {
+			s.ready.Store(true)
+			s.logger.Info("fleetwatch listening", "address", s.opts.Listener.Addr().String())
+			if err := s.http.Serve(s.opts.Listener); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve HTTP: %w", err)
+			}
+			return nil
+		}, func(error) {
+			s.ready.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = s.http.Shutdown(ctx)
+		})
+	}
+	err := g.Run()
+	s.logger.Info("fleetwatch stopped")
+	return err
+}

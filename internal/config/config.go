@@ -1,0 +1,455 @@
+// Package config loads and validates fleetwatch.yml: the clusters of the fleet, how each one
+// sends its metrics (or is pulled), and the settings of the global query view.
+//
+// Defaults are set and every field is validated in UnmarshalYAML (the `type plain` idiom of
+// Prometheus's config package), so a Config that loads without error is ready to use. Errors name
+// the cluster and the field that is wrong. Secrets (tokens, passwords) are read from files whose
+// paths are resolved against the directory of the config file.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"go.yaml.in/yaml/v2"
+)
+
+// ClusterLabel is the label fleetwatch stamps on every series with the name of the cluster that
+// sent it. A cluster cannot set it to another cluster's name.
+const ClusterLabel = "cluster"
+
+// Default values, also documented in the example configuration.
+var (
+	DefaultFederateInterval = model.Duration(30 * time.Second)
+	DefaultFederateTimeout  = model.Duration(10 * time.Second)
+
+	DefaultIngest = IngestConfig{
+		MaxBodyBytes:     16 << 20,
+		MaxInflightBytes: 256 << 20,
+	}
+
+	DefaultQuery = QueryConfig{
+		Engine:        EngineThanos,
+		LookbackDelta: model.Duration(5 * time.Minute),
+		Timeout:       model.Duration(2 * time.Minute),
+		MaxSamples:    50_000_000,
+		ResultCache: ResultCacheConfig{
+			MaxSizeBytes: 256 << 20,
+			Freshness:    model.Duration(5 * time.Minute),
+		},
+	}
+
+	DefaultRemoteSourceTimeout = model.Duration(30 * time.Second)
+)
+
+// Query engines.
+const (
+	EngineThanos     = "thanos"
+	EnginePrometheus = "prometheus"
+)
+
+// Config is the root of fleetwatch.yml.
+type Config struct {
+	Clusters []*ClusterConfig `yaml:"clusters"`
+	Ingest   IngestConfig     `yaml:"ingest,omitempty"`
+	Query    QueryConfig      `yaml:"query,omitempty"`
+}
+
+// ClusterConfig describes one member cluster.
+type ClusterConfig struct {
+	// Name is stamped as the `cluster` label on every series the cluster sends.
+	Name string `yaml:"name"`
+	// Labels describe the cluster (region, provider, tier, compliance, ...) for placement and
+	// routing; they are not added to its series.
+	Labels map[string]string `yaml:"labels,omitempty"`
+	// CostPerCPUHour is what one CPU-hour costs in this cluster, in the fleet's currency.
+	CostPerCPUHour float64 `yaml:"cost_per_cpu_hour,omitempty"`
+
+	// Exactly one of RemoteWrite and Federate is set.
+	RemoteWrite *RemoteWriteConfig `yaml:"remote_write,omitempty"`
+	Federate    *FederateConfig    `yaml:"federate,omitempty"`
+}
+
+// RemoteWriteConfig holds the credentials a cluster's Prometheus presents when it remote-writes
+// into fleetwatch: a bearer token, or basic auth, each read from a file.
+type RemoteWriteConfig struct {
+	BearerTokenFile string           `yaml:"bearer_token_file,omitempty"`
+	BasicAuth       *BasicAuthConfig `yaml:"basic_auth,omitempty"`
+
+	// Filled by Load from the files above; never read from YAML.
+	BearerToken string `yaml:"-"`
+}
+
+// BasicAuthConfig is a username and a password read from a file.
+type BasicAuthConfig struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+
+	Password string `yaml:"-"`
+}
+
+// FederateConfig says how fleetwatch pulls a cluster's Prometheus through /federate.
+type FederateConfig struct {
+	URL      string         `yaml:"url"`
+	Match    []string       `yaml:"match"`
+	Interval model.Duration `yaml:"interval,omitempty"`
+	Timeout  model.Duration `yaml:"timeout,omitempty"`
+	// HTTPClientConfig has Prometheus's client settings: TLS, basic auth, bearer token, proxy.
+	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
+}
+
+// IngestConfig bounds what the remote-write receiver accepts.
+type IngestConfig struct {
+	// MaxBodyBytes is the largest compressed request body accepted (413 above it).
+	MaxBodyBytes int64 `yaml:"max_body_bytes,omitempty"`
+	// MaxInflightBytes bounds the compressed bytes of all requests being handled at once; a
+	// request that does not fit is answered 429 so the sender backs off and retries.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes,omitempty"`
+}
+
+// QueryConfig configures the global view.
+type QueryConfig struct {
+	// Engine is "thanos" (the Thanos promql-engine, falling back to Prometheus's engine for what
+	// it does not implement) or "prometheus".
+	Engine        string         `yaml:"engine,omitempty"`
+	LookbackDelta model.Duration `yaml:"lookback_delta,omitempty"`
+	Timeout       model.Duration `yaml:"timeout,omitempty"`
+	MaxSamples    int            `yaml:"max_samples,omitempty"`
+	// ReplicaLabels name the labels that tell HA replicas apart; they are kept on ingest and
+	// removed by deduplication at query time.
+	ReplicaLabels []string          `yaml:"replica_labels,omitempty"`
+	ResultCache   ResultCacheConfig `yaml:"result_cache,omitempty"`
+	// Stores are Thanos StoreAPI endpoints (gRPC) merged into the view.
+	Stores []*StoreConfig `yaml:"stores,omitempty"`
+	// RemoteRead are Prometheus remote-read endpoints merged into the view.
+	RemoteRead []*RemoteReadConfig `yaml:"remote_read,omitempty"`
+}
+
+// ResultCacheConfig sizes the range-query result cache.
+type ResultCacheConfig struct {
+	// MaxSizeBytes is the memory the cache may use; 0 turns the cache off.
+	MaxSizeBytes int64 `yaml:"max_size_bytes,omitempty"`
+	// Freshness is how far back from now results are never cached, because late samples may
+	// still change them.
+	Freshness model.Duration `yaml:"freshness,omitempty"`
+}
+
+// StoreConfig is one Thanos StoreAPI endpoint.
+type StoreConfig struct {
+	Name    string         `yaml:"name"`
+	Address string         `yaml:"address"`
+	Timeout model.Duration `yaml:"timeout,omitempty"`
+	// TLS is optional; without it the connection is plaintext.
+	TLS *config.TLSConfig `yaml:"tls_config,omitempty"`
+}
+
+// RemoteReadConfig is one Prometheus remote-read endpoint.
+type RemoteReadConfig struct {
+	Name             string                  `yaml:"name"`
+	URL              string                  `yaml:"url"`
+	Timeout          model.Duration          `yaml:"timeout,omitempty"`
+	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
+}
+
+var clusterNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,62}[a-zA-Z0-9])?$`)
+
+// UnmarshalYAML sets defaults and validates the cluster. File contents are read by Load, which
+// knows the config's directory.
+func (c *ClusterConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain ClusterConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	if c.Name == "" {
+		return errors.New("cluster: name: must not be empty")
+	}
+	if !clusterNameRE.MatchString(c.Name) {
+		return fmt.Errorf("cluster %q: name: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", c.Name)
+	}
+	for name := range c.Labels {
+		if !model.LabelName(name).IsValidLegacy() {
+			return fmt.Errorf("cluster %q: labels: %q is not a valid label name", c.Name, name)
+		}
+		if name == ClusterLabel {
+			return fmt.Errorf("cluster %q: labels: %q is reserved; the cluster's name is its %q label", c.Name, name, ClusterLabel)
+		}
+	}
+	if c.CostPerCPUHour < 0 || math.IsNaN(c.CostPerCPUHour) || math.IsInf(c.CostPerCPUHour, 0) {
+		return fmt.Errorf("cluster %q: cost_per_cpu_hour: must be a finite number >= 0, got %v", c.Name, c.CostPerCPUHour)
+	}
+	switch {
+	case c.RemoteWrite == nil && c.Federate == nil:
+		return fmt.Errorf("cluster %q: one of remote_write or federate must be set", c.Name)
+	case c.RemoteWrite != nil && c.Federate != nil:
+		return fmt.Errorf("cluster %q: remote_write and federate are mutually exclusive", c.Name)
+	}
+	if rw := c.RemoteWrite; rw != nil {
+		switch {
+		case rw.BearerTokenFile == "" && rw.BasicAuth == nil:
+			return fmt.Errorf("cluster %q: remote_write: one of bearer_token_file or basic_auth must be set", c.Name)
+		case rw.BearerTokenFile != "" && rw.BasicAuth != nil:
+			return fmt.Errorf("cluster %q: remote_write: bearer_token_file and basic_auth are mutually exclusive", c.Name)
+		}
+		if ba := rw.BasicAuth; ba != nil {
+			if ba.Username == "" {
+				return fmt.Errorf("cluster %q: remote_write.basic_auth.username: must not be empty", c.Name)
+			}
+			if ba.PasswordFile == "" {
+				return fmt.Errorf("cluster %q: remote_write.basic_auth.password_file: must not be empty", c.Name)
+			}
+		}
+	}
+	if f := c.Federate; f != nil {
+		if err := f.validate(); err != nil {
+			return fmt.Errorf("cluster %q: federate.%w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+func (f *FederateConfig) validate() error {
+	if f.URL == "" {
+		return errors.New("url: must not be empty")
+	}
+	if err := validateURL(f.URL); err != nil {
+		return fmt.Errorf("url: %w", err)
+	}
+	if len(f.Match) == 0 {
+		return errors.New("match: at least one selector is required; /federate returns nothing without match[]")
+	}
+	if f.Interval == 0 {
+		f.Interval = DefaultFederateInterval
+	}
+	if f.Timeout == 0 {
+		f.Timeout = min(DefaultFederateTimeout, f.Interval)
+	}
+	if f.Timeout > f.Interval {
+		return fmt.Errorf("timeout: %s is longer than interval %s", f.Timeout, f.Interval)
+	}
+	if err := f.HTTPClientConfig.Validate(); err != nil {
+		return fmt.Errorf("http client: %w", err)
+	}
+	return nil
+}
+
+func validateURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("scheme must be http or https, got %q", u.Scheme)
+	}
+	if u.Host == "" {
+		return errors.New("host must not be empty")
+	}
+	return nil
+}
+
+// UnmarshalYAML sets the ingest defaults and validates the limits.
+func (c *IngestConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultIngest
+	type plain IngestConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	if c.MaxBodyBytes <= 0 {
+		return fmt.Errorf("ingest: max_body_bytes: must be > 0, got %d", c.MaxBodyBytes)
+	}
+	if c.MaxInflightBytes < c.MaxBodyBytes {
+		return fmt.Errorf("ingest: max_inflight_bytes: %d is smaller than max_body_bytes %d, so a full-sized request could never be accepted", c.MaxInflightBytes, c.MaxBodyBytes)
+	}
+	return nil
+}
+
+// UnmarshalYAML sets the query defaults and validates the view's settings.
+func (c *QueryConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultQuery
+	type plain QueryConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	return c.validate()
+}
+
+func (c *QueryConfig) validate() error {
+	if c.Engine != EngineThanos && c.Engine != EnginePrometheus {
+		return fmt.Errorf("query: engine: must be %q or %q, got %q", EngineThanos, EnginePrometheus, c.Engine)
+	}
+	if c.LookbackDelta <= 0 {
+		return fmt.Errorf("query: lookback_delta: must be > 0, got %s", c.LookbackDelta)
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("query: timeout: must be > 0, got %s", c.Timeout)
+	}
+	if c.MaxSamples <= 0 {
+		return fmt.Errorf("query: max_samples: must be > 0, got %d", c.MaxSamples)
+	}
+	for _, l := range c.ReplicaLabels {
+		if !model.LabelName(l).IsValidLegacy() {
+			return fmt.Errorf("query: replica_labels: %q is not a valid label name", l)
+		}
+		if l == ClusterLabel || l == labels.MetricName {
+			return fmt.Errorf("query: replica_labels: %q cannot be a replica label", l)
+		}
+	}
+	if c.ResultCache.MaxSizeBytes < 0 {
+		return fmt.Errorf("query: result_cache.max_size_bytes: must be >= 0, got %d", c.ResultCache.MaxSizeBytes)
+	}
+	if c.ResultCache.Freshness < 0 {
+		return fmt.Errorf("query: result_cache.freshness: must be >= 0, got %s", c.ResultCache.Freshness)
+	}
+	names := map[string]bool{}
+	for i, s := range c.Stores {
+		if s == nil {
+			return fmt.Errorf("query: stores[%d]: empty entry", i)
+		}
+		if s.Name == "" {
+			return fmt.Errorf("query: stores[%d]: name: must not be empty", i)
+		}
+		if names[s.Name] {
+			return fmt.Errorf("query: stores[%d] %q: name: duplicate remote source name", i, s.Name)
+		}
+		names[s.Name] = true
+		if s.Address == "" || !strings.Contains(s.Address, ":") {
+			return fmt.Errorf("query: stores[%d] %q: address: must be host:port, got %q", i, s.Name, s.Address)
+		}
+		if s.Timeout == 0 {
+			s.Timeout = DefaultRemoteSourceTimeout
+		}
+	}
+	for i, r := range c.RemoteRead {
+		if r == nil {
+			return fmt.Errorf("query: remote_read[%d]: empty entry", i)
+		}
+		if r.Name == "" {
+			return fmt.Errorf("query: remote_read[%d]: name: must not be empty", i)
+		}
+		if names[r.Name] {
+			return fmt.Errorf("query: remote_read[%d] %q: name: duplicate remote source name", i, r.Name)
+		}
+		names[r.Name] = true
+		if err := validateURL(r.URL); err != nil {
+			return fmt.Errorf("query: remote_read[%d] %q: url: %w", i, r.Name, err)
+		}
+		if r.Timeout == 0 {
+			r.Timeout = DefaultRemoteSourceTimeout
+		}
+		if err := r.HTTPClientConfig.Validate(); err != nil {
+			return fmt.Errorf("query: remote_read[%d] %q: http client: %w", i, r.Name, err)
+		}
+	}
+	return nil
+}
+
+// Load parses and validates a configuration. dir is the directory relative paths (token and
+// password files, TLS files) are resolved against; it is usually the config file's directory.
+func Load(data []byte, dir string) (*Config, error) {
+	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery}
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Query.validate(); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	creds := map[string]string{} // credential -> cluster, so two clusters cannot share one
+	for i, c := range cfg.Clusters {
+		if c == nil {
+			return nil, fmt.Errorf("clusters[%d]: empty entry", i)
+		}
+		if seen[c.Name] {
+			return nil, fmt.Errorf("cluster %q: name: defined more than once", c.Name)
+		}
+		seen[c.Name] = true
+		if rw := c.RemoteWrite; rw != nil {
+			var key string
+			if rw.BearerTokenFile != "" {
+				rw.BearerTokenFile = resolve(dir, rw.BearerTokenFile)
+				tok, err := readSecret(rw.BearerTokenFile)
+				if err != nil {
+					return nil, fmt.Errorf("cluster %q: remote_write.bearer_token_file: %w", c.Name, err)
+				}
+				rw.BearerToken, key = tok, "bearer:"+tok
+			} else {
+				ba := rw.BasicAuth
+				ba.PasswordFile = resolve(dir, ba.PasswordFile)
+				pw, err := readSecret(ba.PasswordFile)
+				if err != nil {
+					return nil, fmt.Errorf("cluster %q: remote_write.basic_auth.password_file: %w", c.Name, err)
+				}
+				ba.Password, key = pw, "basic:"+ba.Username
+			}
+			if other, ok := creds[key]; ok {
+				return nil, fmt.Errorf("cluster %q: remote_write: uses the same credentials as cluster %q; each cluster needs its own, or one could write as the other", c.Name, other)
+			}
+			creds[key] = c.Name
+		}
+		if f := c.Federate; f != nil {
+			f.HTTPClientConfig.SetDirectory(dir)
+		}
+	}
+	for _, r := range cfg.Query.RemoteRead {
+		r.HTTPClientConfig.SetDirectory(dir)
+	}
+	for _, s := range cfg.Query.Stores {
+		if s.TLS != nil {
+			s.TLS.SetDirectory(dir)
+		}
+	}
+	return cfg, nil
+}
+
+// LoadFile reads and validates the configuration at path.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Load(data, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Cluster returns the cluster with the given name, or nil.
+func (c *Config) Cluster(name string) *ClusterConfig {
+	for _, cl := range c.Clusters {
+		if cl.Name == name {
+			return cl
+		}
+	}
+	return nil
+}
+
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// readSecret reads a credential file; surrounding white space (a trailing newline from `echo`)
+// is not part of the secret.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
