@@ -65,15 +65,15 @@ func (s *store) Store(req *http.Request, msgType remote.WriteMessageType) (*remo
 	switch msgType {
 	case remote.WriteV1MessageType:
 		var wr prompb.WriteRequest
-		if err := wr.Unmarshal(body); err != nil {
-			err = invalid("decode", "decode remote write 1.0 request: %w", err)
+		if uerr := wr.Unmarshal(body); uerr != nil {
+			err = invalid("decode", "decode remote write 1.0 request: %w", uerr)
 			break
 		}
 		n, err = s.writeV1(req, cluster, &wr)
 	default:
 		var wr writev2.Request
-		if err := wr.Unmarshal(body); err != nil {
-			err = invalid("decode", "decode remote write 2.0 request: %w", err)
+		if uerr := wr.Unmarshal(body); uerr != nil {
+			err = invalid("decode", "decode remote write 2.0 request: %w", uerr)
 			break
 		}
 		n, err = s.writeV2(req, cluster, &wr)

@@ -32,13 +32,14 @@ install_go() { # name module version
 # Prometheus and Thanos refuse `go install` (exclude and replace directives in their go.mod), so
 # they are built from our wrapper modules under hack/peers/, which carry those directives and a
 # go.sum that pins every dependency.
-install_wrapped() { # name wrapper-dir package version
-	local name=$1 wrapper=$2 pkg=$3 version=$4 dir="$root/$1-$4"
+install_wrapped() { # name wrapper-dir package version [build-tags]
+	local name=$1 wrapper=$2 pkg=$3 version=$4 tags=${5:-}
+	local dir="$root/$1-$4${tags:+-$tags}"
 	if [ ! -x "$dir/$name" ]; then
 		echo "peers: building $name $version" >&2
 		local start=$SECONDS
 		mkdir -p "$dir"
-		(cd "$here/peers/$wrapper" && go build -o "$dir/$name.tmp" "$pkg")
+		(cd "$here/peers/$wrapper" && go build -tags "$tags" -o "$dir/$name.tmp" "$pkg")
 		mv "$dir/$name.tmp" "$dir/$name"
 		echo "peers: built $name in $((SECONDS - start))s" >&2
 	fi
@@ -49,6 +50,8 @@ install_wrapped prometheus prometheus github.com/prometheus/prometheus/cmd/prome
 install_wrapped promtool prometheus github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
 install_go alertmanager github.com/prometheus/alertmanager/cmd/alertmanager "$ALERTMANAGER_VERSION"
 install_go amtool github.com/prometheus/alertmanager/cmd/amtool "$ALERTMANAGER_VERSION"
-install_wrapped thanos thanos github.com/thanos-io/thanos/cmd/thanos "$THANOS_VERSION"
+# Thanos is built with the slicelabels tag, as its own release build (.promu.yml) is: its
+# labelpb package assumes that layout, and a stringlabels build panics in the sidecar.
+install_wrapped thanos thanos github.com/thanos-io/thanos/cmd/thanos "$THANOS_VERSION" slicelabels
 
 echo "$bin"

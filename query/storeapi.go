@@ -7,11 +7,12 @@ import (
 	"io"
 	"time"
 
-	"github.com/go-kit/log"
 	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/thanos-io/thanos/pkg/dedup"
+	"github.com/prometheus/prometheus/util/annotations"
 	thanosquery "github.com/thanos-io/thanos/pkg/query"
+	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -21,8 +22,12 @@ import (
 )
 
 // newStoreAPIQueryable reads a Thanos StoreAPI endpoint (a sidecar, Receive, Store Gateway or
-// another Querier) through Thanos's own querier, which turns StoreAPI chunks into series the
-// PromQL engine reads. Deduplication is not done here but once, over the merged view.
+// another Querier). Chunks are decoded by Thanos's own series set (query.NewPromSeriesSet).
+//
+// Labels are converted here, by copying, rather than with storepb.Series.PromLabels: that is
+// an unsafe cast which is only right when Prometheus's labels are built with the slicelabels
+// tag, as Thanos builds itself; fleetwatch keeps Prometheus's default, more compact
+// stringlabels, where the cast reads garbage.
 func newStoreAPIQueryable(sc *config.StoreConfig) (storage.Queryable, io.Closer, error) {
 	creds := insecure.NewCredentials()
 	if sc.TLS != nil {
@@ -38,43 +43,147 @@ func newStoreAPIQueryable(sc *config.StoreConfig) (storage.Queryable, io.Closer,
 	if err != nil {
 		return nil, nil, fmt.Errorf("address %s: %w", sc.Address, err)
 	}
-	server := &clientAsServer{client: storepb.NewStoreClient(conn)}
-	create := thanosquery.NewQueryableCreator(log.NewNopLogger(), nil, server, 4, time.Duration(sc.Timeout), dedup.AlgorithmPenalty, 1)
-	// No dedup and no partial response inside: both are decided once, over the merged view.
-	return create(false, nil, nil, 0, false, false, nil, thanosquery.NoopSeriesStatsReporter), conn, nil
+	return &storeQueryable{client: storepb.NewStoreClient(conn), timeout: time.Duration(sc.Timeout)}, conn, nil
 }
 
-// clientAsServer lets Thanos's querier, which reads a StoreServer (normally its in-process
-// proxy), read a remote StoreAPI client instead.
-type clientAsServer struct {
-	client storepb.StoreClient
+// rawAggrs asks for raw chunks: what Thanos's querier asks for when no function hints at a
+// downsampled aggregate; a store without downsampled data answers with raw chunks.
+var rawAggrs = []storepb.Aggr{storepb.Aggr_COUNT, storepb.Aggr_SUM}
+
+type storeQueryable struct {
+	client  storepb.StoreClient
+	timeout time.Duration
 }
 
-func (c *clientAsServer) Series(req *storepb.SeriesRequest, srv storepb.Store_SeriesServer) error {
-	stream, err := c.client.Series(srv.Context(), req)
+func (s *storeQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
+	return &storeQuerier{storeQueryable: s, mint: mint, maxt: maxt}, nil
+}
+
+type storeQuerier struct {
+	*storeQueryable
+	mint, maxt int64
+}
+
+func (q *storeQuerier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	sms, err := storepb.PromMatchersToMatchers(ms...)
 	if err != nil {
-		return err
+		return storage.ErrSeriesSet(fmt.Errorf("convert matchers: %w", err))
 	}
+	mint, maxt := q.mint, q.maxt
+	if hints != nil {
+		mint, maxt = hints.Start, hints.End
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+	stream, err := q.client.Series(ctx, &storepb.SeriesRequest{
+		MinTime:                 mint,
+		MaxTime:                 maxt,
+		Matchers:                sms,
+		Aggregates:              rawAggrs,
+		PartialResponseStrategy: storepb.PartialResponseStrategy_ABORT,
+	})
+	if err != nil {
+		return storage.ErrSeriesSet(fmt.Errorf("series: %w", err))
+	}
+	set := &storeSeriesSet{i: -1}
+	var warns annotations.Annotations
+	b := labels.NewScratchBuilder(16)
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return nil
+			break
 		}
 		if err != nil {
-			return err
+			return storage.ErrSeriesSet(fmt.Errorf("series: %w", err))
 		}
-		if err := srv.Send(resp); err != nil {
-			return err
+		if w := resp.GetWarning(); w != "" {
+			warns.Add(errors.New(w))
+			continue
 		}
+		s := resp.GetSeries()
+		if s == nil {
+			continue
+		}
+		lset := copyLabels(&b, s.Labels)
+		// A store may split one series over several frames; they come one after another.
+		if n := len(set.series); n > 0 && labels.Equal(set.series[n-1].lset, lset) {
+			set.series[n-1].chunks = append(set.series[n-1].chunks, s.Chunks...)
+			continue
+		}
+		set.series = append(set.series, storeSeries{lset: lset, chunks: s.Chunks})
 	}
+	return thanosquery.NewPromSeriesSet(set, q.mint, q.maxt, rawAggrs, warns)
 }
 
-func (c *clientAsServer) LabelNames(ctx context.Context, req *storepb.LabelNamesRequest) (*storepb.LabelNamesResponse, error) {
-	return c.client.LabelNames(ctx, req)
+func copyLabels(b *labels.ScratchBuilder, zl []labelpb.ZLabel) labels.Labels {
+	b.Reset()
+	for _, l := range zl {
+		b.Add(l.Name, l.Value)
+	}
+	b.Sort()
+	return b.Labels()
 }
 
-func (c *clientAsServer) LabelValues(ctx context.Context, req *storepb.LabelValuesRequest) (*storepb.LabelValuesResponse, error) {
-	return c.client.LabelValues(ctx, req)
+func (q *storeQuerier) LabelValues(ctx context.Context, name string, _ *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	sms, err := storepb.PromMatchersToMatchers(ms...)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+	resp, err := q.client.LabelValues(ctx, &storepb.LabelValuesRequest{Label: name, Start: q.mint, End: q.maxt, Matchers: sms, PartialResponseStrategy: storepb.PartialResponseStrategy_ABORT})
+	if err != nil {
+		return nil, nil, fmt.Errorf("label values: %w", err)
+	}
+	return cloneStrings(resp.Values), warnings(resp.Warnings), nil
 }
 
-var _ storepb.StoreServer = (*clientAsServer)(nil)
+func (q *storeQuerier) LabelNames(ctx context.Context, _ *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	sms, err := storepb.PromMatchersToMatchers(ms...)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	defer cancel()
+	resp, err := q.client.LabelNames(ctx, &storepb.LabelNamesRequest{Start: q.mint, End: q.maxt, Matchers: sms, PartialResponseStrategy: storepb.PartialResponseStrategy_ABORT})
+	if err != nil {
+		return nil, nil, fmt.Errorf("label names: %w", err)
+	}
+	return cloneStrings(resp.Names), warnings(resp.Warnings), nil
+}
+
+func (q *storeQuerier) Close() error { return nil }
+
+// cloneStrings detaches strings from the gRPC message buffer they may point into.
+func cloneStrings(in []string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = string([]byte(s))
+	}
+	return out
+}
+
+func warnings(ws []string) annotations.Annotations {
+	var a annotations.Annotations
+	for _, w := range ws {
+		a.Add(errors.New(w))
+	}
+	return a
+}
+
+// storeSeriesSet is the storepb.SeriesSet Thanos's NewPromSeriesSet decodes.
+type storeSeriesSet struct {
+	series []storeSeries
+	i      int
+}
+
+type storeSeries struct {
+	lset   labels.Labels
+	chunks []storepb.AggrChunk
+}
+
+func (s *storeSeriesSet) Next() bool { s.i++; return s.i < len(s.series) }
+func (s *storeSeriesSet) At() (labels.Labels, []storepb.AggrChunk) {
+	return s.series[s.i].lset, s.series[s.i].chunks
+}
+func (s *storeSeriesSet) Err() error { return nil }

@@ -1,0 +1,126 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gogo/protobuf/proto"
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/internal/testenv"
+)
+
+func writeV1(t *testing.T, base, token string, ts int64, name string, v float64) int {
+	t.Helper()
+	raw, err := proto.Marshal(&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: name}},
+		Samples: []prompb.Sample{{Timestamp: ts, Value: v}},
+	}}})
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func countSamples(t *testing.T, base, selector string) string {
+	t.Helper()
+	code, body := rawGet(t, base, "/api/v1/query", url.Values{"query": {"count_over_time(" + selector + "[1h])"}})
+	require.Equal(t, 200, code, body)
+	return body
+}
+
+// TestKill9KeepsAcknowledgedSamples: every sample answered 2xx is there after kill -9.
+func TestKill9KeepsAcknowledgedSamples(t *testing.T) {
+	testenv.SkipIfShort(t)
+	dir := t.TempDir()
+	testenv.WriteFile(t, dir, "a.token", "token-a")
+	cfg := "clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n"
+	p, fw := startFleetwatch(t, dir, cfg)
+
+	start := time.Now().Add(-10 * time.Minute).UnixMilli()
+	const n = 200
+	for i := range n {
+		require.Equal(t, http.StatusNoContent, writeV1(t, fw, "token-a", start+int64(i)*1000, "acked", float64(i)))
+	}
+	require.NoError(t, p.Signal(syscall.SIGKILL))
+	p.Kill()
+
+	_, fw = startFleetwatch(t, dir, cfg)
+	body := countSamples(t, fw, `acked{cluster="a"}`)
+	require.Contains(t, body, fmt.Sprintf(`"%d"`, n), body)
+}
+
+// TestReload: SIGHUP and POST /-/reload apply a new config without losing data; a broken config
+// is refused with the field named, and the running config stays in force.
+func TestReload(t *testing.T) {
+	testenv.SkipIfShort(t)
+	dir := t.TempDir()
+	testenv.WriteFile(t, dir, "a.token", "token-a")
+	testenv.WriteFile(t, dir, "b.token", "token-b")
+	p, fw := startFleetwatch(t, dir, "clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n")
+	// Timestamps in the past, so the samples written a second apart are all in range of the
+	// queries at the end however fast the test runs.
+	now := time.Now().Add(-time.Minute).UnixMilli()
+	require.Equal(t, http.StatusNoContent, writeV1(t, fw, "token-a", now, "before_reload", 1))
+	require.Equal(t, http.StatusUnauthorized, writeV1(t, fw, "token-b", now, "from_b", 1))
+
+	// SIGHUP: cluster b is added.
+	cfgPath := filepath.Join(dir, "fleetwatch.yml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`clusters:
+  - name: a
+    remote_write: {bearer_token_file: a.token}
+  - name: b
+    remote_write: {bearer_token_file: b.token}
+`), 0o600))
+	require.NoError(t, p.Signal(syscall.SIGHUP))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code := writeV1(t, fw, "token-b", now, "from_b", 1); code != http.StatusNoContent {
+			return fmt.Errorf("cluster b after SIGHUP: %d", code)
+		}
+		return nil
+	})
+
+	// A broken config is refused, naming the cluster and the field; b keeps working.
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`clusters:
+  - name: a
+    remote_write: {bearer_token_file: a.token}
+  - name: b
+    remote_write: {}
+`), 0o600))
+	resp, err := http.Post(fw+"/-/reload", "", nil)
+	require.NoError(t, err)
+	msg, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	require.Contains(t, string(msg), `cluster "b": remote_write: one of bearer_token_file or basic_auth must be set`)
+	require.Equal(t, http.StatusNoContent, writeV1(t, fw, "token-b", now+1000, "from_b", 2))
+	_, metrics := rawGet(t, fw, "/metrics", nil)
+	require.Contains(t, metrics, "fleetwatch_config_last_reload_successful 0")
+
+	// POST /-/reload with b removed: b is refused, its data and a's stay queryable.
+	require.NoError(t, os.WriteFile(cfgPath, []byte("clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n"), 0o600))
+	resp, err = http.Post(fw+"/-/reload", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, http.StatusUnauthorized, writeV1(t, fw, "token-b", now+2000, "from_b", 3))
+	require.Contains(t, countSamples(t, fw, `before_reload{cluster="a"}`), `"1"`)
+	require.Contains(t, countSamples(t, fw, `from_b{cluster="b"}`), `"2"`)
+}
