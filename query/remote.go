@@ -5,6 +5,7 @@ import (
 	"net/url"
 
 	commoncfg "github.com/prometheus/common/config"
+	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage/remote"
 
@@ -25,6 +26,8 @@ func NewRemoteSources(cfg config.QueryConfig) ([]RemoteSource, error) {
 			URL:              &commoncfg.URL{URL: u},
 			Timeout:          rr.Timeout,
 			HTTPClientConfig: rr.HTTPClientConfig,
+			// Prometheus's default; zero would reject every streamed frame.
+			ChunkedReadLimit: promconfig.DefaultChunkedReadLimit,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("remote_read %q: %w", rr.Name, err)

@@ -41,16 +41,39 @@ func startFleetwatch(t *testing.T, dir, cfg string) (*testenv.Process, string) {
 // appended (remote_write, external labels).
 func startPrometheus(t *testing.T, name, global, extra string, args ...string) (*testenv.Process, string) {
 	t.Helper()
+	return startPrometheusOn(t, name, testenv.FreePort(t), global, "", extra, args...)
+}
+
+// startPrometheusAt starts a Prometheus on addr that scrapes itself as job "target".
+func startPrometheusAt(t *testing.T, name, addr string) (*testenv.Process, string) {
+	t.Helper()
+	return startPrometheusOn(t, name, addr, "", "", "")
+}
+
+// startPrometheusScraping starts a Prometheus that scrapes target (host:port) as job "target".
+func startPrometheusScraping(t *testing.T, name, global, target, extra string) (*testenv.Process, string) {
+	t.Helper()
+	return startPrometheusOn(t, name, testenv.FreePort(t), global, target, extra)
+}
+
+func startPrometheusOn(t *testing.T, name, addr, global, target, extra string, args ...string) (*testenv.Process, string) {
+	t.Helper()
 	dir := t.TempDir()
-	addr := testenv.FreePort(t)
+	job, scraped := "prometheus", addr
+	if target != "" || name == "ha-target" {
+		job = "target"
+	}
+	if target != "" {
+		scraped = target
+	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
   evaluation_interval: 1s
 %s
 scrape_configs:
-  - job_name: prometheus
+  - job_name: %s
     static_configs: [{targets: ['%s']}]
-%s`, global, addr, extra)
+%s`, global, job, scraped, extra)
 	cfgPath := testenv.WriteFile(t, dir, "prometheus.yml", cfg)
 	args = append([]string{"--config.file=" + cfgPath, "--storage.tsdb.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + addr}, args...)
 	p := testenv.Start(t, name, testenv.Peer(t, "prometheus"), args...)
