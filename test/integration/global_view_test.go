@@ -92,6 +92,7 @@ query:
     protobuf_message: %s
     %s
     queue_config: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}
+    metadata_config: {send_interval: 1s}
 `, fw, msg, auth)
 	}
 	_, m1 := startPrometheus(t, "prometheus-rw1", "", remoteWrite("prometheus.WriteRequest", "bearer_token: token-rw1"))
@@ -123,6 +124,17 @@ query:
 	series, _, err := fleet.Series(ctx(t), []string{`up{cluster="rw2"}`}, time.Now().Add(-time.Hour), time.Now())
 	require.NoError(t, err)
 	require.Len(t, series, 1)
+	// Metric metadata sent with remote-write 1.0 is served in Prometheus's format.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		md, err := fleet.Metadata(ctx(t), "prometheus_http_requests_total", "")
+		if err != nil {
+			return err
+		}
+		if len(md["prometheus_http_requests_total"]) == 0 || md["prometheus_http_requests_total"][0].Type != "counter" {
+			return fmt.Errorf("metadata not there yet: %v", md)
+		}
+		return nil
+	})
 	bi, err := fleet.Buildinfo(ctx(t))
 	require.NoError(t, err)
 	require.NotEmpty(t, bi.GoVersion)
