@@ -285,9 +285,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "fleetwatch_remote_write_overloaded_total",
 			Help: "Remote-write requests answered 429 because the in-flight byte limit was reached.",
 		}),
-		lastIngest: f.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fleetwatch_cluster_last_ingest_timestamp_seconds",
-			Help: "When data from the cluster was last stored, as a Unix timestamp.",
-		}, []string{"cluster"}),
+		lastIngest: lastIngestGauge(reg),
 	}
 }

@@ -91,6 +91,7 @@ type server struct {
 	reg      *prometheus.Registry
 	view     *query.View
 	receiver *collector.Receiver
+	fed      *collector.Federator
 	http     *http.Server
 	ready    atomic.Bool
 
@@ -127,6 +128,11 @@ func newServer(o serverOptions) (*server, error) {
 		s.view.Close()
 		return nil, err
 	}
+	s.fed, err = collector.NewFederator(collector.Options{Appendable: s.view.Appendable(), Metadata: s.view, Logger: o.Logger, Registerer: reg})
+	if err != nil {
+		s.view.Close()
+		return nil, err
+	}
 	if err := s.apply(cfg); err != nil {
 		s.view.Close()
 		return nil, err
@@ -140,6 +146,7 @@ func newServer(o serverOptions) (*server, error) {
 		Flags:         o.Flags,
 		ListenAddress: o.Listener.Addr().String(),
 		Gatherer:      reg,
+		Targets:       func(context.Context) v1.TargetRetriever { return s.fed.Targets() },
 	}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetwatch is Healthy.") })
@@ -168,6 +175,9 @@ func (s *server) apply(cfg *config.Config) error {
 	}
 	if err := s.receiver.ApplyConfig(cfg); err != nil {
 		return fmt.Errorf("apply collector config: %w", err)
+	}
+	if err := s.fed.ApplyConfig(cfg); err != nil {
+		return fmt.Errorf("apply federation config: %w", err)
 	}
 	return nil
 }
@@ -231,6 +241,10 @@ func (s *server) Run(ctx context.Context) error {
 				}
 			}
 		}, func(error) { signal.Stop(hup); close(done) })
+	}
+	{
+		// Federation scrapes stop before the TSDB closes.
+		g.Add(s.fed.Run, func(error) { s.fed.Stop() })
 	}
 	{
 		// HTTP: stops accepting, then lets in-flight writes finish, before the TSDB closes
