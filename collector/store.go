@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"time"
 
@@ -106,6 +107,32 @@ type txn struct {
 	maxTime int64
 	b       labels.ScratchBuilder
 	n       counts
+	// last is each series' latest sample in this request. The TSDB checks a sample only
+	// against committed ones, and at commit silently drops a sample that is not after the one
+	// before it in the same batch, so the request is checked here to be rejected whole instead.
+	last map[storage.SeriesRef]pendingSample
+}
+
+// pendingSample is a sample appended but not yet committed: a float (its bits) or a histogram.
+type pendingSample struct {
+	ts int64
+	v  uint64
+	h  *histogram.Histogram
+	fh *histogram.FloatHistogram
+}
+
+// sameAs says whether p is an exact duplicate of q, which the TSDB accepts (and stores once),
+// as it does for a duplicate of a committed sample.
+func (p pendingSample) sameAs(q pendingSample) bool {
+	switch {
+	case p.h != nil && q.h != nil:
+		return p.h.Equals(q.h)
+	case p.fh != nil && q.fh != nil:
+		return p.fh.Equals(q.fh)
+	case p.h == nil && p.fh == nil && q.h == nil && q.fh == nil:
+		return p.v == q.v
+	}
+	return false
 }
 
 func (s *store) begin(req *http.Request, cluster string) *txn {
@@ -114,6 +141,7 @@ func (s *store) begin(req *http.Request, cluster string) *txn {
 		cluster: cluster,
 		maxTime: timestamp.FromTime(s.now().Add(maxAheadTime)),
 		b:       labels.NewScratchBuilder(16),
+		last:    map[storage.SeriesRef]pendingSample{},
 	}
 }
 
@@ -170,6 +198,9 @@ func (t *txn) appendSample(ref storage.SeriesRef, ls labels.Labels, ts int64, v 
 	if err != nil {
 		return 0, t.appendErr(err, ls, ts)
 	}
+	if err := t.checkOrder(ref, ls, pendingSample{ts: ts, v: math.Float64bits(v)}); err != nil {
+		return 0, err
+	}
 	t.n.samples++
 	return ref, nil
 }
@@ -182,8 +213,31 @@ func (t *txn) appendHistogram(ref storage.SeriesRef, ls labels.Labels, ts int64,
 	if err != nil {
 		return 0, t.appendErr(err, ls, ts)
 	}
+	if err := t.checkOrder(ref, ls, pendingSample{ts: ts, h: h, fh: fh}); err != nil {
+		return 0, err
+	}
 	t.n.histograms++
 	return ref, nil
+}
+
+// checkOrder rejects a sample that is not after the series' previous sample in this request,
+// unless it is an exact duplicate of it. The series is identified by the reference the TSDB
+// returned, so it is the same whichever time series entry of the request the sample came in.
+func (t *txn) checkOrder(ref storage.SeriesRef, ls labels.Labels, p pendingSample) error {
+	if ref == 0 { // an appender that does not hand out references; nothing to key on
+		return nil
+	}
+	prev, ok := t.last[ref]
+	switch {
+	case !ok || p.ts > prev.ts:
+		t.last[ref] = p
+		return nil
+	case p.ts < prev.ts:
+		return t.appendErr(storage.ErrOutOfOrderSample, ls, p.ts)
+	case !p.sameAs(prev):
+		return t.appendErr(storage.ErrDuplicateSampleForTimestamp, ls, p.ts)
+	}
+	return nil
 }
 
 // appendExemplar stores an exemplar. As in Prometheus, exemplar storage is best effort: an

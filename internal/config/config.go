@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v2"
 )
 
@@ -128,20 +131,21 @@ type QueryConfig struct {
 	// ReplicaLabels name the labels that tell HA replicas apart; they are kept on ingest and
 	// removed by deduplication at query time.
 	ReplicaLabels []string          `yaml:"replica_labels,omitempty"`
-	ResultCache   ResultCacheConfig `yaml:"result_cache,omitempty"`
+	ResultCache   ResultCacheConfig `yaml:"result_cache"`
 	// Stores are Thanos StoreAPI endpoints (gRPC) merged into the view.
 	Stores []*StoreConfig `yaml:"stores,omitempty"`
 	// RemoteRead are Prometheus remote-read endpoints merged into the view.
 	RemoteRead []*RemoteReadConfig `yaml:"remote_read,omitempty"`
 }
 
-// ResultCacheConfig sizes the range-query result cache.
+// ResultCacheConfig sizes the range-query result cache. Its fields have no omitempty: zero
+// means "off" or "cache up to now", not "default", and a dump must not lose that.
 type ResultCacheConfig struct {
 	// MaxSizeBytes is the memory the cache may use; 0 turns the cache off.
-	MaxSizeBytes int64 `yaml:"max_size_bytes,omitempty"`
+	MaxSizeBytes int64 `yaml:"max_size_bytes"`
 	// Freshness is how far back from now results are never cached, because late samples may
 	// still change them.
-	Freshness model.Duration `yaml:"freshness,omitempty"`
+	Freshness model.Duration `yaml:"freshness"`
 }
 
 // StoreConfig is one Thanos StoreAPI endpoint.
@@ -168,6 +172,11 @@ var clusterNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,62}[a-zA-Z
 func (c *ClusterConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	type plain ClusterConfig
 	if err := unmarshal((*plain)(c)); err != nil {
+		// Say which cluster the YAML error (unknown field, bad duration) is in when its name
+		// was read before the error.
+		if c.Name != "" {
+			return fmt.Errorf("cluster %q: %w", c.Name, err)
+		}
 		return err
 	}
 	if c.Name == "" {
@@ -204,6 +213,11 @@ func (c *ClusterConfig) UnmarshalYAML(unmarshal func(any) error) error {
 			if ba.Username == "" {
 				return fmt.Errorf("cluster %q: remote_write.basic_auth.username: must not be empty", c.Name)
 			}
+			// RFC 7617 splits user-id and password at the first colon, so a username with one
+			// could never authenticate.
+			if strings.Contains(ba.Username, ":") {
+				return fmt.Errorf("cluster %q: remote_write.basic_auth.username: must not contain ':', got %q", c.Name, ba.Username)
+			}
 			if ba.PasswordFile == "" {
 				return fmt.Errorf("cluster %q: remote_write.basic_auth.password_file: must not be empty", c.Name)
 			}
@@ -227,6 +241,12 @@ func (f *FederateConfig) validate() error {
 	if len(f.Match) == 0 {
 		return errors.New("match: at least one selector is required; /federate returns nothing without match[]")
 	}
+	// The cluster's Prometheus would answer every scrape 400 for a selector it cannot parse.
+	for i, m := range f.Match {
+		if _, err := parser.ParseMetricSelector(m); err != nil {
+			return fmt.Errorf("match[%d]: %q is not a valid series selector: %w", i, m, err)
+		}
+	}
 	if f.Interval == 0 {
 		f.Interval = DefaultFederateInterval
 	}
@@ -243,6 +263,9 @@ func (f *FederateConfig) validate() error {
 }
 
 func validateURL(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return err
@@ -261,8 +284,12 @@ func (c *IngestConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	*c = DefaultIngest
 	type plain IngestConfig
 	if err := unmarshal((*plain)(c)); err != nil {
-		return err
+		return fmt.Errorf("ingest: %w", err)
 	}
+	return c.validate()
+}
+
+func (c *IngestConfig) validate() error {
 	if c.MaxBodyBytes <= 0 {
 		return fmt.Errorf("ingest: max_body_bytes: must be > 0, got %d", c.MaxBodyBytes)
 	}
@@ -277,7 +304,7 @@ func (c *QueryConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	*c = DefaultQuery
 	type plain QueryConfig
 	if err := unmarshal((*plain)(c)); err != nil {
-		return err
+		return fmt.Errorf("query: %w", err)
 	}
 	return c.validate()
 }
@@ -321,7 +348,7 @@ func (c *QueryConfig) validate() error {
 			return fmt.Errorf("query: stores[%d] %q: name: duplicate remote source name", i, s.Name)
 		}
 		names[s.Name] = true
-		if s.Address == "" || !strings.Contains(s.Address, ":") {
+		if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
 			return fmt.Errorf("query: stores[%d] %q: address: must be host:port, got %q", i, s.Name, s.Address)
 		}
 		if s.Timeout == 0 {
@@ -357,6 +384,18 @@ func (c *QueryConfig) validate() error {
 func Load(data []byte, dir string) (*Config, error) {
 	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		return nil, err
+	}
+	// A section that is present but empty (`ingest:` with every setting commented out) is
+	// decoded as null, which zeroes it without calling its UnmarshalYAML; it means "defaults",
+	// as an empty `global:` does in Prometheus.
+	if reflect.ValueOf(cfg.Ingest).IsZero() {
+		cfg.Ingest = DefaultIngest
+	}
+	if reflect.ValueOf(cfg.Query).IsZero() {
+		cfg.Query = DefaultQuery
+	}
+	if err := cfg.Ingest.validate(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Query.validate(); err != nil {

@@ -1,0 +1,409 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v2"
+)
+
+func TestGoodConfigs(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.good.yml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			cfg, err := LoadFile(f)
+			require.NoError(t, err)
+			checkInvariants(t, cfg)
+		})
+	}
+}
+
+// TestExampleConfig keeps the documented example loadable.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := LoadFile("../../examples/fleetwatch.yml")
+	require.NoError(t, err)
+	checkInvariants(t, cfg)
+	require.NotEmpty(t, cfg.Clusters)
+}
+
+func TestLoadFleet(t *testing.T) {
+	cfg, err := LoadFile("testdata/fleet.good.yml")
+	require.NoError(t, err)
+	want := &Config{
+		Clusters: []*ClusterConfig{
+			{
+				Name:           "eu-1",
+				Labels:         map[string]string{"region": "eu-west-1", "provider": "aws", "tier": "production", "compliance": "gdpr"},
+				CostPerCPUHour: 0.04,
+				RemoteWrite: &RemoteWriteConfig{
+					BearerTokenFile: "testdata/secrets/eu-1.token",
+					BearerToken:     "token-eu-1",
+				},
+			},
+			{
+				Name:   "us-2",
+				Labels: map[string]string{"region": "us-east-2", "provider": "gcp", "tier": "staging"},
+				RemoteWrite: &RemoteWriteConfig{BasicAuth: &BasicAuthConfig{
+					Username:     "us-2",
+					PasswordFile: "testdata/secrets/us-2.password",
+					Password:     "pw-us-2",
+				}},
+			},
+			{
+				Name:   "eu-3",
+				Labels: map[string]string{"region": "eu-central-1", "provider": "on-prem"},
+				Federate: &FederateConfig{
+					URL:      "https://prometheus.eu-3.example.com/federate",
+					Match:    []string{`{job=~".+"}`},
+					Interval: model.Duration(30 * time.Second),
+					Timeout:  model.Duration(10 * time.Second),
+					HTTPClientConfig: config.HTTPClientConfig{
+						BasicAuth: &config.BasicAuth{Username: "fleetwatch", PasswordFile: "testdata/secrets/federate.password"},
+						TLSConfig: config.TLSConfig{CAFile: "testdata/secrets/ca.pem"},
+					},
+				},
+			},
+		},
+		Ingest: IngestConfig{MaxBodyBytes: 16 << 20, MaxInflightBytes: 256 << 20},
+		Query: QueryConfig{
+			Engine:        EngineThanos,
+			LookbackDelta: model.Duration(5 * time.Minute),
+			Timeout:       model.Duration(2 * time.Minute),
+			MaxSamples:    50_000_000,
+			ReplicaLabels: []string{"replica"},
+			ResultCache:   ResultCacheConfig{MaxSizeBytes: 256 << 20, Freshness: model.Duration(5 * time.Minute)},
+			Stores: []*StoreConfig{
+				{Name: "thanos-store", Address: "thanos-store:10901", Timeout: model.Duration(30 * time.Second)},
+			},
+		},
+	}
+	require.Equal(t, want, cfg)
+	require.Same(t, cfg.Clusters[1], cfg.Cluster("us-2"))
+	require.Nil(t, cfg.Cluster("us-9"))
+}
+
+func TestLoadQuery(t *testing.T) {
+	cfg, err := LoadFile("testdata/query.good.yml")
+	require.NoError(t, err)
+	want := QueryConfig{
+		Engine:        EnginePrometheus,
+		LookbackDelta: model.Duration(2 * time.Minute),
+		Timeout:       model.Duration(30 * time.Second),
+		MaxSamples:    1_000_000,
+		ReplicaLabels: []string{"replica", "prometheus_replica"},
+		ResultCache:   ResultCacheConfig{MaxSizeBytes: 64 << 20, Freshness: model.Duration(10 * time.Minute)},
+		Stores: []*StoreConfig{
+			{Name: "thanos-store", Address: "thanos-store.monitoring.svc:10901", Timeout: model.Duration(time.Minute)},
+			{Name: "thanos-store-tls", Address: "[2001:db8::1]:10901", Timeout: model.Duration(30 * time.Second), TLS: &config.TLSConfig{CAFile: "testdata/secrets/ca.pem"}},
+		},
+		RemoteRead: []*RemoteReadConfig{
+			{
+				Name: "longterm", URL: "https://longterm.example.com/api/v1/read", Timeout: model.Duration(2 * time.Minute),
+				HTTPClientConfig: config.HTTPClientConfig{BasicAuth: &config.BasicAuth{Username: "fleetwatch", PasswordFile: "testdata/secrets/federate.password"}},
+			},
+			{Name: "archive", URL: "http://archive:9090/api/v1/read", Timeout: model.Duration(30 * time.Second)},
+		},
+	}
+	require.Equal(t, want, cfg.Query)
+	require.Equal(t, DefaultIngest, cfg.Ingest)
+}
+
+func TestLoadDefaults(t *testing.T) {
+	t.Run("federate interval and timeout", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/federate_defaults.good.yml")
+		require.NoError(t, err)
+		for _, tc := range []struct {
+			cluster           string
+			interval, timeout time.Duration
+		}{
+			{"eu-4", 30 * time.Second, 10 * time.Second},
+			// The default timeout is capped at the interval.
+			{"eu-5", 5 * time.Second, 5 * time.Second},
+			{"eu-6", 30 * time.Second, 10 * time.Second},
+		} {
+			f := cfg.Cluster(tc.cluster).Federate
+			require.Equal(t, model.Duration(tc.interval), f.Interval, tc.cluster)
+			require.Equal(t, model.Duration(tc.timeout), f.Timeout, tc.cluster)
+		}
+	})
+	t.Run("explicit federate settings are kept", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/federate.good.yml")
+		require.NoError(t, err)
+		f := cfg.Cluster("eu-3").Federate
+		require.Equal(t, model.Duration(time.Minute), f.Interval)
+		require.Equal(t, model.Duration(20*time.Second), f.Timeout)
+		require.Len(t, f.Match, 3)
+		require.Equal(t, "prometheus.eu-3.example.com", f.HTTPClientConfig.TLSConfig.ServerName)
+		require.Equal(t, "testdata/secrets/ca.pem", f.HTTPClientConfig.TLSConfig.CAFile)
+		require.Equal(t, "testdata/secrets/federate.password", f.HTTPClientConfig.BasicAuth.PasswordFile)
+	})
+	t.Run("empty sections mean defaults", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/empty_sections.good.yml")
+		require.NoError(t, err)
+		require.Equal(t, DefaultIngest, cfg.Ingest)
+		require.Equal(t, DefaultQuery, cfg.Query)
+	})
+	t.Run("omitted sections mean defaults", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/remote_write_bearer.good.yml")
+		require.NoError(t, err)
+		require.Equal(t, DefaultIngest, cfg.Ingest)
+		require.Equal(t, DefaultQuery, cfg.Query)
+	})
+	t.Run("ingest limits", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/ingest.good.yml")
+		require.NoError(t, err)
+		require.Equal(t, IngestConfig{MaxBodyBytes: 1 << 20, MaxInflightBytes: 1 << 20}, cfg.Ingest)
+	})
+	t.Run("result cache off", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/result_cache_off.good.yml")
+		require.NoError(t, err)
+		require.Equal(t, ResultCacheConfig{Freshness: DefaultQuery.ResultCache.Freshness}, cfg.Query.ResultCache)
+	})
+	t.Run("labels and cost", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/labels_cost.good.yml")
+		require.NoError(t, err)
+		eu1 := cfg.Cluster("eu-1")
+		require.Equal(t, map[string]string{"region": "eu-west-1", "provider": "aws", "tier": "production", "compliance": "pci-dss"}, eu1.Labels)
+		require.Equal(t, 0.0425, eu1.CostPerCPUHour)
+		require.Zero(t, cfg.Cluster("on-prem.dc_2").CostPerCPUHour)
+	})
+	t.Run("basic auth", func(t *testing.T) {
+		cfg, err := LoadFile("testdata/remote_write_basic_auth.good.yml")
+		require.NoError(t, err)
+		require.Equal(t, &BasicAuthConfig{Username: "us-3", PasswordFile: "testdata/secrets/us-3.password", Password: "pw-us-3"}, cfg.Cluster("us-3").RemoteWrite.BasicAuth)
+	})
+}
+
+// TestLoadResolvesSecretsAgainstDir checks that relative secret paths follow the directory
+// Load is given and absolute ones are left alone.
+func TestLoadResolvesSecretsAgainstDir(t *testing.T) {
+	abs, err := filepath.Abs("testdata/secrets/eu-1.token")
+	require.NoError(t, err)
+	cfg, err := Load([]byte("clusters:\n- name: a\n  remote_write: {bearer_token_file: "+abs+"}\n- name: b\n  remote_write: {bearer_token_file: eu-2.token}\n"), "testdata/secrets")
+	require.NoError(t, err)
+	require.Equal(t, abs, cfg.Cluster("a").RemoteWrite.BearerTokenFile)
+	require.Equal(t, "token-eu-1", cfg.Cluster("a").RemoteWrite.BearerToken)
+	require.Equal(t, "testdata/secrets/eu-2.token", cfg.Cluster("b").RemoteWrite.BearerTokenFile)
+	require.Equal(t, "token-eu-2", cfg.Cluster("b").RemoteWrite.BearerToken)
+
+	_, err = LoadFile("testdata/does-not-exist.yml")
+	require.EqualError(t, err, "read config: open testdata/does-not-exist.yml: no such file or directory")
+}
+
+// TestSecretsAreNotMarshalled guards the `yaml:"-"` tags: a config dumped for debugging must not
+// carry the credentials read from files.
+func TestSecretsAreNotMarshalled(t *testing.T) {
+	cfg, err := LoadFile("testdata/fleet.good.yml")
+	require.NoError(t, err)
+	out, err := yaml.Marshal(cfg)
+	require.NoError(t, err)
+	require.NotContains(t, string(out), "token-eu-1")
+	require.NotContains(t, string(out), "pw-us-2")
+}
+
+var badConfigs = []struct {
+	file string
+	err  string
+}{
+	// YAML and unknown fields: decoding is strict and says where.
+	{"unknown_field.bad.yml", "cluster \"eu-1\": yaml: unmarshal errors:\n  line 5: field bearer_token not found in type config.RemoteWriteConfig"},
+	{"unknown_top_level_field.bad.yml", "yaml: unmarshal errors:\n  line 1: field cluster not found in type config.Config"},
+	{"unknown_query_field.bad.yml", "query: yaml: unmarshal errors:\n  line 3: field lookback not found in type config.plain"},
+	{"ingest_unknown_field.bad.yml", "ingest: yaml: unmarshal errors:\n  line 2: field max_body_size not found in type config.plain"},
+	{"basic_auth_inline_password.bad.yml", "cluster \"us-2\": yaml: unmarshal errors:\n  line 6: field password not found in type config.BasicAuthConfig"},
+	{"not_yaml.bad.yml", "yaml: line 1: did not find expected node content"},
+	{"clusters_not_a_list.bad.yml", "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!map into []*config.ClusterConfig"},
+
+	// Cluster names.
+	{"cluster_name_missing.bad.yml", "cluster: name: must not be empty"},
+	{"cluster_name_invalid.bad.yml", "cluster \"eu west 1\": name: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"},
+	{"cluster_name_leading_dash.bad.yml", "cluster \"-eu-1\": name: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"},
+	{"cluster_name_too_long.bad.yml", "cluster \"" + strings.Repeat("a", 65) + "\": name: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"},
+	{"cluster_name_duplicate.bad.yml", "cluster \"eu-1\": name: defined more than once"},
+	{"cluster_empty_entry.bad.yml", "clusters[0]: empty entry"},
+
+	// How the cluster's metrics come in.
+	{"cluster_no_ingest_mode.bad.yml", "cluster \"eu-1\": one of remote_write or federate must be set"},
+	{"cluster_both_ingest_modes.bad.yml", "cluster \"eu-1\": remote_write and federate are mutually exclusive"},
+
+	// Labels and cost.
+	{"label_invalid_name.bad.yml", "cluster \"eu-1\": labels: \"cloud-provider\" is not a valid label name"},
+	{"label_cluster_reserved.bad.yml", "cluster \"eu-1\": labels: \"cluster\" is reserved; the cluster's name is its \"cluster\" label"},
+	{"cost_negative.bad.yml", "cluster \"eu-1\": cost_per_cpu_hour: must be a finite number >= 0, got -0.5"},
+	{"cost_nan.bad.yml", "cluster \"eu-1\": cost_per_cpu_hour: must be a finite number >= 0, got NaN"},
+	{"cost_not_a_number.bad.yml", "cluster \"eu-1\": yaml: unmarshal errors:\n  line 3: cannot unmarshal !!str `cheap` into float64"},
+
+	// Remote-write credentials.
+	{"remote_write_no_credentials.bad.yml", "cluster \"eu-1\": remote_write: one of bearer_token_file or basic_auth must be set"},
+	{"remote_write_both_credentials.bad.yml", "cluster \"eu-1\": remote_write: bearer_token_file and basic_auth are mutually exclusive"},
+	{"token_file_missing.bad.yml", "cluster \"eu-1\": remote_write.bearer_token_file: open testdata/secrets/missing.token: no such file or directory"},
+	{"token_file_empty.bad.yml", "cluster \"eu-1\": remote_write.bearer_token_file: testdata/secrets/empty.token is empty"},
+	{"token_shared.bad.yml", "cluster \"eu-2\": remote_write: uses the same credentials as cluster \"eu-1\"; each cluster needs its own, or one could write as the other"},
+	{"basic_auth_username_shared.bad.yml", "cluster \"us-3\": remote_write: uses the same credentials as cluster \"us-2\"; each cluster needs its own, or one could write as the other"},
+	{"basic_auth_no_password_file.bad.yml", "cluster \"us-2\": remote_write.basic_auth.password_file: must not be empty"},
+	{"basic_auth_no_username.bad.yml", "cluster \"us-2\": remote_write.basic_auth.username: must not be empty"},
+	{"basic_auth_username_colon.bad.yml", "cluster \"us-2\": remote_write.basic_auth.username: must not contain ':', got \"us:2\""},
+	{"basic_auth_password_file_missing.bad.yml", "cluster \"us-2\": remote_write.basic_auth.password_file: open testdata/secrets/missing.password: no such file or directory"},
+
+	// Federation.
+	{"federate_no_url.bad.yml", "cluster \"eu-3\": federate.url: must not be empty"},
+	{"federate_url_bad_scheme.bad.yml", "cluster \"eu-3\": federate.url: scheme must be http or https, got \"ftp\""},
+	{"federate_url_no_host.bad.yml", "cluster \"eu-3\": federate.url: host must not be empty"},
+	{"federate_url_unparsable.bad.yml", "cluster \"eu-3\": federate.url: parse \"http://[::1/federate\": missing ']' in host"},
+	{"federate_no_match.bad.yml", "cluster \"eu-3\": federate.match: at least one selector is required; /federate returns nothing without match[]"},
+	{"federate_bad_match.bad.yml", "cluster \"eu-3\": federate.match[0]: \"up{job=\" is not a valid series selector: 1:8: parse error: unexpected end of input inside braces"},
+	{"federate_timeout_over_interval.bad.yml", "cluster \"eu-3\": federate.timeout: 20s is longer than interval 15s"},
+	{"federate_zero_interval_timeout_over_default.bad.yml", "cluster \"eu-3\": federate.timeout: 1m is longer than interval 30s"},
+	{"federate_bad_duration.bad.yml", "cluster \"eu-3\": unknown unit \" seconds\" in duration \"30 seconds\""},
+	{"federate_negative_duration.bad.yml", "cluster \"eu-3\": not a valid duration string: \"-10s\""},
+	{"federate_http_client_invalid.bad.yml", "cluster \"eu-3\": federate.http client: at most one of basic_auth password, password_file & password_ref must be configured"},
+	{"federate_tls_invalid.bad.yml", "cluster \"eu-3\": exactly one of key or key_file must be configured when a client certificate is configured"},
+
+	// Ingest limits.
+	{"ingest_max_body_zero.bad.yml", "ingest: max_body_bytes: must be > 0, got 0"},
+	{"ingest_max_body_negative.bad.yml", "ingest: max_body_bytes: must be > 0, got -1"},
+	{"ingest_inflight_below_body.bad.yml", "ingest: max_inflight_bytes: 1024 is smaller than max_body_bytes 1048576, so a full-sized request could never be accepted"},
+
+	// The global view.
+	{"query_bad_engine.bad.yml", "query: engine: must be \"thanos\" or \"prometheus\", got \"mimir\""},
+	{"query_lookback_zero.bad.yml", "query: lookback_delta: must be > 0, got 0s"},
+	{"query_bad_duration.bad.yml", "query: unknown unit \" minutes\" in duration \"2 minutes\""},
+	{"query_max_samples_negative.bad.yml", "query: max_samples: must be > 0, got -1"},
+	{"query_replica_label_invalid.bad.yml", "query: replica_labels: \"prometheus-replica\" is not a valid label name"},
+	{"query_replica_label_cluster.bad.yml", "query: replica_labels: \"cluster\" cannot be a replica label"},
+	{"result_cache_negative_size.bad.yml", "query: result_cache.max_size_bytes: must be >= 0, got -1"},
+	{"store_no_name.bad.yml", "query: stores[0]: name: must not be empty"},
+	{"store_empty_entry.bad.yml", "query: stores[0]: empty entry"},
+	{"store_address_no_port.bad.yml", "query: stores[0] \"thanos-store\": address: must be host:port, got \"thanos-store\""},
+	{"store_address_empty_port.bad.yml", "query: stores[0] \"thanos-store\": address: must be host:port, got \"thanos-store:\""},
+	{"store_address_missing.bad.yml", "query: stores[0] \"thanos-store\": address: must be host:port, got \"\""},
+	{"store_duplicate_name.bad.yml", "query: stores[1] \"longterm\": name: duplicate remote source name"},
+	{"store_tls_invalid.bad.yml", "query: exactly one of cert or cert_file must be configured when a client key is configured"},
+	{"remote_read_bad_url.bad.yml", "query: remote_read[0] \"longterm\": url: scheme must be http or https, got \"longterm\""},
+	{"remote_read_no_url.bad.yml", "query: remote_read[0] \"longterm\": url: must not be empty"},
+	{"remote_read_no_name.bad.yml", "query: remote_read[0]: name: must not be empty"},
+	{"remote_read_name_clashes_with_store.bad.yml", "query: remote_read[0] \"longterm\": name: duplicate remote source name"},
+	{"remote_read_http_client_invalid.bad.yml", "query: remote_read[0] \"longterm\": http client: at most one of bearer_token & bearer_token_file must be configured"},
+}
+
+func TestBadConfigs(t *testing.T) {
+	for _, tc := range badConfigs {
+		t.Run(tc.file, func(t *testing.T) {
+			path := filepath.Join("testdata", tc.file)
+			_, err := LoadFile(path)
+			require.EqualError(t, err, "load config "+path+": "+tc.err)
+		})
+	}
+}
+
+// TestEveryBadConfigIsTested keeps testdata and the table in step: a bad file nobody checks
+// proves nothing.
+func TestEveryBadConfigIsTested(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.bad.yml")
+	require.NoError(t, err)
+	var tested []string
+	for _, tc := range badConfigs {
+		tested = append(tested, tc.file)
+	}
+	for _, f := range files {
+		require.Contains(t, tested, filepath.Base(f))
+	}
+	require.Len(t, tested, len(files), "a file in the table is missing from testdata")
+}
+
+// checkInvariants asserts what every config that loads must satisfy, whatever its YAML said.
+func checkInvariants(t *testing.T, cfg *Config) {
+	t.Helper()
+	names := map[string]bool{}
+	for _, c := range cfg.Clusters {
+		require.NotNil(t, c)
+		require.Regexp(t, clusterNameRE, c.Name)
+		require.False(t, names[c.Name], "cluster %q defined twice", c.Name)
+		names[c.Name] = true
+		require.True(t, (c.RemoteWrite == nil) != (c.Federate == nil), "cluster %q needs exactly one ingest mode", c.Name)
+		require.NotContains(t, c.Labels, ClusterLabel)
+		require.GreaterOrEqual(t, c.CostPerCPUHour, 0.0)
+		if rw := c.RemoteWrite; rw != nil {
+			if rw.BasicAuth != nil {
+				require.Empty(t, rw.BearerToken)
+				require.NotEmpty(t, rw.BasicAuth.Username)
+				require.NotEmpty(t, rw.BasicAuth.Password)
+			} else {
+				require.NotEmpty(t, rw.BearerToken)
+			}
+		}
+		if f := c.Federate; f != nil {
+			require.NotEmpty(t, f.Match)
+			require.Positive(t, f.Timeout)
+			require.LessOrEqual(t, f.Timeout, f.Interval)
+		}
+	}
+	require.Positive(t, cfg.Ingest.MaxBodyBytes)
+	require.GreaterOrEqual(t, cfg.Ingest.MaxInflightBytes, cfg.Ingest.MaxBodyBytes)
+	q := cfg.Query
+	require.Contains(t, []string{EngineThanos, EnginePrometheus}, q.Engine)
+	require.Positive(t, q.LookbackDelta)
+	require.Positive(t, q.Timeout)
+	require.Positive(t, q.MaxSamples)
+	require.GreaterOrEqual(t, q.ResultCache.MaxSizeBytes, int64(0))
+	for _, s := range q.Stores {
+		require.Positive(t, s.Timeout)
+	}
+	for _, r := range q.RemoteRead {
+		require.Positive(t, r.Timeout)
+	}
+}
+
+// FuzzLoad feeds Load arbitrary YAML. Load must never panic; a config it accepts must satisfy
+// the invariants, and dumping it and loading the dump must give the same config (secrets read
+// from files are not dumped, and inline secrets come back as "<secret>", so the dump of the
+// dump is compared, not the structs).
+func FuzzLoad(f *testing.F) {
+	files, err := filepath.Glob("testdata/*.yml")
+	require.NoError(f, err)
+	for _, name := range append(files, "../../examples/fleetwatch.yml") {
+		b, err := os.ReadFile(name)
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	// Secrets are resolved against an absolute directory, so a dumped config (whose paths are
+	// already resolved) loads from the same place.
+	dir, err := filepath.Abs("testdata")
+	require.NoError(f, err)
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Load(data, dir)
+		if err != nil {
+			require.Nil(t, cfg)
+			return
+		}
+		checkInvariants(t, cfg)
+
+		out, err := yaml.Marshal(cfg)
+		require.NoError(t, err)
+		again, err := Load(out, dir)
+		require.NoError(t, err, "the dump of an accepted config must load:\n%s", out)
+		checkInvariants(t, again)
+		out2, err := yaml.Marshal(again)
+		require.NoError(t, err)
+		require.Equal(t, string(out), string(out2))
+		require.Equal(t, clusterNames(cfg), clusterNames(again))
+	})
+}
+
+func clusterNames(cfg *Config) []string {
+	var names []string
+	for _, c := range cfg.Clusters {
+		names = append(names, c.Name)
+	}
+	return slices.Clip(names)
+}
