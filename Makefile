@@ -25,9 +25,10 @@ test: peers
 unit:
 	$(GO) test -count=1 -short ./...
 
-## bench: fleetwatch side by side with prometheus --web.enable-remote-write-receiver.
+## bench: fleetwatch side by side with prometheus --web.enable-remote-write-receiver (about 4 minutes
+## on two cores; BENCH_FLAGS='-json=bench.json -rounds=3' etc., see `go run ./hack/bench -h`).
 bench: peers build
-	$(GO) run ./hack/bench --fleetwatch=bin/fleetwatch --prometheus=$(FLEETWATCH_PEERS_BIN)/prometheus
+	$(GO) run ./hack/bench --fleetwatch=bin/fleetwatch --prometheus=$(FLEETWATCH_PEERS_BIN)/prometheus $(BENCH_FLAGS)
 
 ## fuzz: a short run of every fuzz target.
 fuzz:

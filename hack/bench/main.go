@@ -1,0 +1,466 @@
+// Command bench runs fleetwatch side by side with Prometheus's own remote-write receiver
+// (`prometheus --web.enable-remote-write-receiver`) on the same pre-generated workload and
+// prints how they compare: ingest throughput, CPU per sample and peak memory for Remote-Write
+// 1.0 and 2.0, and query latency for a set of typical fleet queries. `make bench` runs it.
+//
+// The workload is kube-state-metrics / cAdvisor / application-like: several clusters of a few
+// thousand series each (8 to 11 labels; counters, gauges and classic histograms), encoded once
+// as snappy-compressed requests of about 2,000 samples with one sample per time series entry,
+// as Prometheus's remote-write queue sends them. Timestamps advance in order: a warm-up scrape
+// creates every series (not measured), then the RW 1.0 phase and the RW 2.0 phase each send
+// -samples further scrapes of every series.
+//
+// Both targets receive the very same bytes. Every series carries its `cluster` label in the
+// payload, as it does when a member Prometheus sets `cluster` as an external label: fleetwatch
+// accepts a `cluster` label equal to the authenticated cluster's name (and would stamp it if it
+// were absent), Prometheus stores it as sent, so both end up with the same series. fleetwatch
+// authenticates each cluster by its bearer token; Prometheus has no authentication.
+//
+// The targets run one after the other, never at the same time, so they do not compete for
+// CPU, each from an empty data directory. CPU is the server process's user+system time from
+// /proc/<pid>/stat over the phase; peak memory is VmHWM from /proc/<pid>/status. fleetwatch's
+// range-query result cache is turned off (max_size_bytes: 0), since Prometheus has none.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type options struct {
+	fleetwatch, prometheus string
+	clusters, series       int
+	warmup, samples        int
+	perRequest             int
+	interval               time.Duration
+	concurrency            int
+	rounds                 int
+	queryRuns              int
+	engine                 string
+	jsonOut                string
+	profileDir             string
+	quietWait              time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.fleetwatch, "fleetwatch", "bin/fleetwatch", "fleetwatch binary")
+	flag.StringVar(&o.prometheus, "prometheus", "", "prometheus binary (make peers installs one)")
+	flag.IntVar(&o.clusters, "clusters", 4, "clusters remote-writing")
+	flag.IntVar(&o.series, "series", 2500, "series per cluster")
+	flag.IntVar(&o.warmup, "warmup", 1, "scrapes sent before measuring (they create the series)")
+	flag.DurationVar(&o.quietWait, "quiet-wait", 5*time.Second, "before each target's ingest, wait up to this long for other processes to use less than half a core")
+	flag.IntVar(&o.samples, "samples", 120, "samples per series in each measured phase (RW 1.0, then RW 2.0)")
+	flag.IntVar(&o.perRequest, "per-request", 2000, "samples per remote-write request")
+	flag.DurationVar(&o.interval, "interval", 15*time.Second, "scrape interval of the generated data")
+	flag.IntVar(&o.concurrency, "concurrency", 4, "concurrent senders (each owns a shard of every cluster's series)")
+	flag.IntVar(&o.rounds, "rounds", 5, "ingest rounds, each on fresh servers; the median is reported")
+	flag.IntVar(&o.queryRuns, "query-runs", 20, "timed runs of each query (after one untimed run)")
+	flag.StringVar(&o.engine, "fleetwatch-engine", "thanos", "fleetwatch query engine: thanos or prometheus")
+	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.profileDir, "profile", "", "after the measured rounds, run fleetwatch once more and write CPU and heap profiles of ingest and queries to this directory")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o)
+	stop()
+	stopAll()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// targetResult is everything measured on one target.
+type targetResult struct {
+	Name   string           `json:"name"`
+	Rounds [][]ingestResult `json:"rounds"`
+	// Peak RSS (VmHWM) at the end of each round's ingest, and after the queries.
+	PeakRSSIngestMiB  []float64               `json:"peak_rss_after_ingest_mib"`
+	PeakRSSQueriesMiB float64                 `json:"peak_rss_after_queries_mib"`
+	Queries           map[string]*queryTiming `json:"queries"`
+	results           map[string]*queryResult // by query key, for comparison
+	StoredSamples     float64                 `json:"stored_samples"`
+}
+
+type queryTiming struct {
+	Expr      string    `json:"expr"`
+	Kind      string    `json:"kind"` // instant or range
+	P50ms     float64   `json:"p50_ms"`
+	P90ms     float64   `json:"p90_ms"`
+	RunsMs    []float64 `json:"runs_ms"`
+	Series    int       `json:"series"`
+	Mismatch  string    `json:"mismatch,omitempty"`
+	ValueWarn string    `json:"value_warning,omitempty"`
+}
+
+type report struct {
+	Started     time.Time                `json:"started"`
+	Seconds     float64                  `json:"seconds"`
+	Options     map[string]any           `json:"options"`
+	Dataset     map[string]any           `json:"dataset"`
+	Targets     map[string]*targetResult `json:"targets"`
+	Rows        []row                    `json:"table"`
+	Errors      []string                 `json:"errors,omitempty"`
+	ProfileNote string                   `json:"profile,omitempty"`
+}
+
+type row struct {
+	Metric     string  `json:"metric"`
+	Fleetwatch float64 `json:"fleetwatch"`
+	Prometheus float64 `json:"prometheus"`
+	Ratio      float64 `json:"ratio"`
+	Better     string  `json:"better"` // higher or lower
+	Note       string  `json:"note,omitempty"`
+}
+
+func run(ctx context.Context, o options) error {
+	began := time.Now()
+	if o.prometheus == "" {
+		return errors.New("-prometheus is required")
+	}
+	for _, p := range []*string{&o.fleetwatch, &o.prometheus} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return fmt.Errorf("%w (run `make build` / `make peers`)", err)
+		}
+		*p = abs
+	}
+	if o.concurrency < 1 || o.rounds < 1 || o.queryRuns < 1 || o.samples < 1 || o.warmup < 1 {
+		return errors.New("-concurrency, -rounds, -query-runs, -samples and -warmup must be >= 1")
+	}
+	root, err := os.MkdirTemp("", "fleetwatch-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	defer stopAll() // before the directory goes
+
+	fmt.Printf("generating %d clusters x %d series, %d warm-up + 2 x %d scrapes at %s, %d samples/request, %d shards per cluster ...\n",
+		o.clusters, o.series, o.warmup, o.samples, o.interval, o.perRequest, o.concurrency)
+	t := time.Now()
+	ds, err := genDataset(o.clusters, o.series, o.warmup, o.samples, o.concurrency, o.perRequest, o.interval, time.Now())
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	fmt.Printf("generated in %.1fs: %d samples (%d series); rw1 %d requests %.1f MiB (%.1f B/sample), rw2 %d requests %.1f MiB (%.1f B/sample)\n",
+		time.Since(t).Seconds(), ds.totalSamples, o.clusters*o.series,
+		ds.rw1.requests, mib(ds.rw1.bytes), float64(ds.rw1.bytes)/float64(ds.rw1.samples),
+		ds.rw2.requests, mib(ds.rw2.bytes), float64(ds.rw2.bytes)/float64(ds.rw2.samples))
+
+	rep := &report{
+		Started: began,
+		Options: map[string]any{
+			"clusters": o.clusters, "series_per_cluster": o.series, "warmup": o.warmup, "samples": o.samples,
+			"per_request": o.perRequest, "interval": o.interval.String(), "concurrency": o.concurrency,
+			"rounds": o.rounds, "query_runs": o.queryRuns, "fleetwatch_engine": o.engine, "gomaxprocs": runtime.GOMAXPROCS(0),
+		},
+		Dataset: map[string]any{
+			"series": o.clusters * o.series, "samples_total": ds.totalSamples,
+			"rw1_requests": ds.rw1.requests, "rw1_bytes": ds.rw1.bytes,
+			"rw2_requests": ds.rw2.requests, "rw2_bytes": ds.rw2.bytes,
+			"start_ms": ds.tStart(), "end_ms": ds.tEnd(),
+		},
+		Targets: map[string]*targetResult{
+			"fleetwatch": {Name: "fleetwatch", Queries: map[string]*queryTiming{}, results: map[string]*queryResult{}},
+			"prometheus": {Name: "prometheus", Queries: map[string]*queryTiming{}, results: map[string]*queryResult{}},
+		},
+	}
+	client := newHTTPClient(o.concurrency)
+	qs := queries(ds.clusters[0])
+
+	for r := range o.rounds {
+		order := []string{"fleetwatch", "prometheus"}
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		last := r == o.rounds-1
+		for _, name := range order {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := benchTarget(ctx, o, root, client, ds, qs, rep.Targets[name], r, last); err != nil {
+				return err
+			}
+		}
+	}
+
+	if o.profileDir != "" {
+		note, err := profileFleetwatch(ctx, o, root, client, ds, qs, rep)
+		if err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+		rep.ProfileNote = note
+	}
+
+	rep.Seconds = time.Since(began).Seconds()
+	buildRows(rep, ds, qs)
+	printReport(os.Stdout, rep, ds)
+	if o.jsonOut != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("results written to %s\n", o.jsonOut)
+	}
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%d check(s) failed, see ERROR lines above", len(rep.Errors))
+	}
+	return nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func startTarget(ctx context.Context, o options, root, name string, clusters []string) (*server, error) {
+	if name == "fleetwatch" {
+		return startFleetwatch(ctx, o.fleetwatch, root, clusters, o.engine)
+	}
+	return startPrometheus(ctx, o.prometheus, root)
+}
+
+// benchTarget runs one round on one target: start it fresh, ingest the warm-up, RW 1.0 and
+// RW 2.0 phases, and in the last round check what was stored and time the queries.
+func benchTarget(ctx context.Context, o options, root string, client *http.Client, ds *dataset, qs []benchQuery, tr *targetResult, round int, last bool) error {
+	s, err := startTarget(ctx, o, root, tr.Name, ds.clusters)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	if other, err := waitQuiet(ctx, s.pid(), o.quietWait); err != nil {
+		return err
+	} else if other > 0.5 {
+		fmt.Printf("note: other processes keep using %.1f cores; wall-clock numbers of this round are noisy\n", other)
+	}
+	var res []ingestResult
+	for _, p := range []*phase{ds.warmup, ds.rw1, ds.rw2} {
+		ir, err := send(ctx, client, s, p, o.concurrency)
+		if err != nil {
+			if aerr := s.alive(); aerr != nil {
+				return fmt.Errorf("%w\n%v", err, aerr)
+			}
+			return err
+		}
+		res = append(res, ir)
+	}
+	hwm, err := procStatusKB(s.pid(), "VmHWM")
+	if err != nil {
+		return err
+	}
+	tr.Rounds = append(tr.Rounds, res)
+	tr.PeakRSSIngestMiB = append(tr.PeakRSSIngestMiB, float64(hwm)/1024)
+	fmt.Printf("round %d %-10s  %s  peak RSS %.0f MiB\n", round+1, tr.Name, phaseLine(res), float64(hwm)/1024)
+	if !last {
+		return nil
+	}
+
+	// Everything sent must be stored: count the samples of every series over the whole window.
+	window := time.Duration(ds.tEnd()-ds.tStart()+60_000) * time.Millisecond
+	end := time.Duration(ds.tEnd()) * time.Millisecond
+	// count_over_time drops the metric name, so count one metric name at a time.
+	tr.StoredSamples = 0
+	for _, name := range ds.metricNames() {
+		_, cnt, err := timedQuery(ctx, client, s, fmt.Sprintf(`sum(count_over_time({__name__=%q, cluster=~".+"}[%dms]))`, name, window.Milliseconds()), 0, end, 0)
+		if err != nil {
+			return err
+		}
+		for _, v := range cnt.series {
+			tr.StoredSamples += v[0]
+		}
+	}
+	if int(tr.StoredSamples) != ds.totalSamples {
+		return fmt.Errorf("%s stored %.0f samples, %d were sent and acknowledged", tr.Name, tr.StoredSamples, ds.totalSamples)
+	}
+
+	start, step := queryRange(ds)
+	for _, q := range qs {
+		for _, kind := range []string{"instant", "range"} {
+			st := time.Duration(0)
+			if kind == "range" {
+				st = step
+			}
+			key := q.Name + " " + kind
+			qt := &queryTiming{Expr: q.Expr, Kind: kind}
+			var lats []time.Duration
+			for i := 0; i <= o.queryRuns; i++ {
+				lat, r, err := timedQuery(ctx, client, s, q.Expr, start, end, st)
+				if err != nil {
+					return err
+				}
+				if i == 0 { // untimed: warms caches the same way on both targets
+					tr.results[key] = r
+					qt.Series = len(r.series)
+					continue
+				}
+				lats = append(lats, lat)
+				qt.RunsMs = append(qt.RunsMs, ms(lat))
+			}
+			qt.P50ms = ms(percentile(lats, 0.5))
+			qt.P90ms = ms(percentile(lats, 0.9))
+			tr.Queries[key] = qt
+		}
+	}
+	hwm, err = procStatusKB(s.pid(), "VmHWM")
+	if err != nil {
+		return err
+	}
+	tr.PeakRSSQueriesMiB = float64(hwm) / 1024
+	return s.alive()
+}
+
+// queryRange is the range of the range queries: the ingested window less the first 10
+// minutes (so 5m and 10m rate windows are full), with a step giving about 250 points.
+func queryRange(ds *dataset) (start, step time.Duration) {
+	start = time.Duration(ds.tStart())*time.Millisecond + 10*time.Minute
+	end := time.Duration(ds.tEnd()) * time.Millisecond
+	if start >= end {
+		start = time.Duration(ds.tStart()) * time.Millisecond
+	}
+	step = max(15*time.Second, ((end - start) / 250).Truncate(time.Second))
+	return start, step
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func phaseLine(res []ingestResult) string {
+	var parts []string
+	for _, r := range res {
+		if r.Phase == "warmup" {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %7.0f samples/s %5.2f CPU-s/1M (server %.2f cores, bench %.2f, other %.2f; request p50 %.0fms p99 %.0fms)",
+			r.Phase, r.SamplesPerSec, r.CPUPerMillion, r.CPUSeconds/r.Seconds, r.BenchCores, r.OtherCores, r.ReqP50ms, r.ReqP99ms))
+	}
+	return strings.Join(parts, "\n           ")
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// phaseStat collects one statistic of one phase over the rounds.
+func phaseStat(tr *targetResult, phase string, f func(ingestResult) float64) []float64 {
+	var out []float64
+	for _, rr := range tr.Rounds {
+		for _, r := range rr {
+			if r.Phase == phase {
+				out = append(out, f(r))
+			}
+		}
+	}
+	return out
+}
+
+func spread(xs []float64) string {
+	if len(xs) < 2 {
+		return ""
+	}
+	lo, hi := slices.Min(xs), slices.Max(xs)
+	m := median(xs)
+	if m == 0 {
+		return ""
+	}
+	return fmt.Sprintf("±%.0f%%", 100*(hi-lo)/2/m)
+}
+
+func buildRows(rep *report, ds *dataset, qs []benchQuery) {
+	fw, pr := rep.Targets["fleetwatch"], rep.Targets["prometheus"]
+	add := func(metric string, a, b []float64, better string) {
+		ma, mb := median(a), median(b)
+		note := ""
+		if sa, sb := spread(a), spread(b); sa != "" || sb != "" {
+			note = fmt.Sprintf("spread fw %s, prom %s", sa, sb)
+		}
+		rep.Rows = append(rep.Rows, row{Metric: metric, Fleetwatch: ma, Prometheus: mb, Ratio: ma / mb, Better: better, Note: note})
+	}
+	for _, ph := range []string{protoV1, protoV2} {
+		sps := func(r ingestResult) float64 { return r.SamplesPerSec }
+		cpu := func(r ingestResult) float64 { return r.CPUPerMillion }
+		add(ph+" ingest samples/s", phaseStat(fw, ph, sps), phaseStat(pr, ph, sps), "higher")
+		add(ph+" ingest CPU-s per 1M samples", phaseStat(fw, ph, cpu), phaseStat(pr, ph, cpu), "lower")
+	}
+	add("peak RSS after ingest MiB", fw.PeakRSSIngestMiB, pr.PeakRSSIngestMiB, "lower")
+	add("peak RSS after queries MiB", []float64{fw.PeakRSSQueriesMiB}, []float64{pr.PeakRSSQueriesMiB}, "lower")
+	for _, q := range qs {
+		for _, kind := range []string{"instant", "range"} {
+			key := q.Name + " " + kind
+			a, b := fw.Queries[key], pr.Queries[key]
+			if a == nil || b == nil {
+				continue
+			}
+			errMsg, warn := compareResults(fw.results[key], pr.results[key])
+			a.Mismatch, a.ValueWarn = errMsg, warn
+			note := fmt.Sprintf("%d series", a.Series)
+			if errMsg != "" {
+				note = "MISMATCH: " + errMsg
+				rep.Errors = append(rep.Errors, fmt.Sprintf("query %s (%s): %s", key, q.Expr, errMsg))
+			} else if warn != "" {
+				note += "; " + warn
+			}
+			rep.Rows = append(rep.Rows,
+				row{Metric: key + " p50 ms", Fleetwatch: a.P50ms, Prometheus: b.P50ms, Ratio: a.P50ms / b.P50ms, Better: "lower", Note: note},
+				row{Metric: key + " p90 ms", Fleetwatch: a.P90ms, Prometheus: b.P90ms, Ratio: a.P90ms / b.P90ms, Better: "lower"})
+		}
+	}
+}
+
+func printReport(w *os.File, rep *report, ds *dataset) {
+	fmt.Fprintf(w, "\n%d clusters x %d series = %d series; %d samples per run (warm-up %d + rw1 %d + rw2 %d); %d concurrent senders; %d round(s), median shown; queries: %v runs each, range step %s\n",
+		len(ds.clusters), ds.seriesPerClustr, len(ds.clusters)*ds.seriesPerClustr, ds.totalSamples, ds.warmup.samples, ds.rw1.samples, ds.rw2.samples,
+		rep.Options["concurrency"], rep.Options["rounds"], rep.Options["query_runs"], func() time.Duration { _, s := queryRange(ds); return s }())
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintln(tw, "metric\tfleetwatch\tprometheus\tratio fw/prom\tbetter\tnote\t")
+	for _, r := range rep.Rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\t\n", r.Metric, num(r.Fleetwatch), num(r.Prometheus), r.Ratio, r.Better, r.Note)
+	}
+	tw.Flush()
+	for _, e := range rep.Errors {
+		fmt.Fprintln(w, "ERROR:", e)
+	}
+	if rep.ProfileNote != "" {
+		fmt.Fprintln(w, rep.ProfileNote)
+	}
+	fmt.Fprintf(w, "total run time %.1fs\n", rep.Seconds)
+}
+
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "-"
+	case math.Abs(v) >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
