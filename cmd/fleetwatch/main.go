@@ -1,6 +1,8 @@
 // Command fleetwatch serves one PromQL view over a fleet of Kubernetes clusters.
 //
+//	fleetwatch demo                               # simulated clusters, nothing else needed
 //	fleetwatch serve --config.file=fleetwatch.yml
+//	fleetwatch sim                                # the fleet lab's simulated clusters
 //
 // Subcommands are added by the packages they drive; main only parses flags, builds loggers and
 // registries, and wires the components into one oklog/run group.
@@ -28,6 +30,8 @@ func main() {
 	app.HelpFlag.Short('h')
 
 	serve := newServeCmd(app)
+	simulate := newSimCmd(app)
+	demo := newDemoCmd(app)
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
@@ -37,6 +41,10 @@ func main() {
 	switch cmd {
 	case serve.cmd.FullCommand():
 		err = serve.run()
+	case simulate.cmd.FullCommand():
+		err = simulate.run()
+	case demo.cmd.FullCommand():
+		err = demo.run()
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fleetwatch: %v\n", err)

@@ -123,7 +123,16 @@ func (b *syncBuffer) String() string {
 // when the test ends.
 func Start(t testing.TB, name, bin string, args ...string) *Process {
 	t.Helper()
+	return StartEnv(t, name, bin, nil, args...)
+}
+
+// StartEnv is Start with extra environment variables ("KEY=value") on top of the test's.
+func StartEnv(t testing.TB, name, bin string, env []string, args ...string) *Process {
+	t.Helper()
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), log: &syncBuffer{}, done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
 	// Own process group, so nothing the process starts outlives the test.
@@ -164,6 +173,16 @@ func (p *Process) Stop(d time.Duration) error {
 	case <-time.After(d):
 		p.Kill()
 		return fmt.Errorf("%s did not stop within %s", p.Name, d)
+	}
+}
+
+// Wait waits up to d for the process to exit by itself and returns how it exited.
+func (p *Process) Wait(d time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		return fmt.Errorf("%s still running after %s", p.Name, d)
 	}
 }
 

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+
+	"github.com/fleetwatch/fleetwatch/internal/agent"
+	"github.com/fleetwatch/fleetwatch/internal/sim"
+)
+
+type demoCmd struct {
+	cmd         *kingpin.CmdClause
+	listen      string
+	tsdbPath    string
+	scenario    string
+	clusters    int
+	nodes       int
+	podsPerNode int
+	interval    time.Duration
+	log         *logFlags
+}
+
+func newDemoCmd(app *kingpin.Application) *demoCmd {
+	d := &demoCmd{cmd: app.Command("demo", "Run fleetwatch on the embedded TSDB with simulated clusters pushing through remote-write, playing a scenario on a loop.")}
+	d.cmd.Flag("web.listen-address", "Address to listen on for the API, remote-write and telemetry.").Default("localhost:9095").StringVar(&d.listen)
+	d.cmd.Flag("storage.tsdb.path", "Base path for metrics storage (default: a temporary directory, removed on exit).").StringVar(&d.tsdbPath)
+	d.cmd.Flag("scenario", "Simulator scenario to play on a loop.").Default("demo").StringVar(&d.scenario)
+	d.cmd.Flag("clusters", "Number of simulated clusters.").Default("3").IntVar(&d.clusters)
+	d.cmd.Flag("nodes", "Nodes per simulated cluster.").Default("50").IntVar(&d.nodes)
+	d.cmd.Flag("pods-per-node", "Pods per simulated node.").Default("30").IntVar(&d.podsPerNode)
+	d.cmd.Flag("scrape-interval", "How often each simulated cluster's Prometheus agent scrapes.").Default("5s").DurationVar(&d.interval)
+	d.log = addLogFlags(d.cmd)
+	return d
+}
+
+// The signals the demo watches, as PromQL on the global view. They are what the README and
+// the banner point a newcomer at.
+var demoSignals = []struct{ name, query string }{
+	{"nodes NotReady", `sum by (cluster) (kube_node_status_condition{condition="Ready",status!="true"})`},
+	{"node Ready ratio", `sum by (cluster) (kube_node_status_condition{condition="Ready",status="true"}) / sum by (cluster) (kube_node_info)`},
+	{"CPU request saturation", `sum by (cluster) (kube_pod_container_resource_requests{resource="cpu"}) / sum by (cluster) (kube_node_status_allocatable{resource="cpu"})`},
+	{"memory request saturation", `sum by (cluster) (kube_pod_container_resource_requests{resource="memory"}) / sum by (cluster) (kube_node_status_allocatable{resource="memory"})`},
+	{"containers in CrashLoopBackOff", `sum by (cluster) (kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff"})`},
+	{"restarts per minute", `sum by (cluster) (increase(kube_pod_container_status_restarts_total[1m]))`},
+	{"seconds since the cluster last sent data", `time() - max by (cluster) (timestamp(up{job="kube-state-metrics"}))`},
+	{"control plane up", `max by (cluster) (up{job="apiserver"})`},
+	{"images per deployment across the fleet", `count by (namespace, container) (count by (namespace, container, image) (kube_pod_container_info))`},
+}
+
+func (d *demoCmd) run() error {
+	logger := d.log.logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dir := d.tsdbPath
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "fleetwatch-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "demo"), 0o700); err != nil {
+		return err
+	}
+
+	// The simulated clusters, served on a loopback port of their own.
+	names := sim.DefaultClusterNames(d.clusters)
+	// The simulator and the agents log what they do at info; the demo's own output says it
+	// better, so they only speak up at warn unless asked for debug.
+	quiet := logger
+	if d.log.level == "info" {
+		quiet = (&logFlags{level: "warn", format: d.log.format}).logger()
+	}
+	s, err := sim.New(sim.Options{Clusters: names, Nodes: d.nodes, PodsPerNode: d.podsPerNode, Seed: 1, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	simLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	simSrv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = simSrv.Serve(simLn) }()
+	defer simSrv.Close()
+	simURL := "http://" + simLn.Addr().String()
+
+	// fleetwatch itself, configured with one random token per simulated cluster.
+	var cfg strings.Builder
+	cfg.WriteString("# Written by `fleetwatch demo`.\nclusters:\n")
+	for i, c := range names {
+		tok := make([]byte, 16)
+		_, _ = rand.Read(tok)
+		if err := os.WriteFile(filepath.Join(dir, "demo", c+".token"), []byte(hex.EncodeToString(tok)), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(&cfg, "  - name: %s\n    labels: {region: %s, tier: %s}\n    cost_per_cpu_hour: %.3f\n    remote_write: {bearer_token_file: %s.token}\n",
+			c, strings.SplitN(c, "-", 2)[0], []string{"prod", "staging"}[i%2], 0.03+0.002*float64(i), c)
+	}
+	cfgPath := filepath.Join(dir, "demo", "fleetwatch.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", d.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", d.listen, err)
+	}
+	srv, err := newServer(serverOptions{
+		ConfigFile: cfgPath, TSDBPath: filepath.Join(dir, "data"), Retention: 24 * time.Hour,
+		Listener: ln, Logger: logger, Flags: map[string]string{"web.listen-address": d.listen, "storage.tsdb.path": dir},
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srvCtx, stopSrv := context.WithCancel(context.Background())
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(srvCtx) }()
+	fwURL := "http://" + ln.Addr().String()
+
+	// One Prometheus agent per cluster: scrape its kube-state-metrics and API server, and
+	// remote-write to fleetwatch with the cluster's token.
+	var agents []*agent.Agent
+	stopAll := func() error {
+		for _, a := range agents {
+			_ = a.Stop()
+		}
+		stopSrv()
+		return <-srvDone
+	}
+	for _, c := range names {
+		a, err := agent.Start(agentConfig(c, simLn.Addr().String(), fwURL, filepath.Join(dir, "demo", c+".token"), d.interval),
+			filepath.Join(dir, "demo", "agent-"+c), quiet.With("component", "agent", "cluster", c))
+		if err != nil {
+			_ = stopAll()
+			return fmt.Errorf("agent for %s: %w", c, err)
+		}
+		agents = append(agents, a)
+	}
+	if err := simPost(ctx, simURL+"/scenarios/"+d.scenario+"/start"); err != nil {
+		_ = stopAll()
+		return fmt.Errorf("start scenario %q: %w", d.scenario, err)
+	}
+
+	printBanner(os.Stdout, fwURL, d, names)
+	watchDemo(ctx, os.Stdout, fwURL, d.interval, logger)
+	fmt.Fprintln(os.Stdout, "stopping: agents, simulator, fleetwatch")
+	return stopAll()
+}
+
+func agentConfig(cluster, simAddr, fwURL, tokenFile string, interval time.Duration) string {
+	return fmt.Sprintf(`global:
+  scrape_interval: %[1]s
+  scrape_timeout: %[1]s
+scrape_configs:
+  - job_name: kube-state-metrics
+    metrics_path: /clusters/%[2]s/metrics
+    static_configs: [{targets: ['%[3]s']}]
+  - job_name: apiserver
+    metrics_path: /clusters/%[2]s/apiserver/metrics
+    static_configs: [{targets: ['%[3]s']}]
+remote_write:
+  - url: %[4]s/api/v1/write
+    protobuf_message: io.prometheus.write.v2.Request
+    authorization: {credentials_file: %[5]s}
+    queue_config: {batch_send_deadline: 1s}
+    metadata_config: {send: false} # 2.0 carries metadata with every series
+`, model.Duration(interval), cluster, simAddr, fwURL, tokenFile)
+}
+
+func simPost(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+func printBanner(w io.Writer, fwURL string, d *demoCmd, names []string) {
+	fmt.Fprintf(w, `
+fleetwatch demo: %d simulated clusters (%s), %d nodes x %d pods each, pushing through
+remote-write into fleetwatch on the embedded TSDB, playing scenario %q on a loop.
+
+  Prometheus HTTP API    %[6]s/api/v1/query?query=up
+  Grafana data source    type Prometheus, URL %[6]s
+  fleetwatch's metrics   %[6]s/metrics
+
+PromQL for each signal (paste into %[6]s/api/v1/query?query=... or Grafana):
+`, len(names), strings.Join(names, ", "), d.nodes, d.podsPerNode, d.scenario, fwURL)
+	for _, s := range demoSignals {
+		fmt.Fprintf(w, "  %-42s %s\n", s.name, s.query)
+	}
+	fmt.Fprintf(w, "\nWhat is happening (read from the global view every %s; Ctrl-C stops everything):\n", d.interval)
+}
+
+func watchDemo(ctx context.Context, w io.Writer, fwURL string, every time.Duration, logger *slog.Logger) {
+	c, err := api.NewClient(api.Config{Address: fwURL})
+	if err != nil {
+		logger.Error("demo API client", "err", err)
+		<-ctx.Done()
+		return
+	}
+	papi := promv1.NewAPI(c)
+	since := map[string]time.Time{}
+	last := map[string]string{}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		lines, err := demoReport(ctx, papi, now, every)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				logger.Warn("demo: querying the view", "err", err)
+			}
+			continue
+		}
+		keys := make([]string, 0, len(lines))
+		for k := range lines {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if lines[k] == last[k] {
+				continue
+			}
+			if lines[k] == "" {
+				fmt.Fprintf(w, "%s  %s: recovered (was: %s since %s)\n", now.Format("15:04:05"), k, last[k], since[k].Format("15:04:05"))
+				delete(since, k)
+			} else {
+				if last[k] == "" {
+					since[k] = now
+				}
+				fmt.Fprintf(w, "%s  %s: %s since %s\n", now.Format("15:04:05"), k, lines[k], since[k].Format("15:04:05"))
+			}
+			last[k] = lines[k]
+		}
+		for k := range last {
+			if _, ok := lines[k]; !ok && last[k] != "" {
+				fmt.Fprintf(w, "%s  %s: recovered (was: %s since %s)\n", now.Format("15:04:05"), k, last[k], since[k].Format("15:04:05"))
+				delete(last, k)
+				delete(since, k)
+			}
+		}
+	}
+}
+
+// demoReport queries the view and returns one line per "cluster X: condition" that holds now;
+// the key is "cluster X <condition kind>".
+func demoReport(ctx context.Context, papi promv1.API, now time.Time, interval time.Duration) (map[string]string, error) {
+	q := func(query string) (map[string]float64, error) {
+		v, _, err := papi.Query(ctx, query, now)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]float64{}
+		if vec, ok := v.(model.Vector); ok {
+			for _, s := range vec {
+				key := string(s.Metric["cluster"])
+				if key == "" {
+					key = fmt.Sprintf("%s/%s", s.Metric["namespace"], s.Metric["container"])
+				}
+				out[key] = float64(s.Value)
+			}
+		}
+		return out, nil
+	}
+	out := map[string]string{}
+	nodes, err := q(`sum by (cluster) (kube_node_info)`)
+	if err != nil {
+		return nil, err
+	}
+	notReady, err := q(demoSignals[0].query)
+	if err != nil {
+		return nil, err
+	}
+	for c, n := range notReady {
+		if n > 0 {
+			out["cluster "+c+" nodes"] = fmt.Sprintf("%d of %d nodes NotReady", int(n), int(nodes[c]))
+		}
+	}
+	cpu, err := q(demoSignals[2].query)
+	if err != nil {
+		return nil, err
+	}
+	for c, r := range cpu {
+		if r > 0.85 {
+			out["cluster "+c+" cpu"] = fmt.Sprintf("CPU requests at %.0f%% of allocatable", 100*r)
+		}
+	}
+	crash, err := q(demoSignals[4].query)
+	if err != nil {
+		return nil, err
+	}
+	for c, n := range crash {
+		if n > 0 {
+			out["cluster "+c+" crashloop"] = fmt.Sprintf("%d containers in CrashLoopBackOff", int(n))
+		}
+	}
+	age, err := q(demoSignals[6].query)
+	if err != nil {
+		return nil, err
+	}
+	for c, a := range age {
+		if a > 3*interval.Seconds() {
+			out["cluster "+c+" silent"] = "silent: no data arriving"
+		}
+	}
+	apis, err := q(demoSignals[7].query)
+	if err != nil {
+		return nil, err
+	}
+	for c, up := range apis {
+		if up == 0 {
+			out["cluster "+c+" apiserver"] = "control plane down"
+		}
+	}
+	drift, err := q(demoSignals[8].query)
+	if err != nil {
+		return nil, err
+	}
+	for k, n := range drift {
+		if n > 1 {
+			out["workload "+k+" images"] = fmt.Sprintf("%d different images across the fleet", int(n))
+		}
+	}
+	return out, nil
+}

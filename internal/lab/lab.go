@@ -1,0 +1,254 @@
+// Package lab is the fleet lab for end-to-end tests: on loopback, with free ports and temporary
+// directories, it starts fleetwatch, the simulator (`fleetwatch sim`), one real Prometheus per
+// simulated cluster scraping it and remote-writing into fleetwatch with that cluster's token,
+// and a real Alertmanager. Every process's log is kept and printed when the test fails, and
+// every process is killed when the test ends, also when it fails.
+//
+// It is test plumbing: production code must not import it.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	pmodel "github.com/prometheus/common/model"
+
+	"github.com/fleetwatch/fleetwatch/internal/sim"
+	"github.com/fleetwatch/fleetwatch/internal/testenv"
+)
+
+// Options size the lab.
+type Options struct {
+	Clusters    int // default 3
+	Nodes       int // per cluster, default 10
+	PodsPerNode int // default 10
+	// ScrapeInterval of each cluster's Prometheus, default 2s.
+	ScrapeInterval time.Duration
+	// FleetwatchConfig is appended to the generated clusters: section (query:, ingest: ...).
+	FleetwatchConfig string
+}
+
+// Lab is a running fleet lab.
+type Lab struct {
+	t    testing.TB
+	dir  string
+	opts Options
+
+	Fleetwatch      *testenv.Process
+	FleetwatchURL   string
+	Sim             *testenv.Process
+	SimURL          string
+	Alertmanager    *testenv.Process
+	AlertmanagerURL string
+	// Members are the real Prometheus servers, one per cluster, by cluster name.
+	Members map[string]*Member
+	// Clusters are the simulated clusters' names, in order.
+	Clusters []string
+}
+
+// Member is one cluster's Prometheus.
+type Member struct {
+	Cluster string
+	Process *testenv.Process
+	URL     string
+}
+
+// Start starts the whole lab and waits until every cluster's data has arrived in fleetwatch.
+func Start(t testing.TB, o Options) *Lab {
+	t.Helper()
+	testenv.SkipIfShort(t)
+	if o.Clusters == 0 {
+		o.Clusters = 3
+	}
+	if o.Nodes == 0 {
+		o.Nodes = 10
+	}
+	if o.PodsPerNode == 0 {
+		o.PodsPerNode = 10
+	}
+	if o.ScrapeInterval == 0 {
+		o.ScrapeInterval = 2 * time.Second
+	}
+	l := &Lab{t: t, dir: t.TempDir(), opts: o, Members: map[string]*Member{}, Clusters: sim.DefaultClusterNames(o.Clusters)}
+	prom := testenv.Peer(t, "prometheus")
+	am := testenv.Peer(t, "alertmanager")
+	fw := testenv.Fleetwatch(t)
+
+	// The simulator.
+	simAddr := testenv.FreePort(t)
+	l.Sim = testenv.Start(t, "sim", fw, "sim", "--web.listen-address="+simAddr,
+		fmt.Sprintf("--clusters=%d", o.Clusters), fmt.Sprintf("--nodes=%d", o.Nodes),
+		fmt.Sprintf("--pods-per-node=%d", o.PodsPerNode), "--cluster.names="+strings.Join(l.Clusters, ","))
+	l.SimURL = "http://" + simAddr
+	l.Sim.WaitReady(t, l.SimURL+"/clusters", 30*time.Second)
+
+	// fleetwatch, one token per cluster.
+	var cfg strings.Builder
+	cfg.WriteString("clusters:\n")
+	for i, c := range l.Clusters {
+		testenv.WriteFile(t, l.dir, c+".token", "token-"+c+"\n")
+		fmt.Fprintf(&cfg, "  - name: %s\n    labels: {region: %s, tier: %s}\n    cost_per_cpu_hour: %g\n    remote_write: {bearer_token_file: %s.token}\n",
+			c, strings.SplitN(c, "-", 2)[0], []string{"prod", "staging"}[i%2], 0.03+0.001*float64(i), c)
+	}
+	cfg.WriteString(o.FleetwatchConfig)
+	fwAddr := testenv.FreePort(t)
+	cfgPath := testenv.WriteFile(t, l.dir, "fleetwatch.yml", cfg.String())
+	l.Fleetwatch = testenv.Start(t, "fleetwatch", fw, "serve", "--config.file="+cfgPath,
+		"--web.listen-address="+fwAddr, "--storage.tsdb.path="+filepath.Join(l.dir, "fleetwatch-data"))
+	l.FleetwatchURL = "http://" + fwAddr
+	l.Fleetwatch.WaitReady(t, l.FleetwatchURL+"/-/ready", 30*time.Second)
+
+	// A real Alertmanager, for what comes after the view.
+	amAddr := testenv.FreePort(t)
+	amCfg := testenv.WriteFile(t, l.dir, "alertmanager.yml", "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n")
+	l.Alertmanager = testenv.Start(t, "alertmanager", am, "--config.file="+amCfg,
+		"--storage.path="+filepath.Join(l.dir, "alertmanager-data"), "--web.listen-address="+amAddr,
+		"--cluster.listen-address=")
+	l.AlertmanagerURL = "http://" + amAddr
+	l.Alertmanager.WaitReady(t, l.AlertmanagerURL+"/-/ready", 30*time.Second)
+
+	// One Prometheus per cluster.
+	for _, c := range l.Clusters {
+		l.Members[c] = l.startMember(prom, c)
+	}
+	// Every cluster's data has arrived.
+	fleet := l.API()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		v, _, err := fleet.Query(ctx(t), `count by (cluster) (up{job="kube-state-metrics"} == 1)`, time.Now())
+		if err != nil {
+			return err
+		}
+		if got := len(VectorByCluster(v)); got != len(l.Clusters) {
+			return fmt.Errorf("%d of %d clusters have arrived: %v", got, len(l.Clusters), v)
+		}
+		return nil
+	})
+	return l
+}
+
+func (l *Lab) startMember(prom, cluster string) *Member {
+	t := l.t
+	dir := filepath.Join(l.dir, "prometheus-"+cluster)
+	addr := testenv.FreePort(t)
+	simHost := strings.TrimPrefix(l.SimURL, "http://")
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: %[1]s
+  scrape_timeout: %[1]s
+  evaluation_interval: %[1]s
+scrape_configs:
+  - job_name: kube-state-metrics
+    metrics_path: /clusters/%[2]s/metrics
+    static_configs: [{targets: ['%[3]s']}]
+  - job_name: apiserver
+    metrics_path: /clusters/%[2]s/apiserver/metrics
+    static_configs: [{targets: ['%[3]s']}]
+remote_write:
+  - url: %[4]s/api/v1/write
+    authorization: {credentials_file: %[5]s}
+    queue_config: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}
+    metadata_config: {send_interval: 5s}
+`, promDuration(l.opts.ScrapeInterval), cluster, simHost, l.FleetwatchURL, filepath.Join(l.dir, cluster+".token"))
+	cfgPath := testenv.WriteFile(t, l.dir, "prometheus-"+cluster+".yml", cfg)
+	p := testenv.Start(t, "prometheus-"+cluster, prom, "--config.file="+cfgPath,
+		"--storage.tsdb.path="+dir, "--web.listen-address="+addr)
+	p.WaitReady(t, "http://"+addr+"/-/ready", 60*time.Second)
+	return &Member{Cluster: cluster, Process: p, URL: "http://" + addr}
+}
+
+// promDuration renders a duration the way Prometheus's config wants it.
+func promDuration(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	}
+	return fmt.Sprintf("%dms", int(d/time.Millisecond))
+}
+
+// API is a Prometheus API client on fleetwatch.
+func (l *Lab) API() promv1.API {
+	c, err := api.NewClient(api.Config{Address: l.FleetwatchURL})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return promv1.NewAPI(c)
+}
+
+// Truth is the simulator's state of every cluster.
+func (l *Lab) Truth() map[string]sim.ClusterTruth {
+	l.t.Helper()
+	var ts []sim.ClusterTruth
+	l.getJSON("/clusters", &ts)
+	out := map[string]sim.ClusterTruth{}
+	for _, c := range ts {
+		out[c.Name] = c
+	}
+	return out
+}
+
+// StartScenario starts a bundled or uploaded scenario on the simulator.
+func (l *Lab) StartScenario(name string) { l.post("/scenarios/"+url.PathEscape(name)+"/start", nil) }
+
+// StopScenario stops a scenario and recovers what it did.
+func (l *Lab) StopScenario(name string) { l.post("/scenarios/"+url.PathEscape(name)+"/stop", nil) }
+
+// Step applies a running scenario's next step now.
+func (l *Lab) Step(name string) { l.post("/scenarios/"+url.PathEscape(name)+"/step", nil) }
+
+// UploadScenario adds a scenario from its YAML.
+func (l *Lab) UploadScenario(yaml string) { l.post("/scenarios", []byte(yaml)) }
+
+func (l *Lab) post(path string, body []byte) {
+	l.t.Helper()
+	resp, err := http.Post(l.SimURL+path, "application/yaml", bytes.NewReader(body))
+	if err != nil {
+		l.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		l.t.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
+	}
+}
+
+func (l *Lab) getJSON(path string, into any) {
+	l.t.Helper()
+	resp, err := http.Get(l.SimURL + path)
+	if err != nil {
+		l.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		l.t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, into); err != nil {
+		l.t.Fatalf("GET %s: %v: %s", path, err, b)
+	}
+}
+
+// VectorByCluster maps an instant vector's samples by their cluster label.
+func VectorByCluster(v pmodel.Value) map[string]float64 {
+	out := map[string]float64{}
+	if vec, ok := v.(pmodel.Vector); ok {
+		for _, s := range vec {
+			out[string(s.Metric["cluster"])] = float64(s.Value)
+		}
+	}
+	return out
+}
+
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
