@@ -29,6 +29,9 @@ import (
 	"github.com/fleetwatch/fleetwatch/query"
 )
 
+// lastIngestInterval is how often each cluster's last ingest time is written into the view.
+const lastIngestInterval = 15 * time.Second
+
 type serveCmd struct {
 	cmd        *kingpin.CmdClause
 	configFile string
@@ -92,6 +95,7 @@ type server struct {
 	view     *query.View
 	receiver *collector.Receiver
 	fed      *collector.Federator
+	ingest   *collector.IngestRecorder
 	http     *http.Server
 	ready    atomic.Bool
 
@@ -130,6 +134,11 @@ func newServer(o serverOptions) (*server, error) {
 	}
 	s.fed, err = collector.NewFederator(collector.Options{Appendable: s.view.Appendable(), Metadata: s.view, Logger: o.Logger, Registerer: reg})
 	if err != nil {
+		s.view.Close()
+		return nil, err
+	}
+	s.ingest = collector.NewIngestRecorder(collector.Options{Appendable: s.view.Appendable(), Logger: o.Logger, Registerer: reg})
+	if err := s.ingest.Restore(context.Background(), s.view); err != nil {
 		s.view.Close()
 		return nil, err
 	}
@@ -179,6 +188,7 @@ func (s *server) apply(cfg *config.Config) error {
 	if err := s.fed.ApplyConfig(cfg); err != nil {
 		return fmt.Errorf("apply federation config: %w", err)
 	}
+	s.ingest.ApplyConfig(cfg)
 	return nil
 }
 
@@ -241,6 +251,11 @@ func (s *server) Run(ctx context.Context) error {
 				}
 			}
 		}, func(error) { signal.Stop(hup); close(done) })
+	}
+	{
+		// Each cluster's last ingest time, written into the view for the silent-cluster rule.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return s.ingest.Run(ctx, lastIngestInterval) }, func(error) { cancel() })
 	}
 	{
 		// Federation scrapes stop before the TSDB closes.
