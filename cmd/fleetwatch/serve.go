@@ -22,11 +22,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/rules"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/query"
+	fwrules "github.com/fleetwatch/fleetwatch/rules"
 )
 
 // lastIngestInterval is how often each cluster's last ingest time is written into the view.
@@ -96,6 +98,7 @@ type server struct {
 	receiver *collector.Receiver
 	fed      *collector.Federator
 	ingest   *collector.IngestRecorder
+	rules    *fwrules.Evaluator
 	http     *http.Server
 	ready    atomic.Bool
 
@@ -142,6 +145,16 @@ func newServer(o serverOptions) (*server, error) {
 		s.view.Close()
 		return nil, err
 	}
+	s.rules, err = fwrules.New(fwrules.Options{
+		QueryFunc:  rules.EngineQueryFunc(s.view, s.view),
+		Appendable: s.view.Appendable(), Queryable: s.view,
+		ExternalURL: "http://" + o.Listener.Addr().String(),
+		Logger:      o.Logger, Registerer: reg,
+	})
+	if err != nil {
+		s.view.Close()
+		return nil, err
+	}
 	if err := s.apply(cfg); err != nil {
 		s.view.Close()
 		return nil, err
@@ -156,6 +169,7 @@ func newServer(o serverOptions) (*server, error) {
 		ListenAddress: o.Listener.Addr().String(),
 		Gatherer:      reg,
 		Targets:       func(context.Context) v1.TargetRetriever { return s.fed.Targets() },
+		Rules:         func(context.Context) v1.RulesRetriever { return s.rules.Manager() },
 	}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetwatch is Healthy.") })
@@ -189,6 +203,13 @@ func (s *server) apply(cfg *config.Config) error {
 		return fmt.Errorf("apply federation config: %w", err)
 	}
 	s.ingest.ApplyConfig(cfg)
+	files, err := cfg.Rules.Files()
+	if err != nil {
+		return err
+	}
+	if err := s.rules.ApplyConfig(time.Duration(cfg.Rules.EvaluationInterval), files, cfg.Rules.Alertmanagers); err != nil {
+		return fmt.Errorf("apply rules config: %w", err)
+	}
 	return nil
 }
 
@@ -256,6 +277,11 @@ func (s *server) Run(ctx context.Context) error {
 		// Each cluster's last ingest time, written into the view for the silent-cluster rule.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return s.ingest.Run(ctx, lastIngestInterval) }, func(error) { cancel() })
+	}
+	{
+		// Rule evaluation, which writes recording rules and alert state into the view.
+		done := make(chan struct{})
+		g.Add(func() error { s.rules.Run(); <-done; return nil }, func(error) { s.rules.Stop(); close(done) })
 	}
 	{
 		// Federation scrapes stop before the TSDB closes.

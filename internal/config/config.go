@@ -66,6 +66,55 @@ type Config struct {
 	Clusters []*ClusterConfig `yaml:"clusters"`
 	Ingest   IngestConfig     `yaml:"ingest,omitempty"`
 	Query    QueryConfig      `yaml:"query,omitempty"`
+	Rules    RulesConfig      `yaml:"rules,omitempty"`
+}
+
+// DefaultRules are the rule evaluation defaults.
+var DefaultRules = RulesConfig{EvaluationInterval: model.Duration(15 * time.Second)}
+
+// RulesConfig configures rule evaluation on the view.
+type RulesConfig struct {
+	EvaluationInterval model.Duration `yaml:"evaluation_interval,omitempty"`
+	// RuleFiles are Prometheus rule files (globs, relative to the config file).
+	RuleFiles []string `yaml:"rule_files,omitempty"`
+	// Alertmanagers are the base URLs alerts are posted to (Alertmanager API v2).
+	Alertmanagers []string `yaml:"alertmanagers,omitempty"`
+}
+
+// UnmarshalYAML sets the rules defaults and validates them.
+func (c *RulesConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultRules
+	type plain RulesConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	if c.EvaluationInterval <= 0 {
+		return fmt.Errorf("rules.evaluation_interval: must be positive, got %s", c.EvaluationInterval)
+	}
+	for i, f := range c.RuleFiles {
+		if _, err := filepath.Match(f, ""); err != nil {
+			return fmt.Errorf("rules.rule_files[%d]: invalid glob %q: %w", i, f, err)
+		}
+	}
+	for i, a := range c.Alertmanagers {
+		if err := validateURL(a); err != nil {
+			return fmt.Errorf("rules.alertmanagers[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Files expands the rule file globs.
+func (c *RulesConfig) Files() ([]string, error) {
+	var out []string
+	for _, pat := range c.RuleFiles {
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			return nil, fmt.Errorf("rules.rule_files: %q: %w", pat, err)
+		}
+		out = append(out, m...)
+	}
+	return out, nil
 }
 
 // ClusterConfig describes one member cluster.
@@ -382,7 +431,7 @@ func (c *QueryConfig) validate() error {
 // Load parses and validates a configuration. dir is the directory relative paths (token and
 // password files, TLS files) are resolved against; it is usually the config file's directory.
 func Load(data []byte, dir string) (*Config, error) {
-	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery}
+	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery, Rules: DefaultRules}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, err
 	}
@@ -394,6 +443,12 @@ func Load(data []byte, dir string) (*Config, error) {
 	}
 	if reflect.ValueOf(cfg.Query).IsZero() {
 		cfg.Query = DefaultQuery
+	}
+	if reflect.ValueOf(cfg.Rules).IsZero() {
+		cfg.Rules = DefaultRules
+	}
+	for i, f := range cfg.Rules.RuleFiles {
+		cfg.Rules.RuleFiles[i] = resolve(dir, f)
 	}
 	if err := cfg.Ingest.validate(); err != nil {
 		return nil, err

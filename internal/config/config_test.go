@@ -85,6 +85,7 @@ func TestLoadFleet(t *testing.T) {
 				{Name: "thanos-store", Address: "thanos-store:10901", Timeout: model.Duration(30 * time.Second)},
 			},
 		},
+		Rules: DefaultRules,
 	}
 	require.Equal(t, want, cfg)
 	require.Same(t, cfg.Clusters[1], cfg.Cluster("us-2"))
@@ -406,4 +407,23 @@ func clusterNames(cfg *Config) []string {
 		names = append(names, c.Name)
 	}
 	return slices.Clip(names)
+}
+
+func TestRulesSection(t *testing.T) {
+	cfg, err := Load([]byte("rules:\n  evaluation_interval: 30s\n  rule_files: ['rules/*.yml']\n  alertmanagers: ['http://am:9093']\n"), "/etc/fleetwatch")
+	require.NoError(t, err)
+	require.Equal(t, RulesConfig{
+		EvaluationInterval: model.Duration(30 * time.Second),
+		RuleFiles:          []string{"/etc/fleetwatch/rules/*.yml"},
+		Alertmanagers:      []string{"http://am:9093"},
+	}, cfg.Rules)
+	for in, want := range map[string]string{
+		"rules: {evaluation_interval: 0s}":           "rules.evaluation_interval: must be positive, got 0s",
+		"rules: {alertmanagers: ['am:9093']}":        "rules.alertmanagers[0]: ",
+		"rules: {rule_files: ['[']}":                 `rules.rule_files[0]: invalid glob "["`,
+		"rules: {evaluation_interval: 1m, bogus: 1}": "field bogus not found",
+	} {
+		_, err := Load([]byte(in), ".")
+		require.ErrorContains(t, err, want, in)
+	}
 }
