@@ -91,12 +91,24 @@ func (r *IngestRecorder) Restore(ctx context.Context, q storage.Queryable) error
 	return set.Err()
 }
 
+// value reads the gauge of a cluster without creating it, so a cluster that never sent
+// anything does not show up on /metrics as if it had, at time 0.
 func (r *IngestRecorder) value(cluster string) float64 {
-	var m dto.Metric
-	if err := r.gauge.WithLabelValues(cluster).Write(&m); err != nil {
-		return 0
+	ch := make(chan prometheus.Metric)
+	go func() { r.gauge.Collect(ch); close(ch) }()
+	var v float64
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			continue
+		}
+		for _, lp := range d.GetLabel() {
+			if lp.GetName() == config.ClusterLabel && lp.GetValue() == cluster {
+				v = d.GetGauge().GetValue()
+			}
+		}
 	}
-	return m.GetGauge().GetValue()
+	return v
 }
 
 // Record appends one sample per configured cluster, at now.
