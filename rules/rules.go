@@ -2,6 +2,11 @@
 // Queries go through a rules.QueryFunc, so the same evaluator can later run against Thanos
 // Query; recording-rule results and ALERTS / ALERTS_FOR_STATE go back into the view, which is
 // what lets a pending or firing alert keep its active-since time across a restart.
+//
+// Two things are added to Prometheus's behaviour. The built-in rule pack (rules/pack) is loaded
+// from memory next to the user's rule files. And a firing alert whose series vanish because
+// their data went missing (not because the condition cleared) is held, marked stale, instead
+// of resolved; see hold.go.
 package rules
 
 import (
@@ -10,21 +15,27 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/go-openapi/strfmt"
-	amclient "github.com/prometheus/alertmanager/api/v2/client"
-	"github.com/prometheus/alertmanager/api/v2/client/alert"
-	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
-
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/notifier"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/storage"
 )
+
+// PackPrefix starts the name of every built-in rule file, as /api/v1/rules shows it
+// ("fleetwatch-pack:nodes.yml"), so it cannot be mistaken for a file on disk.
+const PackPrefix = "fleetwatch-pack:"
 
 // Options configure an Evaluator.
 type Options struct {
@@ -36,19 +47,47 @@ type Options struct {
 	Queryable  storage.Queryable
 	// ExternalURL is fleetwatch's URL, for alerts' generator URLs.
 	ExternalURL string
+	// Notify is where alerts leave the rules stage, after stale marking: every evaluation of
+	// every alerting rule calls it with the alerts due to be (re)sent. Nil sends them to the
+	// configured Alertmanagers through Prometheus's notifier (queue, batching, retries).
+	Notify rules.NotifyFunc
+	// ResendDelay is how often an active alert is sent again; 0 means Prometheus's 1m.
+	ResendDelay time.Duration
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
 }
 
-// Evaluator runs rule groups and hands their alerts to the configured Alertmanagers.
-type Evaluator struct {
-	logger  *slog.Logger
-	manager *rules.Manager
-	sent    *prometheus.CounterVec
+// Config is what a configuration reload changes.
+type Config struct {
+	// Interval is the default evaluation interval of groups that set none.
+	Interval time.Duration
+	// Files are the user's rule files; Pack the built-in ones by file name (nil: none).
+	Files []string
+	Pack  map[string][]byte
+	// Alertmanagers are base URLs (http(s)://host:port[/prefix]); alerts go to every one.
+	Alertmanagers []string
+	// Clusters are the configured clusters: alerts held for a cluster that is no longer one
+	// are let go. SilentAfter is how old a cluster's last ingest must be for its missing data
+	// to count as gone (see hold.go).
+	Clusters    []string
+	SilentAfter time.Duration
+}
 
-	mtx           sync.RWMutex
-	alertmanagers []*url.URL
-	runOnce       sync.Once
+// Evaluator runs rule groups and hands their alerts on.
+type Evaluator struct {
+	logger   *slog.Logger
+	manager  *rules.Manager
+	notifier *notifier.Manager
+	loader   *loader
+	hold     *holder
+
+	notify      rules.NotifyFunc
+	targets     chan map[string][]*targetgroup.Group
+	notifierRun sync.WaitGroup
+	runOnce     sync.Once
+	stopOnce    sync.Once
+	hasAMs      bool
+	mtx         sync.Mutex
 }
 
 // New returns an Evaluator; call ApplyConfig, then Run.
@@ -59,23 +98,51 @@ func New(o Options) (*Evaluator, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Evaluator{logger: o.Logger}
-	e.sent = promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
-		Name: "fleetwatch_rules_alerts_sent_total",
-		Help: "Alerts posted to Alertmanager, by Alertmanager and result.",
-	}, []string{"alertmanager", "result"})
+	if o.ResendDelay == 0 {
+		o.ResendDelay = time.Minute
+	}
+	e := &Evaluator{
+		logger:  o.Logger,
+		loader:  &loader{},
+		targets: make(chan map[string][]*targetgroup.Group, 1),
+	}
+	e.notifier = notifier.NewManager(&notifier.Options{
+		QueueCapacity: 10000,
+		Registerer:    o.Registerer,
+	}, model.UTF8Validation, o.Logger.With("component", "notifier"))
+	send := rules.SendAlerts(e.notifier, o.ExternalURL)
+	e.notify = o.Notify
+	if e.notify == nil {
+		e.notify = func(ctx context.Context, expr string, alerts ...*rules.Alert) {
+			e.mtx.Lock()
+			has := e.hasAMs
+			e.mtx.Unlock()
+			if has {
+				send(ctx, expr, alerts...)
+			}
+		}
+	}
+	e.hold = newHolder(o.QueryFunc, o.Logger.With("component", "rules-hold"), o.Registerer)
 	e.manager = rules.NewManager(&rules.ManagerOptions{
-		QueryFunc:  o.QueryFunc,
-		NotifyFunc: rules.SendAlerts(e, o.ExternalURL),
-		Context:    context.Background(),
-		Appendable: o.Appendable,
-		Queryable:  o.Queryable,
-		Logger:     o.Logger.With("component", "rules"),
-		Registerer: o.Registerer,
+		QueryFunc: e.hold.query,
+		NotifyFunc: func(ctx context.Context, expr string, alerts ...*rules.Alert) {
+			for _, a := range alerts {
+				e.hold.mark(a)
+			}
+			e.notify(ctx, expr, alerts...)
+		},
+		Context:     context.Background(),
+		Appendable:  o.Appendable,
+		Queryable:   o.Queryable,
+		GroupLoader: e.loader,
+		Logger:      o.Logger.With("component", "rules"),
+		Registerer:  o.Registerer,
 		// As Prometheus's defaults: alert state older than an hour's outage is not restored.
 		OutageTolerance: time.Hour,
-		ForGracePeriod:  10 * time.Minute,
-		ResendDelay:     time.Minute,
+		// Prometheus restores only alerts whose `for` is at least the grace period (10m by
+		// default); 0 restores every pending and firing alert (see TestRestart in test/e2e).
+		ForGracePeriod: 0,
+		ResendDelay:    o.ResendDelay,
 	})
 	return e, nil
 }
@@ -83,76 +150,138 @@ func New(o Options) (*Evaluator, error) {
 // Manager is the rules manager, for /api/v1/rules and /api/v1/alerts.
 func (e *Evaluator) Manager() *rules.Manager { return e.manager }
 
-// ApplyConfig loads the rule files (checked by the rules manager: a bad file keeps the
-// previous rules) and sets the Alertmanagers alerts go to.
-func (e *Evaluator) ApplyConfig(interval time.Duration, files []string, alertmanagers []string) error {
-	ams := make([]*url.URL, 0, len(alertmanagers))
-	for _, a := range alertmanagers {
-		u, err := url.Parse(a)
-		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			return fmt.Errorf("rules: alertmanager %q: not an http(s) URL", a)
-		}
-		ams = append(ams, u)
+// ApplyConfig loads the rule files and the pack (a bad file keeps the previous rules and says
+// which file and line) and sets where alerts go.
+func (e *Evaluator) ApplyConfig(c Config) error {
+	amcs, tgs, err := alertmanagerConfigs(c.Alertmanagers)
+	if err != nil {
+		return err
 	}
+	files := append([]string(nil), c.Files...)
+	for name := range c.Pack {
+		files = append(files, PackPrefix+name)
+	}
+	sort.Strings(files[len(c.Files):])
+	e.loader.set(c.Pack)
 	// The manager only says that loading failed; load first to say which file and line.
-	if _, errs := e.manager.LoadGroups(interval, labels.EmptyLabels(), "", nil, false, files...); len(errs) > 0 {
+	if _, errs := e.manager.LoadGroups(c.Interval, labels.EmptyLabels(), "", nil, false, files...); len(errs) > 0 {
 		return fmt.Errorf("rules: %w", errors.Join(errs...))
 	}
-	if err := e.manager.Update(interval, files, labels.EmptyLabels(), "", nil); err != nil {
+	if err := e.manager.Update(c.Interval, files, labels.EmptyLabels(), "", e.evalIteration); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
+	if err := e.notifier.ApplyConfig(&config.Config{AlertingConfig: config.AlertingConfig{AlertmanagerConfigs: amcs}}); err != nil {
+		return fmt.Errorf("rules: alertmanagers: %w", err)
+	}
+	// The notifier learns its Alertmanagers' addresses as discovered targets; static URLs are
+	// one target each. Only the latest set matters, so a pending one is replaced.
+	select {
+	case <-e.targets:
+	default:
+	}
+	e.targets <- tgs
+	e.hold.configure(c.Clusters, c.SilentAfter)
+	live := map[string]bool{}
+	for _, r := range e.manager.AlertingRules() {
+		live[ruleKey(r.Name(), r.Query().String(), r.Labels())] = true
+	}
+	e.hold.forget(live)
 	e.mtx.Lock()
-	e.alertmanagers = ams
+	e.hasAMs = len(amcs) > 0
 	e.mtx.Unlock()
 	return nil
 }
 
-// Run evaluates until Stop. Alert state is restored from the view on the first evaluation.
-func (e *Evaluator) Run() { e.runOnce.Do(e.manager.Run) }
-
-// Stop stops evaluation.
-func (e *Evaluator) Stop() { e.manager.Stop() }
-
-// Send implements rules.Sender: it posts the alerts to every configured Alertmanager through
-// Alertmanager's API v2 client. Alerts are re-sent every evaluation while active (and resolved
-// ones for a while after), so a failed post is logged and counted, not queued.
-func (e *Evaluator) Send(alerts ...*notifier.Alert) {
-	e.mtx.RLock()
-	ams := e.alertmanagers
-	e.mtx.RUnlock()
-	if len(ams) == 0 || len(alerts) == 0 {
-		return
-	}
-	payload := make(models.PostableAlerts, 0, len(alerts))
-	for _, a := range alerts {
-		pa := &models.PostableAlert{
-			Alert:       models.Alert{Labels: labelSet(a.Labels), GeneratorURL: strfmt.URI(a.GeneratorURL)},
-			Annotations: labelSet(a.Annotations),
-			StartsAt:    strfmt.DateTime(a.StartsAt),
-		}
-		if !a.EndsAt.IsZero() {
-			pa.EndsAt = strfmt.DateTime(a.EndsAt)
-		}
-		payload = append(payload, pa)
-	}
-	for _, u := range ams {
-		c := amclient.NewHTTPClientWithConfig(strfmt.Default, &amclient.TransportConfig{
-			Host: u.Host, BasePath: u.Path + amclient.DefaultBasePath, Schemes: []string{u.Scheme},
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := c.Alert.PostAlerts(alert.NewPostAlertsParams().WithContext(ctx).WithAlerts(payload))
-		cancel()
-		if err != nil {
-			e.sent.WithLabelValues(u.String(), "error").Add(float64(len(payload)))
-			e.logger.Error("posting alerts to Alertmanager", "alertmanager", u.String(), "alerts", len(payload), "err", err)
-			continue
-		}
-		e.sent.WithLabelValues(u.String(), "success").Add(float64(len(payload)))
+// evalIteration evaluates a group as Prometheus does and then marks the alerts it holds, so
+// /api/v1/alerts shows them as stale too.
+func (e *Evaluator) evalIteration(ctx context.Context, g *rules.Group, ts time.Time) {
+	rules.DefaultEvalIterationFunc(ctx, g, ts)
+	for _, r := range g.AlertingRules() {
+		e.hold.observe(r)
+		r.ForEachActiveAlert(e.hold.mark)
 	}
 }
 
-func labelSet(ls labels.Labels) models.LabelSet {
-	out := models.LabelSet{}
-	ls.Range(func(l labels.Label) { out[l.Name] = l.Value })
-	return out
+// alertmanagerConfigs turns base URLs into the notifier's configuration: one
+// AlertmanagerConfig (scheme, path prefix, API v2) and one static target each, keyed as
+// config.AlertmanagerConfigs.ToMap keys them.
+func alertmanagerConfigs(urls []string) (config.AlertmanagerConfigs, map[string][]*targetgroup.Group, error) {
+	amcs := make(config.AlertmanagerConfigs, 0, len(urls))
+	tgs := make(map[string][]*targetgroup.Group, len(urls))
+	for i, a := range urls {
+		u, err := url.Parse(a)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return nil, nil, fmt.Errorf("rules: alertmanager %q: not an http(s) URL", a)
+		}
+		amc := config.DefaultAlertmanagerConfig
+		amc.Scheme = u.Scheme
+		amc.PathPrefix = strings.TrimSuffix(u.Path, "/")
+		amc.APIVersion = config.AlertmanagerAPIVersionV2
+		amc.Timeout = model.Duration(10 * time.Second)
+		amc.ServiceDiscoveryConfigs = discovery.Configs{discovery.StaticConfig{{
+			Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(u.Host)}},
+		}}}
+		amcs = append(amcs, &amc)
+		tgs[fmt.Sprintf("config-%d", i)] = []*targetgroup.Group{{
+			Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(u.Host)}},
+			Source:  a,
+		}}
+	}
+	return amcs, tgs, nil
 }
+
+// Run evaluates and sends until Stop. Alert state is restored from the view on the first
+// evaluation.
+func (e *Evaluator) Run() {
+	e.runOnce.Do(func() {
+		e.notifierRun.Add(1)
+		go func() { defer e.notifierRun.Done(); e.notifier.Run(e.targets) }()
+		e.manager.Run()
+	})
+}
+
+// Stop stops evaluation, then the notifier (alerts still queued are dropped and counted in
+// prometheus_notifications_dropped_total; they are sent again after a restart, as the
+// restored alerts are re-sent).
+func (e *Evaluator) Stop() {
+	e.stopOnce.Do(func() {
+		e.manager.Stop()
+		e.notifier.Stop()
+		e.notifierRun.Wait()
+	})
+}
+
+// Alertmanagers are the Alertmanagers alerts are being sent to.
+func (e *Evaluator) Alertmanagers() []*url.URL { return e.notifier.Alertmanagers() }
+
+// loader is the rules manager's GroupLoader: rule files from disk, and the pack from memory.
+type loader struct {
+	mtx  sync.RWMutex
+	pack map[string][]byte
+}
+
+func (l *loader) set(pack map[string][]byte) {
+	l.mtx.Lock()
+	l.pack = pack
+	l.mtx.Unlock()
+}
+
+func (l *loader) Load(id string, ignoreUnknownFields bool, scheme model.ValidationScheme) (*rulefmt.RuleGroups, []error) {
+	name, ok := strings.CutPrefix(id, PackPrefix)
+	if !ok {
+		return rulefmt.ParseFile(id, ignoreUnknownFields, scheme)
+	}
+	l.mtx.RLock()
+	content, ok := l.pack[name]
+	l.mtx.RUnlock()
+	if !ok {
+		return nil, []error{fmt.Errorf("%s: no such built-in rule file", id)}
+	}
+	rgs, errs := rulefmt.Parse(content, ignoreUnknownFields, scheme)
+	for i, err := range errs {
+		errs[i] = fmt.Errorf("%s: %w", id, err)
+	}
+	return rgs, errs
+}
+
+func (*loader) Parse(query string) (parser.Expr, error) { return parser.ParseExpr(query) }

@@ -75,7 +75,7 @@ func TestEvaluatorFiresAndPostsToAlertmanager(t *testing.T) {
 	t.Cleanup(srv.Close)
 	e, err := New(Options{QueryFunc: rules.EngineQueryFunc(engine, db), Appendable: db, Queryable: db})
 	require.NoError(t, err)
-	require.NoError(t, e.ApplyConfig(100*time.Millisecond, []string{file}, []string{srv.URL}))
+	require.NoError(t, e.ApplyConfig(Config{Interval: 100 * time.Millisecond, Files: []string{file}, Alertmanagers: []string{srv.URL}}))
 	go e.Run()
 	t.Cleanup(e.Stop)
 
@@ -102,8 +102,21 @@ func TestEvaluatorFiresAndPostsToAlertmanager(t *testing.T) {
 
 	// A broken file keeps the rules in force and names the file.
 	require.NoError(t, os.WriteFile(file+".bad", []byte("groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: sum((\n"), 0o600))
-	err = e.ApplyConfig(100*time.Millisecond, []string{file + ".bad"}, nil)
+	err = e.ApplyConfig(Config{Interval: 100 * time.Millisecond, Files: []string{file + ".bad"}})
 	require.ErrorContains(t, err, "r.yml.bad")
 	require.Len(t, e.Manager().AlertingRules(), 1)
-	require.ErrorContains(t, e.ApplyConfig(time.Second, nil, []string{"localhost:9093"}), `alertmanager "localhost:9093": not an http(s) URL`)
+	require.ErrorContains(t, e.ApplyConfig(Config{Interval: time.Second, Alertmanagers: []string{"localhost:9093"}}), `alertmanager "localhost:9093": not an http(s) URL`)
+
+	// Built-in files load from memory next to the user's, under their own names; a bad one
+	// is named too.
+	pack := map[string][]byte{"extra.yml": []byte("groups:\n  - name: extra\n    rules:\n      - record: x:broken:sum\n        expr: sum by (cluster) (broken)\n")}
+	require.NoError(t, e.ApplyConfig(Config{Interval: 100 * time.Millisecond, Files: []string{file}, Pack: pack}))
+	var names []string
+	for _, g := range e.Manager().RuleGroups() {
+		names = append(names, g.File()+":"+g.Name())
+	}
+	require.ElementsMatch(t, []string{file + ":test", PackPrefix + "extra.yml:extra"}, names)
+	pack["extra.yml"] = []byte("groups:\n  - name: extra\n    rules:\n      - record: x\n        expr: sum(\n")
+	require.ErrorContains(t, e.ApplyConfig(Config{Interval: time.Second, Files: []string{file}, Pack: pack}), PackPrefix+"extra.yml")
+	require.Len(t, e.Manager().RuleGroups(), 2, "a bad built-in file keeps the rules in force")
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/query"
 	fwrules "github.com/fleetwatch/fleetwatch/rules"
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // lastIngestInterval is how often each cluster's last ingest time is written into the view.
@@ -203,14 +204,42 @@ func (s *server) apply(cfg *config.Config) error {
 		return fmt.Errorf("apply federation config: %w", err)
 	}
 	s.ingest.ApplyConfig(cfg)
-	files, err := cfg.Rules.Files()
+	rc, err := rulesConfig(cfg)
 	if err != nil {
 		return err
 	}
-	if err := s.rules.ApplyConfig(time.Duration(cfg.Rules.EvaluationInterval), files, cfg.Rules.Alertmanagers); err != nil {
+	if err := s.rules.ApplyConfig(rc); err != nil {
 		return fmt.Errorf("apply rules config: %w", err)
 	}
 	return nil
+}
+
+// rulesConfig is the rules stage's part of the configuration: the user's rule files, the
+// built-in pack rendered with the configured thresholds, and the clusters.
+func rulesConfig(cfg *config.Config) (fwrules.Config, error) {
+	files, err := cfg.Rules.Files()
+	if err != nil {
+		return fwrules.Config{}, err
+	}
+	rc := fwrules.Config{
+		Interval:      time.Duration(cfg.Rules.EvaluationInterval),
+		Files:         files,
+		Alertmanagers: cfg.Rules.Alertmanagers,
+		SilentAfter:   time.Duration(cfg.Rules.Pack.Thresholds.SilentAfter),
+		Clusters:      make([]string, 0, len(cfg.Clusters)),
+	}
+	for _, c := range cfg.Clusters {
+		rc.Clusters = append(rc.Clusters, c.Name)
+	}
+	if cfg.Rules.Pack.Enabled {
+		t := cfg.Rules.Pack.Thresholds
+		// The pack's groups run at rules.evaluation_interval like every other group.
+		t.EvaluationInterval = 0
+		if rc.Pack, err = pack.Render(t); err != nil {
+			return fwrules.Config{}, err
+		}
+	}
+	return rc, nil
 }
 
 func (s *server) reload() error {

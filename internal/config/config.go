@@ -25,6 +25,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v2"
+
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // ClusterLabel is the label fleetwatch stamps on every series with the name of the cluster that
@@ -70,7 +72,50 @@ type Config struct {
 }
 
 // DefaultRules are the rule evaluation defaults.
-var DefaultRules = RulesConfig{EvaluationInterval: model.Duration(15 * time.Second)}
+var DefaultRules = RulesConfig{
+	EvaluationInterval: model.Duration(15 * time.Second),
+	Pack:               DefaultPack,
+}
+
+// DefaultPack turns the built-in rule pack on with its default thresholds.
+var DefaultPack = PackConfig{Enabled: true, Thresholds: pack.DefaultThresholds}
+
+// PackConfig configures the built-in rule pack (rules/pack): whether it is loaded and the
+// thresholds and `for` durations it alerts at. Omitted thresholds keep their defaults.
+type PackConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Named, not embedded: an embedded Thresholds would lend PackConfig its UnmarshalYAML.
+	Thresholds Thresholds `yaml:",inline"`
+}
+
+// Thresholds are the rule pack's thresholds (see rules/README.md for each rule).
+type Thresholds = pack.Thresholds
+
+// UnmarshalYAML keeps the defaults for omitted keys and validates the thresholds.
+func (c *PackConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultPack
+	// model.Duration's own error does not say which key it was; check durations first.
+	var raw map[string]any
+	if err := unmarshal(&raw); err == nil {
+		t := reflect.TypeOf(Thresholds{})
+		for i := range t.NumField() {
+			f := t.Field(i)
+			key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			v, ok := raw[key]
+			if !ok || f.Type != reflect.TypeOf(model.Duration(0)) {
+				continue
+			}
+			if _, err := model.ParseDuration(fmt.Sprint(v)); err != nil {
+				return fmt.Errorf("rules.pack.%s: %q is not a duration (e.g. 90s, 5m, 1h)", key, fmt.Sprint(v))
+			}
+		}
+	}
+	type plain PackConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return err
+	}
+	return c.Thresholds.Validate()
+}
 
 // RulesConfig configures rule evaluation on the view.
 type RulesConfig struct {
@@ -79,6 +124,8 @@ type RulesConfig struct {
 	RuleFiles []string `yaml:"rule_files,omitempty"`
 	// Alertmanagers are the base URLs alerts are posted to (Alertmanager API v2).
 	Alertmanagers []string `yaml:"alertmanagers,omitempty"`
+	// Pack is the built-in rule pack.
+	Pack PackConfig `yaml:"pack,omitempty"`
 }
 
 // UnmarshalYAML sets the rules defaults and validates them.
@@ -87,6 +134,10 @@ func (c *RulesConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	type plain RulesConfig
 	if err := unmarshal((*plain)(c)); err != nil {
 		return fmt.Errorf("rules: %w", err)
+	}
+	// `pack:` with nothing under it decodes as null and zeroes the section; it means defaults.
+	if reflect.ValueOf(c.Pack).IsZero() {
+		c.Pack = DefaultPack
 	}
 	if c.EvaluationInterval <= 0 {
 		return fmt.Errorf("rules.evaluation_interval: must be positive, got %s", c.EvaluationInterval)

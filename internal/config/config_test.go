@@ -416,12 +416,45 @@ func TestRulesSection(t *testing.T) {
 		EvaluationInterval: model.Duration(30 * time.Second),
 		RuleFiles:          []string{"/etc/fleetwatch/rules/*.yml"},
 		Alertmanagers:      []string{"http://am:9093"},
+		Pack:               DefaultPack,
 	}, cfg.Rules)
 	for in, want := range map[string]string{
 		"rules: {evaluation_interval: 0s}":           "rules.evaluation_interval: must be positive, got 0s",
 		"rules: {alertmanagers: ['am:9093']}":        "rules.alertmanagers[0]: ",
 		"rules: {rule_files: ['[']}":                 `rules.rule_files[0]: invalid glob "["`,
 		"rules: {evaluation_interval: 1m, bogus: 1}": "field bogus not found",
+	} {
+		_, err := Load([]byte(in), ".")
+		require.ErrorContains(t, err, want, in)
+	}
+}
+
+func TestRulesPackSection(t *testing.T) {
+	cfg, err := Load([]byte("rules:\n  pack:\n    node_ready_ratio: 0.8\n    saturation_for: 10m\n"), ".")
+	require.NoError(t, err)
+	want := DefaultPack
+	want.Thresholds.NodeReadyRatio = 0.8
+	want.Thresholds.SaturationFor = model.Duration(10 * time.Minute)
+	require.Equal(t, want, cfg.Rules.Pack)
+
+	for in, want := range map[string]PackConfig{
+		"clusters: []":                               DefaultPack,
+		"rules:":                                     DefaultPack,
+		"rules: {evaluation_interval: 30s}":          DefaultPack,
+		"rules:\n  pack:\n":                          DefaultPack,
+		"rules:\n  pack: {enabled: false}\n":         {Enabled: false, Thresholds: DefaultPack.Thresholds},
+		"rules:\n  pack: {crash_loop_per_minute: 5}": {Enabled: true, Thresholds: func() Thresholds { t := DefaultPack.Thresholds; t.CrashLoopPerMinute = 5; return t }()},
+	} {
+		cfg, err := Load([]byte(in), ".")
+		require.NoError(t, err, in)
+		require.Equal(t, want, cfg.Rules.Pack, in)
+	}
+	for in, want := range map[string]string{
+		"rules: {pack: {node_ready_ratio: 1.5}}": "rules.pack.node_ready_ratio: must be in (0, 1], got 1.5",
+		"rules: {pack: {saturation_ratio: 0}}":   "rules.pack.saturation_ratio: must be in (0, 1], got 0",
+		"rules: {pack: {silent_after: -1m}}":     `rules.pack.silent_after: "-1m" is not a duration`,
+		"rules: {pack: {drift_for: soon}}":       `rules.pack.drift_for: "soon" is not a duration (e.g. 90s, 5m, 1h)`,
+		"rules: {pack: {node_ready_ratoi: 0.8}}": "field node_ready_ratoi not found",
 	} {
 		_, err := Load([]byte(in), ".")
 		require.ErrorContains(t, err, want, in)

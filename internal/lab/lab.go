@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +38,9 @@ type Options struct {
 	ScrapeInterval time.Duration
 	// FleetwatchConfig is appended to the generated clusters: section (query:, ingest: ...).
 	FleetwatchConfig string
+	// Rules is appended, as is, to the generated rules: section, which sends alerts to the
+	// lab's Alertmanager (e.g. "  evaluation_interval: 1s\n  pack: {silent_after: 30s}\n").
+	Rules string
 }
 
 // Lab is a running fleet lab.
@@ -47,6 +51,7 @@ type Lab struct {
 
 	Fleetwatch      *testenv.Process
 	FleetwatchURL   string
+	fleetwatchArgs  []string
 	Sim             *testenv.Process
 	SimURL          string
 	Alertmanager    *testenv.Process
@@ -93,22 +98,6 @@ func Start(t testing.TB, o Options) *Lab {
 	l.SimURL = "http://" + simAddr
 	l.Sim.WaitReady(t, l.SimURL+"/clusters", 30*time.Second)
 
-	// fleetwatch, one token per cluster.
-	var cfg strings.Builder
-	cfg.WriteString("clusters:\n")
-	for i, c := range l.Clusters {
-		testenv.WriteFile(t, l.dir, c+".token", "token-"+c+"\n")
-		fmt.Fprintf(&cfg, "  - name: %s\n    labels: {region: %s, tier: %s}\n    cost_per_cpu_hour: %g\n    remote_write: {bearer_token_file: %s.token}\n",
-			c, strings.SplitN(c, "-", 2)[0], []string{"prod", "staging"}[i%2], 0.03+0.001*float64(i), c)
-	}
-	cfg.WriteString(o.FleetwatchConfig)
-	fwAddr := testenv.FreePort(t)
-	cfgPath := testenv.WriteFile(t, l.dir, "fleetwatch.yml", cfg.String())
-	l.Fleetwatch = testenv.Start(t, "fleetwatch", fw, "serve", "--config.file="+cfgPath,
-		"--web.listen-address="+fwAddr, "--storage.tsdb.path="+filepath.Join(l.dir, "fleetwatch-data"))
-	l.FleetwatchURL = "http://" + fwAddr
-	l.Fleetwatch.WaitReady(t, l.FleetwatchURL+"/-/ready", 30*time.Second)
-
 	// A real Alertmanager, for what comes after the view.
 	amAddr := testenv.FreePort(t)
 	amCfg := testenv.WriteFile(t, l.dir, "alertmanager.yml", "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n")
@@ -118,10 +107,28 @@ func Start(t testing.TB, o Options) *Lab {
 	l.AlertmanagerURL = "http://" + amAddr
 	l.Alertmanager.WaitReady(t, l.AlertmanagerURL+"/-/ready", 30*time.Second)
 
+	// fleetwatch, one token per cluster.
+	var cfg strings.Builder
+	cfg.WriteString("clusters:\n")
+	for i, c := range l.Clusters {
+		testenv.WriteFile(t, l.dir, c+".token", "token-"+c+"\n")
+		fmt.Fprintf(&cfg, "  - name: %s\n    labels: {region: %s, tier: %s}\n    cost_per_cpu_hour: %g\n    remote_write: {bearer_token_file: %s.token}\n",
+			c, strings.SplitN(c, "-", 2)[0], []string{"prod", "staging"}[i%2], 0.03+0.001*float64(i), c)
+	}
+	fmt.Fprintf(&cfg, "rules:\n  alertmanagers: [%s]\n%s", l.AlertmanagerURL, o.Rules)
+	cfg.WriteString(o.FleetwatchConfig)
+	fwAddr := testenv.FreePort(t)
+	cfgPath := testenv.WriteFile(t, l.dir, "fleetwatch.yml", cfg.String())
+	l.fleetwatchArgs = []string{fw, "serve", "--config.file=" + cfgPath,
+		"--web.listen-address=" + fwAddr, "--storage.tsdb.path=" + filepath.Join(l.dir, "fleetwatch-data")}
+	l.FleetwatchURL = "http://" + fwAddr
+	l.startFleetwatch()
+
 	// One Prometheus per cluster.
 	for _, c := range l.Clusters {
 		l.Members[c] = l.startMember(prom, c)
 	}
+	l.followSilence()
 	// Every cluster's data has arrived.
 	fleet := l.API()
 	testenv.Eventually(t, 60*time.Second, func() error {
@@ -135,6 +142,109 @@ func Start(t testing.TB, o Options) *Lab {
 		return nil
 	})
 	return l
+}
+
+func (l *Lab) startFleetwatch() {
+	l.Fleetwatch = testenv.Start(l.t, "fleetwatch", l.fleetwatchArgs[0], l.fleetwatchArgs[1:]...)
+	l.Fleetwatch.WaitReady(l.t, l.FleetwatchURL+"/-/ready", 30*time.Second)
+}
+
+// RestartFleetwatch kills fleetwatch (SIGKILL: no clean shutdown) and starts it again on the
+// same address, configuration and data directory.
+func (l *Lab) RestartFleetwatch() {
+	l.Fleetwatch.Kill()
+	l.startFleetwatch()
+}
+
+// followSilence makes a cluster that the simulator silences really silent: nothing of it
+// reaches fleetwatch any more. A Prometheus whose targets hang still sends its own `up`
+// series; a silent cluster is one fleetwatch hears nothing from, as when the cluster's
+// Prometheus or the network to it is down. So while the simulator says a cluster is silent,
+// its Prometheus is stopped (SIGSTOP), and it continues (SIGCONT) once the cluster recovers.
+func (l *Lab) followSilence() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	l.t.Cleanup(func() { close(stop); <-done })
+	go func() {
+		defer close(done)
+		paused := map[string]bool{}
+		defer func() {
+			for c := range paused {
+				_ = l.Members[c].Process.Signal(syscall.SIGCONT)
+			}
+		}()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			resp, err := http.Get(l.SimURL + "/clusters")
+			if err != nil {
+				continue
+			}
+			var ts []sim.ClusterTruth
+			err = json.NewDecoder(resp.Body).Decode(&ts)
+			resp.Body.Close()
+			if err != nil {
+				continue
+			}
+			for _, c := range ts {
+				m := l.Members[c.Name]
+				if m == nil || c.Silent == paused[c.Name] {
+					continue
+				}
+				sig := syscall.SIGSTOP
+				if !c.Silent {
+					sig = syscall.SIGCONT
+				}
+				if err := m.Process.Signal(sig); err == nil {
+					if c.Silent {
+						paused[c.Name] = true
+					} else {
+						delete(paused, c.Name)
+					}
+				}
+			}
+		}
+	}()
+}
+
+// Alerts are fleetwatch's active alerts (/api/v1/alerts).
+func (l *Lab) Alerts() []promv1.Alert {
+	l.t.Helper()
+	res, err := l.API().Alerts(ctx(l.t))
+	if err != nil {
+		l.t.Fatalf("fleetwatch alerts: %v", err)
+	}
+	return res.Alerts
+}
+
+// AMAlert is an alert as Alertmanager's API v2 lists it.
+type AMAlert struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	StartsAt    time.Time         `json:"startsAt"`
+	EndsAt      time.Time         `json:"endsAt"`
+	Status      struct {
+		State string `json:"state"`
+	} `json:"status"`
+}
+
+// AlertmanagerAlerts are the alerts the lab's Alertmanager holds (active ones unless all).
+func (l *Lab) AlertmanagerAlerts() []AMAlert {
+	l.t.Helper()
+	resp, err := http.Get(l.AlertmanagerURL + "/api/v2/alerts")
+	if err != nil {
+		l.t.Fatalf("alertmanager alerts: %v", err)
+	}
+	defer resp.Body.Close()
+	var out []AMAlert
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		l.t.Fatalf("alertmanager alerts: %v", err)
+	}
+	return out
 }
 
 func (l *Lab) startMember(prom, cluster string) *Member {
