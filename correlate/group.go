@@ -1,0 +1,476 @@
+package correlate
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Rules name the alerts that play a part in correlation; the defaults are the built-in rule
+// pack's alerts plus kube-prometheus's usual names, and each list is configurable.
+type Rules struct {
+	// ClusterRoot alerts explain everything else from their cluster (silent, control plane).
+	ClusterRoot []string `yaml:"cluster_root" json:"cluster_root"`
+	// NodesRoot alerts say a cluster's nodes are NotReady; with a `node` label, that node.
+	NodesRoot []string `yaml:"nodes_root" json:"nodes_root"`
+	// Saturation alerts explain Pending pods of their cluster.
+	Saturation []string `yaml:"saturation" json:"saturation"`
+	// Pending alerts are about pods that cannot be scheduled.
+	Pending []string `yaml:"pending" json:"pending"`
+	// WorkloadFailure alerts are about a failing workload (namespace plus owner_name,
+	// deployment or pod); ClusterFailure ones sum those up for a cluster.
+	WorkloadFailure []string `yaml:"workload_failure" json:"workload_failure"`
+	ClusterFailure  []string `yaml:"cluster_failure" json:"cluster_failure"`
+	// RolloutClusters is how many clusters a workload must fail in, with the first failures
+	// at most RolloutWindow apart, to be one fleet-wide "likely bad rollout" incident.
+	RolloutClusters int           `yaml:"rollout_clusters" json:"rollout_clusters"`
+	RolloutWindow   time.Duration `yaml:"rollout_window" json:"rollout_window"`
+	// Teams maps a namespace to the team that owns it.
+	Teams map[string]string `yaml:"teams" json:"teams"`
+	// ReplicaLabels are dropped before deduplication (HA Prometheus pairs).
+	ReplicaLabels []string `yaml:"replica_labels" json:"replica_labels"`
+}
+
+// DefaultRules are the built-in correlation rules (correlate/README.md).
+var DefaultRules = Rules{
+	ClusterRoot:     []string{"FleetClusterSilent", "FleetClusterControlPlaneDown", "KubeAPIDown"},
+	NodesRoot:       []string{"FleetClusterNodesNotReady", "KubeNodeNotReady", "KubeNodeUnreachable"},
+	Saturation:      []string{"FleetClusterCPURequestsSaturated", "FleetClusterMemoryRequestsSaturated", "KubeCPUOvercommit", "KubeMemoryOvercommit"},
+	Pending:         []string{"KubePodNotReady", "KubePodPending", "KubePodNotScheduled"},
+	WorkloadFailure: []string{"FleetWorkloadCrashLooping", "KubePodCrashLooping", "KubeDeploymentReplicasMismatch", "KubeDeploymentRolloutStuck"},
+	ClusterFailure:  []string{"FleetClusterCrashLooping"},
+	RolloutClusters: 2,
+	RolloutWindow:   15 * time.Minute,
+	ReplicaLabels:   []string{"prometheus_replica", "replica"},
+}
+
+// Group is one real problem: a root cause and the alerts it explains. It is what Correlate
+// computes from the active alerts; Tracker turns groups into incidents with an identity and a
+// lifecycle.
+type Group struct {
+	// Key identifies the problem across evaluations, e.g. "cluster/eu-2" or
+	// "rollout/payments/api".
+	Key         string   `json:"key"`
+	Scope       string   `json:"scope"` // "cluster" or "fleet"
+	Clusters    []string `json:"clusters"`
+	Severity    string   `json:"severity"`
+	Team        string   `json:"team,omitempty"`
+	RootCause   string   `json:"root_cause"`
+	Explanation string   `json:"explanation"`
+	// Image is the image a bad rollout's failing clusters share.
+	Image  string  `json:"image,omitempty"`
+	Alerts []Alert `json:"alerts"`
+}
+
+func has(list []string, s string) bool { return slices.Contains(list, s) }
+
+var severityRank = map[string]int{"critical": 3, "error": 3, "warning": 2, "info": 1}
+
+func maxSeverity(alerts []Alert) string {
+	best, rank := "info", 0
+	for _, a := range alerts {
+		if r := severityRank[a.Labels["severity"]]; r > rank {
+			best, rank = a.Labels["severity"], r
+		}
+	}
+	if best == "error" {
+		best = "critical"
+	}
+	return best
+}
+
+// Fingerprint identifies an alert for deduplication: its labels without the replica labels.
+func (r Rules) Fingerprint(a Alert) uint64 {
+	names := make([]string, 0, len(a.Labels))
+	for n := range a.Labels {
+		if !has(r.ReplicaLabels, n) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	h := fnv.New64a()
+	for _, n := range names {
+		h.Write([]byte(n))
+		h.Write([]byte{0xff})
+		h.Write([]byte(a.Labels[n]))
+		h.Write([]byte{0xff})
+	}
+	return h.Sum64()
+}
+
+// workloadOf names the workload an alert is about ("namespace/workload"), or "".
+func workloadOf(a Alert, topo *Topology) string {
+	l := a.Labels
+	ns := l["namespace"]
+	if ns == "" {
+		return ""
+	}
+	switch {
+	case l["deployment"] != "":
+		return ns + "/" + l["deployment"]
+	case l["owner_name"] != "":
+		name := l["owner_name"]
+		if l["owner_kind"] == "ReplicaSet" {
+			name = ReplicaSetWorkload(name)
+		}
+		return ns + "/" + name
+	case l["pod"] != "":
+		if w, ok := topo.PodWorkload[key(l["cluster"], ns, l["pod"])]; ok {
+			return ns + "/" + w
+		}
+		return ns + "/" + l["pod"]
+	}
+	return ""
+}
+
+// onNotReadyNode reports whether the workload or pod an alert is about runs on a node that is
+// not Ready (or on node, when node is set).
+func onNotReadyNode(a Alert, topo *Topology, node string) bool {
+	c, ns := a.Labels["cluster"], a.Labels["namespace"]
+	ready := func(n string) bool {
+		if node != "" {
+			return n == node
+		}
+		return topo.NotReadyNodes[key(c, n)]
+	}
+	if p := a.Labels["pod"]; p != "" {
+		return ready(topo.PodNode[key(c, ns, p)])
+	}
+	w := workloadOf(a, topo)
+	if w == "" {
+		return false
+	}
+	for pod, wl := range topo.PodWorkload {
+		if strings.HasPrefix(pod, c+keySep+ns+keySep) && ns+"/"+wl == w && ready(topo.PodNode[pod]) {
+			return true
+		}
+	}
+	return false
+}
+
+// Correlate groups the active alerts into problems. It is a pure function of its arguments.
+func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
+	if topo == nil {
+		topo = &Topology{}
+	}
+	groups := map[string]*Group{}
+	taken := make([]bool, len(alerts))
+	add := func(k string, i int, init func(*Group)) {
+		g := groups[k]
+		if g == nil {
+			g = &Group{Key: k, Scope: "cluster"}
+			groups[k] = g
+			if init != nil {
+				init(g)
+			}
+		}
+		g.Alerts = append(g.Alerts, alerts[i])
+		taken[i] = true
+	}
+	byCluster := map[string][]int{}
+	for i, a := range alerts {
+		byCluster[a.Labels["cluster"]] = append(byCluster[a.Labels["cluster"]], i)
+	}
+
+	// 1. A silent cluster or a control plane down explains everything else from the cluster.
+	for c, idx := range byCluster {
+		root := -1
+		for _, i := range idx {
+			if n := alerts[i].Labels["alertname"]; has(r.ClusterRoot, n) && (root < 0 || slices.Index(r.ClusterRoot, n) < slices.Index(r.ClusterRoot, alerts[root].Labels["alertname"])) {
+				root = i
+			}
+		}
+		if root < 0 || c == "" {
+			continue
+		}
+		rn := alerts[root].Labels["alertname"]
+		k := "cluster/" + c
+		add(k, root, func(g *Group) {
+			g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c)
+		})
+		for _, i := range idx {
+			if i != root {
+				add(k, i, nil)
+			}
+		}
+		g := groups[k]
+		g.Explanation = fmt.Sprintf("%s: %s. Everything else from cluster %s (%d more alerts) follows from it, so it is one incident.",
+			rn, describe(alerts[root]), c, len(g.Alerts)-1)
+	}
+
+	// 2. The same workload failing in several clusters close together is one fleet-wide
+	// problem, most likely a bad rollout.
+	type failure struct {
+		idx   []int
+		first map[string]time.Time
+	}
+	failures := map[string]*failure{}
+	for i, a := range alerts {
+		if taken[i] || !has(r.WorkloadFailure, a.Labels["alertname"]) {
+			continue
+		}
+		w := workloadOf(a, topo)
+		if w == "" {
+			continue
+		}
+		f := failures[w]
+		if f == nil {
+			f = &failure{first: map[string]time.Time{}}
+			failures[w] = f
+		}
+		f.idx = append(f.idx, i)
+		c := a.Labels["cluster"]
+		if t, ok := f.first[c]; !ok || a.StartsAt.Before(t) {
+			f.first[c] = a.StartsAt
+		}
+	}
+	rolledOut := map[string]string{} // cluster -> rollout group key
+	for w, f := range failures {
+		// The most clusters whose first failures fit in one window.
+		all := make([]string, 0, len(f.first))
+		for c := range f.first {
+			all = append(all, c)
+		}
+		sort.Slice(all, func(i, j int) bool {
+			if !f.first[all[i]].Equal(f.first[all[j]]) {
+				return f.first[all[i]].Before(f.first[all[j]])
+			}
+			return all[i] < all[j]
+		})
+		var clusters []string
+		for i := range all {
+			j := i
+			for j < len(all) && (r.RolloutWindow <= 0 || f.first[all[j]].Sub(f.first[all[i]]) <= r.RolloutWindow) {
+				j++
+			}
+			if j-i > len(clusters) {
+				clusters = all[i:j]
+			}
+		}
+		if len(clusters) < max(r.RolloutClusters, 2) {
+			continue
+		}
+		lo, hi := f.first[clusters[0]], f.first[clusters[len(clusters)-1]]
+		clusters = slices.Clone(clusters)
+		sort.Strings(clusters)
+		img := sharedImage(w, clusters, topo)
+		k := "rollout/" + w
+		for _, i := range f.idx {
+			if !has(clusters, alerts[i].Labels["cluster"]) {
+				continue
+			}
+			add(k, i, func(g *Group) {
+				g.Scope = "fleet"
+				g.Image = img
+				g.RootCause = "likely bad rollout of " + w
+				if img != "" {
+					g.RootCause += " (image " + img + ")"
+				}
+			})
+		}
+		g := groups[k]
+		g.Explanation = fmt.Sprintf("Workload %s started failing in %d clusters (%s) within %s of each other", w, len(clusters), strings.Join(clusters, ", "), hi.Sub(lo).Round(time.Second))
+		if img != "" {
+			g.Explanation += fmt.Sprintf("; every failing cluster runs image %s", img)
+		}
+		g.Explanation += ". Failures of the same workload in several clusters at once point to what they share, the rollout, rather than to each cluster."
+		for _, c := range clusters {
+			rolledOut[c] = k
+		}
+	}
+	// A cluster's crash-loop total goes with the rollout when the cluster is part of one.
+	for i, a := range alerts {
+		if !taken[i] && has(r.ClusterFailure, a.Labels["alertname"]) {
+			if k, ok := rolledOut[a.Labels["cluster"]]; ok {
+				add(k, i, nil)
+			}
+		}
+	}
+
+	// 3. NotReady nodes explain failing and pending pods on them; saturation explains pending
+	// pods of its cluster.
+	for c, idx := range byCluster {
+		for _, ri := range idx {
+			if taken[ri] {
+				continue
+			}
+			rn := alerts[ri].Labels["alertname"]
+			switch {
+			case has(r.NodesRoot, rn):
+				node := alerts[ri].Labels["node"]
+				k := "nodes/" + c
+				if node != "" {
+					k += "/" + node
+				}
+				add(k, ri, func(g *Group) {
+					g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c)
+					if node != "" {
+						g.RootCause = fmt.Sprintf("node %s of cluster %s is not Ready", node, c)
+					}
+				})
+				for _, i := range idx {
+					n := alerts[i].Labels["alertname"]
+					if !taken[i] && (has(r.WorkloadFailure, n) || has(r.Pending, n)) && onNotReadyNode(alerts[i], topo, node) {
+						add(k, i, nil)
+					}
+				}
+			case has(r.Saturation, rn):
+				k := "saturation/" + c
+				add(k, ri, func(g *Group) { g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c) })
+				for _, i := range idx {
+					if !taken[i] && has(r.Pending, alerts[i].Labels["alertname"]) {
+						add(k, i, nil)
+					}
+				}
+			}
+		}
+	}
+	for k, g := range groups {
+		if g.Explanation != "" {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(k, "nodes/"):
+			g.Explanation = fmt.Sprintf("%s: %s", g.Alerts[0].Labels["alertname"], describe(g.Alerts[0]))
+			if n := len(g.Alerts) - 1; n > 0 {
+				g.Explanation += fmt.Sprintf(". %d alerts about pods on the NotReady nodes follow from it.", n)
+			}
+		case strings.HasPrefix(k, "saturation/"):
+			g.Explanation = fmt.Sprintf("%s: %s", g.Alerts[0].Labels["alertname"], describe(g.Alerts[0]))
+			if n := len(g.Alerts) - 1; n > 0 {
+				g.Explanation += fmt.Sprintf(". %d alerts about Pending pods follow from it: the cluster has no room to schedule them.", n)
+			}
+		}
+	}
+
+	// 4. Crash loops left in a cluster are one incident per cluster.
+	for c, idx := range byCluster {
+		k := "failures/" + c
+		for _, i := range idx {
+			n := alerts[i].Labels["alertname"]
+			if !taken[i] && (has(r.WorkloadFailure, n) || has(r.ClusterFailure, n)) {
+				add(k, i, func(g *Group) { g.RootCause = "failing workloads in cluster " + c })
+			}
+		}
+		if g := groups[k]; g != nil {
+			var ws []string
+			for _, a := range g.Alerts {
+				if w := workloadOf(a, topo); w != "" && !has(ws, w) {
+					ws = append(ws, w)
+				}
+			}
+			sort.Strings(ws)
+			if len(ws) == 1 {
+				g.RootCause = "workload " + ws[0] + " is failing in cluster " + c
+			}
+			g.Explanation = fmt.Sprintf("Only cluster %s shows these failures (%s), and no node or cluster problem there explains them: look at the workload itself.", c, strings.Join(ws, ", "))
+		}
+	}
+
+	// 5. Everything else: the same alert in several clusters is one incident listing them.
+	for i, a := range alerts {
+		if taken[i] {
+			continue
+		}
+		rest := a
+		rest.Labels = map[string]string{}
+		for n, v := range a.Labels {
+			if n != "cluster" {
+				rest.Labels[n] = v
+			}
+		}
+		k := fmt.Sprintf("alert/%s/%x", a.Labels["alertname"], r.Fingerprint(rest))
+		add(k, i, func(g *Group) { g.RootCause = a.Labels["alertname"] })
+	}
+
+	out := make([]Group, 0, len(groups))
+	for _, g := range groups {
+		cs := map[string]bool{}
+		for _, a := range g.Alerts {
+			if c := a.Labels["cluster"]; c != "" {
+				cs[c] = true
+			}
+		}
+		g.Clusters = g.Clusters[:0]
+		for c := range cs {
+			g.Clusters = append(g.Clusters, c)
+		}
+		sort.Strings(g.Clusters)
+		if len(g.Clusters) > 1 {
+			g.Scope = "fleet"
+		}
+		if strings.HasPrefix(g.Key, "alert/") {
+			g.Explanation = fmt.Sprintf("%s: %s", g.Alerts[0].Labels["alertname"], describe(g.Alerts[0]))
+			if len(g.Clusters) > 1 {
+				g.Explanation += fmt.Sprintf(" The same alert fires in %d clusters (%s); it is one incident.", len(g.Clusters), strings.Join(g.Clusters, ", "))
+			}
+		}
+		g.Severity = maxSeverity(g.Alerts)
+		for _, a := range g.Alerts {
+			if t := r.Teams[a.Labels["namespace"]]; t != "" {
+				g.Team = t
+				break
+			}
+		}
+		sort.Slice(g.Alerts, func(i, j int) bool { return r.Fingerprint(g.Alerts[i]) < r.Fingerprint(g.Alerts[j]) })
+		out = append(out, *g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// describe is an alert's summary, or its name and labels.
+func describe(a Alert) string {
+	if s := a.Annotations["summary"]; s != "" {
+		return strings.TrimSuffix(s, ".")
+	}
+	names := make([]string, 0, len(a.Labels))
+	for n := range a.Labels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, n+"="+a.Labels[n])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// sharedImage is the image every failing cluster runs for the workload, preferring one that
+// no cluster outside them runs; "" when they share none.
+func sharedImage(w string, clusters []string, topo *Topology) string {
+	count := map[string]int{}
+	for _, c := range clusters {
+		for _, img := range topo.WorkloadImages[c+"/"+w] {
+			count[img]++
+		}
+	}
+	var shared []string
+	for img, n := range count {
+		if n == len(clusters) {
+			shared = append(shared, img)
+		}
+	}
+	if len(shared) == 0 {
+		return ""
+	}
+	elsewhere := map[string]bool{}
+	for k, imgs := range topo.WorkloadImages {
+		c, rest, _ := strings.Cut(k, "/")
+		if rest == w && !has(clusters, c) {
+			for _, img := range imgs {
+				elsewhere[img] = true
+			}
+		}
+	}
+	sort.Slice(shared, func(i, j int) bool {
+		if elsewhere[shared[i]] != elsewhere[shared[j]] {
+			return !elsewhere[shared[i]]
+		}
+		return shared[i] < shared[j]
+	})
+	return shared[0]
+}

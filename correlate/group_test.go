@@ -1,0 +1,122 @@
+package correlate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func alert(at time.Duration, ls ...string) Alert {
+	m := map[string]string{}
+	for i := 0; i+1 < len(ls); i += 2 {
+		m[ls[i]] = ls[i+1]
+	}
+	return Alert{Labels: m, StartsAt: t0.Add(at), Source: "rules"}
+}
+
+func keysOf(gs []Group) []string {
+	out := []string{}
+	for _, g := range gs {
+		out = append(out, g.Key)
+	}
+	return out
+}
+
+// topo: cluster eu-2 has nodes n1 (NotReady) and n2; payments/api has a pod on each; every
+// cluster runs catalog/search, eu-1 and us-1 and ap-1 the new image, us-2 the old one.
+func testTopology() *Topology {
+	return &Topology{
+		PodNode: map[string]string{
+			"eu-2/payments/api-1": "n1", "eu-2/payments/api-2": "n2", "eu-2/web/front-1": "n2",
+		},
+		PodWorkload: map[string]string{
+			"eu-2/payments/api-1": "api", "eu-2/payments/api-2": "api", "eu-2/web/front-1": "front",
+		},
+		WorkloadImages: map[string][]string{
+			"eu-1/catalog/search": {"search:v2"}, "us-1/catalog/search": {"search:v2"},
+			"ap-1/catalog/search": {"search:v2", "search:v1"}, "us-2/catalog/search": {"search:v1"},
+		},
+		NotReadyNodes: map[string]bool{"eu-2/n1": true},
+	}
+}
+
+func TestCorrelateNodesExplainPods(t *testing.T) {
+	alerts := []Alert{
+		alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical"),
+		alert(time.Minute, "alertname", "KubePodCrashLooping", "cluster", "eu-2", "namespace", "payments", "pod", "api-1", "severity", "warning"),
+		alert(time.Minute, "alertname", "KubePodCrashLooping", "cluster", "eu-2", "namespace", "web", "pod", "front-1", "severity", "warning"),
+	}
+	gs := Correlate(alerts, testTopology(), DefaultRules)
+	require.Equal(t, []string{"failures/eu-2", "nodes/eu-2"}, keysOf(gs), "the pod on the Ready node n2 is not explained by the nodes")
+	require.Len(t, gs[1].Alerts, 2)
+	require.Equal(t, "critical", gs[1].Severity)
+	require.Equal(t, "cluster", gs[1].Scope)
+	require.Contains(t, gs[1].Explanation, "1 alerts about pods on the NotReady nodes")
+	require.Equal(t, "workload web/front is failing in cluster eu-2", gs[0].RootCause)
+}
+
+func TestCorrelateBadRollout(t *testing.T) {
+	var alerts []Alert
+	for i, c := range []string{"eu-1", "us-1", "ap-1"} {
+		alerts = append(alerts,
+			alert(time.Duration(i)*time.Minute, "alertname", "FleetWorkloadCrashLooping", "cluster", c, "namespace", "catalog", "owner_kind", "ReplicaSet", "owner_name", "search-5d8f7c9b6", "severity", "warning"),
+			alert(time.Duration(i)*time.Minute, "alertname", "FleetClusterCrashLooping", "cluster", c, "severity", "critical"))
+	}
+	// An unrelated problem elsewhere stays its own incident.
+	alerts = append(alerts, alert(0, "alertname", "FleetClusterCPURequestsSaturated", "cluster", "us-2", "severity", "warning"))
+	gs := Correlate(alerts, testTopology(), DefaultRules)
+	require.Equal(t, []string{"rollout/catalog/search", "saturation/us-2"}, keysOf(gs))
+	g := gs[0]
+	require.Equal(t, "fleet", g.Scope)
+	require.Equal(t, []string{"ap-1", "eu-1", "us-1"}, g.Clusters)
+	require.Equal(t, "search:v2", g.Image, "the image all failing clusters run and the healthy one does not")
+	require.Equal(t, "likely bad rollout of catalog/search (image search:v2)", g.RootCause)
+	require.Len(t, g.Alerts, 6)
+	require.Equal(t, "critical", g.Severity)
+
+	// Failures far apart in time are not one rollout.
+	alerts[4].StartsAt = t0.Add(time.Hour)
+	alerts[5].StartsAt = t0.Add(time.Hour)
+	gs = Correlate(alerts[:6], testTopology(), DefaultRules)
+	require.Equal(t, []string{"failures/ap-1", "rollout/catalog/search"}, keysOf(gs), "ap-1 failed outside the window")
+	require.Equal(t, []string{"eu-1", "us-1"}, gs[1].Clusters)
+	gs = Correlate(alerts[:2], testTopology(), DefaultRules)
+	require.Equal(t, []string{"failures/eu-1"}, keysOf(gs), "one cluster is not a rollout")
+}
+
+func TestCorrelateSilentClusterExplainsAll(t *testing.T) {
+	alerts := []Alert{
+		alert(0, "alertname", "FleetClusterControlPlaneDown", "cluster", "eu-2", "severity", "critical"),
+		alert(0, "alertname", "FleetClusterSilent", "cluster", "eu-2", "severity", "critical"),
+		alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical"),
+		alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-1", "severity", "critical"),
+	}
+	gs := Correlate(alerts, testTopology(), DefaultRules)
+	require.Equal(t, []string{"cluster/eu-2", "nodes/eu-1"}, keysOf(gs))
+	require.Equal(t, "FleetClusterSilent in cluster eu-2", gs[0].RootCause, "silent is the deeper cause")
+	require.Len(t, gs[0].Alerts, 3)
+}
+
+func TestCorrelateSameAlertManyClusters(t *testing.T) {
+	alerts := []Alert{
+		alert(0, "alertname", "CertificateExpiring", "cluster", "eu-1", "secret", "ingress-tls", "severity", "warning"),
+		alert(0, "alertname", "CertificateExpiring", "cluster", "us-1", "secret", "ingress-tls", "severity", "warning"),
+		// An HA replica of the same alert.
+		alert(0, "alertname", "CertificateExpiring", "cluster", "us-1", "secret", "ingress-tls", "severity", "warning", "prometheus_replica", "b"),
+		alert(0, "alertname", "CertificateExpiring", "cluster", "us-1", "secret", "other", "severity", "warning"),
+	}
+	gs := Correlate(alerts, nil, DefaultRules)
+	require.Len(t, gs, 2)
+	var fleet Group
+	for _, g := range gs {
+		if g.Scope == "fleet" {
+			fleet = g
+		}
+	}
+	require.Equal(t, []string{"eu-1", "us-1"}, fleet.Clusters)
+	require.Contains(t, fleet.Explanation, "fires in 2 clusters (eu-1, us-1)")
+	require.Equal(t, DefaultRules.Fingerprint(alerts[1]), DefaultRules.Fingerprint(alerts[2]), "replica labels do not count")
+}

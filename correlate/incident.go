@@ -1,0 +1,182 @@
+package correlate
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+)
+
+// Incident states.
+const (
+	StateOpen         = "open"
+	StateAcknowledged = "acknowledged"
+	StateResolved     = "resolved"
+)
+
+// Incident is a Group with an identity and a lifecycle. Field names are the JSON API's.
+type Incident struct {
+	ID string `json:"id"`
+	Group
+	State      string    `json:"state"`
+	OpenedAt   time.Time `json:"opened_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	ResolvedAt time.Time `json:"resolved_at,omitzero"`
+	// ClearSince is when the incident's alerts last went away; it resolves once they stay
+	// away for the hysteresis (Tracker.ResolveAfter). Zero while alerts are active.
+	ClearSince time.Time `json:"clear_since,omitzero"`
+	AckedBy    string    `json:"acked_by,omitempty"`
+	AckedAt    time.Time `json:"acked_at,omitzero"`
+	// MergedInto names the incident that took this one's alerts over, when it resolved so.
+	MergedInto string `json:"merged_into,omitempty"`
+	// Revision counts changes; an update is sent on when it grows.
+	Revision int `json:"revision"`
+}
+
+// Active reports whether the incident is not resolved.
+func (i *Incident) Active() bool { return i.State != StateResolved }
+
+// Tracker keeps the incidents: every Update matches the current groups to the active
+// incidents by key, opens new ones, updates changed ones and resolves those whose alerts
+// stayed away for ResolveAfter. It is not safe for concurrent use; the engine serializes.
+type Tracker struct {
+	ResolveAfter time.Duration
+	active       map[string]*Incident // by group key
+	newID        func(now time.Time) string
+	fingerprint  func(Alert) uint64
+}
+
+// NewTracker returns a tracker that continues the given active incidents (from the store).
+func NewTracker(resolveAfter time.Duration, r Rules, active []*Incident) *Tracker {
+	t := &Tracker{ResolveAfter: resolveAfter, active: map[string]*Incident{}, newID: newID, fingerprint: r.Fingerprint}
+	for _, i := range active {
+		if i.Active() {
+			t.active[i.Key] = i
+		}
+	}
+	return t
+}
+
+// newID is time-ordered and unique: "inc-" + 8 bytes of time + 4 random bytes, in hex.
+func newID(now time.Time) string {
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	_, _ = rand.Read(b[8:])
+	return fmt.Sprintf("inc-%x", b)
+}
+
+// Active lists the active incidents, oldest first.
+func (t *Tracker) Active() []*Incident {
+	out := make([]*Incident, 0, len(t.active))
+	for _, i := range t.active {
+		out = append(out, i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// Update applies the groups computed at now and returns the incidents that changed (opened,
+// updated, resolved), each with its Revision raised.
+func (t *Tracker) Update(now time.Time, groups []Group) []*Incident {
+	var changed []*Incident
+	seen := map[string]bool{}
+	owner := map[uint64]string{} // alert fingerprint -> incident ID now holding it
+	for _, g := range groups {
+		seen[g.Key] = true
+		inc := t.active[g.Key]
+		if inc == nil {
+			inc = &Incident{ID: t.newID(now), Group: g, State: StateOpen, OpenedAt: now, UpdatedAt: now, Revision: 1}
+			t.active[g.Key] = inc
+			changed = append(changed, inc)
+		} else if !t.sameGroup(inc.Group, g) || !inc.ClearSince.IsZero() {
+			inc.Group = g
+			inc.ClearSince = time.Time{}
+			inc.UpdatedAt = now
+			inc.Revision++
+			changed = append(changed, inc)
+		}
+		for _, a := range g.Alerts {
+			owner[t.fingerprint(a)] = inc.ID
+		}
+	}
+	for k, inc := range t.active {
+		if seen[k] {
+			continue
+		}
+		// Its alerts went to another incident (e.g. a crash loop in one cluster that became
+		// a fleet-wide rollout): resolved at once, pointing there.
+		into := ""
+		for _, a := range inc.Alerts {
+			if id, ok := owner[t.fingerprint(a)]; ok {
+				into = id
+				break
+			}
+		}
+		switch {
+		case into != "":
+			inc.MergedInto = into
+			t.resolve(inc, now)
+		case inc.ClearSince.IsZero():
+			inc.ClearSince = now
+			inc.UpdatedAt = now
+			inc.Revision++
+		case now.Sub(inc.ClearSince) >= t.ResolveAfter:
+			t.resolve(inc, now)
+		default:
+			continue
+		}
+		changed = append(changed, inc)
+	}
+	sort.Slice(changed, func(a, b int) bool { return changed[a].ID < changed[b].ID })
+	return changed
+}
+
+func (t *Tracker) resolve(inc *Incident, now time.Time) {
+	inc.State = StateResolved
+	inc.ResolvedAt = now
+	inc.UpdatedAt = now
+	inc.Revision++
+	delete(t.active, inc.Key)
+}
+
+// Acknowledge marks an active incident acknowledged by who.
+func (t *Tracker) Acknowledge(id, who string, now time.Time) (*Incident, error) {
+	for _, inc := range t.active {
+		if inc.ID == id {
+			inc.State = StateAcknowledged
+			inc.AckedBy, inc.AckedAt = who, now
+			inc.UpdatedAt = now
+			inc.Revision++
+			return inc, nil
+		}
+	}
+	return nil, fmt.Errorf("incident %s: not active", id)
+}
+
+// Resolve resolves an active incident by hand; if its alerts are still active, the next
+// Update opens a new incident for them.
+func (t *Tracker) Resolve(id string, now time.Time) (*Incident, error) {
+	for _, inc := range t.active {
+		if inc.ID == id {
+			t.resolve(inc, now)
+			return inc, nil
+		}
+	}
+	return nil, fmt.Errorf("incident %s: not active", id)
+}
+
+// sameGroup reports whether an update would change what an incident says.
+func (t *Tracker) sameGroup(a, b Group) bool {
+	if a.Scope != b.Scope || a.Severity != b.Severity || a.Team != b.Team || a.RootCause != b.RootCause ||
+		a.Explanation != b.Explanation || a.Image != b.Image || !slices.Equal(a.Clusters, b.Clusters) || len(a.Alerts) != len(b.Alerts) {
+		return false
+	}
+	for i := range a.Alerts {
+		if t.fingerprint(a.Alerts[i]) != t.fingerprint(b.Alerts[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,112 @@
+package correlate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/prometheus/promql"
+)
+
+// Topology is what the engine knows of the fleet's shape, read from the global view: which
+// node each pod runs on, which workload owns it, which images a workload runs, and which
+// nodes are not Ready. Keys are joined with "/": "cluster/namespace/pod", "cluster/node",
+// "cluster/namespace/workload".
+type Topology struct {
+	PodNode        map[string]string   // cluster/ns/pod -> node
+	PodWorkload    map[string]string   // cluster/ns/pod -> workload (Deployment, or the controller)
+	WorkloadImages map[string][]string // cluster/ns/workload -> images its containers run
+	NotReadyNodes  map[string]bool     // cluster/node
+}
+
+// QueryFunc answers an instant PromQL query (rules.EngineQueryFunc over the view).
+type QueryFunc func(ctx context.Context, q string, ts time.Time) (promql.Vector, error)
+
+// The queries LoadTopology runs; kube-state-metrics v2 series.
+const (
+	qPodNode   = `max by (cluster, namespace, pod, node) (kube_pod_info{node!=""})`
+	qPodOwner  = `max by (cluster, namespace, pod, owner_kind, owner_name) (kube_pod_owner{owner_is_controller="true"})`
+	qRSOwner   = `max by (cluster, namespace, replicaset, owner_kind, owner_name) (kube_replicaset_owner{owner_kind="Deployment"})`
+	qImages    = `max by (cluster, namespace, pod, image) (kube_pod_container_info)`
+	qNotReady  = `max by (cluster, node) (kube_node_status_condition{condition="Ready", status="true"}) == 0`
+	keySep     = "/"
+	unknownKey = ""
+)
+
+func key(parts ...string) string { return strings.Join(parts, keySep) }
+
+// LoadTopology reads the topology at ts.
+func LoadTopology(ctx context.Context, q QueryFunc, ts time.Time) (*Topology, error) {
+	t := &Topology{PodNode: map[string]string{}, PodWorkload: map[string]string{}, WorkloadImages: map[string][]string{}, NotReadyNodes: map[string]bool{}}
+	run := func(query string) (promql.Vector, error) {
+		v, err := q(ctx, query, ts)
+		if err != nil {
+			return nil, fmt.Errorf("topology: %s: %w", query, err)
+		}
+		return v, nil
+	}
+	v, err := run(qPodNode)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range v {
+		m := s.Metric
+		t.PodNode[key(m.Get("cluster"), m.Get("namespace"), m.Get("pod"))] = m.Get("node")
+	}
+	rsDeploy := map[string]string{}
+	if v, err = run(qRSOwner); err != nil {
+		return nil, err
+	}
+	for _, s := range v {
+		m := s.Metric
+		rsDeploy[key(m.Get("cluster"), m.Get("namespace"), m.Get("replicaset"))] = m.Get("owner_name")
+	}
+	if v, err = run(qPodOwner); err != nil {
+		return nil, err
+	}
+	for _, s := range v {
+		m := s.Metric
+		c, ns, owner := m.Get("cluster"), m.Get("namespace"), m.Get("owner_name")
+		if m.Get("owner_kind") == "ReplicaSet" {
+			if d, ok := rsDeploy[key(c, ns, owner)]; ok {
+				owner = d
+			}
+		}
+		t.PodWorkload[key(c, ns, m.Get("pod"))] = owner
+	}
+	if v, err = run(qImages); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, s := range v {
+		m := s.Metric
+		c, ns := m.Get("cluster"), m.Get("namespace")
+		w, ok := t.PodWorkload[key(c, ns, m.Get("pod"))]
+		if !ok {
+			continue
+		}
+		wk, img := key(c, ns, w), m.Get("image")
+		if !seen[wk+"\xff"+img] {
+			seen[wk+"\xff"+img] = true
+			t.WorkloadImages[wk] = append(t.WorkloadImages[wk], img)
+		}
+	}
+	if v, err = run(qNotReady); err != nil {
+		return nil, err
+	}
+	for _, s := range v {
+		t.NotReadyNodes[key(s.Metric.Get("cluster"), s.Metric.Get("node"))] = true
+	}
+	return t, nil
+}
+
+// ReplicaSetWorkload maps a ReplicaSet name to its Deployment when the view does not say:
+// Kubernetes names a Deployment's ReplicaSets "<deployment>-<pod-template-hash>".
+func ReplicaSetWorkload(rs string) string {
+	i := strings.LastIndexByte(rs, '-')
+	if i <= 0 || len(rs)-i-1 < 5 || len(rs)-i-1 > 10 {
+		return rs
+	}
+	return rs[:i]
+}
