@@ -3,8 +3,6 @@ package collector
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/fleetwatch/fleetwatch/internal/clusterauth"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/prometheus/prometheus/storage"
 )
@@ -56,7 +55,7 @@ type Receiver struct {
 	store   *store
 	handler http.Handler
 
-	auth    atomic.Pointer[authTable]
+	auth    atomic.Pointer[clusterauth.Table]
 	limiter atomic.Pointer[limiter]
 	bufs    sync.Pool
 }
@@ -92,7 +91,7 @@ func New(o Options) (*Receiver, error) {
 		// than a generic 400) and reuses buffers across requests.
 		remote.WithWriteHandlerMiddlewares(r.decode),
 	)
-	r.auth.Store(&authTable{})
+	r.auth.Store(clusterauth.New(nil))
 	r.limiter.Store(newLimiter(config.DefaultIngest))
 	return r, nil
 }
@@ -104,7 +103,7 @@ func newLimiter(c config.IngestConfig) *limiter {
 // ApplyConfig replaces the clusters' credentials and the ingest limits. Requests already being
 // handled finish under the old ones.
 func (r *Receiver) ApplyConfig(cfg *config.Config) error {
-	r.auth.Store(newAuthTable(cfg.Clusters))
+	r.auth.Store(clusterauth.New(cfg.Clusters))
 	if l := r.limiter.Load(); l.maxBody != cfg.Ingest.MaxBodyBytes || l.maxInflight != cfg.Ingest.MaxInflightBytes {
 		r.limiter.Store(newLimiter(cfg.Ingest))
 	}
@@ -116,10 +115,10 @@ type clusterKey struct{}
 // ServeHTTP authenticates the cluster, applies the size and in-flight limits and hands the
 // request to the remote-write protocol handler.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	cluster, ok := r.auth.Load().authenticate(req)
+	cluster, ok := r.auth.Load().Authenticate(req)
 	if !ok {
 		r.metrics.requests.WithLabelValues("", "401").Inc()
-		w.Header().Set("WWW-Authenticate", `Bearer realm="fleetwatch", Basic realm="fleetwatch"`)
+		w.Header().Set("WWW-Authenticate", clusterauth.Challenge)
 		http.Error(w, "unknown or missing cluster credentials", http.StatusUnauthorized)
 		return
 	}
@@ -211,51 +210,6 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int) {
 	s.code = code
 	s.ResponseWriter.WriteHeader(code)
-}
-
-// authTable maps credentials to cluster names. Secrets are kept only as SHA-256 digests and
-// compared in constant time.
-type authTable struct {
-	bearer map[[sha256.Size]byte]string
-	basic  map[string]basicCred
-}
-
-type basicCred struct {
-	password [sha256.Size]byte
-	cluster  string
-}
-
-func newAuthTable(clusters []*config.ClusterConfig) *authTable {
-	t := &authTable{bearer: map[[sha256.Size]byte]string{}, basic: map[string]basicCred{}}
-	for _, c := range clusters {
-		rw := c.RemoteWrite
-		switch {
-		case rw == nil:
-		case rw.BearerToken != "":
-			t.bearer[sha256.Sum256([]byte(rw.BearerToken))] = c.Name
-		case rw.BasicAuth != nil:
-			t.basic[rw.BasicAuth.Username] = basicCred{password: sha256.Sum256([]byte(rw.BasicAuth.Password)), cluster: c.Name}
-		}
-	}
-	return t
-}
-
-func (t *authTable) authenticate(req *http.Request) (string, bool) {
-	if user, pass, ok := req.BasicAuth(); ok {
-		cred, found := t.basic[user]
-		sum := sha256.Sum256([]byte(pass))
-		if subtle.ConstantTimeCompare(sum[:], cred.password[:]) == 1 && found {
-			return cred.cluster, true
-		}
-		return "", false
-	}
-	const prefix = "Bearer "
-	h := req.Header.Get("Authorization")
-	if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
-		return "", false
-	}
-	cluster, ok := t.bearer[sha256.Sum256([]byte(h[len(prefix):]))]
-	return cluster, ok
 }
 
 type metrics struct {

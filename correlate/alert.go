@@ -7,6 +7,8 @@ package correlate
 import (
 	"context"
 	"time"
+
+	"github.com/prometheus/prometheus/notifier"
 )
 
 // Alert is one alert as the engine receives it, from fleetwatch's own rules, from a member
@@ -37,3 +39,24 @@ type SinkFunc func(ctx context.Context, alerts []Alert) error
 
 // Ingest calls f.
 func (f SinkFunc) Ingest(ctx context.Context, alerts []Alert) error { return f(ctx, alerts) }
+
+// Sender adapts a Sink to Prometheus's rules.Sender, so that rules.SendAlerts hands the rules'
+// alerts to the engine as it would to the notifier. A Sink error is logged by OnError.
+type Sender struct {
+	Sink    Sink
+	OnError func(error)
+}
+
+// Send converts Prometheus's notifier alerts and ingests them.
+func (s Sender) Send(alerts ...*notifier.Alert) {
+	out := make([]Alert, 0, len(alerts))
+	for _, a := range alerts {
+		out = append(out, Alert{
+			Labels: a.Labels.Map(), Annotations: a.Annotations.Map(),
+			StartsAt: a.StartsAt, EndsAt: a.EndsAt, GeneratorURL: a.GeneratorURL, Source: "rules",
+		})
+	}
+	if err := s.Sink.Ingest(context.Background(), out); err != nil && s.OnError != nil {
+		s.OnError(err)
+	}
+}

@@ -101,12 +101,54 @@ func New(o Options) (*Engine, error) {
 	return e, nil
 }
 
+// Settings are what a configuration reload may change.
+type Settings struct {
+	Rules                                  Rules
+	Interval, ResolveAfter, ResendInterval time.Duration
+	Alertmanagers                          []string
+}
+
+// ApplySettings changes the engine's rules, hysteresis and Alertmanagers. Incident states
+// still queued for an Alertmanager that is no longer configured stay in the store until it
+// is configured again.
+func (e *Engine) ApplySettings(s Settings) error {
+	for _, a := range s.Alertmanagers {
+		if u, err := url.Parse(a); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("correlate: alertmanager %q: not an http(s) URL", a)
+		}
+	}
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	e.o.Rules = s.Rules
+	e.tracker.fingerprint = s.Rules.Fingerprint
+	if s.ResolveAfter > 0 {
+		e.o.ResolveAfter, e.tracker.ResolveAfter = s.ResolveAfter, s.ResolveAfter
+	}
+	if s.Interval > 0 {
+		e.o.Interval = s.Interval
+	}
+	if s.ResendInterval > 0 {
+		e.o.ResendInterval = s.ResendInterval
+	}
+	e.o.Alertmanagers = append([]string(nil), s.Alertmanagers...)
+	return nil
+}
+
+func (e *Engine) alertmanagers() []string {
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	return e.o.Alertmanagers
+}
+
 // Ingest stores the alerts durably and schedules a recomputation. It implements Sink.
 func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 	if len(alerts) == 0 {
 		return nil
 	}
-	if err := e.o.Store.PutAlerts(alerts, e.o.Rules.Fingerprint, e.o.Now()); err != nil {
+	e.mtx.Lock()
+	fp := e.o.Rules.Fingerprint
+	e.mtx.Unlock()
+	if err := e.o.Store.PutAlerts(alerts, fp, e.o.Now()); err != nil {
 		return fmt.Errorf("correlate: store alerts: %w", err)
 	}
 	for _, a := range alerts {
@@ -249,7 +291,7 @@ func (e *Engine) deliverLoop(ctx context.Context) {
 	for {
 		wait := time.Minute
 		total := 0
-		for _, am := range e.o.Alertmanagers {
+		for _, am := range e.alertmanagers() {
 			if t, ok := retryAt[am]; ok && time.Now().Before(t) {
 				wait = min(wait, time.Until(t))
 				continue
@@ -279,7 +321,7 @@ func (e *Engine) deliverLoop(ctx context.Context) {
 				ids = append(ids, inc.ID)
 			}
 			e.mtx.Unlock()
-			if err := e.o.Store.Enqueue(ids, e.o.Alertmanagers); err != nil {
+			if err := e.o.Store.Enqueue(ids, e.alertmanagers()); err != nil {
 				e.logger.Error("queueing incident resends", "err", err)
 			}
 		}
@@ -298,9 +340,12 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 		Host: u.Host, BasePath: strings.TrimSuffix(u.Path, "/") + amclient.DefaultBasePath, Schemes: []string{u.Scheme},
 	})
 	now := e.o.Now()
+	e.mtx.Lock()
+	validFor := 4 * e.o.ResendInterval
+	e.mtx.Unlock()
 	payload := make(models.PostableAlerts, 0, len(pending))
 	for _, p := range pending {
-		payload = append(payload, e.postable(p.Incident, now))
+		payload = append(payload, e.postable(p.Incident, now, validFor))
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -320,7 +365,7 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 // postable is the one Alertmanager alert an incident is: routing labels, and the explanation
 // in annotations. An active incident is valid for four resend intervals, as Prometheus does
 // for its alerts; a resolved one ends when it resolved.
-func (e *Engine) postable(inc *Incident, now time.Time) *models.PostableAlert {
+func (e *Engine) postable(inc *Incident, now time.Time, validFor time.Duration) *models.PostableAlert {
 	labels := models.LabelSet{
 		"alertname":   IncidentAlertName,
 		"incident_id": inc.ID,
@@ -351,7 +396,7 @@ func (e *Engine) postable(inc *Incident, now time.Time) *models.PostableAlert {
 	if inc.AckedBy != "" {
 		ann["acknowledged_by"] = inc.AckedBy
 	}
-	end := now.Add(4 * e.o.ResendInterval)
+	end := now.Add(validFor)
 	if !inc.Active() {
 		end = inc.ResolvedAt
 	}

@@ -48,8 +48,9 @@ type Options struct {
 	// ExternalURL is fleetwatch's URL, for alerts' generator URLs.
 	ExternalURL string
 	// Notify is where alerts leave the rules stage, after stale marking: every evaluation of
-	// every alerting rule calls it with the alerts due to be (re)sent. Nil sends them to the
-	// configured Alertmanagers through Prometheus's notifier (queue, batching, retries).
+	// every alerting rule calls it with the alerts due to be (re)sent (the correlation stage
+	// takes them here). Independently, alerts also go to the configured Alertmanagers, if any,
+	// through Prometheus's notifier (queue, batching, retries).
 	Notify rules.NotifyFunc
 	// ResendDelay is how often an active alert is sent again; 0 means Prometheus's 1m.
 	ResendDelay time.Duration
@@ -111,15 +112,15 @@ func New(o Options) (*Evaluator, error) {
 		Registerer:    o.Registerer,
 	}, model.UTF8Validation, o.Logger.With("component", "notifier"))
 	send := rules.SendAlerts(e.notifier, o.ExternalURL)
-	e.notify = o.Notify
-	if e.notify == nil {
-		e.notify = func(ctx context.Context, expr string, alerts ...*rules.Alert) {
-			e.mtx.Lock()
-			has := e.hasAMs
-			e.mtx.Unlock()
-			if has {
-				send(ctx, expr, alerts...)
-			}
+	e.notify = func(ctx context.Context, expr string, alerts ...*rules.Alert) {
+		if o.Notify != nil {
+			o.Notify(ctx, expr, alerts...)
+		}
+		e.mtx.Lock()
+		has := e.hasAMs
+		e.mtx.Unlock()
+		if has {
+			send(ctx, expr, alerts...)
 		}
 	}
 	e.hold = newHolder(o.QueryFunc, o.Logger.With("component", "rules-hold"), o.Registerer)

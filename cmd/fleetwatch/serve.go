@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ import (
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/fleetwatch/fleetwatch/collector"
+	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/correlate/input"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/query"
 	fwrules "github.com/fleetwatch/fleetwatch/rules"
@@ -100,8 +103,13 @@ type server struct {
 	fed      *collector.Federator
 	ingest   *collector.IngestRecorder
 	rules    *fwrules.Evaluator
-	http     *http.Server
-	ready    atomic.Bool
+	// incidents is the correlation engine; correlating says whether the rules feed it.
+	incidents   *correlate.Engine
+	alertsIn    *input.Handler
+	store       *correlate.Store
+	correlating atomic.Bool
+	http        *http.Server
+	ready       atomic.Bool
 
 	reloadMu       sync.Mutex
 	reloadCh       chan chan error
@@ -146,23 +154,58 @@ func newServer(o serverOptions) (*server, error) {
 		s.view.Close()
 		return nil, err
 	}
-	s.rules, err = fwrules.New(fwrules.Options{
-		QueryFunc:  rules.EngineQueryFunc(s.view, s.view),
-		Appendable: s.view.Appendable(), Queryable: s.view,
-		ExternalURL: "http://" + o.Listener.Addr().String(),
-		Logger:      o.Logger, Registerer: reg,
-	})
+	externalURL := "http://" + o.Listener.Addr().String()
+	s.store, err = correlate.OpenStore(filepath.Join(o.TSDBPath, "fleetwatch-incidents.db"))
 	if err != nil {
 		s.view.Close()
 		return nil, err
 	}
-	if err := s.apply(cfg); err != nil {
+	closeAll := func() {
+		s.store.Close()
 		s.view.Close()
+	}
+	s.incidents, err = correlate.New(correlate.Options{
+		Store: s.store, Query: correlate.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
+		Rules: correlate.DefaultRules, ExternalURL: externalURL, Logger: o.Logger.With("component", "correlate"), Registerer: reg,
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	s.alertsIn, err = input.New(input.Options{Sink: s.incidents, Logger: o.Logger.With("component", "alerts-in"), Registerer: reg})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	toIncidents := rules.SendAlerts(correlate.Sender{Sink: s.incidents, OnError: func(err error) {
+		s.logger.Error("handing alerts to the correlation engine", "err", err)
+	}}, externalURL)
+	s.rules, err = fwrules.New(fwrules.Options{
+		QueryFunc:  rules.EngineQueryFunc(s.view, s.view),
+		Appendable: s.view.Appendable(), Queryable: s.view,
+		ExternalURL: externalURL,
+		Notify: func(ctx context.Context, expr string, alerts ...*rules.Alert) {
+			if s.correlating.Load() {
+				toIncidents(ctx, expr, alerts...)
+			}
+		},
+		Logger: o.Logger, Registerer: reg,
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	if err := s.apply(cfg); err != nil {
+		closeAll()
 		return nil, err
 	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/write", s.receiver)
+	mux.Handle(input.PathAlertsV2, s.alertsIn)
+	mux.Handle(input.PathWebhook, s.alertsIn)
+	mux.Handle("/api/v1/incidents", s.incidents.Handler())
+	mux.Handle("/api/v1/incidents/", s.incidents.Handler())
 	mux.Handle("/api/v1/", s.view.Handler(query.APIOptions{
 		Ready:         s.ready.Load,
 		BuildInfo:     &v1.PrometheusVersion{Version: version, Revision: revision, GoVersion: runtime.Version()},
@@ -204,6 +247,9 @@ func (s *server) apply(cfg *config.Config) error {
 		return fmt.Errorf("apply federation config: %w", err)
 	}
 	s.ingest.ApplyConfig(cfg)
+	if err := s.alertsIn.ApplyConfig(cfg); err != nil {
+		return fmt.Errorf("apply alert input config: %w", err)
+	}
 	rc, err := rulesConfig(cfg)
 	if err != nil {
 		return err
@@ -211,6 +257,17 @@ func (s *server) apply(cfg *config.Config) error {
 	if err := s.rules.ApplyConfig(rc); err != nil {
 		return fmt.Errorf("apply rules config: %w", err)
 	}
+	cc := cfg.Correlate
+	cr := correlate.DefaultRules
+	cr.RolloutClusters, cr.RolloutWindow, cr.Teams = cc.RolloutClusters, time.Duration(cc.RolloutWindow), cc.Teams
+	cr.ReplicaLabels = append(append([]string(nil), cr.ReplicaLabels...), cfg.Query.ReplicaLabels...)
+	if err := s.incidents.ApplySettings(correlate.Settings{
+		Rules: cr, Interval: time.Duration(cc.EvaluationInterval), ResolveAfter: time.Duration(cc.ResolveAfter),
+		ResendInterval: time.Duration(cc.ResendInterval), Alertmanagers: cc.Alertmanagers,
+	}); err != nil {
+		return fmt.Errorf("apply correlate config: %w", err)
+	}
+	s.correlating.Store(cc.Enabled)
 	return nil
 }
 
@@ -276,6 +333,9 @@ func (s *server) serveReload(w http.ResponseWriter, r *http.Request) {
 // Run serves until ctx ends, then shuts down and closes the TSDB.
 func (s *server) Run(ctx context.Context) error {
 	defer func() {
+		if err := s.store.Close(); err != nil {
+			s.logger.Error("closing the incident store", "err", err)
+		}
 		if err := s.view.Close(); err != nil {
 			s.logger.Error("closing TSDB", "err", err)
 		}
@@ -311,6 +371,12 @@ func (s *server) Run(ctx context.Context) error {
 		// Rule evaluation, which writes recording rules and alert state into the view.
 		done := make(chan struct{})
 		g.Add(func() error { s.rules.Run(); <-done; return nil }, func(error) { s.rules.Stop(); close(done) })
+	}
+	{
+		// Correlation of alerts into incidents, and their delivery to Alertmanager.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		g.Add(func() error { s.incidents.Run(ctx); close(done); return nil }, func(error) { cancel(); <-done })
 	}
 	{
 		// Federation scrapes stop before the TSDB closes.

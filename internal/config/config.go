@@ -69,6 +69,69 @@ type Config struct {
 	Ingest   IngestConfig     `yaml:"ingest,omitempty"`
 	Query    QueryConfig      `yaml:"query,omitempty"`
 	Rules    RulesConfig      `yaml:"rules,omitempty"`
+	// Correlate configures the correlation of alerts into incidents.
+	Correlate CorrelateConfig `yaml:"correlate,omitempty"`
+}
+
+// DefaultCorrelate are the correlation defaults (correlate/README.md).
+var DefaultCorrelate = CorrelateConfig{
+	Enabled:            true,
+	EvaluationInterval: model.Duration(5 * time.Second),
+	ResolveAfter:       model.Duration(5 * time.Minute),
+	ResendInterval:     model.Duration(time.Minute),
+	RolloutClusters:    2,
+	RolloutWindow:      model.Duration(15 * time.Minute),
+}
+
+// CorrelateConfig configures the correlation stage: alerts from fleetwatch's rules and from
+// member clusters become incidents, which go to Alertmanagers.
+type CorrelateConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// EvaluationInterval: incidents are recomputed at least this often.
+	EvaluationInterval model.Duration `yaml:"evaluation_interval,omitempty"`
+	// ResolveAfter: an incident resolves once its alerts stayed away this long (hysteresis).
+	ResolveAfter model.Duration `yaml:"resolve_after,omitempty"`
+	// ResendInterval: active incidents are sent to Alertmanager again this often.
+	ResendInterval model.Duration `yaml:"resend_interval,omitempty"`
+	// Alertmanagers are the base URLs incidents are posted to (Alertmanager API v2).
+	Alertmanagers []string `yaml:"alertmanagers,omitempty"`
+	// RolloutClusters and RolloutWindow: a workload failing in this many clusters, the first
+	// failures at most the window apart, is one fleet-wide "likely bad rollout" incident.
+	RolloutClusters int            `yaml:"rollout_clusters,omitempty"`
+	RolloutWindow   model.Duration `yaml:"rollout_window,omitempty"`
+	// Teams maps namespaces to the team that owns them (the incident's `team` label).
+	Teams map[string]string `yaml:"teams,omitempty"`
+}
+
+// UnmarshalYAML sets the defaults and validates.
+func (c *CorrelateConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultCorrelate
+	type plain CorrelateConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return fmt.Errorf("correlate: %w", err)
+	}
+	for name, d := range map[string]model.Duration{
+		"evaluation_interval": c.EvaluationInterval, "resolve_after": c.ResolveAfter,
+		"resend_interval": c.ResendInterval, "rollout_window": c.RolloutWindow,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("correlate.%s: must be positive, got %s", name, d)
+		}
+	}
+	if c.RolloutClusters < 2 {
+		return fmt.Errorf("correlate.rollout_clusters: must be at least 2, got %d", c.RolloutClusters)
+	}
+	for i, a := range c.Alertmanagers {
+		if err := validateURL(a); err != nil {
+			return fmt.Errorf("correlate.alertmanagers[%d]: %w", i, err)
+		}
+	}
+	for ns, team := range c.Teams {
+		if ns == "" || team == "" {
+			return fmt.Errorf("correlate.teams: %q: %q: namespace and team must not be empty", ns, team)
+		}
+	}
+	return nil
 }
 
 // DefaultRules are the rule evaluation defaults.
@@ -482,7 +545,7 @@ func (c *QueryConfig) validate() error {
 // Load parses and validates a configuration. dir is the directory relative paths (token and
 // password files, TLS files) are resolved against; it is usually the config file's directory.
 func Load(data []byte, dir string) (*Config, error) {
-	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery, Rules: DefaultRules}
+	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery, Rules: DefaultRules, Correlate: DefaultCorrelate}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, err
 	}
@@ -497,6 +560,9 @@ func Load(data []byte, dir string) (*Config, error) {
 	}
 	if reflect.ValueOf(cfg.Rules).IsZero() {
 		cfg.Rules = DefaultRules
+	}
+	if reflect.ValueOf(cfg.Correlate).IsZero() {
+		cfg.Correlate = DefaultCorrelate
 	}
 	for i, f := range cfg.Rules.RuleFiles {
 		cfg.Rules.RuleFiles[i] = resolve(dir, f)

@@ -85,7 +85,8 @@ func TestLoadFleet(t *testing.T) {
 				{Name: "thanos-store", Address: "thanos-store:10901", Timeout: model.Duration(30 * time.Second)},
 			},
 		},
-		Rules: DefaultRules,
+		Rules:     DefaultRules,
+		Correlate: DefaultCorrelate,
 	}
 	require.Equal(t, want, cfg)
 	require.Same(t, cfg.Clusters[1], cfg.Cluster("us-2"))
@@ -455,6 +456,31 @@ func TestRulesPackSection(t *testing.T) {
 		"rules: {pack: {silent_after: -1m}}":     `rules.pack.silent_after: "-1m" is not a duration`,
 		"rules: {pack: {drift_for: soon}}":       `rules.pack.drift_for: "soon" is not a duration (e.g. 90s, 5m, 1h)`,
 		"rules: {pack: {node_ready_ratoi: 0.8}}": "field node_ready_ratoi not found",
+	} {
+		_, err := Load([]byte(in), ".")
+		require.ErrorContains(t, err, want, in)
+	}
+}
+
+func TestCorrelateSection(t *testing.T) {
+	cfg, err := Load([]byte("correlate:\n  resolve_after: 10m\n  alertmanagers: ['http://am:9093']\n  teams: {payments: team-payments}\n"), ".")
+	require.NoError(t, err)
+	want := DefaultCorrelate
+	want.ResolveAfter = model.Duration(10 * time.Minute)
+	want.Alertmanagers = []string{"http://am:9093"}
+	want.Teams = map[string]string{"payments": "team-payments"}
+	require.Equal(t, want, cfg.Correlate)
+	for _, in := range []string{"clusters: []", "correlate:"} {
+		cfg, err := Load([]byte(in), ".")
+		require.NoError(t, err)
+		require.Equal(t, DefaultCorrelate, cfg.Correlate, in)
+	}
+	for in, want := range map[string]string{
+		"correlate: {resolve_after: 0s}":          "correlate.resolve_after: must be positive, got 0s",
+		"correlate: {rollout_clusters: 1}":        "correlate.rollout_clusters: must be at least 2, got 1",
+		"correlate: {alertmanagers: ['am:9093']}": "correlate.alertmanagers[0]: ",
+		"correlate: {teams: {payments: ''}}":      `correlate.teams: "payments": "": namespace and team must not be empty`,
+		"correlate: {bogus: 1}":                   "field bogus not found",
 	} {
 		_, err := Load([]byte(in), ".")
 		require.ErrorContains(t, err, want, in)

@@ -1,0 +1,96 @@
+package input
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-openapi/strfmt"
+	"github.com/prometheus/alertmanager/api/v2/models"
+
+	"github.com/fleetwatch/fleetwatch/correlate"
+)
+
+// decodeAlertsV2 decodes what Prometheus's notifier posts to Alertmanager's API v2 (a JSON
+// array of PostableAlert) and applies what Alertmanager's postAlertsHandler does: the OpenAPI
+// schema checks, empty labels dropped, startsAt defaulted, endsAt defaulted to now plus the
+// resolve timeout, then types.Alert's validation. Unlike Alertmanager, which keeps the valid
+// alerts of a request and answers 400 for the rest, it accepts all or none.
+func (h *Handler) decodeAlertsV2(body []byte, cluster string, now time.Time) ([]correlate.Alert, error) {
+	var in models.PostableAlerts
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, fmt.Errorf("decode alerts: %w", err)
+	}
+	if in == nil {
+		return nil, errors.New("decode alerts: want a JSON array of alerts, got null")
+	}
+	out := make([]correlate.Alert, 0, len(in))
+	var rej rejection
+	for i, pa := range in {
+		a, err := h.fromPostable(pa, cluster, now)
+		if err != nil {
+			rej.add(i, err)
+			continue
+		}
+		out = append(out, a)
+	}
+	if err := rej.err(len(in)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (h *Handler) fromPostable(pa *models.PostableAlert, cluster string, now time.Time) (correlate.Alert, error) {
+	if pa == nil {
+		return correlate.Alert{}, errors.New("null")
+	}
+	// The schema: labels required, date-times and the generator URL well-formed.
+	if err := pa.Validate(strfmt.Default); err != nil {
+		return correlate.Alert{}, flatten(err)
+	}
+	a := correlate.Alert{
+		Labels:       nonEmpty(pa.Labels),
+		Annotations:  pa.Annotations,
+		StartsAt:     time.Time(pa.StartsAt),
+		EndsAt:       time.Time(pa.EndsAt),
+		GeneratorURL: string(pa.GeneratorURL),
+		Source:       SourcePrometheus,
+	}
+	if a.StartsAt.IsZero() {
+		if a.EndsAt.IsZero() {
+			a.StartsAt = now
+		} else {
+			a.StartsAt = a.EndsAt
+		}
+	}
+	if a.EndsAt.IsZero() {
+		a.EndsAt = now.Add(h.opts.ResolveTimeout)
+	}
+	if err := validate(a.Labels, a.Annotations, a.StartsAt, a.EndsAt); err != nil {
+		return correlate.Alert{}, err
+	}
+	if err := checkCluster(a.Labels, cluster); err != nil {
+		return correlate.Alert{}, err
+	}
+	return a, nil
+}
+
+// flatten turns go-openapi's nested "validation failure list:\n..." errors into one line of
+// their leaf messages.
+func flatten(err error) error {
+	var leaves []string
+	var walk func(error)
+	walk = func(err error) {
+		if u, ok := err.(interface{ Unwrap() []error }); ok && len(u.Unwrap()) > 0 {
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		leaves = append(leaves, err.Error())
+	}
+	walk(err)
+	return errors.New(strings.Join(leaves, ", "))
+}
