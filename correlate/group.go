@@ -311,10 +311,26 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 						g.RootCause = fmt.Sprintf("node %s of cluster %s is not Ready", node, c)
 					}
 				})
+				absorbed, left := 0, 0
 				for _, i := range idx {
 					n := alerts[i].Labels["alertname"]
-					if !taken[i] && (has(r.WorkloadFailure, n) || has(r.Pending, n)) && onNotReadyNode(alerts[i], topo, node) {
+					if taken[i] || !(has(r.WorkloadFailure, n) || has(r.Pending, n)) {
+						continue
+					}
+					if onNotReadyNode(alerts[i], topo, node) {
 						add(k, i, nil)
+						absorbed++
+					} else if has(r.WorkloadFailure, n) {
+						left++
+					}
+				}
+				// The cluster's crash-loop total goes with the nodes when they explain every
+				// failing workload of the cluster.
+				if absorbed > 0 && left == 0 {
+					for _, i := range idx {
+						if !taken[i] && has(r.ClusterFailure, alerts[i].Labels["alertname"]) {
+							add(k, i, nil)
+						}
 					}
 				}
 			case has(r.Saturation, rn):

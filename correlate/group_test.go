@@ -49,8 +49,14 @@ func TestCorrelateNodesExplainPods(t *testing.T) {
 		alert(time.Minute, "alertname", "KubePodCrashLooping", "cluster", "eu-2", "namespace", "payments", "pod", "api-1", "severity", "warning"),
 		alert(time.Minute, "alertname", "KubePodCrashLooping", "cluster", "eu-2", "namespace", "web", "pod", "front-1", "severity", "warning"),
 	}
-	gs := Correlate(alerts, testTopology(), DefaultRules)
+	total := alert(time.Minute, "alertname", "FleetClusterCrashLooping", "cluster", "eu-2", "severity", "critical")
+	gs := Correlate(append(alerts[:2:2], total), testTopology(), DefaultRules)
+	require.Equal(t, []string{"nodes/eu-2"}, keysOf(gs), "the nodes explain every failing workload, so the cluster's total too")
+	require.Len(t, gs[0].Alerts, 3)
+	gs = Correlate(append(alerts, total), testTopology(), DefaultRules)
 	require.Equal(t, []string{"failures/eu-2", "nodes/eu-2"}, keysOf(gs), "the pod on the Ready node n2 is not explained by the nodes")
+	require.Len(t, gs[0].Alerts, 2, "front-1 and the cluster total")
+	gs = Correlate(alerts, testTopology(), DefaultRules)
 	require.Len(t, gs[1].Alerts, 2)
 	require.Equal(t, "critical", gs[1].Severity)
 	require.Equal(t, "cluster", gs[1].Scope)

@@ -10,15 +10,33 @@ import (
 // defaultRestartsPerMinute is about what a kubelet's back-off allows early in a crash loop.
 const defaultRestartsPerMinute = 6
 
-func (c *cluster) nodesNotReady(count int) {
+// nodesNotReady makes count Ready nodes NotReady. With crash, the main container of every
+// pod on them goes into CrashLoopBackOff too (a node losing its network or storage takes its
+// pods down with it), restarting perMinute times a minute.
+func (c *cluster) nodesNotReady(count int, crash bool, perMinute float64, now time.Time) {
 	c.gen++
+	if perMinute <= 0 {
+		perMinute = defaultRestartsPerMinute
+	}
+	hit := map[*node]bool{}
 	for _, n := range c.nodes {
 		if count <= 0 {
-			return
+			break
 		}
 		if n.ready {
 			n.ready = false
+			hit[n] = true
 			count--
+		}
+	}
+	if !crash {
+		return
+	}
+	for _, d := range c.deployments {
+		for _, p := range d.pods {
+			if ct := p.containers[0]; hit[p.node] && ct.crash == nil {
+				ct.crash = &crashLoop{since: now, perMinute: perMinute}
+			}
 		}
 	}
 }

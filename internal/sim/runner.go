@@ -282,7 +282,7 @@ func (s *Sim) applyStep(st *Step) ([]string, error) {
 		names = append(names, c.name)
 		switch st.Action {
 		case ActionNodesNotReady:
-			c.nodesNotReady(st.Count)
+			c.nodesNotReady(st.Count, st.Crash, st.RestartsPerMinute, now)
 		case ActionCordon:
 			c.cordon(st.Count)
 		case ActionCrashloop, ActionRollout, ActionImageDrift:

@@ -25,7 +25,7 @@ type Action string
 
 // The actions a step can take. Fields per action:
 //
-//	nodes_not_ready     cluster, count
+//	nodes_not_ready     cluster, count, [crash: pods on them crash-loop], [restarts_per_minute=6]
 //	cordon              cluster, count
 //	crashloop           cluster | clusters, namespace, deployment, [restarts_per_minute=6]
 //	rollout             cluster | clusters, namespace, deployment, image, [crash], [restarts_per_minute=6]
@@ -193,7 +193,7 @@ type fieldRule struct {
 }
 
 var actionRules = map[Action]fieldRule{
-	ActionNodesNotReady:    {required: []string{"cluster", "count"}},
+	ActionNodesNotReady:    {required: []string{"cluster", "count"}, optional: []string{"crash", "restarts_per_minute"}},
 	ActionCordon:           {required: []string{"cluster", "count"}},
 	ActionCrashloop:        {required: []string{"namespace", "deployment"}, optional: []string{"restarts_per_minute"}, oneOf: []string{"cluster", "clusters"}},
 	ActionRollout:          {required: []string{"namespace", "deployment", "image"}, optional: []string{"crash", "restarts_per_minute"}, oneOf: []string{"cluster", "clusters"}},
