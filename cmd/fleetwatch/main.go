@@ -32,6 +32,8 @@ func main() {
 	serve := newServeCmd(app)
 	simulate := newSimCmd(app)
 	demo := newDemoCmd(app)
+	rulesCmd := newRulesCmd(app)
+	amConfig := newAlertmanagerConfigCmd(app)
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
@@ -45,6 +47,10 @@ func main() {
 		err = simulate.run()
 	case demo.cmd.FullCommand():
 		err = demo.run()
+	case rulesCmd.lint.FullCommand(), rulesCmd.export.FullCommand(), rulesCmd.backtest.FullCommand():
+		os.Exit(rulesCmd.run(cmd))
+	case amConfig.cmd.FullCommand():
+		err = amConfig.run()
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fleetwatch: %v\n", err)
