@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"sort"
 	"strings"
@@ -52,6 +53,13 @@ type Engine struct {
 	mtx     sync.Mutex // serializes evaluation and the tracker
 	tracker *Tracker
 	topo    *Topology
+	podSeen map[string]time.Time // when each pod of the topology was last in the view
+
+	alertsMtx sync.Mutex
+	alerts    map[uint64]Alert     // the stored alerts, by fingerprint
+	unseen    map[uint64]time.Time // alerts taken in since the last evaluation, and when
+
+	latency prometheus.Histogram
 
 	subMtx sync.Mutex
 	subs   map[chan *Incident]struct{}
@@ -88,15 +96,26 @@ func New(o Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	alerts, err := o.Store.Alerts()
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
 		o: o, logger: o.Logger, kick: make(chan struct{}, 1), deliver: make(chan struct{}, 1),
 		tracker: NewTracker(o.ResolveAfter, o.Rules, active),
+		alerts:  alerts,
+		unseen:  map[uint64]time.Time{},
 		subs:    map[chan *Incident]struct{}{},
 	}
 	f := promauto.With(o.Registerer)
 	e.received = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_alerts_received_total", Help: "Alerts taken in by the correlation engine, by source."}, []string{"source"})
 	e.incidents = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_incidents", Help: "Active incidents, by severity and scope."}, []string{"severity", "scope"})
 	e.sent = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_notifications_total", Help: "Incident states posted to Alertmanager, by Alertmanager and result."}, []string{"alertmanager", "result"})
+	e.latency = f.NewHistogram(prometheus.HistogramOpts{
+		Name:    "fleetwatch_correlate_alert_to_incident_seconds",
+		Help:    "Time from an alert being taken in to the evaluation that put it in an incident.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	})
 	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: "fleetwatch_correlate_outbox", Help: "Incident states waiting to be delivered to Alertmanager."})
 	return e, nil
 }
@@ -148,9 +167,19 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 	e.mtx.Lock()
 	fp := e.o.Rules.Fingerprint
 	e.mtx.Unlock()
-	if err := e.o.Store.PutAlerts(alerts, fp, e.o.Now()); err != nil {
+	stored, err := e.o.Store.PutAlerts(alerts, fp, e.o.Now())
+	if err != nil {
 		return fmt.Errorf("correlate: store alerts: %w", err)
 	}
+	taken := time.Now()
+	e.alertsMtx.Lock()
+	for fp, a := range stored {
+		e.alerts[fp] = a
+		if _, ok := e.unseen[fp]; !ok {
+			e.unseen[fp] = taken
+		}
+	}
+	e.alertsMtx.Unlock()
 	for _, a := range alerts {
 		e.received.WithLabelValues(a.Source).Inc()
 	}
@@ -192,8 +221,22 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
 	now := e.o.Now()
-	alerts, err := e.o.Store.ActiveAlerts(now, e.o.ResolveAfter+time.Hour)
-	if err != nil {
+	var alerts []Alert
+	var gone []uint64
+	e.alertsMtx.Lock()
+	unseen := e.unseen
+	e.unseen = map[uint64]time.Time{}
+	for fp, a := range e.alerts {
+		switch {
+		case !a.Resolved(now):
+			alerts = append(alerts, a)
+		case a.EndsAt.Before(now.Add(-e.o.ResolveAfter - time.Hour)):
+			gone = append(gone, fp)
+			delete(e.alerts, fp)
+		}
+	}
+	e.alertsMtx.Unlock()
+	if err := e.o.Store.DeleteAlerts(gone); err != nil {
 		return err
 	}
 	if e.o.Query != nil {
@@ -201,12 +244,16 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		if err != nil {
 			e.logger.Warn("reading the topology; using the last one", "err", err)
 		} else {
-			e.topo = topo
+			e.topo = e.remember(topo, now)
 		}
 	}
 	changed := e.tracker.Update(now, Correlate(alerts, e.topo, e.o.Rules))
 	if err := e.o.Store.SaveIncidents(changed, e.o.Alertmanagers); err != nil {
 		return fmt.Errorf("store incidents: %w", err)
+	}
+	done := time.Now()
+	for _, t := range unseen {
+		e.latency.Observe(done.Sub(t).Seconds())
 	}
 	e.incidents.Reset()
 	for _, inc := range e.tracker.Active() {
@@ -223,6 +270,43 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// podMemory is how long a pod that left the view still counts in the topology: alerts about
+// it (a crash-looping pod that a rollback deleted) keep arriving and resolving for a while,
+// and must still be known as their workload's and node's.
+const podMemory = 15 * time.Minute
+
+// remember adds to topo the pods of earlier topologies seen within podMemory.
+func (e *Engine) remember(topo *Topology, now time.Time) *Topology {
+	if e.podSeen == nil {
+		e.podSeen = map[string]time.Time{}
+	}
+	for p := range topo.PodWorkload {
+		e.podSeen[p] = now
+	}
+	for p := range topo.PodNode {
+		e.podSeen[p] = now
+	}
+	if old := e.topo; old != nil {
+		for p, seen := range e.podSeen {
+			if now.Sub(seen) > podMemory {
+				delete(e.podSeen, p)
+				continue
+			}
+			if _, ok := topo.PodWorkload[p]; !ok {
+				if w, ok := old.PodWorkload[p]; ok {
+					topo.PodWorkload[p] = w
+				}
+			}
+			if _, ok := topo.PodNode[p]; !ok {
+				if n, ok := old.PodNode[p]; ok {
+					topo.PodNode[p] = n
+				}
+			}
+		}
+	}
+	return topo
 }
 
 // Acknowledge marks an active incident acknowledged.
@@ -345,7 +429,7 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 	e.mtx.Unlock()
 	payload := make(models.PostableAlerts, 0, len(pending))
 	for _, p := range pending {
-		payload = append(payload, e.postable(p.Incident, now, validFor))
+		payload = append(payload, e.postable(p.Incident, now, validFor)...)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -364,23 +448,19 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 
 // postable is the one Alertmanager alert an incident is: routing labels, and the explanation
 // in annotations. An active incident is valid for four resend intervals, as Prometheus does
-// for its alerts; a resolved one ends when it resolved.
-func (e *Engine) postable(inc *Incident, now time.Time, validFor time.Duration) *models.PostableAlert {
-	labels := models.LabelSet{
-		"alertname":   IncidentAlertName,
-		"incident_id": inc.ID,
-		"severity":    inc.Severity,
-		"scope":       inc.Scope,
-	}
-	if inc.Scope == "cluster" && len(inc.Clusters) == 1 {
-		labels["cluster"] = inc.Clusters[0]
-	}
-	if inc.Team != "" {
-		labels["team"] = inc.Team
-	}
-	names := make([]string, 0, len(inc.Alerts))
+// for its alerts; a resolved one ends when it resolved. Former label sets of the incident
+// follow, resolved, so that Alertmanager does not keep them firing.
+func (e *Engine) postable(inc *Incident, now time.Time, validFor time.Duration) []*models.PostableAlert {
+	count := map[string]int{}
 	for _, a := range inc.Alerts {
-		names = append(names, a.Labels["alertname"])
+		count[a.Labels["alertname"]]++
+	}
+	names := make([]string, 0, len(count))
+	for n, c := range count {
+		if c > 1 {
+			n = fmt.Sprintf("%s x%d", n, c)
+		}
+		names = append(names, n)
 	}
 	sort.Strings(names)
 	ann := models.LabelSet{
@@ -404,10 +484,25 @@ func (e *Engine) postable(inc *Incident, now time.Time, validFor time.Duration) 
 	if e.o.ExternalURL != "" {
 		gen = strings.TrimSuffix(e.o.ExternalURL, "/") + "/api/v1/incidents/" + inc.ID
 	}
-	return &models.PostableAlert{
-		Alert:       models.Alert{Labels: labels, GeneratorURL: strfmt.URI(gen)},
-		Annotations: ann,
-		StartsAt:    strfmt.DateTime(inc.OpenedAt),
-		EndsAt:      strfmt.DateTime(end),
+	alert := func(ls map[string]string, end time.Time) *models.PostableAlert {
+		return &models.PostableAlert{
+			Alert:       models.Alert{Labels: models.LabelSet(maps.Clone(ls)), GeneratorURL: strfmt.URI(gen)},
+			Annotations: ann,
+			StartsAt:    strfmt.DateTime(inc.OpenedAt),
+			EndsAt:      strfmt.DateTime(end),
+		}
 	}
+	labels := inc.Labels
+	if labels == nil {
+		labels = inc.routingLabels()
+	}
+	out := []*models.PostableAlert{alert(labels, end)}
+	formerEnd := now
+	if end.Before(now) {
+		formerEnd = end
+	}
+	for _, ls := range inc.FormerLabels {
+		out = append(out, alert(ls, formerEnd))
+	}
+	return out
 }

@@ -173,3 +173,52 @@ func TestEngineDeliversDurably(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	stop()
 }
+
+// TestEngineLastStateWins: whatever the incident went through (opened, cleared, back,
+// resolved), the last state Alertmanager holds is the last state of the incident.
+func TestEngineLastStateWins(t *testing.T) {
+	am := &recordingAM{}
+	srv := httptest.NewServer(am)
+	t.Cleanup(srv.Close)
+	st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	e, err := New(Options{Store: st, Rules: DefaultRules, Interval: 20 * time.Millisecond, ResolveAfter: 300 * time.Millisecond,
+		ResendInterval: 100 * time.Millisecond, Alertmanagers: []string{srv.URL}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	a := alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical")
+	a.StartsAt = time.Now()
+	for range 5 {
+		a.EndsAt = time.Time{}
+		require.NoError(t, e.Ingest(ctx, []Alert{a}))
+		time.Sleep(150 * time.Millisecond)
+		a.EndsAt = time.Now()
+		require.NoError(t, e.Ingest(ctx, []Alert{a}))
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool {
+		incs, err := st.Incidents(Filter{State: "active"})
+		return err == nil && len(incs) == 0
+	}, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		last := map[string]map[string]any{}
+		for _, p := range am.received() {
+			last[p["labels"].(map[string]any)["incident_id"].(string)] = p
+		}
+		if len(last) == 0 {
+			return false
+		}
+		for _, p := range last {
+			end, err := time.Parse(time.RFC3339Nano, p["endsAt"].(string))
+			if err != nil || end.After(time.Now()) {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 20*time.Millisecond, "every incident's last state in Alertmanager is resolved")
+}

@@ -130,21 +130,21 @@ func workloadOf(a Alert, topo *Topology) string {
 // not Ready (or on node, when node is set).
 func onNotReadyNode(a Alert, topo *Topology, node string) bool {
 	c, ns := a.Labels["cluster"], a.Labels["namespace"]
-	ready := func(n string) bool {
+	down := func(n string) bool {
 		if node != "" {
 			return n == node
 		}
 		return topo.NotReadyNodes[key(c, n)]
 	}
 	if p := a.Labels["pod"]; p != "" {
-		return ready(topo.PodNode[key(c, ns, p)])
+		return down(topo.PodNode[key(c, ns, p)])
 	}
 	w := workloadOf(a, topo)
 	if w == "" {
 		return false
 	}
-	for pod, wl := range topo.PodWorkload {
-		if strings.HasPrefix(pod, c+keySep+ns+keySep) && ns+"/"+wl == w && ready(topo.PodNode[pod]) {
+	for _, pod := range topo.podsOf(c, ns, strings.TrimPrefix(w, ns+"/")) {
+		if down(topo.PodNode[pod]) {
 			return true
 		}
 	}
@@ -208,8 +208,18 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 		first map[string]time.Time
 	}
 	failures := map[string]*failure{}
+	nodesDown := map[string]bool{} // clusters with a NotReady-nodes alert
+	for i, a := range alerts {
+		if !taken[i] && has(r.NodesRoot, a.Labels["alertname"]) {
+			nodesDown[a.Labels["cluster"]] = true
+		}
+	}
 	for i, a := range alerts {
 		if taken[i] || !has(r.WorkloadFailure, a.Labels["alertname"]) {
+			continue
+		}
+		// A failure on a NotReady node is the node's (rule 3), not a rollout's.
+		if nodesDown[a.Labels["cluster"]] && onNotReadyNode(a, topo, "") {
 			continue
 		}
 		w := workloadOf(a, topo)

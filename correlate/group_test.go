@@ -83,6 +83,18 @@ func TestCorrelateBadRollout(t *testing.T) {
 	require.Len(t, g.Alerts, 6)
 	require.Equal(t, "critical", g.Severity)
 
+	// The same workload failing on a NotReady node elsewhere is the node's problem.
+	withNodes := append([]Alert{
+		alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical"),
+		alert(0, "alertname", "KubePodCrashLooping", "cluster", "eu-2", "namespace", "catalog", "pod", "search-1", "severity", "warning"),
+	}, alerts[:6]...)
+	topo := testTopology()
+	topo.PodNode["eu-2/catalog/search-1"] = "n1"
+	topo.PodWorkload["eu-2/catalog/search-1"] = "search"
+	gs = Correlate(withNodes, topo, DefaultRules)
+	require.Equal(t, []string{"nodes/eu-2", "rollout/catalog/search"}, keysOf(gs))
+	require.Equal(t, []string{"ap-1", "eu-1", "us-1"}, gs[1].Clusters)
+
 	// Failures far apart in time are not one rollout.
 	alerts[4].StartsAt = t0.Add(time.Hour)
 	alerts[5].StartsAt = t0.Add(time.Hour)

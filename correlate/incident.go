@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -33,6 +34,37 @@ type Incident struct {
 	MergedInto string `json:"merged_into,omitempty"`
 	// Revision counts changes; an update is sent on when it grows.
 	Revision int `json:"revision"`
+	// Labels are the routing labels of the incident's Alertmanager alert. When they change
+	// (a warning becomes critical, a cluster incident becomes a fleet one), Alertmanager sees
+	// a new alert, so the former label sets are kept to be sent as resolved.
+	Labels       map[string]string   `json:"labels"`
+	FormerLabels []map[string]string `json:"former_labels,omitempty"`
+}
+
+// routingLabels are the labels of the incident's Alertmanager alert.
+func (i *Incident) routingLabels() map[string]string {
+	ls := map[string]string{
+		"alertname":   IncidentAlertName,
+		"incident_id": i.ID,
+		"severity":    i.Severity,
+		"scope":       i.Scope,
+	}
+	if i.Scope == "cluster" && len(i.Clusters) == 1 {
+		ls["cluster"] = i.Clusters[0]
+	}
+	if i.Team != "" {
+		ls["team"] = i.Team
+	}
+	return ls
+}
+
+// relabel updates Labels, keeping the former ones.
+func (i *Incident) relabel() {
+	ls := i.routingLabels()
+	if i.Labels != nil && !maps.Equal(i.Labels, ls) {
+		i.FormerLabels = append(i.FormerLabels, i.Labels)
+	}
+	i.Labels = ls
 }
 
 // Active reports whether the incident is not resolved.
@@ -88,10 +120,12 @@ func (t *Tracker) Update(now time.Time, groups []Group) []*Incident {
 		inc := t.active[g.Key]
 		if inc == nil {
 			inc = &Incident{ID: t.newID(now), Group: g, State: StateOpen, OpenedAt: now, UpdatedAt: now, Revision: 1}
+			inc.relabel()
 			t.active[g.Key] = inc
 			changed = append(changed, inc)
 		} else if !t.sameGroup(inc.Group, g) || !inc.ClearSince.IsZero() {
 			inc.Group = g
+			inc.relabel()
 			inc.ClearSince = time.Time{}
 			inc.UpdatedAt = now
 			inc.Revision++

@@ -78,3 +78,17 @@ func TestTrackerContinuesAfterRestart(t *testing.T) {
 	again := NewTracker(5*time.Minute, DefaultRules, []*Incident{inc})
 	require.Empty(t, again.Update(t0.Add(time.Minute), Correlate([]Alert{nodes}, nil, DefaultRules)), "no re-page after a restart")
 }
+
+func TestTrackerKeepsFormerLabels(t *testing.T) {
+	tr := NewTracker(5*time.Minute, DefaultRules, nil)
+	warn := alert(0, "alertname", "FleetWorkloadCrashLooping", "cluster", "eu-1", "namespace", "a", "owner_name", "x", "severity", "warning")
+	crit := alert(0, "alertname", "FleetClusterCrashLooping", "cluster", "eu-1", "severity", "critical")
+	inc := tr.Update(t0, Correlate([]Alert{warn}, nil, DefaultRules))[0]
+	require.Equal(t, "warning", inc.Labels["severity"])
+	require.Empty(t, inc.FormerLabels)
+	inc = tr.Update(t0.Add(time.Minute), Correlate([]Alert{warn, crit}, nil, DefaultRules))[0]
+	require.Equal(t, "critical", inc.Labels["severity"])
+	require.Len(t, inc.FormerLabels, 1)
+	require.Equal(t, "warning", inc.FormerLabels[0]["severity"])
+	require.Equal(t, "eu-1", inc.Labels["cluster"])
+}

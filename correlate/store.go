@@ -63,17 +63,28 @@ func fpKey(fp uint64) []byte {
 }
 
 // PutAlerts stores alerts, merging each with what is stored under its fingerprint as
-// Alertmanager does: the earliest start, and the end the latest sender says.
-func (s *Store) PutAlerts(alerts []Alert, fingerprint func(Alert) uint64, now time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+// Alertmanager does (the earliest start of an unresolved alert; the end the latest sender
+// says), and returns them as stored, by fingerprint. Concurrent calls are committed together
+// (bbolt's Batch), so many small requests cost one fsync, not one each.
+func (s *Store) PutAlerts(alerts []Alert, fingerprint func(Alert) uint64, now time.Time) (map[uint64]Alert, error) {
+	var stored map[uint64]Alert
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		stored = make(map[uint64]Alert, len(alerts))
 		b := tx.Bucket(bucketAlerts)
 		for _, a := range alerts {
-			k := fpKey(fingerprint(a))
-			if old := b.Get(k); old != nil {
-				var prev storedAlert
-				if err := json.Unmarshal(old, &prev); err == nil && !prev.StartsAt.IsZero() && prev.StartsAt.Before(a.StartsAt) && !prev.Resolved(now) {
-					a.StartsAt = prev.StartsAt
+			fp := fingerprint(a)
+			k := fpKey(fp)
+			prev, seen := stored[fp]
+			if !seen {
+				if old := b.Get(k); old != nil {
+					var sa storedAlert
+					if err := json.Unmarshal(old, &sa); err == nil {
+						prev, seen = sa.Alert, true
+					}
 				}
+			}
+			if seen && !prev.StartsAt.IsZero() && prev.StartsAt.Before(a.StartsAt) && !prev.Resolved(now) {
+				a.StartsAt = prev.StartsAt
 			}
 			v, err := json.Marshal(storedAlert{Alert: a, ReceivedAt: now})
 			if err != nil {
@@ -82,42 +93,43 @@ func (s *Store) PutAlerts(alerts []Alert, fingerprint func(Alert) uint64, now ti
 			if err := b.Put(k, v); err != nil {
 				return err
 			}
+			stored[fp] = a
 		}
 		return nil
 	})
+	return stored, err
 }
 
-// ActiveAlerts returns the alerts active at now, and deletes those resolved before
-// now-keepResolved.
-func (s *Store) ActiveAlerts(now time.Time, keepResolved time.Duration) ([]Alert, error) {
-	var out []Alert
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAlerts)
-		var gone [][]byte
-		err := b.ForEach(func(k, v []byte) error {
+// Alerts returns every stored alert by fingerprint.
+func (s *Store) Alerts() (map[uint64]Alert, error) {
+	out := map[uint64]Alert{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAlerts).ForEach(func(k, v []byte) error {
 			var a storedAlert
 			if err := json.Unmarshal(v, &a); err != nil {
 				return fmt.Errorf("alert %x: %w", k, err)
 			}
-			switch {
-			case !a.Resolved(now):
-				out = append(out, a.Alert)
-			case a.EndsAt.Before(now.Add(-keepResolved)):
-				gone = append(gone, bytes.Clone(k))
-			}
+			out[binary.BigEndian.Uint64(k)] = a.Alert
 			return nil
 		})
-		if err != nil {
-			return err
-		}
-		for _, k := range gone {
-			if err := b.Delete(k); err != nil {
+	})
+	return out, err
+}
+
+// DeleteAlerts forgets alerts.
+func (s *Store) DeleteAlerts(fps []uint64) error {
+	if len(fps) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAlerts)
+		for _, fp := range fps {
+			if err := b.Delete(fpKey(fp)); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return out, err
 }
 
 // SaveIncidents stores the incidents and queues their new state for every destination, in

@@ -18,6 +18,22 @@ type Topology struct {
 	PodWorkload    map[string]string   // cluster/ns/pod -> workload (Deployment, or the controller)
 	WorkloadImages map[string][]string // cluster/ns/workload -> images its containers run
 	NotReadyNodes  map[string]bool     // cluster/node
+
+	workloadPods map[string][]string // cluster/ns/workload -> cluster/ns/pod, built on first use
+}
+
+// podsOf lists the pods of a workload ("cluster/ns/pod" keys).
+func (t *Topology) podsOf(cluster, ns, workload string) []string {
+	if t.workloadPods == nil {
+		t.workloadPods = make(map[string][]string, len(t.PodWorkload))
+		for pod, w := range t.PodWorkload {
+			c, rest, _ := strings.Cut(pod, keySep)
+			podNS, _, _ := strings.Cut(rest, keySep)
+			k := key(c, podNS, w)
+			t.workloadPods[k] = append(t.workloadPods[k], pod)
+		}
+	}
+	return t.workloadPods[key(cluster, ns, workload)]
 }
 
 // QueryFunc answers an instant PromQL query (rules.EngineQueryFunc over the view).

@@ -41,6 +41,12 @@ type Options struct {
 	// Rules is appended, as is, to the generated rules: section, which sends alerts to the
 	// lab's Alertmanager (e.g. "  evaluation_interval: 1s\n  pack: {silent_after: 30s}\n").
 	Rules string
+	// Correlate is appended to the generated correlate: section, which sends incidents to
+	// the lab's Alertmanager.
+	Correlate string
+	// MemberRules, when set, is a Prometheus rule file every cluster's Prometheus evaluates;
+	// its alerts go to fleetwatch's Alertmanager API with the cluster's token.
+	MemberRules string
 }
 
 // Lab is a running fleet lab.
@@ -116,6 +122,7 @@ func Start(t testing.TB, o Options) *Lab {
 			c, strings.SplitN(c, "-", 2)[0], []string{"prod", "staging"}[i%2], 0.03+0.001*float64(i), c)
 	}
 	fmt.Fprintf(&cfg, "rules:\n  alertmanagers: [%s]\n%s", l.AlertmanagerURL, o.Rules)
+	fmt.Fprintf(&cfg, "correlate:\n  alertmanagers: [%s]\n%s", l.AlertmanagerURL, o.Correlate)
 	cfg.WriteString(o.FleetwatchConfig)
 	fwAddr := testenv.FreePort(t)
 	cfgPath := testenv.WriteFile(t, l.dir, "fleetwatch.yml", cfg.String())
@@ -221,6 +228,42 @@ func (l *Lab) Alerts() []promv1.Alert {
 	return res.Alerts
 }
 
+// Incident is the part of fleetwatch's incidents the tests read.
+type Incident struct {
+	ID         string   `json:"id"`
+	Key        string   `json:"key"`
+	Scope      string   `json:"scope"`
+	Clusters   []string `json:"clusters"`
+	Severity   string   `json:"severity"`
+	State      string   `json:"state"`
+	RootCause  string   `json:"root_cause"`
+	Image      string   `json:"image"`
+	MergedInto string   `json:"merged_into"`
+	Alerts     []struct {
+		Labels map[string]string `json:"labels"`
+		Source string            `json:"source"`
+	} `json:"alerts"`
+}
+
+// Incidents lists fleetwatch's incidents (query e.g. "state=active").
+func (l *Lab) Incidents(query string) []Incident {
+	l.t.Helper()
+	resp, err := http.Get(l.FleetwatchURL + "/api/v1/incidents?" + query)
+	if err != nil {
+		l.t.Fatalf("incidents: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string     `json:"status"`
+		Data   []Incident `json:"data"`
+		Error  string     `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
+		l.t.Fatalf("incidents: %v %s", err, body.Error)
+	}
+	return body.Data
+}
+
 // AMAlert is an alert as Alertmanager's API v2 lists it.
 type AMAlert struct {
 	Labels      map[string]string `json:"labels"`
@@ -268,10 +311,20 @@ remote_write:
     authorization: {credentials_file: %[5]s}
     queue_config: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}
     metadata_config: {send_interval: 5s}
-`, promDuration(l.opts.ScrapeInterval), cluster, simHost, l.FleetwatchURL, filepath.Join(l.dir, cluster+".token"))
+alerting:
+  alertmanagers:
+    - static_configs: [{targets: ['%[6]s']}]
+      authorization: {credentials_file: %[5]s}
+`, promDuration(l.opts.ScrapeInterval), cluster, simHost, l.FleetwatchURL, filepath.Join(l.dir, cluster+".token"),
+		strings.TrimPrefix(l.FleetwatchURL, "http://"))
+	if l.opts.MemberRules != "" {
+		cfg += "rule_files: [" + testenv.WriteFile(t, l.dir, "member-rules.yml", l.opts.MemberRules) + "]\n"
+	}
 	cfgPath := testenv.WriteFile(t, l.dir, "prometheus-"+cluster+".yml", cfg)
+	// A short resend delay: Prometheus's first send precedes its discovery of the
+	// Alertmanager and is lost; the next one would otherwise come a minute later.
 	p := testenv.Start(t, "prometheus-"+cluster, prom, "--config.file="+cfgPath,
-		"--storage.tsdb.path="+dir, "--web.listen-address="+addr)
+		"--storage.tsdb.path="+dir, "--web.listen-address="+addr, "--rules.alert.resend-delay=2s")
 	p.WaitReady(t, "http://"+addr+"/-/ready", 60*time.Second)
 	return &Member{Cluster: cluster, Process: p, URL: "http://" + addr}
 }
