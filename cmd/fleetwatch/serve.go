@@ -261,6 +261,18 @@ func (s *server) apply(cfg *config.Config) error {
 	cr := correlate.DefaultRules
 	cr.RolloutClusters, cr.RolloutWindow, cr.Teams = cc.RolloutClusters, time.Duration(cc.RolloutWindow), cc.Teams
 	cr.ReplicaLabels = append(append([]string(nil), cr.ReplicaLabels...), cfg.Query.ReplicaLabels...)
+	for _, role := range []struct {
+		set  []string
+		dest *[]string
+	}{
+		{cc.Alerts.ClusterRoot, &cr.ClusterRoot}, {cc.Alerts.NodesRoot, &cr.NodesRoot},
+		{cc.Alerts.Saturation, &cr.Saturation}, {cc.Alerts.Pending, &cr.Pending},
+		{cc.Alerts.WorkloadFailure, &cr.WorkloadFailure}, {cc.Alerts.ClusterFailure, &cr.ClusterFailure},
+	} {
+		if len(role.set) > 0 {
+			*role.dest = role.set
+		}
+	}
 	if err := s.incidents.ApplySettings(correlate.Settings{
 		Rules: cr, Interval: time.Duration(cc.EvaluationInterval), ResolveAfter: time.Duration(cc.ResolveAfter),
 		ResendInterval: time.Duration(cc.ResendInterval), Alertmanagers: cc.Alertmanagers,

@@ -101,6 +101,19 @@ type CorrelateConfig struct {
 	RolloutWindow   model.Duration `yaml:"rollout_window,omitempty"`
 	// Teams maps namespaces to the team that owns them (the incident's `team` label).
 	Teams map[string]string `yaml:"teams,omitempty"`
+	// Alerts, when set, replaces the alert names the built-in correlation rules give a role
+	// (correlate/README.md lists the roles and their default names).
+	Alerts CorrelateAlerts `yaml:"alerts,omitempty"`
+}
+
+// CorrelateAlerts name the alerts of each correlation role; an empty list keeps the default.
+type CorrelateAlerts struct {
+	ClusterRoot     []string `yaml:"cluster_root,omitempty"`
+	NodesRoot       []string `yaml:"nodes_root,omitempty"`
+	Saturation      []string `yaml:"saturation,omitempty"`
+	Pending         []string `yaml:"pending,omitempty"`
+	WorkloadFailure []string `yaml:"workload_failure,omitempty"`
+	ClusterFailure  []string `yaml:"cluster_failure,omitempty"`
 }
 
 // UnmarshalYAML sets the defaults and validates.

@@ -463,9 +463,10 @@ func TestRulesPackSection(t *testing.T) {
 }
 
 func TestCorrelateSection(t *testing.T) {
-	cfg, err := Load([]byte("correlate:\n  resolve_after: 10m\n  alertmanagers: ['http://am:9093']\n  teams: {payments: team-payments}\n"), ".")
+	cfg, err := Load([]byte("correlate:\n  resolve_after: 10m\n  alertmanagers: ['http://am:9093']\n  teams: {payments: team-payments}\n  alerts: {nodes_root: [NodeDown]}\n"), ".")
 	require.NoError(t, err)
 	want := DefaultCorrelate
+	want.Alerts.NodesRoot = []string{"NodeDown"}
 	want.ResolveAfter = model.Duration(10 * time.Minute)
 	want.Alertmanagers = []string{"http://am:9093"}
 	want.Teams = map[string]string{"payments": "team-payments"}

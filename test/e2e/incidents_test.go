@@ -137,6 +137,24 @@ steps:
 		return nil
 	})
 
+	// kill -9 and restart: the same incidents continue, and Alertmanager gets no new one.
+	l.RestartFleetwatch()
+	time.Sleep(15 * time.Second) // fifteen evaluations and deliveries
+	after := map[string]bool{}
+	for _, inc := range l.Incidents("state=active") {
+		after[inc.ID] = true
+	}
+	for id, inc := range ids {
+		require.True(t, after[id], "incident %s (%s) continues after the restart", id, inc.Key)
+	}
+	require.Len(t, after, len(ids), "no new incident after the restart")
+	for _, a := range l.AlertmanagerAlerts() {
+		if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
+			_, known := ids[a.Labels["incident_id"]]
+			require.True(t, known, "Alertmanager got a new incident after the restart: %v", a.Labels)
+		}
+	}
+
 	// Recovery resolves every incident, in fleetwatch and in Alertmanager.
 	l.StopScenario("e2e-incidents")
 	recovered := time.Now()
