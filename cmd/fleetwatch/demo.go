@@ -23,6 +23,7 @@ import (
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 
+	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/agent"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
 )
@@ -164,7 +165,10 @@ func (d *demoCmd) run() error {
 	}
 
 	printBanner(os.Stdout, fwURL, d, names)
+	incidents, unsubscribe := srv.incidents.Subscribe()
+	go printIncidents(ctx, os.Stdout, incidents)
 	watchDemo(ctx, os.Stdout, fwURL, d.interval, logger)
+	unsubscribe()
 	fmt.Fprintln(os.Stdout, "stopping: agents, simulator, fleetwatch")
 	return stopAll()
 }
@@ -187,6 +191,34 @@ remote_write:
     queue_config: {batch_send_deadline: 1s}
     metadata_config: {send: false} # 2.0 carries metadata with every series
 `, model.Duration(interval), cluster, simAddr, fwURL, tokenFile)
+}
+
+// printIncidents prints each incident as it opens, changes cause or resolves.
+func printIncidents(ctx context.Context, w io.Writer, ch <-chan *correlate.Incident) {
+	said := map[string]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case inc := <-ch:
+			line := inc.State + " " + inc.RootCause
+			if said[inc.ID] == line {
+				continue
+			}
+			said[inc.ID] = line
+			switch inc.State {
+			case correlate.StateResolved:
+				how := "resolved"
+				if inc.MergedInto != "" {
+					how = "merged into " + inc.MergedInto
+				}
+				fmt.Fprintf(w, "%s  incident %s %s: %s\n", inc.UpdatedAt.Local().Format("15:04:05"), inc.ID, how, inc.RootCause)
+			default:
+				fmt.Fprintf(w, "%s  incident %s %s, %s scope, %s: %s\n           %s\n", inc.UpdatedAt.Local().Format("15:04:05"),
+					inc.ID, inc.State, inc.Scope, strings.Join(inc.Clusters, ","), inc.RootCause, inc.Explanation)
+			}
+		}
+	}
 }
 
 func simPost(ctx context.Context, url string) error {
