@@ -9,6 +9,7 @@ require (
 	github.com/go-openapi/strfmt v0.25.0
 	github.com/gogo/protobuf v1.3.2
 	github.com/golang/snappy v1.0.0
+	github.com/grafana/grafana-foundation-sdk/go v0.0.22
 	github.com/grafana/regexp v0.0.0-20250905093917-f7b3be9d1853
 	github.com/oklog/run v1.2.0
 	github.com/prometheus/alertmanager v0.30.0

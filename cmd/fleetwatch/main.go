@@ -34,6 +34,7 @@ func main() {
 	demo := newDemoCmd(app)
 	rulesCmd := newRulesCmd(app)
 	amConfig := newAlertmanagerConfigCmd(app)
+	dashboardsCmd := newDashboardsCmd(app)
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
@@ -51,6 +52,8 @@ func main() {
 		os.Exit(rulesCmd.run(cmd))
 	case amConfig.cmd.FullCommand():
 		err = amConfig.run()
+	case dashboardsCmd.generate.FullCommand():
+		err = dashboardsCmd.run()
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fleetwatch: %v\n", err)

@@ -1,0 +1,158 @@
+package dashboards
+
+import (
+	"strconv"
+
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+)
+
+// reporting is `or 0 * <a series every fleetwatch exports>`: a sum over series that exist only
+// while there is something to count (fleetwatch resets its incident gauge) shows 0 rather than
+// no data, but only while fleetwatch is being scraped, so a fleetwatch that is down does not
+// look like a quiet one.
+const reporting = ` or 0 * max(fleetwatch_config_last_reload_successful{` + jf + `})`
+
+// incidents: what the correlation engine does, from fleetwatch's own metrics.
+func incidents(e *env) *dashboard.DashboardBuilder {
+	b := board(UIDIncidents, titleIncidents,
+		"fleetwatch's correlation engine from its own metrics, on a Prometheus that scrapes fleetwatch's /metrics (data source and job variables): open incidents, alerts taken in, delivery to Alertmanager.",
+		SourceMetrics).
+		WithVariable(jobVar())
+
+	b.WithRow(dashboard.NewRowBuilder("Incidents"))
+	b.WithPanel(statPanel("Open incidents", "Incidents open or acknowledged now.", 6, 5).
+		WithTarget(instant("A", `sum(fleetwatch_correlate_incidents{`+jf+`})`+reporting, "")).
+		Thresholds(thresholds(green, step{1, orange})))
+	b.WithPanel(statPanel("Open incidents by severity", "Incidents open or acknowledged now, by the highest severity of their alerts.", 10, 5).
+		WithTarget(instant("A", `sum by (severity) (fleetwatch_correlate_incidents{`+jf+`})`, "{{severity}}")).
+		TextMode(common.BigValueTextModeValueAndName).Thresholds(thresholds(text)))
+	b.WithPanel(statPanel("Undelivered incident states", "Incident states in the outbox, not yet accepted by every Alertmanager; they survive a restart and are retried with backoff.", 8, 5).
+		WithTarget(instant("A", `sum(fleetwatch_correlate_outbox{`+jf+`})`, "")).
+		Thresholds(thresholds(green, step{1, orange})))
+	b.WithPanel(timeSeries("Open incidents by severity and scope", "Open incidents over time; scope fleet is a problem shared by several clusters (a bad rollout), scope cluster one cluster's.", 12, 8).
+		WithTarget(query("A", `sum by (severity, scope) (fleetwatch_correlate_incidents{`+jf+`})`, "{{severity}} {{scope}}")).
+		Min(0).Decimals(0))
+	b.WithPanel(timeSeries("Alerts taken in", "Alerts the correlation engine takes in a second, by source: fleetwatch's own rules, member clusters' Prometheus (Alertmanager API v2) and Alertmanagers (webhook). Firing alerts are resent regularly, so this is a rate of sends, not of new alerts.", 12, 8).
+		WithTarget(query("A", `sum by (source) (rate(fleetwatch_correlate_alerts_received_total{`+jf+`}[$__rate_interval]))`, "{{source}}")).
+		Unit("short").AxisLabel("alerts / s").Min(0))
+
+	b.WithRow(dashboard.NewRowBuilder("Delivery"))
+	b.WithPanel(timeSeries("Incident notifications to Alertmanager", "Incident states posted to each Alertmanager a second, by result.", 12, 8).
+		WithTarget(query("A", `sum by (alertmanager, result) (rate(fleetwatch_correlate_notifications_total{`+jf+`}[$__rate_interval]))`, "{{alertmanager}} {{result}}")).
+		Unit("short").AxisLabel("states / s").Min(0))
+	b.WithPanel(timeSeries("Alert to incident", "Time from an alert being taken in to the evaluation that put it in an incident.", 12, 8).
+		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (rate(fleetwatch_correlate_alert_to_incident_seconds_bucket{`+jf+`}[$__rate_interval])))`, "p50")).
+		WithTarget(query("B", `histogram_quantile(0.99, sum by (le) (rate(fleetwatch_correlate_alert_to_incident_seconds_bucket{`+jf+`}[$__rate_interval])))`, "p99")).
+		Unit("s").Min(0))
+	return b
+}
+
+// self: fleetwatch itself, from its own metrics.
+func self(e *env) *dashboard.DashboardBuilder {
+	silent := strconv.FormatFloat(e.silentAfter(), 'g', -1, 64)
+	b := board(UIDSelf, titleSelf,
+		"fleetwatch itself from its own metrics, on a Prometheus that scrapes fleetwatch's /metrics (data source and job variables): ingest per cluster, rejected writes, queries, rule evaluation, queues.",
+		SourceMetrics).
+		WithVariable(jobVar()).
+		WithVariable(clusterVar(SourceMetrics))
+
+	b.WithRow(dashboard.NewRowBuilder("Health"))
+	b.WithPanel(statPanel("Instances up", "fleetwatch instances the Prometheus scrapes successfully.", 4, 4).
+		WithTarget(instant("A", `sum(up{`+jf+`})`, "")).
+		Thresholds(thresholds(red, step{1, green})))
+	b.WithPanel(statPanel("Configuration", "Whether the last configuration reload (SIGHUP, POST /-/reload) succeeded; a failed one keeps the previous configuration running.", 4, 4).
+		WithTarget(instant("A", `min(fleetwatch_config_last_reload_successful{`+jf+`})`, "")).
+		Mappings([]dashboard.ValueMapping{textMapping(map[string][2]string{"0": {"reload failed", red}, "1": {"loaded", green}})}).
+		Thresholds(thresholds(red, step{1, green})))
+	b.WithPanel(statPanel("Silent clusters", "Clusters fleetwatch stored nothing from for longer than rules.pack.silent_after ("+e.t.SilentAfter.String()+").", 4, 4).
+		WithTarget(instant("A", `sum(time() - max by (cluster) (fleetwatch_cluster_last_ingest_timestamp_seconds{`+jf+`, `+cf+`}) > bool `+silent+`)`, "")).
+		Thresholds(thresholds(green, step{1, e.color(alertSilent)})))
+	b.WithPanel(statPanel("Held alerts", "Firing alerts held because their cluster's data went missing rather than because their condition cleared (rules/README.md, Completeness).", 4, 4).
+		WithTarget(instant("A", `sum(fleetwatch_rules_held_alerts{`+jf+`})`, "")).
+		Thresholds(thresholds(green, step{1, orange})))
+	b.WithPanel(statPanel("Head series", "Series in the TSDB's head block: the fleet's active series.", 4, 4).
+		WithTarget(instant("A", `sum(prometheus_tsdb_head_series{`+jf+`})`, "")).
+		Thresholds(thresholds(text)))
+	b.WithPanel(statPanel("Resident memory", "Resident memory of the fleetwatch processes.", 4, 4).
+		WithTarget(instant("A", `sum(process_resident_memory_bytes{`+jf+`})`, "")).
+		Unit("bytes").Thresholds(thresholds(text)))
+
+	b.WithRow(dashboard.NewRowBuilder("Ingest"))
+	b.WithPanel(timeSeries("Samples stored / s", "Samples and histograms stored a second per cluster, from remote write and from federation.", 12, 8).
+		WithTarget(query("A", `
+			sum by (cluster) (
+			    rate(fleetwatch_remote_write_samples_total{`+jf+`, `+cf+`, type!="exemplar"}[$__rate_interval])
+			  or
+			    rate(fleetwatch_federate_samples_total{`+jf+`, `+cf+`}[$__rate_interval])
+			)`, "{{cluster}}")).
+		Unit("short").AxisLabel("samples / s").Min(0))
+	b.WithPanel(thresholdLine(timeSeries("Data age", "Seconds since fleetwatch last stored data from each cluster. FleetClusterSilent fires above the dashed line, rules.pack.silent_after.", 12, 8)).
+		WithTarget(query("A", `time() - max by (cluster) (fleetwatch_cluster_last_ingest_timestamp_seconds{`+jf+`, `+cf+`})`, "{{cluster}}")).
+		Unit("s").Min(0).
+		Thresholds(thresholds(green, step{above(e.silentAfter()), e.color(alertSilent)})))
+	b.WithPanel(timeSeries("Rejected writes",
+		"Remote-write requests rejected whole (400: nothing of the request was stored) and federation scrapes discarded whole, by cluster and reason; requests without valid credentials (401); requests refused because too many bytes were in flight (429, the sender retries).", 12, 8).
+		WithTarget(query("A", `
+			sum by (cluster, reason) (
+			    rate(fleetwatch_remote_write_rejected_requests_total{`+jf+`, `+cf+`}[$__rate_interval])
+			  or
+			    rate(fleetwatch_federate_rejected_scrapes_total{`+jf+`, `+cf+`}[$__rate_interval])
+			)`, "{{cluster}} {{reason}}")).
+		// A request whose credentials name no cluster is counted with an empty cluster.
+		WithTarget(query("B", `sum(rate(fleetwatch_remote_write_requests_total{`+jf+`, cluster="", code="401"}[$__rate_interval]))`, "unauthenticated (401)")).
+		WithTarget(query("C", `sum(rate(fleetwatch_remote_write_overloaded_total{`+jf+`}[$__rate_interval]))`, "overloaded (429)")).
+		Unit("reqps").Min(0))
+	b.WithPanel(timeSeries("Remote-write requests by code", "Remote-write requests a second from the selected clusters, by HTTP status code.", 12, 8).
+		WithTarget(query("A", `sum by (code) (rate(fleetwatch_remote_write_requests_total{`+jf+`, `+cf+`}[$__rate_interval]))`, "{{code}}")).
+		Unit("reqps").Min(0))
+
+	b.WithRow(dashboard.NewRowBuilder("Queries"))
+	b.WithPanel(timeSeries("Query latency (Prometheus engine)",
+		"Quantiles of the evaluation time of the queries Prometheus's engine answers: every query with query.engine: prometheus; with the default query.engine: thanos, only those the Thanos engine does not implement (next panel). fleetwatch does not time the queries the Thanos engine answers yet.", 12, 8).
+		WithTarget(query("A", `max by (quantile) (prometheus_engine_query_duration_seconds{`+jf+`, slice="inner_eval"})`, "q{{quantile}}")).
+		Unit("s").Min(0))
+	b.WithPanel(timeSeries("Queries handed to Prometheus's engine", "Queries a second that the Thanos engine does not implement, answered by Prometheus's engine instead.", 12, 8).
+		WithTarget(query("A", `sum(rate(fleetwatch_query_engine_fallbacks_total{`+jf+`}[$__rate_interval]))`, "fallbacks")).
+		Unit("short").AxisLabel("queries / s").Min(0))
+	b.WithPanel(timeSeries("Result cache hit ratio",
+		"Share of range queries answered from the result cache. Only ranges that end more than query.result_cache.freshness ago can be cached, so dashboards looking at the last hour mostly are not.", 12, 8).
+		WithTarget(query("A", `
+			  1
+			-
+			    sum(rate(fleetwatch_query_result_cache_requests_total{`+jf+`, result!="hit"}[$__rate_interval]))
+			  /
+			    sum(rate(fleetwatch_query_result_cache_requests_total{`+jf+`}[$__rate_interval]))`, "hit ratio")).
+		Unit("percentunit").Min(0).Max(1))
+	b.WithPanel(timeSeries("Range queries by cache result", "Range queries a second by what the result cache did: hit, miss (cached after), uncacheable.", 12, 8).
+		WithTarget(query("A", `sum by (result) (rate(fleetwatch_query_result_cache_requests_total{`+jf+`}[$__rate_interval]))`, "{{result}}")).
+		Unit("short").AxisLabel("queries / s").Min(0))
+
+	b.WithRow(dashboard.NewRowBuilder("Rules and queues"))
+	b.WithPanel(timeSeries("Rule group evaluation time", "How long each rule group's last evaluation took; it must stay well below rules.evaluation_interval.", 12, 8).
+		WithTarget(query("A", `max by (rule_group) (prometheus_rule_group_last_duration_seconds{`+jf+`})`, "{{rule_group}}")).
+		Unit("s").Min(0))
+	b.WithPanel(timeSeries("Rule evaluation failures and missed iterations", "Rule evaluations that failed, and evaluations skipped because the previous one ran too long, a second.", 12, 8).
+		WithTarget(query("A", `sum by (rule_group) (rate(prometheus_rule_evaluation_failures_total{`+jf+`}[$__rate_interval]))`, "{{rule_group}} failed")).
+		WithTarget(query("B", `sum by (rule_group) (rate(prometheus_rule_group_iterations_missed_total{`+jf+`}[$__rate_interval]))`, "{{rule_group}} missed")).
+		Unit("short").Min(0))
+	b.WithPanel(timeSeries("Queue depth", "Alerts of the rules waiting to be sent to Alertmanager, and incident states waiting in the correlation engine's outbox.", 12, 8).
+		WithTarget(query("A", `sum(prometheus_notifications_queue_length{`+jf+`})`, "rule alerts to Alertmanager")).
+		WithTarget(query("B", `sum(fleetwatch_correlate_outbox{`+jf+`})`, "incident states to Alertmanager")).
+		Min(0).Decimals(0))
+	b.WithPanel(timeSeries("Dropped alert notifications", "Alerts of the rules dropped a second: the queue to Alertmanager was full or every Alertmanager failed.", 12, 8).
+		WithTarget(query("A", `sum(rate(prometheus_notifications_dropped_total{`+jf+`}[$__rate_interval]))`, "dropped")).
+		Unit("short").Min(0))
+
+	b.WithRow(dashboard.NewRowBuilder("Process"))
+	b.WithPanel(timeSeries("CPU", "CPU used by each fleetwatch process, in cores.", 8, 8).
+		WithTarget(query("A", `sum by (instance) (rate(process_cpu_seconds_total{`+jf+`}[$__rate_interval]))`, "{{instance}}")).
+		Unit("short").AxisLabel("cores").Min(0))
+	b.WithPanel(timeSeries("Memory", "Resident memory of each fleetwatch process.", 8, 8).
+		WithTarget(query("A", `sum by (instance) (process_resident_memory_bytes{`+jf+`})`, "{{instance}}")).
+		Unit("bytes").Min(0))
+	b.WithPanel(timeSeries("Samples appended", "Samples appended to the TSDB a second: remote write, federation, recording rules and alert state.", 8, 8).
+		WithTarget(query("A", `sum by (instance) (rate(prometheus_tsdb_head_samples_appended_total{`+jf+`}[$__rate_interval]))`, "{{instance}}")).
+		Unit("short").AxisLabel("samples / s").Min(0))
+	return b
+}
