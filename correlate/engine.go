@@ -59,7 +59,11 @@ type Engine struct {
 	alerts    map[uint64]Alert     // the stored alerts, by fingerprint
 	unseen    map[uint64]time.Time // alerts taken in since the last evaluation, and when
 
-	latency prometheus.Histogram
+	latency   prometheus.Histogram
+	opened    *prometheus.CounterVec
+	resolved  *prometheus.CounterVec
+	duration  prometheus.Histogram
+	byCluster *prometheus.GaugeVec
 
 	subMtx sync.Mutex
 	subs   map[chan *Incident]struct{}
@@ -116,6 +120,14 @@ func New(o Options) (*Engine, error) {
 		Help:    "Time from an alert being taken in to the evaluation that put it in an incident.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	})
+	e.opened = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_incidents_opened_total", Help: "Incidents opened, by severity and scope."}, []string{"severity", "scope"})
+	e.resolved = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_incidents_resolved_total", Help: "Incidents resolved, by severity, scope and how (cleared: its alerts stayed away; merged: into another incident; manual: through the API)."}, []string{"severity", "scope", "how"})
+	e.duration = f.NewHistogram(prometheus.HistogramOpts{
+		Name:    "fleetwatch_correlate_incident_duration_seconds",
+		Help:    "Time from an incident opening to its resolution.",
+		Buckets: []float64{60, 300, 600, 1800, 3600, 2 * 3600, 6 * 3600, 24 * 3600},
+	})
+	e.byCluster = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_cluster_incidents", Help: "Active incidents that involve each cluster (a fleet incident counts for each of its clusters)."}, []string{"cluster"})
 	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: "fleetwatch_correlate_outbox", Help: "Incident states waiting to be delivered to Alertmanager."})
 	return e, nil
 }
@@ -255,11 +267,9 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	for _, t := range unseen {
 		e.latency.Observe(done.Sub(t).Seconds())
 	}
-	e.incidents.Reset()
-	for _, inc := range e.tracker.Active() {
-		e.incidents.WithLabelValues(inc.Severity, inc.Scope).Inc()
-	}
+	e.gauges()
 	for _, inc := range changed {
+		e.account(inc, "cleared")
 		e.logger.Info("incident", "id", inc.ID, "state", inc.State, "scope", inc.Scope, "clusters", strings.Join(inc.Clusters, ","), "root_cause", inc.RootCause, "alerts", len(inc.Alerts))
 		e.publish(inc)
 	}
@@ -309,6 +319,32 @@ func (e *Engine) remember(topo *Topology, now time.Time) *Topology {
 	return topo
 }
 
+// gauges sets the active-incident gauges from the tracker.
+func (e *Engine) gauges() {
+	e.incidents.Reset()
+	e.byCluster.Reset()
+	for _, inc := range e.tracker.Active() {
+		e.incidents.WithLabelValues(inc.Severity, inc.Scope).Inc()
+		for _, c := range inc.Clusters {
+			e.byCluster.WithLabelValues(c).Inc()
+		}
+	}
+}
+
+// account counts an incident that just opened or resolved.
+func (e *Engine) account(inc *Incident, how string) {
+	switch {
+	case inc.Revision == 1:
+		e.opened.WithLabelValues(inc.Severity, inc.Scope).Inc()
+	case inc.State == StateResolved && inc.ResolvedAt.Equal(inc.UpdatedAt):
+		if inc.MergedInto != "" {
+			how = "merged"
+		}
+		e.resolved.WithLabelValues(inc.Severity, inc.Scope, how).Inc()
+		e.duration.Observe(inc.ResolvedAt.Sub(inc.OpenedAt).Seconds())
+	}
+}
+
 // Acknowledge marks an active incident acknowledged.
 func (e *Engine) Acknowledge(id, who string) (*Incident, error) {
 	return e.change(func(now time.Time) (*Incident, error) { return e.tracker.Acknowledge(id, who, now) })
@@ -316,7 +352,13 @@ func (e *Engine) Acknowledge(id, who string) (*Incident, error) {
 
 // Resolve resolves an active incident by hand.
 func (e *Engine) Resolve(id string) (*Incident, error) {
-	return e.change(func(now time.Time) (*Incident, error) { return e.tracker.Resolve(id, now) })
+	return e.change(func(now time.Time) (*Incident, error) {
+		inc, err := e.tracker.Resolve(id, now)
+		if err == nil {
+			e.account(inc, "manual")
+		}
+		return inc, err
+	})
 }
 
 func (e *Engine) change(f func(time.Time) (*Incident, error)) (*Incident, error) {
@@ -329,6 +371,7 @@ func (e *Engine) change(f func(time.Time) (*Incident, error)) (*Incident, error)
 	if err := e.o.Store.SaveIncidents([]*Incident{inc}, e.o.Alertmanagers); err != nil {
 		return nil, err
 	}
+	e.gauges()
 	e.publish(inc)
 	select {
 	case e.deliver <- struct{}{}:

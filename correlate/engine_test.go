@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -221,4 +223,30 @@ func TestEngineLastStateWins(t *testing.T) {
 		}
 		return true
 	}, 5*time.Second, 20*time.Millisecond, "every incident's last state in Alertmanager is resolved")
+}
+
+func TestEngineMetrics(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	clk := &clock{t: t0}
+	reg := prometheus.NewRegistry()
+	e, err := New(Options{Store: st, Rules: DefaultRules, ResolveAfter: time.Minute, Now: clk.now, Registerer: reg})
+	require.NoError(t, err)
+	a := alert(0, "alertname", "CertificateExpiring", "cluster", "eu-1", "severity", "warning")
+	b := alert(0, "alertname", "CertificateExpiring", "cluster", "us-1", "severity", "warning")
+	require.NoError(t, e.Ingest(context.Background(), []Alert{a, b}))
+	require.NoError(t, e.Evaluate(context.Background()))
+	require.Equal(t, 1.0, testutil.ToFloat64(e.opened.WithLabelValues("warning", "fleet")))
+	require.Equal(t, 1.0, testutil.ToFloat64(e.byCluster.WithLabelValues("eu-1")))
+	require.Equal(t, 1.0, testutil.ToFloat64(e.byCluster.WithLabelValues("us-1")))
+	a.EndsAt, b.EndsAt = clk.now(), clk.now()
+	require.NoError(t, e.Ingest(context.Background(), []Alert{a, b}))
+	clk.add(time.Second)
+	require.NoError(t, e.Evaluate(context.Background()))
+	clk.add(2 * time.Minute)
+	require.NoError(t, e.Evaluate(context.Background()))
+	require.Equal(t, 1.0, testutil.ToFloat64(e.resolved.WithLabelValues("warning", "fleet", "cleared")))
+	require.Equal(t, 0, testutil.CollectAndCount(e.byCluster))
+	require.Equal(t, 1, testutil.CollectAndCount(e.duration))
 }
