@@ -127,6 +127,15 @@ func New(o Options) (*Engine, error) {
 		Help:    "Time from an incident opening to its resolution.",
 		Buckets: []float64{60, 300, 600, 1800, 3600, 2 * 3600, 6 * 3600, 24 * 3600},
 	})
+	// Known label values start at 0, so that rates and increases exist before the first one.
+	for _, sev := range []string{"critical", "warning", "info"} {
+		for _, scope := range []string{"cluster", "fleet"} {
+			e.opened.WithLabelValues(sev, scope)
+			for _, how := range []string{"cleared", "merged", "manual"} {
+				e.resolved.WithLabelValues(sev, scope, how)
+			}
+		}
+	}
 	e.byCluster = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_cluster_incidents", Help: "Active incidents that involve each cluster (a fleet incident counts for each of its clusters)."}, []string{"cluster"})
 	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: "fleetwatch_correlate_outbox", Help: "Incident states waiting to be delivered to Alertmanager."})
 	return e, nil

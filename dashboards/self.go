@@ -37,6 +37,15 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `sum by (source) (rate(fleetwatch_correlate_alerts_received_total{`+jf+`}[$__rate_interval]))`, "{{source}}")).
 		Unit("short").AxisLabel("alerts / s").Min(0))
 
+	b.WithPanel(timeSeries("Incidents opened and resolved", "Incidents opened and resolved an hour, by how they resolved: cleared (their alerts stayed away for correlate.resolve_after), merged (into a fleet-wide incident) or manual (through the API).", 12, 8).
+		WithTarget(query("A", `sum(increase(fleetwatch_correlate_incidents_opened_total{`+jf+`}[1h]))`, "opened")).
+		WithTarget(query("B", `sum by (how) (increase(fleetwatch_correlate_incidents_resolved_total{`+jf+`}[1h]))`, "resolved {{how}}")).
+		Unit("short").AxisLabel("incidents / h").Min(0))
+	b.WithPanel(timeSeries("Time to resolve", "How long incidents that resolved in the last 6 hours were open: median and 90th percentile.", 12, 8).
+		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (increase(fleetwatch_correlate_incident_duration_seconds_bucket{`+jf+`}[6h])))`, "p50")).
+		WithTarget(query("B", `histogram_quantile(0.9, sum by (le) (increase(fleetwatch_correlate_incident_duration_seconds_bucket{`+jf+`}[6h])))`, "p90")).
+		Unit("s").Min(0))
+
 	b.WithRow(dashboard.NewRowBuilder("Delivery"))
 	b.WithPanel(timeSeries("Incident notifications to Alertmanager", "Incident states posted to each Alertmanager a second, by result.", 12, 8).
 		WithTarget(query("A", `sum by (alertmanager, result) (rate(fleetwatch_correlate_notifications_total{`+jf+`}[$__rate_interval]))`, "{{alertmanager}} {{result}}")).
