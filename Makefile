@@ -5,7 +5,7 @@ export FLEETWATCH_PEERS_DIR := $(PEERS_DIR)
 # Tests find the real peer binaries (prometheus, promtool, alertmanager, thanos) here.
 export FLEETWATCH_PEERS_BIN := $(PEERS_DIR)/bin
 
-.PHONY: all build test unit peers bench bench-alerts lint fuzz demo clean
+.PHONY: all build test unit peers bench bench-alerts bench-schedule lint fuzz demo clean
 
 all: build
 
@@ -27,12 +27,19 @@ unit:
 
 ALERTBENCH = $(GO) run ./hack/alertbench --fleetwatch=bin/fleetwatch --alertmanager=$(FLEETWATCH_PEERS_BIN)/alertmanager $(ALERTBENCH_FLAGS)
 
-## bench: both benches: fleetwatch side by side with prometheus --web.enable-remote-write-receiver
+## bench: every bench: fleetwatch side by side with prometheus --web.enable-remote-write-receiver
 ## (hack/bench, about 4 minutes on two cores; BENCH_FLAGS='-json=bench.json -rounds=3' etc., see
-## `go run ./hack/bench -h`), then the alert intake of bench-alerts.
+## `go run ./hack/bench -h`), the alert intake of bench-alerts, the placement decisions of
+## bench-schedule.
 bench: peers build
 	$(GO) run ./hack/bench --fleetwatch=bin/fleetwatch --prometheus=$(FLEETWATCH_PEERS_BIN)/prometheus $(BENCH_FLAGS)
 	$(ALERTBENCH)
+	$(MAKE) bench-schedule
+
+## bench-schedule: placement decision latency (p50/p99) and decisions/s on 10, 100 and 1,000
+## clusters (schedule/bench_test.go).
+bench-schedule:
+	$(GO) test -run='^$$' -bench=Decide -benchtime=3s -count=3 ./schedule
 
 ## bench-alerts: fleetwatch's alert intake side by side with a real Alertmanager, 100 clusters posting
 ## 100k active alerts (hack/alertbench; ALERTBENCH_FLAGS='-json=alerts.json -rounds=5' etc., see

@@ -354,6 +354,22 @@ func (e *Engine) account(inc *Incident, how string) {
 	}
 }
 
+// Active returns copies of the active (open or acknowledged) incidents, without their alerts,
+// labels or former labels, for consumers such as placement that read the fleet's health.
+func (e *Engine) Active() []Incident {
+	e.mtx.Lock()
+	defer e.mtx.Unlock()
+	act := e.tracker.Active()
+	out := make([]Incident, 0, len(act))
+	for _, inc := range act {
+		c := *inc
+		c.Alerts, c.Labels, c.FormerLabels = nil, nil, nil
+		c.Clusters = append([]string(nil), inc.Clusters...)
+		out = append(out, c)
+	}
+	return out
+}
+
 // Acknowledge marks an active incident acknowledged.
 func (e *Engine) Acknowledge(id, who string) (*Incident, error) {
 	return e.change(func(now time.Time) (*Incident, error) { return e.tracker.Acknowledge(id, who, now) })

@@ -35,6 +35,7 @@ func main() {
 	rulesCmd := newRulesCmd(app)
 	amConfig := newAlertmanagerConfigCmd(app)
 	dashboardsCmd := newDashboardsCmd(app)
+	scheduleCmd := newScheduleCmd(app)
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
@@ -54,6 +55,8 @@ func main() {
 		err = amConfig.run()
 	case dashboardsCmd.generate.FullCommand():
 		err = dashboardsCmd.run()
+	case scheduleCmd.place.FullCommand(), scheduleCmd.whatif.FullCommand():
+		err = scheduleCmd.run(cmd)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fleetwatch: %v\n", err)

@@ -25,6 +25,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/rules"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
@@ -33,6 +36,8 @@ import (
 	"github.com/fleetwatch/fleetwatch/query"
 	fwrules "github.com/fleetwatch/fleetwatch/rules"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
+	"github.com/fleetwatch/fleetwatch/schedule"
+	"github.com/fleetwatch/fleetwatch/schedule/ocm"
 )
 
 // lastIngestInterval is how often each cluster's last ingest time is written into the view.
@@ -108,8 +113,13 @@ type server struct {
 	alertsIn    *input.Handler
 	store       *correlate.Store
 	correlating atomic.Bool
-	http        *http.Server
-	ready       atomic.Bool
+	// schedule is placement and what-if; scheduling says whether it is enabled, ocm where
+	// its scores go (nil: nowhere).
+	schedule   *schedule.Service
+	scheduling atomic.Bool
+	ocm        atomic.Pointer[ocm.Publisher]
+	http       *http.Server
+	ready      atomic.Bool
 
 	reloadMu       sync.Mutex
 	reloadCh       chan chan error
@@ -195,12 +205,37 @@ func newServer(o serverOptions) (*server, error) {
 		closeAll()
 		return nil, err
 	}
+	st, err := scheduleSettings(cfg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	s.schedule, err = schedule.New(schedule.Options{
+		Source: schedule.Source{
+			Query: schedule.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
+			Incidents: func() []correlate.Incident {
+				if !s.correlating.Load() {
+					return nil
+				}
+				return s.incidents.Active()
+			},
+		},
+		Settings: st, Publish: s.publishScores,
+		Logger: o.Logger.With("component", "schedule"), Registerer: reg,
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	if err := s.apply(cfg); err != nil {
 		closeAll()
 		return nil, err
 	}
 
 	mux := http.NewServeMux()
+	for _, p := range []string{"/api/v1/placements", "/api/v1/placements/", "/api/v1/whatif"} {
+		mux.Handle(p, s.scheduleHandler())
+	}
 	mux.Handle("/api/v1/write", s.receiver)
 	mux.Handle(input.PathAlertsV2, s.alertsIn)
 	mux.Handle(input.PathWebhook, s.alertsIn)
@@ -280,7 +315,97 @@ func (s *server) apply(cfg *config.Config) error {
 		return fmt.Errorf("apply correlate config: %w", err)
 	}
 	s.correlating.Store(cc.Enabled)
+
+	st, err := scheduleSettings(cfg)
+	if err != nil {
+		return err
+	}
+	if o := cfg.Schedule.OCM; o != nil {
+		p, err := newOCMPublisher(o, s.logger)
+		if err != nil {
+			return fmt.Errorf("apply schedule config: %w", err)
+		}
+		s.ocm.Store(p)
+	} else {
+		s.ocm.Store(nil)
+	}
+	s.scheduling.Store(cfg.Schedule.Enabled)
+	if err := s.schedule.ApplySettings(st); err != nil {
+		return fmt.Errorf("apply schedule config: %w", err)
+	}
 	return nil
+}
+
+// scheduleSettings is placement's part of the configuration: the clusters' static
+// description, and the thresholds it shares with the rule pack (the saturation ceiling, the
+// Ready ratio, the silent-cluster window), so they are never configured twice.
+func scheduleSettings(cfg *config.Config) (schedule.Settings, error) {
+	sc, th := cfg.Schedule, cfg.Rules.Pack.Thresholds
+	st := schedule.Settings{
+		Headroom: sc.Headroom, SaturationRatio: th.SaturationRatio, MinReadyRatio: th.NodeReadyRatio,
+		StaleAfter: time.Duration(sc.StaleAfter), Weights: sc.Weights, ComplianceTags: sc.ComplianceTags,
+		Interval: time.Duration(sc.RefreshInterval),
+	}
+	if st.StaleAfter == 0 {
+		st.StaleAfter = time.Duration(th.SilentAfter)
+	}
+	for _, c := range cfg.Clusters {
+		lat := make(map[string]time.Duration, len(c.Latency))
+		for ur, d := range c.Latency {
+			lat[ur] = time.Duration(d)
+		}
+		st.Clusters = append(st.Clusters, schedule.Static{Name: c.Name, Labels: c.Labels, Compliance: c.Compliance, CostPerCPUHour: c.CostPerCPUHour, Latency: lat})
+	}
+	return st, nil
+}
+
+// scheduleHandler serves placement and what-if while schedule.enabled is true.
+func (s *server) scheduleHandler() http.Handler {
+	h := s.schedule.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.scheduling.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, `{"status":"error","errorType":"unavailable","error":"placement is disabled (schedule.enabled: false)"}`)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// publishScores writes the refreshed scores as OCM AddOnPlacementScore objects when
+// schedule.ocm is configured.
+func (s *server) publishScores(ctx context.Context, snap *schedule.Snapshot, scores []schedule.ClusterScore) error {
+	p := s.ocm.Load()
+	if p == nil {
+		return nil
+	}
+	out := make([]ocm.Score, 0, len(scores))
+	for _, sc := range scores {
+		out = append(out, ocm.Score{Cluster: sc.Cluster, Score: sc.Score, FreeCPUCores: sc.FreeCPU, FreeMemoryBytes: sc.FreeMemory, Schedulable: sc.Schedulable})
+	}
+	return p.Publish(ctx, out, snap.At)
+}
+
+// newOCMPublisher connects to the OCM hub of the kubeconfig (in-cluster config without one).
+func newOCMPublisher(o *config.OCMConfig, logger *slog.Logger) (*ocm.Publisher, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if o.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("schedule.ocm: %w", err)
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("schedule.ocm: %w", err)
+	}
+	return ocm.NewPublisher(dc, ocm.Options{Name: o.Name, Logger: logger.With("component", "ocm")}), nil
 }
 
 // rulesConfig is the rules stage's part of the configuration: the user's rule files, the
@@ -389,6 +514,13 @@ func (s *server) Run(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		g.Add(func() error { s.incidents.Run(ctx); close(done); return nil }, func(error) { cancel(); <-done })
+	}
+	{
+		// The placement snapshot and the per-cluster scores, read from the view.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			return s.schedule.Run(ctx, func() bool { return s.scheduling.Load() })
+		}, func(error) { cancel() })
 	}
 	{
 		// Federation scrapes stop before the TSDB closes.

@@ -27,6 +27,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/fleetwatch/fleetwatch/rules/pack"
+	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
 // ClusterLabel is the label fleetwatch stamps on every series with the name of the cluster that
@@ -71,6 +72,76 @@ type Config struct {
 	Rules    RulesConfig      `yaml:"rules,omitempty"`
 	// Correlate configures the correlation of alerts into incidents.
 	Correlate CorrelateConfig `yaml:"correlate,omitempty"`
+	// Schedule configures cross-cluster placement and what-if capacity.
+	Schedule ScheduleConfig `yaml:"schedule,omitempty"`
+}
+
+// DefaultSchedule are the placement defaults (schedule/README.md).
+var DefaultSchedule = ScheduleConfig{
+	Enabled:         true,
+	RefreshInterval: model.Duration(15 * time.Second),
+	Headroom:        0.15,
+	Weights:         schedule.DefaultWeights,
+}
+
+// ScheduleConfig configures placement: the snapshot of the fleet it decides on, the ceiling it
+// never pushes a cluster past and how it weighs clusters.
+type ScheduleConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// RefreshInterval: the snapshot and the exported scores are rebuilt this often.
+	RefreshInterval model.Duration `yaml:"refresh_interval,omitempty"`
+	// Headroom is the share of a cluster's allocatable CPU and memory never placed on. The
+	// ceiling is min(1 - headroom, rules.pack.saturation_ratio), so a placement never makes the
+	// saturation alerts fire.
+	Headroom float64 `yaml:"headroom"`
+	// StaleAfter: a cluster without new data for longer is never a placement target; 0 (the
+	// default) takes rules.pack.silent_after.
+	StaleAfter model.Duration `yaml:"stale_after,omitempty"`
+	// Weights are the default score weights; a request may override each.
+	Weights schedule.Weights `yaml:"weights,omitempty"`
+	// ComplianceTags declares tags a request may ask for even if no cluster has them yet.
+	ComplianceTags []string `yaml:"compliance_tags,omitempty"`
+	// OCM, when set, writes each cluster's score as an Open Cluster Management
+	// AddOnPlacementScore on the hub the kubeconfig points at.
+	OCM *OCMConfig `yaml:"ocm,omitempty"`
+}
+
+// OCMConfig says where AddOnPlacementScore objects are written.
+type OCMConfig struct {
+	// Kubeconfig of the OCM hub (relative to the config file); empty: in-cluster config.
+	Kubeconfig string `yaml:"kubeconfig,omitempty"`
+	// Name of the AddOnPlacementScore objects, one in each managed cluster's namespace.
+	Name string `yaml:"name,omitempty"`
+}
+
+// UnmarshalYAML sets the defaults and validates.
+func (c *ScheduleConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultSchedule
+	type plain ScheduleConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
+	if c.RefreshInterval <= 0 {
+		return fmt.Errorf("schedule.refresh_interval: must be positive, got %s", c.RefreshInterval)
+	}
+	if c.StaleAfter < 0 {
+		return fmt.Errorf("schedule.stale_after: must be >= 0, got %s", c.StaleAfter)
+	}
+	if c.Headroom < 0 || c.Headroom >= 1 || math.IsNaN(c.Headroom) {
+		return fmt.Errorf("schedule.headroom: must be in [0, 1), got %v", c.Headroom)
+	}
+	if err := c.Weights.Validate(); err != nil {
+		return fmt.Errorf("schedule.%w", err)
+	}
+	for i, t := range c.ComplianceTags {
+		if t == "" {
+			return fmt.Errorf("schedule.compliance_tags[%d]: must not be empty", i)
+		}
+	}
+	if c.OCM != nil && c.OCM.Name == "" {
+		c.OCM.Name = "fleetwatch"
+	}
+	return nil
 }
 
 // DefaultCorrelate are the correlation defaults (correlate/README.md).
@@ -253,6 +324,11 @@ type ClusterConfig struct {
 	Labels map[string]string `yaml:"labels,omitempty"`
 	// CostPerCPUHour is what one CPU-hour costs in this cluster, in the fleet's currency.
 	CostPerCPUHour float64 `yaml:"cost_per_cpu_hour,omitempty"`
+	// Compliance are the cluster's compliance tags (pci, hipaa, ...); a placement that
+	// requires a tag only goes to clusters that have it.
+	Compliance []string `yaml:"compliance,omitempty"`
+	// Latency is the network latency from the cluster to named user regions, for placement.
+	Latency map[string]model.Duration `yaml:"latency,omitempty"`
 
 	// Exactly one of RemoteWrite and Federate is set.
 	RemoteWrite *RemoteWriteConfig `yaml:"remote_write,omitempty"`
@@ -371,6 +447,16 @@ func (c *ClusterConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	}
 	if c.CostPerCPUHour < 0 || math.IsNaN(c.CostPerCPUHour) || math.IsInf(c.CostPerCPUHour, 0) {
 		return fmt.Errorf("cluster %q: cost_per_cpu_hour: must be a finite number >= 0, got %v", c.Name, c.CostPerCPUHour)
+	}
+	for i, t := range c.Compliance {
+		if t == "" {
+			return fmt.Errorf("cluster %q: compliance[%d]: must not be empty", c.Name, i)
+		}
+	}
+	for ur, d := range c.Latency {
+		if ur == "" || d < 0 {
+			return fmt.Errorf("cluster %q: latency: %q: %s: the user region must be named and the latency >= 0", c.Name, ur, d)
+		}
 	}
 	switch {
 	case c.RemoteWrite == nil && c.Federate == nil:
@@ -558,7 +644,7 @@ func (c *QueryConfig) validate() error {
 // Load parses and validates a configuration. dir is the directory relative paths (token and
 // password files, TLS files) are resolved against; it is usually the config file's directory.
 func Load(data []byte, dir string) (*Config, error) {
-	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery, Rules: DefaultRules, Correlate: DefaultCorrelate}
+	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery, Rules: DefaultRules, Correlate: DefaultCorrelate, Schedule: DefaultSchedule}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, err
 	}
@@ -576,6 +662,12 @@ func Load(data []byte, dir string) (*Config, error) {
 	}
 	if reflect.ValueOf(cfg.Correlate).IsZero() {
 		cfg.Correlate = DefaultCorrelate
+	}
+	if reflect.ValueOf(cfg.Schedule).IsZero() {
+		cfg.Schedule = DefaultSchedule
+	}
+	if o := cfg.Schedule.OCM; o != nil && o.Kubeconfig != "" {
+		o.Kubeconfig = resolve(dir, o.Kubeconfig)
 	}
 	for i, f := range cfg.Rules.RuleFiles {
 		cfg.Rules.RuleFiles[i] = resolve(dir, f)

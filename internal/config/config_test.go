@@ -87,6 +87,7 @@ func TestLoadFleet(t *testing.T) {
 		},
 		Rules:     DefaultRules,
 		Correlate: DefaultCorrelate,
+		Schedule:  DefaultSchedule,
 	}
 	require.Equal(t, want, cfg)
 	require.Same(t, cfg.Clusters[1], cfg.Cluster("us-2"))
@@ -482,6 +483,40 @@ func TestCorrelateSection(t *testing.T) {
 		"correlate: {alertmanagers: ['am:9093']}": "correlate.alertmanagers[0]: ",
 		"correlate: {teams: {payments: ''}}":      `correlate.teams: "payments": "": namespace and team must not be empty`,
 		"correlate: {bogus: 1}":                   "field bogus not found",
+	} {
+		_, err := Load([]byte(in), ".")
+		require.ErrorContains(t, err, want, in)
+	}
+}
+
+func TestScheduleSection(t *testing.T) {
+	cfg, err := Load([]byte("schedule:\n  headroom: 0.2\n  weights: {cost: 3}\n  compliance_tags: [pci]\n  ocm: {kubeconfig: hub.kubeconfig}\n"), "/etc/fleetwatch")
+	require.NoError(t, err)
+	want := DefaultSchedule
+	want.Headroom = 0.2
+	want.Weights.Cost = 3 // the other weights keep their defaults
+	want.ComplianceTags = []string{"pci"}
+	want.OCM = &OCMConfig{Kubeconfig: "/etc/fleetwatch/hub.kubeconfig", Name: "fleetwatch"}
+	require.Equal(t, want, cfg.Schedule)
+	for _, in := range []string{"clusters: []", "schedule:"} {
+		cfg, err := Load([]byte(in), ".")
+		require.NoError(t, err)
+		require.Equal(t, DefaultSchedule, cfg.Schedule, in)
+	}
+	cfg, err = Load([]byte("clusters:\n  - name: eu-1\n    compliance: [pci, gdpr]\n    latency: {eu-users: 12ms, us-users: 95ms}\n    remote_write: {bearer_token_file: testdata/secrets/eu-1.token}\n"), ".")
+	require.NoError(t, err)
+	require.Equal(t, []string{"pci", "gdpr"}, cfg.Clusters[0].Compliance)
+	require.Equal(t, map[string]model.Duration{"eu-users": model.Duration(12 * time.Millisecond), "us-users": model.Duration(95 * time.Millisecond)}, cfg.Clusters[0].Latency)
+	for in, want := range map[string]string{
+		"schedule: {headroom: 1}":          "schedule.headroom: must be in [0, 1), got 1",
+		"schedule: {headroom: -0.1}":       "schedule.headroom: must be in [0, 1), got -0.1",
+		"schedule: {refresh_interval: 0s}": "schedule.refresh_interval: must be positive, got 0s",
+		"schedule: {weights: {cost: -1}}":  "schedule.weights.cost: must be a finite number >= 0, got -1",
+		"schedule: {weights: {free_capacity: 0, cost: 0, latency: 0, saturation: 0, spread: 0}}": "schedule.weights: at least one must be > 0",
+		"schedule: {compliance_tags: ['']}": "schedule.compliance_tags[0]: must not be empty",
+		"schedule: {bogus: 1}":              "field bogus not found",
+		"clusters:\n  - name: eu-1\n    latency: {eu-users: -5ms}\n    remote_write: {bearer_token_file: x}\n": `cluster "eu-1": not a valid duration string: "-5ms"`,
+		"clusters:\n  - name: eu-1\n    compliance: ['']\n    remote_write: {bearer_token_file: x}\n":          `cluster "eu-1": compliance[0]: must not be empty`,
 	} {
 		_, err := Load([]byte(in), ".")
 		require.ErrorContains(t, err, want, in)

@@ -212,8 +212,13 @@ type ClusterTruth struct {
 	// kube_node_status_allocatable give them.
 	CPURequestRatio    float64 `json:"cpu_request_ratio"`
 	MemoryRequestRatio float64 `json:"memory_request_ratio"`
-	ControlPlaneUp     bool    `json:"control_plane_up"`
-	Silent             bool    `json:"silent"`
+	// The sums behind the ratios: allocatable and requested CPU (cores) and memory (bytes).
+	AllocatableCPUCores    float64 `json:"allocatable_cpu_cores"`
+	RequestedCPUCores      float64 `json:"requested_cpu_cores"`
+	AllocatableMemoryBytes float64 `json:"allocatable_memory_bytes"`
+	RequestedMemoryBytes   float64 `json:"requested_memory_bytes"`
+	ControlPlaneUp         bool    `json:"control_plane_up"`
+	Silent                 bool    `json:"silent"`
 	// Images maps "namespace/deployment" to the distinct images its main containers run.
 	Images map[string][]string `json:"images"`
 }
@@ -264,6 +269,8 @@ func (c *cluster) truth(now time.Time) ClusterTruth {
 		}
 		sort.Strings(t.Images[d.key()])
 	}
+	t.AllocatableCPUCores, t.RequestedCPUCores = float64(allocCPU)/1000, float64(reqCPU)/1000
+	t.AllocatableMemoryBytes, t.RequestedMemoryBytes = float64(allocMem), float64(reqMem)
 	if allocCPU > 0 {
 		t.CPURequestRatio = float64(reqCPU) / float64(allocCPU)
 	}

@@ -1,0 +1,151 @@
+package schedule
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/stretchr/testify/require"
+)
+
+func testService(t *testing.T, now *time.Time, publish func(context.Context, *Snapshot, []ClusterScore) error) (*Service, *prometheus.Registry, *httptest.Server) {
+	reg := prometheus.NewRegistry()
+	svc, err := New(Options{
+		Source: testSource(t),
+		Settings: Settings{
+			Clusters: []Static{{Name: "eu-1", Labels: map[string]string{"region": "eu"}, Compliance: []string{"pci"}}, {Name: "us-1", Labels: map[string]string{"region": "us"}}},
+			Headroom: 0.15, SaturationRatio: 0.85, MinReadyRatio: 0.9, StaleAfter: 2 * time.Minute, Interval: 15 * time.Second, Weights: DefaultWeights,
+		},
+		Publish: publish, Registerer: reg, Now: func() time.Time { return *now },
+	})
+	require.NoError(t, err)
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	return svc, reg, srv
+}
+
+func post(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(b, &out), string(b))
+	return resp.StatusCode, out
+}
+
+func TestServiceHTTP(t *testing.T) {
+	now := time.Unix(9*60, 0)
+	var published []ClusterScore
+	svc, reg, srv := testService(t, &now, func(_ context.Context, _ *Snapshot, sc []ClusterScore) error { published = sc; return nil })
+
+	// No snapshot yet: 503, not a guess.
+	code, out := post(t, srv.URL+"/api/v1/placements", `{"replicas": 1, "cpu": "500m"}`)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "unavailable", out["errorType"])
+
+	require.NoError(t, svc.Refresh(t.Context()))
+	require.Len(t, published, 2)
+	require.True(t, published[0].Schedulable)
+	require.Equal(t, "eu-1", published[0].Cluster)
+	require.False(t, published[1].Schedulable)
+
+	// Metrics: eu-1 has 40 x 0.85 - 10 = 24 cores free; us-1 is filtered, score 0.
+	require.InDelta(t, 24, testutil.ToFloat64(svc.freeCPU.WithLabelValues("eu-1")), 1e-9)
+	require.Greater(t, testutil.ToFloat64(svc.score.WithLabelValues("eu-1")), 0.0)
+	require.Zero(t, testutil.ToFloat64(svc.score.WithLabelValues("us-1")))
+	require.Zero(t, testutil.ToFloat64(svc.schedulable.WithLabelValues("us-1")))
+	require.Equal(t, 1.0, testutil.ToFloat64(svc.schedulable.WithLabelValues("eu-1")))
+	n, err := testutil.GatherAndCount(reg, "fleetwatch_cluster_placement_score", "fleetwatch_cluster_free_cpu_cores", "fleetwatch_cluster_free_memory_bytes")
+	require.NoError(t, err)
+	require.Equal(t, 6, n)
+
+	// A placement, with quantities as Kubernetes writes them and one weight overridden.
+	code, out = post(t, srv.URL+"/api/v1/placements", `{"workload": "shop/api", "replicas": 3, "cpu": "500m", "memory": "1Gi", "constraints": {"compliance": ["pci"]}, "weights": {"cost": 2}}`)
+	require.Equal(t, http.StatusOK, code, out)
+	data := out["data"].(map[string]any)
+	require.Equal(t, true, data["feasible"])
+	require.Equal(t, []any{map[string]any{"cluster": "eu-1", "replicas": 3.0, "score": data["placements"].([]any)[0].(map[string]any)["score"]}}, data["placements"])
+	clusters := data["clusters"].([]any)
+	require.Len(t, clusters, 2)
+	require.Contains(t, clusters[0].(map[string]any)["why"], "gets 3")
+	require.Contains(t, clusters[1].(map[string]any)["why"], "filtered: stale: last data 4m0s ago")
+	require.Contains(t, clusters[1].(map[string]any)["filtered"], `lacks compliance tag "pci"`)
+
+	// Valid but unsatisfiable: 422 with the decision and a reason per cluster.
+	code, out = post(t, srv.URL+"/api/v1/placements", `{"replicas": 100, "cpu": 1}`)
+	require.Equal(t, http.StatusUnprocessableEntity, code)
+	require.Equal(t, "unsatisfiable", out["errorType"])
+	require.Equal(t, "only 24 of 100 replicas fit within the 85% ceiling on the 1 cluster(s) that pass every constraint", out["error"])
+	require.NotNil(t, out["data"])
+
+	// Bad requests: 400 saying what is wrong.
+	for body, want := range map[string]string{
+		``:                                       "empty body: want a JSON object",
+		`{"replicas": -1, "cpu": 1}`:             "replicas: must be >= 1, got -1",
+		`{"replicas": 1, "cpu": "lots"}`:         `"lots" is not a quantity`,
+		`{"replicas": 1, "cpu": 1, "colour": 1}`: `unknown field "colour"`,
+		`{"replicas": "two", "cpu": 1}`:          "replicas: want int, got a JSON string",
+		`{"replicas": 1, "cpu": 1, "constraints": {"compliance": ["hipaa"]}}`: `constraints.compliance: "hipaa" is not known; known: pci`,
+		`{"replicas": 1, "cpu": 1} {}`:                                        "body: more than one JSON value",
+		`{"replicas": 1,`:                                                     "body: ",
+	} {
+		code, out := post(t, srv.URL+"/api/v1/placements", body)
+		require.Equal(t, http.StatusBadRequest, code, body)
+		require.Equal(t, "bad_data", out["errorType"], body)
+		require.Contains(t, out["error"], want, body)
+	}
+
+	// What-if: eu-1 fails; us-1 is stale, so nothing can take its pods.
+	code, out = post(t, srv.URL+"/api/v1/whatif", `{"fail": ["eu-1"]}`)
+	require.Equal(t, http.StatusOK, code, out)
+	data = out["data"].(map[string]any)
+	require.Equal(t, false, data["absorbed"])
+	require.Equal(t, 3.0, data["moved"].(map[string]any)["pods"])
+	code, out = post(t, srv.URL+"/api/v1/whatif", `{"fail": ["nope"]}`)
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, out["error"], `fail: cluster "nope" is not known`)
+
+	resp, err := http.Get(srv.URL + "/api/v1/placements/snapshot")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	require.Equal(t, 1.0, testutil.ToFloat64(svc.decisions.WithLabelValues("placement", "placed")))
+	require.Equal(t, 1.0, testutil.ToFloat64(svc.decisions.WithLabelValues("placement", "unsatisfiable")))
+	require.Equal(t, 8.0, testutil.ToFloat64(svc.decisions.WithLabelValues("placement", "bad_request")))
+
+	// The snapshot grows old (refreshes failing): placement says so instead of deciding.
+	now = now.Add(5 * time.Minute)
+	code, out = post(t, srv.URL+"/api/v1/placements", `{"replicas": 1, "cpu": 1}`)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, out["error"], "the fleet snapshot is 5m0s old")
+}
+
+func TestNewValidates(t *testing.T) {
+	_, err := New(Options{})
+	require.ErrorContains(t, err, "Options.Source.Query is required")
+	_, err = New(Options{Source: Source{Query: func(context.Context, string, time.Time) (promql.Vector, error) { return nil, nil }},
+		Settings: Settings{Headroom: 1, SaturationRatio: 0.85, StaleAfter: time.Minute, Interval: time.Second, Weights: DefaultWeights}})
+	require.ErrorContains(t, err, "schedule.headroom: must be in [0, 1), got 1")
+}
+
+func TestReasonJSONRoundTrip(t *testing.T) {
+	r := Reasons{{kind: reasonNotReady, f: [5]float64{0.5, 0.9}}, {kind: reasonCompliance, s1: "pci"}}
+	b, err := json.Marshal(r)
+	require.NoError(t, err)
+	require.JSONEq(t, `["unhealthy: 50% of nodes Ready (minimum 90%)", "lacks compliance tag \"pci\""]`, string(b))
+	var back Reasons
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, r.Strings(), back.Strings())
+}
