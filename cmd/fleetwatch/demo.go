@@ -26,6 +26,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/agent"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
+	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
 type demoCmd struct {
@@ -167,6 +168,7 @@ func (d *demoCmd) run() error {
 	printBanner(os.Stdout, fwURL, d, names)
 	incidents, unsubscribe := srv.incidents.Subscribe()
 	go printIncidents(ctx, os.Stdout, incidents)
+	go printPlacements(ctx, os.Stdout, srv.schedule, d.interval)
 	watchDemo(ctx, os.Stdout, fwURL, d.interval, logger)
 	unsubscribe()
 	fmt.Fprintln(os.Stdout, "stopping: agents, simulator, fleetwatch")
@@ -219,6 +221,64 @@ func printIncidents(ctx context.Context, w io.Writer, ch <-chan *correlate.Incid
 			}
 		}
 	}
+}
+
+// demoWorkload is what the demo asks placement about as the fleet changes.
+var demoWorkload = schedule.Request{Workload: "shop/api", Replicas: 12, CPU: 0.5, Memory: 1 << 30, Weights: schedule.DefaultWeights}
+
+// printPlacements prints where demoWorkload would go, and why clusters are left out, each time
+// that changes.
+func printPlacements(ctx context.Context, w io.Writer, svc *schedule.Service, every time.Duration) {
+	last := ""
+	t := time.NewTicker(max(every, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !hasCapacityData(svc.Snapshot()) {
+			continue // the recording rules have not run yet
+		}
+		d, err := svc.Place(demoWorkload)
+		if err != nil {
+			continue // no fresh snapshot
+		}
+		var to, out []string
+		for _, p := range d.Placements {
+			to = append(to, fmt.Sprintf("%s:%d", p.Cluster, p.Replicas))
+		}
+		for _, c := range d.Clusters {
+			if len(c.Filtered) > 0 {
+				out = append(out, fmt.Sprintf("%s (%s)", c.Cluster, c.Filtered[0]))
+			}
+		}
+		line := strings.Join(to, " ")
+		if !d.Feasible {
+			line = "nowhere: " + d.Reason
+		}
+		if len(out) > 0 {
+			line += "; not " + strings.Join(out, ", ")
+		}
+		if line == last {
+			continue
+		}
+		last = line
+		fmt.Fprintf(w, "%s  placement of %d x 500m/1Gi (POST /api/v1/placements): %s\n", time.Now().Format("15:04:05"), demoWorkload.Replicas, line)
+	}
+}
+
+func hasCapacityData(s *schedule.Snapshot) bool {
+	if s == nil {
+		return false
+	}
+	for _, c := range s.Clusters {
+		if c.HasCapacity {
+			return true
+		}
+	}
+	return false
 }
 
 func simPost(ctx context.Context, url string) error {

@@ -54,6 +54,12 @@ func TestDemo(t *testing.T) {
 		})
 		require.Contains(t, d.p.Log(), "Prometheus HTTP API    http://"+d.addr+"/api/v1/query")
 		require.Contains(t, d.p.Log(), `sum by (cluster) (kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff"})`)
+		testenv.Eventually(t, 30*time.Second, func() error {
+			if !strings.Contains(d.p.Log(), "placement of 12 x 500m/1Gi (POST /api/v1/placements): ") {
+				return fmt.Errorf("no placement printed yet")
+			}
+			return nil
+		})
 	}
 	for _, d := range demos {
 		require.NoError(t, d.p.Signal(os.Interrupt))
