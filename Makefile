@@ -51,6 +51,7 @@ bench-alerts: peers build
 fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzLoad -fuzztime=30s ./internal/config
 	$(GO) test -run=^$$ -fuzz=FuzzRemoteWrite -fuzztime=30s ./collector
+	$(GO) test -run=^$$ -fuzz=FuzzPlacementRequest -fuzztime=30s ./schedule
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -71,6 +72,21 @@ func (s *Snapshot) Validate(r *Request) error {
 		return nil
 	}
 	c := &r.Constraints
+	// Constraints that contradict each other or the fleet's size can never be met, whatever
+	// the fleet's state: a bad request, not an unsatisfiable one.
+	for _, name := range c.ExcludeClusters {
+		if slices.Contains(c.Clusters, name) {
+			return badRequest("constraints: cluster %q is both in clusters and in exclude_clusters", name)
+		}
+	}
+	if r.Mode == ModeClusters {
+		switch {
+		case r.Clusters > len(s.Clusters):
+			return badRequest("clusters: %d clusters asked for, the fleet has %d", r.Clusters, len(s.Clusters))
+		case len(c.Clusters) > 0 && r.Clusters > len(c.Clusters):
+			return badRequest("clusters: %d clusters asked for, constraints.clusters allows %d", r.Clusters, len(c.Clusters))
+		}
+	}
 	if err := errors.Join(
 		known("compliance", c.Compliance, func(c *Cluster, v string) bool { return slices.Contains(c.Compliance, v) }, s.ComplianceTags),
 		known("regions", c.Regions, func(c *Cluster, v string) bool { return c.Region == v }, nil),
@@ -143,8 +159,11 @@ type candidate struct {
 func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Decision {
 	d := &Decision{Workload: r.Workload, Mode: r.Mode, Replicas: r.Replicas, SnapshotAt: s.At, Ceiling: s.Ceiling}
 	results := make([]ClusterResult, len(s.Clusters))
-	cands := make([]candidate, 0, len(s.Clusters))
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	cands := sc.cands[:0]
 	reasons := make(Reasons, 0, len(s.Clusters)) // one backing array for every cluster's reasons
+	ref := &reasonRef{ceiling: s.Ceiling, cpu: float64(r.CPU), memory: float64(r.Memory), constraints: &r.Constraints}
 	need := 1
 	if r.Mode == ModeClusters {
 		need = r.Replicas
@@ -158,7 +177,7 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 		capacity := replicasFitting(res.FreeCPU, res.FreeMemory, cpu, mem)
 		res.Fits = int(math.Min(capacity, maxReplicas))
 		n0 := len(reasons)
-		reasons = s.filter(reasons, c, r, failed, res.Fits, need)
+		reasons = s.filter(reasons, ref, c, failed, res.Fits, need)
 		res.Filtered = reasons[n0:len(reasons):len(reasons)]
 		if len(res.Filtered) > 0 {
 			continue
@@ -219,7 +238,7 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 	}
 
 	// Candidates first in rank order, then the filtered ones by name: moved in place.
-	dest := make([]int32, len(results))
+	dest := slices.Grow(sc.dest[:0], len(results))[:len(results)]
 	pos := int32(0)
 	for _, ci := range order {
 		dest[cands[ci].idx] = pos
@@ -233,6 +252,7 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 	}
 	permute(results, dest)
 	d.Clusters = results
+	sc.cands, sc.dest = cands[:0], dest[:0]
 	for i := range d.Clusters {
 		res := &d.Clusters[i]
 		switch {
@@ -261,6 +281,14 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 	return d
 }
 
+// scratch is a decision's working memory that does not outlive it.
+type scratch struct {
+	cands []candidate
+	dest  []int32
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
 // permute moves xs[i] to xs[dest[i]] for every i, following the permutation's cycles so each
 // element moves once; dest is left as the identity.
 func permute[T any](xs []T, dest []int32) {
@@ -287,8 +315,8 @@ func replicasFitting(freeCPU, freeMem, cpu, mem float64) float64 {
 }
 
 // filter appends every hard constraint the cluster fails to buf.
-func (s *Snapshot) filter(buf Reasons, c *Cluster, r *Request, failed map[string]bool, fits, need int) Reasons {
-	k := &r.Constraints
+func (s *Snapshot) filter(buf Reasons, ref *reasonRef, c *Cluster, failed map[string]bool, fits, need int) Reasons {
+	k := ref.constraints
 	if failed[c.Name] {
 		buf = append(buf, Reason{kind: reasonFailed})
 	}
@@ -302,32 +330,32 @@ func (s *Snapshot) filter(buf Reasons, c *Cluster, r *Request, failed map[string
 	case c.LastIngest.IsZero():
 		buf = append(buf, Reason{kind: reasonNeverIngested})
 	case s.At.Sub(c.LastIngest) > s.StaleAfter:
-		buf = append(buf, Reason{kind: reasonStale, f: [5]float64{float64(s.At.Sub(c.LastIngest)), float64(s.StaleAfter)}})
+		buf = append(buf, Reason{kind: reasonStale, f1: float64(s.At.Sub(c.LastIngest)), f2: float64(s.StaleAfter)})
 	}
 	if !c.HasCapacity {
 		buf = append(buf, Reason{kind: reasonNoCapacity})
 	}
 	if c.ReadyRatio >= 0 && c.ReadyRatio < s.MinReadyRatio {
-		buf = append(buf, Reason{kind: reasonNotReady, f: [5]float64{c.ReadyRatio, s.MinReadyRatio}})
+		buf = append(buf, Reason{kind: reasonNotReady, f1: c.ReadyRatio, f2: s.MinReadyRatio})
 	}
-	for _, inc := range c.Incidents {
-		if inc.Severity == "critical" {
-			buf = append(buf, Reason{kind: reasonIncident, s1: inc.Scope, s2: inc.ID, s3: inc.Title})
+	for i := range c.Incidents {
+		if c.Incidents[i].Severity == "critical" {
+			buf = append(buf, Reason{kind: reasonIncident, inc: &c.Incidents[i]})
 		}
 	}
 	for _, tag := range k.Compliance {
 		if !slices.Contains(c.Compliance, tag) {
-			buf = append(buf, Reason{kind: reasonCompliance, s1: tag})
+			buf = append(buf, Reason{kind: reasonCompliance, s: tag})
 		}
 	}
 	if len(k.Regions) > 0 && !slices.Contains(k.Regions, c.Region) {
-		buf = append(buf, Reason{kind: reasonNotAllowed, s1: "region", s2: c.Region, list: k.Regions})
+		buf = append(buf, Reason{kind: reasonNotAllowed, n1: 0, s: c.Region, ref: ref})
 	}
 	if len(k.Providers) > 0 && !slices.Contains(k.Providers, c.Provider) {
-		buf = append(buf, Reason{kind: reasonNotAllowed, s1: "provider", s2: c.Provider, list: k.Providers})
+		buf = append(buf, Reason{kind: reasonNotAllowed, n1: 1, s: c.Provider, ref: ref})
 	}
 	if len(k.Tiers) > 0 && !slices.Contains(k.Tiers, c.Tier) {
-		buf = append(buf, Reason{kind: reasonNotAllowed, s1: "tier", s2: c.Tier, list: k.Tiers})
+		buf = append(buf, Reason{kind: reasonNotAllowed, n1: 2, s: c.Tier, ref: ref})
 	}
 	if k.MaxLatency > 0 {
 		maxMs := float64(time.Duration(k.MaxLatency)) / float64(time.Millisecond)
@@ -335,15 +363,14 @@ func (s *Snapshot) filter(buf Reasons, c *Cluster, r *Request, failed map[string
 			ms, ok := c.LatencyMs[ur]
 			switch {
 			case !ok:
-				buf = append(buf, Reason{kind: reasonLatencyUnknown, s1: ur})
+				buf = append(buf, Reason{kind: reasonLatencyUnknown, s: ur})
 			case ms > maxMs:
-				buf = append(buf, Reason{kind: reasonLatencyAbove, s1: ur, f: [5]float64{ms, float64(k.MaxLatency)}})
+				buf = append(buf, Reason{kind: reasonLatencyAbove, s: ur, f1: ms, f2: float64(k.MaxLatency)})
 			}
 		}
 	}
 	if c.HasCapacity && fits < need {
-		buf = append(buf, Reason{kind: reasonCapacity, n1: fits, n2: need,
-			f: [5]float64{s.Ceiling, s.FreeCPU(c), s.FreeMemory(c), float64(r.CPU), float64(r.Memory)}})
+		buf = append(buf, Reason{kind: reasonCapacity, n1: int32(fits), n2: int32(need), f1: s.FreeCPU(c), f2: s.FreeMemory(c), ref: ref})
 	}
 	return buf
 }

@@ -297,6 +297,13 @@ func TestValidate(t *testing.T) {
 		{"unknown user region", func(r *Request) { r.Constraints.UserRegions = []string{"ap-users"} }, `constraints.user_regions: "ap-users" is not known; known: eu-users`},
 		{"max latency without user regions", func(r *Request) { r.Constraints.MaxLatency = Duration(time.Millisecond) }, "constraints.max_latency: needs constraints.user_regions"},
 		{"negative weight", func(r *Request) { r.Weights.Cost = -1 }, "weights.cost: must be a finite number >= 0, got -1"},
+		{"allowed and excluded", func(r *Request) {
+			r.Constraints.Clusters, r.Constraints.ExcludeClusters = []string{"eu-1", "us-1"}, []string{"us-1"}
+		}, `constraints: cluster "us-1" is both in clusters and in exclude_clusters`},
+		{"more clusters than the fleet has", func(r *Request) { r.Mode, r.Clusters = ModeClusters, 3 }, "clusters: 3 clusters asked for, the fleet has 2"},
+		{"more clusters than allowed", func(r *Request) {
+			r.Mode, r.Clusters, r.Constraints.Clusters = ModeClusters, 2, []string{"eu-1"}
+		}, "clusters: 2 clusters asked for, constraints.clusters allows 1"},
 		{"all weights zero", func(r *Request) { r.Weights = Weights{} }, "weights: at least one must be > 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -360,7 +367,7 @@ func clusterName(i int) string {
 func randomRequest(rng *rand.Rand, s *Snapshot) Request {
 	r := req(1+rng.IntN(60), float64(1+rng.IntN(40))/10, float64(1+rng.IntN(80))/10)
 	if rng.IntN(3) == 0 {
-		r.Mode, r.Clusters = ModeClusters, 1+rng.IntN(5)
+		r.Mode, r.Clusters = ModeClusters, 1+rng.IntN(min(5, len(s.Clusters)))
 	} else if rng.IntN(3) == 0 {
 		r.Clusters = 1 + rng.IntN(8)
 	}

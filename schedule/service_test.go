@@ -141,7 +141,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestReasonJSONRoundTrip(t *testing.T) {
-	r := Reasons{{kind: reasonNotReady, f: [5]float64{0.5, 0.9}}, {kind: reasonCompliance, s1: "pci"}}
+	r := Reasons{{kind: reasonNotReady, f1: 0.5, f2: 0.9}, {kind: reasonCompliance, s: "pci"}}
 	b, err := json.Marshal(r)
 	require.NoError(t, err)
 	require.JSONEq(t, `["unhealthy: 50% of nodes Ready (minimum 90%)", "lacks compliance tag \"pci\""]`, string(b))

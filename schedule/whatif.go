@@ -155,11 +155,11 @@ func WhatIf(s *Snapshot, r WhatIfRequest, workloads []Workload) (*WhatIfResult, 
 		received[s.Clusters[i].Name] = &ClusterAfter{}
 	}
 	// The filters that do not depend on the workload, for the per-cluster report.
-	probe := Request{Replicas: 1, CPU: 1e-12, Mode: ModeDivided, Constraints: r.Constraints, Weights: r.Weights}
+	ref := &reasonRef{ceiling: s.Ceiling, constraints: &r.Constraints}
 	for i := range s.Clusters {
 		c := &s.Clusters[i]
 		if !failed[c.Name] {
-			received[c.Name].Filtered = s.filter(nil, c, &probe, failed, 1, 0)
+			received[c.Name].Filtered = s.filter(nil, ref, c, failed, 1, 0)
 		}
 	}
 
