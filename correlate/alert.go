@@ -23,6 +23,12 @@ type Alert struct {
 	GeneratorURL string            `json:"generatorURL,omitempty"`
 	// Source says where the alert came from: "rules", "prometheus" or "alertmanager".
 	Source string `json:"source"`
+
+	// fp and localFP cache Rules.fingerprints, which the engine computes once when it takes
+	// the alert in rather than at every evaluation; zero means not computed. They are only
+	// valid for the replica labels they were computed with: the engine computes them again
+	// when those change.
+	fp, localFP uint64
 }
 
 // Resolved reports whether the alert had ended at now.

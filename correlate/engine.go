@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -58,6 +59,10 @@ type Engine struct {
 	alertsMtx sync.Mutex
 	alerts    map[uint64]Alert     // the stored alerts, by fingerprint
 	unseen    map[uint64]time.Time // alerts taken in since the last evaluation, and when
+	// fpRules are the rules the alerts' cached fingerprints (Alert.fp) were computed with; only
+	// their ReplicaLabels matter. Ingest reads them here rather than under mtx, so that it
+	// does not wait for an evaluation to finish.
+	fpRules Rules
 
 	latency   prometheus.Histogram
 	opened    *prometheus.CounterVec
@@ -104,11 +109,16 @@ func New(o Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	for k, a := range alerts {
+		a.fp, a.localFP = o.Rules.fingerprints(a)
+		alerts[k] = a
+	}
 	e := &Engine{
 		o: o, logger: o.Logger, kick: make(chan struct{}, 1), deliver: make(chan struct{}, 1),
 		tracker: NewTracker(o.ResolveAfter, o.Rules, active),
 		alerts:  alerts,
 		unseen:  map[uint64]time.Time{},
+		fpRules: o.Rules,
 		subs:    map[chan *Incident]struct{}{},
 	}
 	f := promauto.With(o.Registerer)
@@ -159,8 +169,21 @@ func (e *Engine) ApplySettings(s Settings) error {
 	}
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
+	if !slices.Equal(e.o.Rules.ReplicaLabels, s.Rules.ReplicaLabels) {
+		// The cached fingerprints are the old replica labels': compute them all again.
+		for _, inc := range e.tracker.active {
+			inc.Alerts = s.Rules.refingerprint(inc.Alerts)
+		}
+		e.alertsMtx.Lock()
+		for k, a := range e.alerts {
+			a.fp, a.localFP = s.Rules.fingerprints(a)
+			e.alerts[k] = a
+		}
+		e.fpRules = s.Rules
+		e.alertsMtx.Unlock()
+	}
 	e.o.Rules = s.Rules
-	e.tracker.fingerprint = s.Rules.Fingerprint
+	e.tracker.fingerprint = s.Rules.fingerprint
 	if s.ResolveAfter > 0 {
 		e.o.ResolveAfter, e.tracker.ResolveAfter = s.ResolveAfter, s.ResolveAfter
 	}
@@ -185,15 +208,29 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 	if len(alerts) == 0 {
 		return nil
 	}
-	e.mtx.Lock()
-	fp := e.o.Rules.Fingerprint
-	e.mtx.Unlock()
-	stored, err := e.o.Store.PutAlerts(alerts, fp, e.o.Now())
+	// Each alert is fingerprinted once, here, not at every evaluation. Ingest does not wait
+	// for an evaluation in progress (e.mtx).
+	e.alertsMtx.Lock()
+	r := e.fpRules
+	e.alertsMtx.Unlock()
+	in := make([]Alert, len(alerts))
+	for i, a := range alerts {
+		a.fp, a.localFP = r.fingerprints(a)
+		in[i] = a
+	}
+	stored, err := e.o.Store.PutAlerts(in, func(a Alert) uint64 { return a.fp }, e.o.Now())
 	if err != nil {
 		return fmt.Errorf("correlate: store alerts: %w", err)
 	}
 	taken := time.Now()
 	e.alertsMtx.Lock()
+	if !slices.Equal(r.ReplicaLabels, e.fpRules.ReplicaLabels) {
+		// A reload changed the replica labels meanwhile.
+		for fp, a := range stored {
+			a.fp, a.localFP = e.fpRules.fingerprints(a)
+			stored[fp] = a
+		}
+	}
 	for fp, a := range stored {
 		e.alerts[fp] = a
 		if _, ok := e.unseen[fp]; !ok {
@@ -201,8 +238,14 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 		}
 	}
 	e.alertsMtx.Unlock()
-	for _, a := range alerts {
-		e.received.WithLabelValues(a.Source).Inc()
+	// Count runs of the same source (a request has one) rather than alert by alert.
+	for i := 0; i < len(alerts); {
+		j := i + 1
+		for j < len(alerts) && alerts[j].Source == alerts[i].Source {
+			j++
+		}
+		e.received.WithLabelValues(alerts[i].Source).Add(float64(j - i))
+		i = j
 	}
 	select {
 	case e.kick <- struct{}{}:
@@ -219,9 +262,15 @@ func (e *Engine) Run(ctx context.Context) {
 	tick := time.NewTicker(e.o.Interval)
 	defer tick.Stop()
 	for {
+		start := time.Now()
 		if err := e.Evaluate(ctx); err != nil {
 			e.logger.Error("correlating alerts", "err", err)
 		}
+		// An evaluation of many alerts takes a while: leave at least as long to everything
+		// else (taking alerts in) before the next one, so that while alerts keep arriving
+		// evaluating takes at most about half the CPU.
+		done := time.Now()
+		next := done.Add(done.Sub(start))
 		select {
 		case <-ctx.Done():
 			wg.Wait()
@@ -229,12 +278,20 @@ func (e *Engine) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-e.kick:
 			// Let a burst of sends (one per rule group, one per member) land first.
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
+			next = later(next, time.Now().Add(200*time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Until(next)):
 		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Evaluate recomputes the incidents from the stored alerts now.
@@ -328,15 +385,24 @@ func (e *Engine) remember(topo *Topology, now time.Time) *Topology {
 	return topo
 }
 
-// gauges sets the active-incident gauges from the tracker.
+// gauges sets the active-incident gauges from the tracker. It counts first and sets each
+// gauge once: there may be tens of thousands of incidents.
 func (e *Engine) gauges() {
+	type kind struct{ severity, scope string }
+	kinds, clusters := map[kind]int{}, map[string]int{}
+	for _, inc := range e.tracker.active {
+		kinds[kind{inc.Severity, inc.Scope}]++
+		for _, c := range inc.Clusters {
+			clusters[c]++
+		}
+	}
 	e.incidents.Reset()
 	e.byCluster.Reset()
-	for _, inc := range e.tracker.Active() {
-		e.incidents.WithLabelValues(inc.Severity, inc.Scope).Inc()
-		for _, c := range inc.Clusters {
-			e.byCluster.WithLabelValues(c).Inc()
-		}
+	for k, n := range kinds {
+		e.incidents.WithLabelValues(k.severity, k.scope).Set(float64(n))
+	}
+	for c, n := range clusters {
+		e.byCluster.WithLabelValues(c).Set(float64(n))
 	}
 }
 

@@ -1,10 +1,12 @@
 package correlate
 
 import (
+	"cmp"
 	"fmt"
-	"hash/fnv"
+	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -83,22 +85,85 @@ func maxSeverity(alerts []Alert) string {
 }
 
 // Fingerprint identifies an alert for deduplication: its labels without the replica labels.
+// It is FNV-1a over the sorted label names and values, each followed by 0xff.
 func (r Rules) Fingerprint(a Alert) uint64 {
-	names := make([]string, 0, len(a.Labels))
+	fp, _ := r.fingerprints(a)
+	return fp
+}
+
+// fingerprints returns the alert's Fingerprint and its local fingerprint, the same without the
+// `cluster` label, which identifies the same alert in every cluster (rule 5). Both come from
+// one pass over the sorted label names, as the engine computes them for every alert it takes
+// in (Alert.fp, Alert.localFP).
+func (r Rules) fingerprints(a Alert) (fp, local uint64) {
+	var buf [32]string
+	names := buf[:0]
 	for n := range a.Labels {
 		if !has(r.ReplicaLabels, n) {
 			names = append(names, n)
 		}
 	}
-	sort.Strings(names)
-	h := fnv.New64a()
+	slices.Sort(names)
+	fp, local = fnvOffset, fnvOffset
 	for _, n := range names {
-		h.Write([]byte(n))
-		h.Write([]byte{0xff})
-		h.Write([]byte(a.Labels[n]))
-		h.Write([]byte{0xff})
+		v := a.Labels[n]
+		fp = fnvAdd(fnvAdd(fp, n), v)
+		if n != "cluster" {
+			local = fnvAdd(fnvAdd(local, n), v)
+		}
 	}
-	return h.Sum64()
+	return fp, local
+}
+
+// FNV-1a, 64 bits (hash/fnv), inlined so that hashing allocates nothing.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+// fnvAdd continues the hash h with s and a 0xff separator.
+func fnvAdd(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	h ^= 0xff
+	h *= fnvPrime
+	return h
+}
+
+// withFingerprints returns alerts with every Alert.fp and Alert.localFP set, computing those
+// that are not (copying alerts first, so the caller's are left alone).
+func (r Rules) withFingerprints(alerts []Alert) []Alert {
+	copied := false
+	for i := range alerts {
+		if alerts[i].fp != 0 {
+			continue
+		}
+		if !copied {
+			alerts, copied = slices.Clone(alerts), true
+		}
+		alerts[i].fp, alerts[i].localFP = r.fingerprints(alerts[i])
+	}
+	return alerts
+}
+
+// refingerprint returns a copy of alerts with their fingerprints computed again, for rules
+// whose replica labels changed.
+func (r Rules) refingerprint(alerts []Alert) []Alert {
+	alerts = slices.Clone(alerts)
+	for i := range alerts {
+		alerts[i].fp, alerts[i].localFP = r.fingerprints(alerts[i])
+	}
+	return alerts
+}
+
+// fingerprint is the alert's Fingerprint, computed only if it is not cached.
+func (r Rules) fingerprint(a Alert) uint64 {
+	if a.fp != 0 {
+		return a.fp
+	}
+	return r.Fingerprint(a)
 }
 
 // workloadOf names the workload an alert is about ("namespace/workload"), or "".
@@ -156,6 +221,16 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 	if topo == nil {
 		topo = &Topology{}
 	}
+	// The engine passes alerts with their fingerprints (taken in with these rules); compute any
+	// that are missing.
+	alerts = r.withFingerprints(alerts)
+	// Every rule reads the alerts' names and clusters: look them up in the label maps once.
+	name, cluster := make([]string, len(alerts)), make([]string, len(alerts))
+	byCluster := map[string][]int{}
+	for i, a := range alerts {
+		name[i], cluster[i] = a.Labels["alertname"], a.Labels["cluster"]
+		byCluster[cluster[i]] = append(byCluster[cluster[i]], i)
+	}
 	groups := map[string]*Group{}
 	taken := make([]bool, len(alerts))
 	add := func(k string, i int, init func(*Group)) {
@@ -168,25 +243,24 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 			}
 		}
 		g.Alerts = append(g.Alerts, alerts[i])
+		if c := cluster[i]; c != "" && !has(g.Clusters, c) {
+			g.Clusters = append(g.Clusters, c)
+		}
 		taken[i] = true
-	}
-	byCluster := map[string][]int{}
-	for i, a := range alerts {
-		byCluster[a.Labels["cluster"]] = append(byCluster[a.Labels["cluster"]], i)
 	}
 
 	// 1. A silent cluster or a control plane down explains everything else from the cluster.
 	for c, idx := range byCluster {
 		root := -1
 		for _, i := range idx {
-			if n := alerts[i].Labels["alertname"]; has(r.ClusterRoot, n) && (root < 0 || slices.Index(r.ClusterRoot, n) < slices.Index(r.ClusterRoot, alerts[root].Labels["alertname"])) {
+			if n := name[i]; has(r.ClusterRoot, n) && (root < 0 || slices.Index(r.ClusterRoot, n) < slices.Index(r.ClusterRoot, name[root])) {
 				root = i
 			}
 		}
 		if root < 0 || c == "" {
 			continue
 		}
-		rn := alerts[root].Labels["alertname"]
+		rn := name[root]
 		k := "cluster/" + c
 		add(k, root, func(g *Group) {
 			g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c)
@@ -209,17 +283,17 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 	}
 	failures := map[string]*failure{}
 	nodesDown := map[string]bool{} // clusters with a NotReady-nodes alert
-	for i, a := range alerts {
-		if !taken[i] && has(r.NodesRoot, a.Labels["alertname"]) {
-			nodesDown[a.Labels["cluster"]] = true
+	for i := range alerts {
+		if !taken[i] && has(r.NodesRoot, name[i]) {
+			nodesDown[cluster[i]] = true
 		}
 	}
 	for i, a := range alerts {
-		if taken[i] || !has(r.WorkloadFailure, a.Labels["alertname"]) {
+		if taken[i] || !has(r.WorkloadFailure, name[i]) {
 			continue
 		}
 		// A failure on a NotReady node is the node's (rule 3), not a rollout's.
-		if nodesDown[a.Labels["cluster"]] && onNotReadyNode(a, topo, "") {
+		if nodesDown[cluster[i]] && onNotReadyNode(a, topo, "") {
 			continue
 		}
 		w := workloadOf(a, topo)
@@ -232,7 +306,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 			failures[w] = f
 		}
 		f.idx = append(f.idx, i)
-		c := a.Labels["cluster"]
+		c := cluster[i]
 		if t, ok := f.first[c]; !ok || a.StartsAt.Before(t) {
 			f.first[c] = a.StartsAt
 		}
@@ -269,7 +343,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 		img := sharedImage(w, clusters, topo)
 		k := "rollout/" + w
 		for _, i := range f.idx {
-			if !has(clusters, alerts[i].Labels["cluster"]) {
+			if !has(clusters, cluster[i]) {
 				continue
 			}
 			add(k, i, func(g *Group) {
@@ -292,9 +366,9 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 		}
 	}
 	// A cluster's crash-loop total goes with the rollout when the cluster is part of one.
-	for i, a := range alerts {
-		if !taken[i] && has(r.ClusterFailure, a.Labels["alertname"]) {
-			if k, ok := rolledOut[a.Labels["cluster"]]; ok {
+	for i := range alerts {
+		if !taken[i] && has(r.ClusterFailure, name[i]) {
+			if k, ok := rolledOut[cluster[i]]; ok {
 				add(k, i, nil)
 			}
 		}
@@ -307,7 +381,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 			if taken[ri] {
 				continue
 			}
-			rn := alerts[ri].Labels["alertname"]
+			rn := name[ri]
 			switch {
 			case has(r.NodesRoot, rn):
 				node := alerts[ri].Labels["node"]
@@ -323,7 +397,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 				})
 				absorbed, left := 0, 0
 				for _, i := range idx {
-					n := alerts[i].Labels["alertname"]
+					n := name[i]
 					if taken[i] || !(has(r.WorkloadFailure, n) || has(r.Pending, n)) {
 						continue
 					}
@@ -338,7 +412,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 				// failing workload of the cluster.
 				if absorbed > 0 && left == 0 {
 					for _, i := range idx {
-						if !taken[i] && has(r.ClusterFailure, alerts[i].Labels["alertname"]) {
+						if !taken[i] && has(r.ClusterFailure, name[i]) {
 							add(k, i, nil)
 						}
 					}
@@ -347,7 +421,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 				k := "saturation/" + c
 				add(k, ri, func(g *Group) { g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c) })
 				for _, i := range idx {
-					if !taken[i] && has(r.Pending, alerts[i].Labels["alertname"]) {
+					if !taken[i] && has(r.Pending, name[i]) {
 						add(k, i, nil)
 					}
 				}
@@ -376,7 +450,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 	for c, idx := range byCluster {
 		k := "failures/" + c
 		for _, i := range idx {
-			n := alerts[i].Labels["alertname"]
+			n := name[i]
 			if !taken[i] && (has(r.WorkloadFailure, n) || has(r.ClusterFailure, n)) {
 				add(k, i, func(g *Group) { g.RootCause = "failing workloads in cluster " + c })
 			}
@@ -401,30 +475,14 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 		if taken[i] {
 			continue
 		}
-		rest := a
-		rest.Labels = map[string]string{}
-		for n, v := range a.Labels {
-			if n != "cluster" {
-				rest.Labels[n] = v
-			}
-		}
-		k := fmt.Sprintf("alert/%s/%x", a.Labels["alertname"], r.Fingerprint(rest))
-		add(k, i, func(g *Group) { g.RootCause = a.Labels["alertname"] })
+		n := name[i]
+		add("alert/"+n+"/"+strconv.FormatUint(a.localFP, 16), i, func(g *Group) { g.RootCause = n })
 	}
 
 	out := make([]Group, 0, len(groups))
-	for _, g := range groups {
-		cs := map[string]bool{}
-		for _, a := range g.Alerts {
-			if c := a.Labels["cluster"]; c != "" {
-				cs[c] = true
-			}
-		}
-		g.Clusters = g.Clusters[:0]
-		for c := range cs {
-			g.Clusters = append(g.Clusters, c)
-		}
-		sort.Strings(g.Clusters)
+	for _, k := range slices.Sorted(maps.Keys(groups)) {
+		g := groups[k]
+		sort.Strings(g.Clusters) // add collected them
 		if len(g.Clusters) > 1 {
 			g.Scope = "fleet"
 		}
@@ -441,10 +499,9 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 				break
 			}
 		}
-		sort.Slice(g.Alerts, func(i, j int) bool { return r.Fingerprint(g.Alerts[i]) < r.Fingerprint(g.Alerts[j]) })
+		slices.SortFunc(g.Alerts, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
 		out = append(out, *g)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
 }
 

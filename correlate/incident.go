@@ -82,9 +82,10 @@ type Tracker struct {
 
 // NewTracker returns a tracker that continues the given active incidents (from the store).
 func NewTracker(resolveAfter time.Duration, r Rules, active []*Incident) *Tracker {
-	t := &Tracker{ResolveAfter: resolveAfter, active: map[string]*Incident{}, newID: newID, fingerprint: r.Fingerprint}
+	t := &Tracker{ResolveAfter: resolveAfter, active: map[string]*Incident{}, newID: newID, fingerprint: r.fingerprint}
 	for _, i := range active {
 		if i.Active() {
+			i.Alerts = r.withFingerprints(i.Alerts)
 			t.active[i.Key] = i
 		}
 	}

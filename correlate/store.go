@@ -77,9 +77,14 @@ func (s *Store) PutAlerts(alerts []Alert, fingerprint func(Alert) uint64, now ti
 			prev, seen := stored[fp]
 			if !seen {
 				if old := b.Get(k); old != nil {
-					var sa storedAlert
+					// Only the times matter here: decoding the labels and annotations too
+					// would cost most of a resend.
+					var sa struct {
+						StartsAt time.Time `json:"startsAt"`
+						EndsAt   time.Time `json:"endsAt"`
+					}
 					if err := json.Unmarshal(old, &sa); err == nil {
-						prev, seen = sa.Alert, true
+						prev, seen = Alert{StartsAt: sa.StartsAt, EndsAt: sa.EndsAt}, true
 					}
 				}
 			}

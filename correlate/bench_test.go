@@ -1,0 +1,105 @@
+package correlate
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// benchAlerts generates n active alerts over clusters clusters, shaped like the kube-prometheus
+// alerts hack/alertbench posts: mostly pod-level alerts unrelated to each other (each its own
+// alert/ incident), crash loops (one failures/ incident per cluster) and deployment alerts that
+// the same workload raises in many clusters (rollouts).
+func benchAlerts(n, clusters int, now time.Time) []Alert {
+	rng := rand.New(rand.NewPCG(1, 2))
+	kinds := []string{"KubePodCrashLooping", "CPUThrottlingHigh", "KubePodNotReady", "KubeDeploymentReplicasMismatch", "TargetDown", "KubeContainerWaiting", "KubeJobFailed"}
+	out := make([]Alert, 0, n)
+	for i := range n {
+		c := fmt.Sprintf("prod-eu-west-1-%03d", i%clusters)
+		kind := kinds[rng.IntN(len(kinds))]
+		ns := fmt.Sprintf("ns-%d", rng.IntN(30))
+		deploy := fmt.Sprintf("%s-comp-%d", ns, rng.IntN(10))
+		l := map[string]string{
+			"alertname": kind, "cluster": c, "prometheus": "monitoring/k8s", "namespace": ns, "severity": "warning",
+			"job": "kube-state-metrics", "instance": "10.64.1.2:8080", "endpoint": "http-main", "service": "kube-state-metrics",
+		}
+		switch kind {
+		case "KubeDeploymentReplicasMismatch", "TargetDown":
+			l["deployment"] = deploy
+		default:
+			l["pod"] = fmt.Sprintf("%s-%08x-%d", deploy, rng.Uint32(), i)
+			l["container"] = "main"
+		}
+		out = append(out, Alert{
+			Labels: l,
+			Annotations: map[string]string{
+				"summary":     "Something is wrong.",
+				"description": fmt.Sprintf("%s of %s/%s on cluster %s.", kind, ns, deploy, c),
+				"runbook_url": "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/" + kind,
+			},
+			StartsAt:     now.Add(-time.Duration(rng.IntN(6*3600)) * time.Second),
+			EndsAt:       now.Add(4 * time.Minute),
+			GeneratorURL: "https://prometheus." + c + ".example.com/graph",
+			Source:       "prometheus",
+		})
+	}
+	return out
+}
+
+// BenchmarkCorrelate correlates 100k alerts fingerprinted at ingest, as the engine does.
+func BenchmarkCorrelate(b *testing.B) {
+	alerts := DefaultRules.withFingerprints(benchAlerts(100_000, 100, t0))
+	b.ReportAllocs()
+	for b.Loop() {
+		Correlate(alerts, nil, DefaultRules)
+	}
+}
+
+// benchEngine returns an engine holding n alerts, evaluated once.
+func benchEngine(b *testing.B, n int) (*Engine, []Alert) {
+	b.Helper()
+	st, err := OpenStore(filepath.Join(b.TempDir(), "incidents.db"))
+	require.NoError(b, err)
+	b.Cleanup(func() { st.Close() })
+	clk := &clock{t: t0}
+	e, err := New(Options{Store: st, Rules: DefaultRules, ResolveAfter: 5 * time.Minute, Alertmanagers: []string{"http://am:9093"}, Now: clk.now})
+	require.NoError(b, err)
+	alerts := benchAlerts(n, 100, t0)
+	for lo := 0; lo < len(alerts); lo += 1000 {
+		require.NoError(b, e.Ingest(context.Background(), alerts[lo:min(lo+1000, len(alerts))]))
+	}
+	require.NoError(b, e.Evaluate(context.Background()))
+	return e, alerts
+}
+
+// BenchmarkEvaluate is one evaluation of 100k held alerts after a batch of 64 was resent.
+func BenchmarkEvaluate(b *testing.B) {
+	e, alerts := benchEngine(b, 100_000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		batch := alerts[i%len(alerts):][:64]
+		i += 64
+		require.NoError(b, e.Ingest(ctx, batch))
+		require.NoError(b, e.Evaluate(ctx))
+	}
+}
+
+// BenchmarkIngest is taking in one Prometheus batch (64 alerts) with 100k alerts held.
+func BenchmarkIngest(b *testing.B) {
+	e, alerts := benchEngine(b, 100_000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		batch := alerts[i%len(alerts):][:64]
+		i += 64
+		require.NoError(b, e.Ingest(ctx, batch))
+	}
+}

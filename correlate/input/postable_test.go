@@ -1,0 +1,59 @@
+package input
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/alertmanager/api/v2/models"
+	"github.com/stretchr/testify/require"
+)
+
+// FuzzUnmarshalPostable: the one-pass decoding gives what json.Unmarshal into
+// models.PostableAlerts gives, errors included.
+func FuzzUnmarshalPostable(f *testing.F) {
+	for _, s := range []string{
+		`[]`, `null`, `{}`, `[null]`, `[1]`, `[{}]`, `[{"labels":`, `[{"labels":{"a":"b"}},null]`,
+		`[{"labels":{"a":"b"},"annotations":{"s":"x"},"startsAt":"2026-05-04T11:00:00Z","endsAt":"2026-05-04T12:00:00.123+02:00","generatorURL":"http://x/"}]`,
+		`[{"Labels":{"a":"b"},"labels":{"c":"d"},"startsAt":null,"endsAt":"2026-05-04"}]`,
+		`[{"labels":{"a":1}}]`, `[{"labels":{"a":"b"},"startsAt":"yesterday"}]`, `[{"labels":{"a":"b"},"generatorURL":3}]`,
+		benchBody(3),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var want models.PostableAlerts
+		wantErr := json.Unmarshal(body, &want)
+		got, err := unmarshalPostable(body)
+		if wantErr != nil {
+			require.EqualError(t, err, wantErr.Error())
+			return
+		}
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	})
+}
+
+// benchBody is a request of n alerts as Prometheus's notifier sends them.
+func benchBody(n int) string {
+	var alerts []string
+	for i := range n {
+		alerts = append(alerts, fmt.Sprintf(`{"annotations":{"description":"Pod payments/api-7d9f8-%d (api) is in waiting state (reason: \"CrashLoopBackOff\").","runbook_url":"https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubepodcrashlooping","summary":"Pod is crash looping."},"endsAt":"2026-05-04T11:04:00.000Z","startsAt":"2026-05-04T10:00:00.000Z","generatorURL":"https://prometheus.example.com/graph?g0.expr=max_over_time%%28kube_pod_container_status_waiting_reason%%5B5m%%5D%%29&g0.tab=1","labels":{"alertname":"KubePodCrashLooping","container":"api","endpoint":"http-main","instance":"10.64.1.2:8080","job":"kube-state-metrics","namespace":"payments","pod":"api-7d9f8-%d","prometheus":"monitoring/k8s","reason":"CrashLoopBackOff","service":"kube-state-metrics","severity":"warning","uid":"0f9e1c2a-%d"}}`, i, i, i))
+	}
+	return "[" + strings.Join(alerts, ",") + "]"
+}
+
+// BenchmarkDecodeAlertsV2 decodes one request of 64 alerts.
+func BenchmarkDecodeAlertsV2(b *testing.B) {
+	h, err := New(Options{Sink: &recordingSink{}})
+	require.NoError(b, err)
+	body := []byte(benchBody(64))
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := h.decodeAlertsV2(body, "eu-1", testNow); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
