@@ -13,7 +13,14 @@ import (
 // of 10, 100 and 1,000 clusters, over a fixed mix of requests (divided and pick-N, with and
 // without compliance, region and latency constraints). Besides ns/op it reports the p50 and p99
 // of the single decisions and decisions per second on one goroutine.
-func BenchmarkDecide(b *testing.B) {
+func BenchmarkDecide(b *testing.B) { benchDecide(b, false) }
+
+// BenchmarkDecideAndEncode is BenchmarkDecide plus encoding the answer as the API does (every
+// cluster's scores, reasons and explanation put into words, Decision.MarshalJSON): what a
+// caller of POST /api/v1/placements waits for, without the network.
+func BenchmarkDecideAndEncode(b *testing.B) { benchDecide(b, true) }
+
+func benchDecide(b *testing.B, encode bool) {
 	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(7, uint64(n)))
@@ -28,8 +35,14 @@ func BenchmarkDecide(b *testing.B) {
 			start := time.Now()
 			for i := range b.N {
 				t := time.Now()
-				if _, err := Decide(s, reqs[i%len(reqs)]); err != nil {
+				d, err := Decide(s, reqs[i%len(reqs)])
+				if err != nil {
 					b.Fatal(err)
+				}
+				if encode {
+					if _, err := d.MarshalJSON(); err != nil {
+						b.Fatal(err)
+					}
 				}
 				lat = append(lat, time.Since(t))
 			}

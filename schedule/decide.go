@@ -162,24 +162,21 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 	sc := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(sc)
 	cands := sc.cands[:0]
-	reasons := make(Reasons, 0, len(s.Clusters)) // one backing array for every cluster's reasons
-	ref := &reasonRef{ceiling: s.Ceiling, cpu: float64(r.CPU), memory: float64(r.Memory), constraints: &r.Constraints}
 	need := 1
 	if r.Mode == ModeClusters {
 		need = r.Replicas
 	}
+	ctx := &decisionCtx{snap: s, failed: failed, need: need,
+		ref: &reasonRef{ceiling: s.Ceiling, cpu: float64(r.CPU), memory: float64(r.Memory), constraints: &r.Constraints}}
 	cpu, mem := float64(r.CPU), float64(r.Memory)
 	for i := range s.Clusters {
 		c := &s.Clusters[i]
 		res := &results[i]
-		res.Cluster = c.Name
+		res.Cluster, res.idx, res.ctx = c.Name, int32(i), ctx
 		res.FreeCPU, res.FreeMemory = s.FreeCPU(c), s.FreeMemory(c)
 		capacity := replicasFitting(res.FreeCPU, res.FreeMemory, cpu, mem)
 		res.Fits = int(math.Min(capacity, maxReplicas))
-		n0 := len(reasons)
-		reasons = s.filter(reasons, ref, c, failed, res.Fits, need)
-		res.Filtered = reasons[n0:len(reasons):len(reasons)]
-		if len(res.Filtered) > 0 {
+		if res.filtered = s.filter(nil, ctx.ref, c, failed, res.Fits, need); res.filtered {
 			continue
 		}
 		cands = append(cands, candidate{idx: i, fits: res.Fits, capacity: capacity, cost: c.CostPerCPUHour, latency: meanLatency(c, r.Constraints.UserRegions), region: c.Region})
@@ -245,7 +242,7 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 		pos++
 	}
 	for i := range results {
-		if len(results[i].Filtered) > 0 {
+		if results[i].filtered {
 			dest[i] = pos
 			pos++
 		}
@@ -256,7 +253,7 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 	for i := range d.Clusters {
 		res := &d.Clusters[i]
 		switch {
-		case len(res.Filtered) > 0:
+		case res.filtered:
 		case !d.Feasible:
 			res.note = noteInfeasible
 		case res.Replicas > 0:
@@ -279,6 +276,25 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 		d.Placements = []Placement{}
 	}
 	return d
+}
+
+// decisionCtx is what a filtered cluster's reasons are worked out from when they are shown.
+type decisionCtx struct {
+	snap   *Snapshot
+	ref    *reasonRef
+	failed map[string]bool
+	need   int
+}
+
+// Filtered lists every hard constraint the cluster fails; nil when it is a candidate.
+func (res ClusterResult) Filtered() Reasons {
+	if !res.filtered || res.ctx == nil {
+		return nil
+	}
+	var out Reasons
+	s := res.ctx.snap
+	s.filter(&out, res.ctx.ref, &s.Clusters[res.idx], res.ctx.failed, res.Fits, res.ctx.need)
+	return out
 }
 
 // scratch is a decision's working memory that does not outlive it.
@@ -314,48 +330,63 @@ func replicasFitting(freeCPU, freeMem, cpu, mem float64) float64 {
 	return math.Floor(n + 1e-9)
 }
 
-// filter appends every hard constraint the cluster fails to buf.
-func (s *Snapshot) filter(buf Reasons, ref *reasonRef, c *Cluster, failed map[string]bool, fits, need int) Reasons {
+// filter reports whether the cluster fails a hard constraint. With out nil it stops at the
+// first (deciding needs no more); otherwise it appends every one to out, in words when shown.
+func (s *Snapshot) filter(out *Reasons, ref *reasonRef, c *Cluster, failed map[string]bool, fits, need int) bool {
 	k := ref.constraints
-	if failed[c.Name] {
-		buf = append(buf, Reason{kind: reasonFailed})
+	bad := false
+	// fail records a reason; true means "stop, the answer is known".
+	fail := func(r Reason) bool {
+		bad = true
+		if out == nil {
+			return true
+		}
+		*out = append(*out, r)
+		return false
 	}
-	if slices.Contains(k.ExcludeClusters, c.Name) {
-		buf = append(buf, Reason{kind: reasonExcluded})
+	if failed[c.Name] && fail(Reason{kind: reasonFailed}) {
+		return true
 	}
-	if len(k.Clusters) > 0 && !slices.Contains(k.Clusters, c.Name) {
-		buf = append(buf, Reason{kind: reasonNotListed})
+	if slices.Contains(k.ExcludeClusters, c.Name) && fail(Reason{kind: reasonExcluded}) {
+		return true
+	}
+	if len(k.Clusters) > 0 && !slices.Contains(k.Clusters, c.Name) && fail(Reason{kind: reasonNotListed}) {
+		return true
 	}
 	switch {
 	case c.LastIngest.IsZero():
-		buf = append(buf, Reason{kind: reasonNeverIngested})
+		if fail(Reason{kind: reasonNeverIngested}) {
+			return true
+		}
 	case s.At.Sub(c.LastIngest) > s.StaleAfter:
-		buf = append(buf, Reason{kind: reasonStale, f1: float64(s.At.Sub(c.LastIngest)), f2: float64(s.StaleAfter)})
+		if fail(Reason{kind: reasonStale, f1: float64(s.At.Sub(c.LastIngest)), f2: float64(s.StaleAfter)}) {
+			return true
+		}
 	}
-	if !c.HasCapacity {
-		buf = append(buf, Reason{kind: reasonNoCapacity})
+	if !c.HasCapacity && fail(Reason{kind: reasonNoCapacity}) {
+		return true
 	}
-	if c.ReadyRatio >= 0 && c.ReadyRatio < s.MinReadyRatio {
-		buf = append(buf, Reason{kind: reasonNotReady, f1: c.ReadyRatio, f2: s.MinReadyRatio})
+	if c.ReadyRatio >= 0 && c.ReadyRatio < s.MinReadyRatio && fail(Reason{kind: reasonNotReady, f1: c.ReadyRatio, f2: s.MinReadyRatio}) {
+		return true
 	}
 	for i := range c.Incidents {
-		if c.Incidents[i].Severity == "critical" {
-			buf = append(buf, Reason{kind: reasonIncident, inc: &c.Incidents[i]})
+		if c.Incidents[i].Severity == "critical" && fail(Reason{kind: reasonIncident, inc: &c.Incidents[i]}) {
+			return true
 		}
 	}
 	for _, tag := range k.Compliance {
-		if !slices.Contains(c.Compliance, tag) {
-			buf = append(buf, Reason{kind: reasonCompliance, s: tag})
+		if !slices.Contains(c.Compliance, tag) && fail(Reason{kind: reasonCompliance, s: tag}) {
+			return true
 		}
 	}
-	if len(k.Regions) > 0 && !slices.Contains(k.Regions, c.Region) {
-		buf = append(buf, Reason{kind: reasonNotAllowed, n1: 0, s: c.Region, ref: ref})
+	if len(k.Regions) > 0 && !slices.Contains(k.Regions, c.Region) && fail(Reason{kind: reasonNotAllowed, n1: 0, s: c.Region, ref: ref}) {
+		return true
 	}
-	if len(k.Providers) > 0 && !slices.Contains(k.Providers, c.Provider) {
-		buf = append(buf, Reason{kind: reasonNotAllowed, n1: 1, s: c.Provider, ref: ref})
+	if len(k.Providers) > 0 && !slices.Contains(k.Providers, c.Provider) && fail(Reason{kind: reasonNotAllowed, n1: 1, s: c.Provider, ref: ref}) {
+		return true
 	}
-	if len(k.Tiers) > 0 && !slices.Contains(k.Tiers, c.Tier) {
-		buf = append(buf, Reason{kind: reasonNotAllowed, n1: 2, s: c.Tier, ref: ref})
+	if len(k.Tiers) > 0 && !slices.Contains(k.Tiers, c.Tier) && fail(Reason{kind: reasonNotAllowed, n1: 2, s: c.Tier, ref: ref}) {
+		return true
 	}
 	if k.MaxLatency > 0 {
 		maxMs := float64(time.Duration(k.MaxLatency)) / float64(time.Millisecond)
@@ -363,16 +394,20 @@ func (s *Snapshot) filter(buf Reasons, ref *reasonRef, c *Cluster, failed map[st
 			ms, ok := c.LatencyMs[ur]
 			switch {
 			case !ok:
-				buf = append(buf, Reason{kind: reasonLatencyUnknown, s: ur})
+				if fail(Reason{kind: reasonLatencyUnknown, s: ur}) {
+					return true
+				}
 			case ms > maxMs:
-				buf = append(buf, Reason{kind: reasonLatencyAbove, s: ur, f1: ms, f2: float64(k.MaxLatency)})
+				if fail(Reason{kind: reasonLatencyAbove, s: ur, f1: ms, f2: float64(k.MaxLatency)}) {
+					return true
+				}
 			}
 		}
 	}
-	if c.HasCapacity && fits < need {
-		buf = append(buf, Reason{kind: reasonCapacity, n1: int32(fits), n2: int32(need), f1: s.FreeCPU(c), f2: s.FreeMemory(c), ref: ref})
+	if c.HasCapacity && fits < need && fail(Reason{kind: reasonCapacity, n1: int32(fits), n2: int32(need), f1: s.FreeCPU(c), f2: s.FreeMemory(c), ref: ref}) {
+		return true
 	}
-	return buf
+	return bad
 }
 
 func meanLatency(c *Cluster, regions []string) float64 {
@@ -537,11 +572,16 @@ func divide(n int, weights []float64, caps []int) []int {
 
 // Why says in words why the cluster got its replicas or none.
 func (res ClusterResult) Why() string {
-	if len(res.Filtered) > 0 {
-		return "filtered: " + res.Filtered.String()
+	if res.filtered {
+		return "filtered: " + res.Filtered().String()
 	}
+	return string(res.appendWhy(make([]byte, 0, 160)))
+}
+
+// appendWhy appends a candidate's explanation (digits and fixed words: nothing a JSON string
+// needs escaped).
+func (res *ClusterResult) appendWhy(b []byte) []byte {
 	sc := res.Scores
-	b := make([]byte, 0, 160)
 	b = append(b, "rank "...)
 	b = strconv.AppendInt(b, int64(res.Rank), 10)
 	b = append(b, ", score "...)
@@ -569,7 +609,7 @@ func (res ClusterResult) Why() string {
 	case noteRoundedToZero:
 		b = append(b, "; gets none: its share of the replicas rounded to 0"...)
 	}
-	return string(b)
+	return b
 }
 
 func pct(v float64) string { return strconv.FormatFloat(math.Round(1000*v)/10, 'f', -1, 64) + "%" }

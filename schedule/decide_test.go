@@ -111,12 +111,12 @@ func TestFilters(t *testing.T) {
 			require.NoError(t, s.Validate(&r))
 			got := result(s.decide(&r, nil, false), "c")
 			if tc.want == "" {
-				require.Empty(t, got.Filtered)
+				require.Empty(t, got.Filtered())
 				require.NotZero(t, got.Rank)
 				return
 			}
-			require.Len(t, got.Filtered, 1, "%v", got.Filtered)
-			require.Contains(t, got.Filtered[0].String(), tc.want)
+			require.Len(t, got.Filtered(), 1, "%v", got.Filtered())
+			require.Contains(t, got.Filtered()[0].String(), tc.want)
 			require.Zero(t, got.Rank)
 			require.Zero(t, got.Replicas)
 			require.True(t, strings.HasPrefix(got.Why(), "filtered: "), got.Why())
@@ -136,7 +136,7 @@ func TestFilterListsEveryReason(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, d.Feasible)
 	require.Equal(t, "no cluster fits: every cluster fails a constraint (see clusters[].filtered)", d.Reason)
-	require.Len(t, d.Clusters[0].Filtered, 4, "%v", d.Clusters[0].Filtered)
+	require.Len(t, d.Clusters[0].Filtered(), 4, "%v", d.Clusters[0].Filtered())
 }
 
 func TestScores(t *testing.T) {
@@ -266,7 +266,7 @@ func TestUnsatisfiable(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, d.Feasible)
 	require.Equal(t, "no 1 clusters fit: 0 cluster(s) can take all 9 replicas within the 85% ceiling and pass every constraint", d.Reason)
-	require.Contains(t, d.Clusters[0].Filtered[0].String(), "fits 8 of 9 replicas below the 85% ceiling")
+	require.Contains(t, d.Clusters[0].Filtered()[0].String(), "fits 8 of 9 replicas below the 85% ceiling")
 }
 
 func TestValidate(t *testing.T) {
@@ -410,7 +410,7 @@ func TestPlacementProperties(t *testing.T) {
 			if res.Replicas == 0 {
 				continue
 			}
-			require.Empty(t, res.Filtered, "iter %d: replicas on filtered cluster %s", iter, res.Cluster)
+			require.Empty(t, res.Filtered(), "iter %d: replicas on filtered cluster %s", iter, res.Cluster)
 			cpuAfter := c.RequestedCPU + float64(res.Replicas)*float64(r.CPU)
 			memAfter := c.RequestedMemory + float64(res.Replicas)*float64(r.Memory)
 			require.LessOrEqual(t, cpuAfter, c.AllocatableCPU*s.Ceiling*(1+1e-9), "iter %d: %s CPU above the ceiling", iter, res.Cluster)
@@ -418,7 +418,7 @@ func TestPlacementProperties(t *testing.T) {
 			placed += res.Replicas
 		}
 		for _, res := range d.Clusters {
-			if len(res.Filtered) > 0 {
+			if len(res.Filtered()) > 0 {
 				outcomes["filtered"]++
 				break
 			}

@@ -41,7 +41,7 @@ func FuzzPlacementRequest(f *testing.F) {
 			if res.Replicas == 0 {
 				continue
 			}
-			if len(res.Filtered) > 0 {
+			if len(res.Filtered()) > 0 {
 				t.Fatalf("replicas on filtered cluster %s", res.Cluster)
 			}
 			c := s.Cluster(res.Cluster)

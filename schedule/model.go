@@ -261,8 +261,10 @@ type Scores struct {
 // ClusterResult is why a cluster was chosen or filtered out.
 type ClusterResult struct {
 	Cluster string `json:"cluster"`
-	// Filtered lists every hard constraint the cluster fails; empty when it is a candidate.
-	Filtered Reasons `json:"filtered,omitempty"`
+	// filtered says the cluster fails a hard constraint; Filtered lists them.
+	filtered bool
+	idx      int32
+	ctx      *decisionCtx
 	// Fits is how many replicas fit within its headroom.
 	Fits int `json:"fits"`
 	// Rank is the candidate's place in the order clusters were considered (1 = first); 0 when
@@ -291,8 +293,9 @@ func (r ClusterResult) MarshalJSON() ([]byte, error) {
 	type plain ClusterResult
 	return json.Marshal(struct {
 		plain
-		Why string `json:"why"`
-	}{plain(r), r.Why()})
+		Filtered Reasons `json:"filtered,omitempty"`
+		Why      string  `json:"why"`
+	}{plain(r), r.Filtered(), r.Why()})
 }
 
 // Placement is the replicas one cluster gets.

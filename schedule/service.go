@@ -208,7 +208,7 @@ func ReferenceScores(snap *Snapshot, w Weights) []ClusterScore {
 	d := snap.decide(&req, nil, false)
 	out := make([]ClusterScore, 0, len(d.Clusters))
 	for _, r := range d.Clusters {
-		sc := ClusterScore{Cluster: r.Cluster, Schedulable: len(r.Filtered) == 0, Filtered: r.Filtered, FreeCPU: r.FreeCPU, FreeMemory: r.FreeMemory}
+		sc := ClusterScore{Cluster: r.Cluster, Schedulable: !r.filtered, Filtered: r.Filtered(), FreeCPU: r.FreeCPU, FreeMemory: r.FreeMemory}
 		if sc.Schedulable {
 			sc.Score = r.Scores.Total
 		}
@@ -363,13 +363,21 @@ func (s *Service) servePlace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.decisionSeconds.WithLabelValues("placement").Observe(time.Since(start).Seconds())
+	// The envelope is written around the decision's own encoding: encoding/json would spend
+	// longer checking that output again than it took to write.
+	body, _ := d.MarshalJSON()
+	w.Header().Set("Content-Type", "application/json")
 	if !d.Feasible {
 		s.decisions.WithLabelValues("placement", "unsatisfiable").Inc()
-		respond(w, http.StatusUnprocessableEntity, apiResponse{Status: "error", ErrorType: "unsatisfiable", Error: d.Reason, Data: d})
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		out := append([]byte(`{"status":"error","errorType":"unsatisfiable","error":`), appendString(nil, d.Reason)...)
+		out = append(append(append(out, `,"data":`...), body...), "}\n"...)
+		_, _ = w.Write(out)
 		return
 	}
 	s.decisions.WithLabelValues("placement", "placed").Inc()
-	respond(w, http.StatusOK, apiResponse{Status: "success", Data: d})
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(append([]byte(`{"status":"success","data":`), body...), "}\n"...))
 }
 
 func (s *Service) serveWhatIf(w http.ResponseWriter, r *http.Request) {

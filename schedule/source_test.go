@@ -106,9 +106,9 @@ func TestSourceSnapshot(t *testing.T) {
 		"stale: last data 4m0s ago (placement needs data newer than 2m0s)",
 		"unhealthy: 50% of nodes Ready (minimum 90%)",
 		"unhealthy: open critical cluster incident inc-1: nodes NotReady",
-	}, result(d, "us-1").Filtered.Strings())
+	}, result(d, "us-1").Filtered().Strings())
 	require.Equal(t, []string{"stale: no data received from it", "no allocatable CPU and memory in the view (cluster:kube_node_status_allocatable_*:sum)"},
-		result(d, "ap-1").Filtered.Strings())
+		result(d, "ap-1").Filtered().Strings())
 }
 
 func TestSourceSnapshotQueryFails(t *testing.T) {

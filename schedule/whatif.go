@@ -159,7 +159,7 @@ func WhatIf(s *Snapshot, r WhatIfRequest, workloads []Workload) (*WhatIfResult, 
 	for i := range s.Clusters {
 		c := &s.Clusters[i]
 		if !failed[c.Name] {
-			received[c.Name].Filtered = s.filter(nil, ref, c, failed, 1, 0)
+			s.filter(&received[c.Name].Filtered, ref, c, failed, 1, 0)
 		}
 	}
 

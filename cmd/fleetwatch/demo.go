@@ -250,8 +250,8 @@ func printPlacements(ctx context.Context, w io.Writer, svc *schedule.Service, ev
 			to = append(to, fmt.Sprintf("%s:%d", p.Cluster, p.Replicas))
 		}
 		for _, c := range d.Clusters {
-			if len(c.Filtered) > 0 {
-				out = append(out, fmt.Sprintf("%s (%s)", c.Cluster, c.Filtered[0]))
+			if fs := c.Filtered(); len(fs) > 0 {
+				out = append(out, fmt.Sprintf("%s (%s)", c.Cluster, fs[0]))
 			}
 		}
 		line := strings.Join(to, " ")

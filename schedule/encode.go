@@ -1,0 +1,203 @@
+package schedule
+
+import (
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// MarshalJSON writes the decision, and every cluster's breakdown, by appending to one buffer:
+// through reflection, a 1,000-cluster decision took 35 times longer to encode than to decide.
+// The output is the same JSON as encoding/json writes for the struct tags
+// (TestDecisionJSONMatchesReflection).
+func (d Decision) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 512+len(d.Clusters)*320)
+	b = append(b, '{')
+	if d.Workload != "" {
+		b = appendKey(b, "workload")
+		b = appendString(b, d.Workload)
+		b = append(b, ',')
+	}
+	b = appendKey(b, "mode")
+	b = appendString(b, d.Mode)
+	b = append(b, `,"replicas":`...)
+	b = strconv.AppendInt(b, int64(d.Replicas), 10)
+	b = append(b, `,"feasible":`...)
+	b = strconv.AppendBool(b, d.Feasible)
+	if d.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, d.Reason)
+	}
+	b = append(b, `,"placements":`...)
+	if d.Placements == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, p := range d.Placements {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"cluster":`...)
+			b = appendString(b, p.Cluster)
+			b = append(b, `,"replicas":`...)
+			b = strconv.AppendInt(b, int64(p.Replicas), 10)
+			b = append(b, `,"score":`...)
+			b = appendFloat(b, p.Score)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"clusters":`...)
+	if d.Clusters == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range d.Clusters {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = d.Clusters[i].appendJSON(b)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"snapshot_at":"`...)
+	b = d.SnapshotAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","ceiling":`...)
+	b = appendFloat(b, d.Ceiling)
+	return append(b, '}'), nil
+}
+
+func (r *ClusterResult) appendJSON(b []byte) []byte {
+	b = append(b, `{"cluster":`...)
+	b = appendString(b, r.Cluster)
+	b = append(b, `,"fits":`...)
+	b = strconv.AppendInt(b, int64(r.Fits), 10)
+	if r.Rank != 0 {
+		b = append(b, `,"rank":`...)
+		b = strconv.AppendInt(b, int64(r.Rank), 10)
+	}
+	sc := &r.Scores
+	b = append(b, `,"scores":{"free_capacity":`...)
+	b = appendFloat(b, sc.FreeCapacity)
+	b = append(b, `,"cost":`...)
+	b = appendFloat(b, sc.Cost)
+	b = append(b, `,"latency":`...)
+	b = appendFloat(b, sc.Latency)
+	b = append(b, `,"saturation":`...)
+	b = appendFloat(b, sc.Saturation)
+	b = append(b, `,"spread":`...)
+	b = appendFloat(b, sc.Spread)
+	b = append(b, `,"total":`...)
+	b = appendFloat(b, sc.Total)
+	b = append(b, `},"replicas":`...)
+	b = strconv.AppendInt(b, int64(r.Replicas), 10)
+	b = append(b, `,"free_cpu_cores":`...)
+	b = appendFloat(b, r.FreeCPU)
+	b = append(b, `,"free_memory_bytes":`...)
+	b = appendFloat(b, r.FreeMemory)
+	if !r.filtered {
+		b = append(b, `,"why":"`...)
+		b = r.appendWhy(b)
+		return append(b, `"}`...)
+	}
+	fs := r.Filtered().Strings()
+	b = append(b, `,"filtered":[`...)
+	for i, f := range fs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, f)
+	}
+	b = append(b, `],"why":"filtered: `...)
+	for i, f := range fs {
+		if i > 0 {
+			b = append(b, "; "...)
+		}
+		b = appendEscaped(b, f)
+	}
+	return append(b, `"}`...)
+}
+
+func appendKey(b []byte, k string) []byte {
+	b = appendString(b, k)
+	return append(b, ':')
+}
+
+// appendFloat formats like encoding/json: the shortest representation, exponent form below
+// 1e-6 and from 1e21; NaN and infinities, which JSON cannot carry, as null.
+func appendFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// Clean up e-09 to e-9, as encoding/json does.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string: quotes, backslashes and control characters escaped,
+// <, > and & escaped as encoding/json does for HTML safety, invalid UTF-8 as U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
+}
+
+// appendEscaped appends the inside of appendString's JSON string.
+func appendEscaped(b []byte, s string) []byte {
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	return append(b, s[start:]...)
+}
