@@ -153,6 +153,18 @@ func self(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `sum(rate(prometheus_notifications_dropped_total{`+jf+`}[$__rate_interval]))`, "dropped")).
 		Unit("short").Min(0))
 
+	b.WithRow(dashboard.NewRowBuilder("Placement"))
+	b.WithPanel(timeSeries("Placement score", "Each cluster's placement score (0-100) for a reference replica of 100m CPU and 128Mi with the configured weights; 0 while a hard filter (stale data, unhealthy, no room below the ceiling) rules it out. schedule/README.md.", 8, 8).
+		WithTarget(query("A", `max by (cluster) (fleetwatch_cluster_placement_score{`+jf+`, `+cf+`})`, "{{cluster}}")).
+		Min(0).Max(100))
+	b.WithPanel(timeSeries("Free CPU below the ceiling", "CPU cores placement may still put on each cluster before its requests reach min(1 - schedule.headroom, rules.pack.saturation_ratio) of allocatable.", 8, 8).
+		WithTarget(query("A", `max by (cluster) (fleetwatch_cluster_free_cpu_cores{`+jf+`, `+cf+`})`, "{{cluster}}")).
+		Unit("short").AxisLabel("cores").Min(0))
+	b.WithPanel(timeSeries("Placement and what-if answers", "Answers a second of POST /api/v1/placements and /api/v1/whatif, and clusters that pass every workload-independent filter.", 8, 8).
+		WithTarget(query("A", `sum by (kind) (rate(fleetwatch_schedule_decision_duration_seconds_count{`+jf+`}[$__rate_interval]))`, "{{kind}} / s")).
+		WithTarget(query("B", `sum(max by (cluster) (fleetwatch_cluster_schedulable{`+jf+`, `+cf+`}))`, "schedulable clusters")).
+		Min(0))
+
 	b.WithRow(dashboard.NewRowBuilder("Process"))
 	b.WithPanel(timeSeries("CPU", "CPU used by each fleetwatch process, in cores.", 8, 8).
 		WithTarget(query("A", `sum by (instance) (rate(process_cpu_seconds_total{`+jf+`}[$__rate_interval]))`, "{{instance}}")).
