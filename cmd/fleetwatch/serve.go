@@ -205,11 +205,6 @@ func newServer(o serverOptions) (*server, error) {
 		closeAll()
 		return nil, err
 	}
-	st, err := scheduleSettings(cfg)
-	if err != nil {
-		closeAll()
-		return nil, err
-	}
 	s.schedule, err = schedule.New(schedule.Options{
 		Source: schedule.Source{
 			Query: schedule.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
@@ -220,7 +215,7 @@ func newServer(o serverOptions) (*server, error) {
 				return s.incidents.Active()
 			},
 		},
-		Settings: st, Publish: s.publishScores,
+		Settings: scheduleSettings(cfg), Publish: s.publishScores,
 		Logger: o.Logger.With("component", "schedule"), Registerer: reg,
 	})
 	if err != nil {
@@ -316,10 +311,6 @@ func (s *server) apply(cfg *config.Config) error {
 	}
 	s.correlating.Store(cc.Enabled)
 
-	st, err := scheduleSettings(cfg)
-	if err != nil {
-		return err
-	}
 	if o := cfg.Schedule.OCM; o != nil {
 		p, err := newOCMPublisher(o, s.logger)
 		if err != nil {
@@ -330,7 +321,7 @@ func (s *server) apply(cfg *config.Config) error {
 		s.ocm.Store(nil)
 	}
 	s.scheduling.Store(cfg.Schedule.Enabled)
-	if err := s.schedule.ApplySettings(st); err != nil {
+	if err := s.schedule.ApplySettings(scheduleSettings(cfg)); err != nil {
 		return fmt.Errorf("apply schedule config: %w", err)
 	}
 	return nil
@@ -339,7 +330,7 @@ func (s *server) apply(cfg *config.Config) error {
 // scheduleSettings is placement's part of the configuration: the clusters' static
 // description, and the thresholds it shares with the rule pack (the saturation ceiling, the
 // Ready ratio, the silent-cluster window), so they are never configured twice.
-func scheduleSettings(cfg *config.Config) (schedule.Settings, error) {
+func scheduleSettings(cfg *config.Config) schedule.Settings {
 	sc, th := cfg.Schedule, cfg.Rules.Pack.Thresholds
 	st := schedule.Settings{
 		Headroom: sc.Headroom, SaturationRatio: th.SaturationRatio, MinReadyRatio: th.NodeReadyRatio,
@@ -356,7 +347,7 @@ func scheduleSettings(cfg *config.Config) (schedule.Settings, error) {
 		}
 		st.Clusters = append(st.Clusters, schedule.Static{Name: c.Name, Labels: c.Labels, Compliance: c.Compliance, CostPerCPUHour: c.CostPerCPUHour, Latency: lat})
 	}
-	return st, nil
+	return st
 }
 
 // scheduleHandler serves placement and what-if while schedule.enabled is true.
