@@ -62,10 +62,17 @@ func (e *Engine) list(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Since = t
 	}
-	incs, err := e.o.Store.Incidents(f)
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "internal", err)
-		return
+	var incs []*Incident
+	switch f.State {
+	case "active", StateOpen, StateAcknowledged:
+		// Active incidents are in memory: no need to decode the whole history.
+		incs = e.activeIncidents(f)
+	default:
+		var err error
+		if incs, err = e.o.Store.Incidents(f); err != nil {
+			fail(w, http.StatusInternalServerError, "internal", err)
+			return
+		}
 	}
 	if incs == nil {
 		incs = []*Incident{}

@@ -73,6 +73,11 @@ type Engine struct {
 	subMtx sync.Mutex
 	subs   map[chan *Incident]struct{}
 
+	// active are copies of the active incidents, by ID, replaced whenever one changes: the
+	// incident API and placement read them without waiting for an evaluation (mtx).
+	activeMtx sync.RWMutex
+	active    map[string]*Incident
+
 	received  *prometheus.CounterVec
 	incidents *prometheus.GaugeVec
 	sent      *prometheus.CounterVec
@@ -120,6 +125,10 @@ func New(o Options) (*Engine, error) {
 		unseen:  map[uint64]time.Time{},
 		fpRules: o.Rules,
 		subs:    map[chan *Incident]struct{}{},
+		active:  map[string]*Incident{},
+	}
+	for _, inc := range e.tracker.Active() {
+		e.track(inc)
 	}
 	f := promauto.With(o.Registerer)
 	e.received = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_alerts_received_total", Help: "Alerts taken in by the correlation engine, by source."}, []string{"source"})
@@ -421,18 +430,47 @@ func (e *Engine) account(inc *Incident, how string) {
 }
 
 // Active returns copies of the active (open or acknowledged) incidents, without their alerts,
-// labels or former labels, for consumers such as placement that read the fleet's health.
+// labels or former labels, for consumers such as placement that read the fleet's health. It
+// does not wait for an evaluation in progress.
 func (e *Engine) Active() []Incident {
-	e.mtx.Lock()
-	defer e.mtx.Unlock()
-	act := e.tracker.Active()
-	out := make([]Incident, 0, len(act))
-	for _, inc := range act {
+	e.activeMtx.RLock()
+	defer e.activeMtx.RUnlock()
+	out := make([]Incident, 0, len(e.active))
+	for _, inc := range e.active {
 		c := *inc
 		c.Alerts, c.Labels, c.FormerLabels = nil, nil, nil
 		c.Clusters = append([]string(nil), inc.Clusters...)
 		out = append(out, c)
 	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// track keeps the copy of a changed incident that activeIncidents reads. The tracker replaces
+// an incident's slices and maps when it changes and never writes into them, so a shallow copy
+// stays as it was.
+func (e *Engine) track(inc *Incident) {
+	e.activeMtx.Lock()
+	defer e.activeMtx.Unlock()
+	if !inc.Active() {
+		delete(e.active, inc.ID)
+		return
+	}
+	cp := *inc
+	e.active[inc.ID] = &cp
+}
+
+// activeIncidents lists the active incidents that match f, newest first, from memory.
+func (e *Engine) activeIncidents(f Filter) []*Incident {
+	e.activeMtx.RLock()
+	out := make([]*Incident, 0, len(e.active))
+	for _, inc := range e.active {
+		if f.match(inc) {
+			out = append(out, inc)
+		}
+	}
+	e.activeMtx.RUnlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].ID > out[b].ID })
 	return out
 }
 
@@ -487,6 +525,7 @@ func (e *Engine) Subscribe() (<-chan *Incident, func()) {
 }
 
 func (e *Engine) publish(inc *Incident) {
+	e.track(inc)
 	cp := *inc
 	e.subMtx.Lock()
 	defer e.subMtx.Unlock()

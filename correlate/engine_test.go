@@ -250,3 +250,64 @@ func TestEngineMetrics(t *testing.T) {
 	require.Equal(t, 0, testutil.CollectAndCount(e.byCluster))
 	require.Equal(t, 1, testutil.CollectAndCount(e.duration))
 }
+
+// TestActiveListMatchesStore: the incident API answers active states from memory; at every
+// step (new incidents, acknowledgement, clearing, a restart that reloads them) it lists
+// exactly what the store holds as active, with the same content.
+func TestActiveListMatchesStore(t *testing.T) {
+	am := &recordingAM{}
+	srv := httptest.NewServer(am)
+	t.Cleanup(srv.Close)
+	clk := &clock{t: t0}
+	path := filepath.Join(t.TempDir(), "correlate.db")
+	e, stop := startEngine(t, path, srv.URL, clk)
+
+	same := func(f Filter) {
+		t.Helper()
+		want, err := e.o.Store.Incidents(f)
+		require.NoError(t, err)
+		if want == nil {
+			want = []*Incident{} // as the API answers it
+		}
+		got := e.activeIncidents(f)
+		wj, err := json.Marshal(want)
+		require.NoError(t, err)
+		gj, err := json.Marshal(got)
+		require.NoError(t, err)
+		require.JSONEq(t, string(wj), string(gj), "filter %+v", f)
+	}
+	check := func() {
+		t.Helper()
+		e.mtx.Lock() // no evaluation between the two reads
+		defer e.mtx.Unlock()
+		for _, f := range []Filter{{State: "active"}, {State: StateOpen}, {State: StateAcknowledged},
+			{State: "active", Cluster: "eu-2"}, {State: "active", Severity: "critical"}} {
+			same(f)
+		}
+	}
+	nodes := alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical")
+	other := alert(0, "alertname", "KubeJobFailed", "cluster", "us-1", "namespace", "batch", "job_name", "nightly", "severity", "warning")
+	require.NoError(t, e.Ingest(context.Background(), []Alert{nodes, other}))
+	require.NoError(t, e.Evaluate(context.Background()))
+	check()
+	active := e.activeIncidents(Filter{State: "active"})
+	require.Len(t, active, 2)
+	_, err := e.Acknowledge(active[0].ID, "alice")
+	require.NoError(t, err)
+	check()
+	other.EndsAt = clk.now()
+	require.NoError(t, e.Ingest(context.Background(), []Alert{other}))
+	clk.add(time.Minute)
+	require.NoError(t, e.Evaluate(context.Background()))
+	clk.add(5 * time.Minute)
+	require.NoError(t, e.Evaluate(context.Background()))
+	check()
+	require.Len(t, e.activeIncidents(Filter{State: "active"}), 1)
+	require.Len(t, e.Active(), 1)
+	stop()
+
+	e, stop = startEngine(t, path, srv.URL, clk)
+	defer stop()
+	check()
+	require.Len(t, e.activeIncidents(Filter{State: "active"}), 1)
+}
