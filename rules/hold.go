@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"sort"
 	"sync"
@@ -54,6 +55,11 @@ type holder struct {
 	heldG  prometheus.Gauge
 	now    func() time.Time
 
+	// statePath is the file the series behind firing alerts are kept in across restarts
+	// (holdstate.go); empty: memory only. savedDigest identifies what it holds.
+	statePath   string
+	savedDigest uint64
+
 	mtx         sync.Mutex
 	clusters    map[string]bool // nil: any cluster
 	silentAfter time.Duration
@@ -62,10 +68,14 @@ type holder struct {
 }
 
 type ruleHold struct {
-	last   map[uint64]promql.Sample // the rule's result last evaluation, by labels without name
-	firing map[uint64]bool          // alert label hashes of its firing alerts
-	gone   map[uint64]time.Time     // when each held series vanished
-	held   map[uint64]bool          // alert label hashes this rule holds
+	last    map[uint64]promql.Sample // the rule's result last evaluation, by labels without name
+	alertOf map[uint64]uint64        // the alert labels hash each series of last fires as
+	// restored are the alerts the state file says were firing before a restart, until they
+	// fire again or go away.
+	restored map[uint64]bool
+	firing   map[uint64]bool      // alert label hashes of its firing alerts
+	gone     map[uint64]time.Time // when each held series vanished
+	held     map[uint64]bool      // alert label hashes this rule holds
 }
 
 type heldAlert struct {
@@ -101,7 +111,7 @@ func (h *holder) configure(clusters []string, silentAfter time.Duration) {
 }
 
 func ruleKey(name, query string, ls labels.Labels) string {
-	return name + "\xff" + query + "\xff" + ls.String()
+	return name + "\x00" + query + "\x00" + ls.String() // \x00 survives the JSON state file
 }
 
 // alertHash is the identity Prometheus gives the alert a series of the rule becomes (without
@@ -126,13 +136,15 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 		return res, err
 	}
 	key := ruleKey(d.Name, d.Query, d.Labels)
+	// Only this rule's group evaluates it, but saveState reads every rule's state from other
+	// groups' goroutines: rh's maps are replaced under mtx, never changed in place.
 	h.mtx.Lock()
 	rh := h.rules[key]
 	if rh == nil {
 		rh = &ruleHold{gone: map[uint64]time.Time{}}
 		h.rules[key] = rh
 	}
-	firing := rh.firing
+	firing, last, gone := rh.firing, rh.last, maps.Clone(rh.gone)
 	h.mtx.Unlock()
 
 	present := make(map[uint64]bool, len(res))
@@ -140,34 +152,38 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 		present[seriesHash(s.Metric)] = true
 	}
 	var missing []promql.Sample
-	for k, s := range rh.last {
+	for k, s := range last {
 		if !present[k] && firing[alertHash(d.Name, d.Labels, s.Metric)] {
 			missing = append(missing, s)
 		}
 	}
 	var kept map[uint64]heldAlert // by series
 	if len(missing) > 0 {
-		res, kept = h.keep(ctx, ts, res, missing, rh)
+		res, kept = h.keep(ctx, ts, res, missing, gone)
 	}
-	for k := range rh.gone {
+	for k := range gone {
 		if _, ok := kept[k]; !ok {
-			delete(rh.gone, k)
+			delete(gone, k)
 		}
 	}
-	rh.last = make(map[uint64]promql.Sample, len(res))
+	newLast := make(map[uint64]promql.Sample, len(res))
+	alertOf := make(map[uint64]uint64, len(res))
 	for _, s := range res {
-		rh.last[seriesHash(s.Metric)] = s
+		k := seriesHash(s.Metric)
+		newLast[k] = s
+		alertOf[k] = alertHash(d.Name, d.Labels, s.Metric)
 	}
 
 	h.mtx.Lock()
 	defer h.mtx.Unlock()
+	rh.last, rh.alertOf, rh.gone = newLast, alertOf, gone
 	was := rh.held
 	rh.held = make(map[uint64]bool, len(kept))
 	for ah := range was {
 		delete(h.held, ah)
 	}
 	for k, a := range kept {
-		m := rh.last[k].Metric
+		m := newLast[k].Metric
 		ah := alertHash(d.Name, d.Labels, m)
 		h.held[ah] = a
 		rh.held[ah] = true
@@ -186,7 +202,7 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 
 // keep decides which missing series to put back into res (see holder) and says why, by
 // series hash.
-func (h *holder) keep(ctx context.Context, ts time.Time, res promql.Vector, missing []promql.Sample, rh *ruleHold) (promql.Vector, map[uint64]heldAlert) {
+func (h *holder) keep(ctx context.Context, ts time.Time, res promql.Vector, missing []promql.Sample, gone map[uint64]time.Time) (promql.Vector, map[uint64]heldAlert) {
 	h.mtx.Lock()
 	clusters, silentAfter := h.clusters, h.silentAfter
 	h.mtx.Unlock()
@@ -203,7 +219,7 @@ func (h *holder) keep(ctx context.Context, ts time.Time, res promql.Vector, miss
 		if cluster != "" && clusters != nil && !clusters[cluster] {
 			continue // no longer a configured cluster
 		}
-		goneAt, ok := rh.gone[k]
+		goneAt, ok := gone[k]
 		if !ok {
 			goneAt = ts
 		}
@@ -219,7 +235,7 @@ func (h *holder) keep(ctx context.Context, ts time.Time, res promql.Vector, miss
 		default:
 			continue // the cluster kept sending: the rule's data says the condition is over
 		}
-		rh.gone[k] = goneAt
+		gone[k] = goneAt
 		kept[k] = heldAlert{since: goneAt, reason: reason}
 		s.T = ts.UnixMilli()
 		res = append(res, s)
@@ -281,18 +297,30 @@ func (h *holder) lastIngest(ctx context.Context, ts time.Time) map[string]time.T
 // are held when their series vanish.
 func (h *holder) observe(r *rules.AlertingRule) {
 	key := ruleKey(r.Name(), r.Query().String(), r.Labels())
-	firing := map[uint64]bool{}
-	r.ForEachActiveAlert(func(a *rules.Alert) {
-		if a.State == rules.StateFiring {
-			firing[a.Labels.Hash()] = true
-		}
-	})
 	h.mtx.Lock()
 	defer h.mtx.Unlock()
 	rh := h.rules[key]
 	if rh == nil {
 		rh = &ruleHold{gone: map[uint64]time.Time{}}
 		h.rules[key] = rh
+	}
+	firing := map[uint64]bool{}
+	pending := map[uint64]bool{}
+	r.ForEachActiveAlert(func(a *rules.Alert) {
+		ah := a.Labels.Hash()
+		switch {
+		case a.State == rules.StateFiring:
+			firing[ah] = true
+		case rh.restored[ah]:
+			// Firing before a restart, pending again until the rules manager restores its
+			// state (after the group's second evaluation): it still counts as firing.
+			firing[ah], pending[ah] = true, true
+		}
+	})
+	for ah := range rh.restored {
+		if !pending[ah] {
+			delete(rh.restored, ah) // firing again, or gone
+		}
 	}
 	rh.firing = firing
 }

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,4 +179,88 @@ func TestHoldAlertsWhoseDataVanished(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond)
 	require.Equal(t, since, alertOf(e, "a").ActiveAt)
 	require.Empty(t, e.hold.heldAlerts())
+}
+
+// TestHoldSurvivesRestart: an alert held for a silent cluster is still held, firing, stale,
+// with its original active-since time, after fleetwatch restarts while the cluster is still
+// silent (the state file remembers the series behind firing alerts); a `for` rule, so the
+// alert is pending again until the rules manager restores its state.
+func TestHoldSurvivesRestart(t *testing.T) {
+	db, err := tsdb.Open(t.TempDir(), nil, nil, tsdb.DefaultOptions(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, db.Close()) })
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: time.Second})
+	f := &fleet{value: map[string]float64{}, sending: map[string]bool{}, last: map[string]time.Time{}}
+	f.set("a", 5, true, true)
+	f.set("b", 5, true, true)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				f.write(t, db, now)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "r.yml")
+	require.NoError(t, os.WriteFile(file, []byte(`groups:
+  - name: test
+    rules:
+      - alert: Broken
+        expr: broken > 3
+        for: 300ms
+`), 0o600))
+	state := filepath.Join(dir, "holds.json")
+	start := func() *Evaluator {
+		e, err := New(Options{QueryFunc: rules.EngineQueryFunc(engine, db), Appendable: db, Queryable: db, StateFile: state})
+		require.NoError(t, err)
+		require.NoError(t, e.ApplyConfig(Config{Interval: 100 * time.Millisecond, Files: []string{file}, Clusters: []string{"a", "b"}, SilentAfter: time.Second}))
+		go e.Run()
+		return e
+	}
+	e := start()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			e.Stop()
+		}
+	})
+	require.Eventually(t, func() bool {
+		a, b := alertOf(e, "a"), alertOf(e, "b")
+		return a != nil && a.State == rules.StateFiring && b != nil && b.State == rules.StateFiring
+	}, 20*time.Second, 50*time.Millisecond)
+	since := alertOf(e, "a").ActiveAt
+
+	f.set("a", 0, false, false) // a goes silent
+	require.Eventually(t, func() bool {
+		a := alertOf(e, "a")
+		return a != nil && strings.Contains(a.Annotations.Get(StaleReasonAnnotation), "no data from cluster a")
+	}, 10*time.Second, 50*time.Millisecond)
+	e.Stop()
+	stopped = true
+
+	e = start()
+	stopped = false
+	// After the group's second evaluation the rules manager restores a's state; the hold kept
+	// it active meanwhile, so it is firing again with its original active-since time (which
+	// ALERTS_FOR_STATE keeps to the second).
+	restored := time.Unix(since.Unix(), 0)
+	require.Eventually(t, func() bool {
+		a := alertOf(e, "a")
+		return a != nil && a.State == rules.StateFiring && a.ActiveAt.Equal(restored) &&
+			a.Annotations.Get(StaleAnnotation) == "stale"
+	}, 10*time.Second, 50*time.Millisecond, "a's held alert did not survive the restart")
+	require.Contains(t, alertOf(e, "a").Annotations.Get(StaleReasonAnnotation), "no data from cluster a")
+	require.Equal(t, rules.StateFiring, alertOf(e, "b").State)
+	require.Len(t, e.hold.heldAlerts(), 1)
 }

@@ -54,8 +54,11 @@ type Options struct {
 	Notify rules.NotifyFunc
 	// ResendDelay is how often an active alert is sent again; 0 means Prometheus's 1m.
 	ResendDelay time.Duration
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// StateFile keeps, across restarts, which series back firing alerts, so an alert held for
+	// a silent cluster is still held after a restart; empty: kept in memory only.
+	StateFile  string
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Config is what a configuration reload changes.
@@ -124,6 +127,10 @@ func New(o Options) (*Evaluator, error) {
 		}
 	}
 	e.hold = newHolder(o.QueryFunc, o.Logger.With("component", "rules-hold"), o.Registerer)
+	e.hold.statePath = o.StateFile
+	if err := e.hold.loadState(); err != nil {
+		return nil, err
+	}
 	e.manager = rules.NewManager(&rules.ManagerOptions{
 		QueryFunc: e.hold.query,
 		NotifyFunc: func(ctx context.Context, expr string, alerts ...*rules.Alert) {
@@ -200,6 +207,9 @@ func (e *Evaluator) evalIteration(ctx context.Context, g *rules.Group, ts time.T
 	for _, r := range g.AlertingRules() {
 		e.hold.observe(r)
 		r.ForEachActiveAlert(e.hold.mark)
+	}
+	if err := e.hold.saveState(); err != nil {
+		e.logger.Error("saving which series back firing alerts", "err", err)
 	}
 }
 

@@ -194,6 +194,9 @@ func newServer(o serverOptions) (*server, error) {
 		QueryFunc:  rules.EngineQueryFunc(s.view, s.view),
 		Appendable: s.view.Appendable(), Queryable: s.view,
 		ExternalURL: externalURL,
+		// Which series back firing alerts, so that one held for a silent cluster stays held
+		// across a restart.
+		StateFile: filepath.Join(o.TSDBPath, "fleetwatch-alert-holds.json"),
 		Notify: func(ctx context.Context, expr string, alerts ...*rules.Alert) {
 			if s.correlating.Load() {
 				toIncidents(ctx, expr, alerts...)
