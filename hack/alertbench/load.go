@@ -19,6 +19,8 @@ import (
 
 	"github.com/go-openapi/strfmt"
 	"github.com/prometheus/alertmanager/api/v2/models"
+
+	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 )
 
 // phaseResult is one measured phase (new alerts, or their resend) against one target.
@@ -83,7 +85,7 @@ func send(ctx context.Context, client *http.Client, s *server, phase string, enc
 		alerts += b.alerts
 	}
 	fail := func(err error) { once.Do(func() { firstErr = err; cancel() }) }
-	c0, err := takeCPU(s.pid())
+	c0, err := benchproc.TakeCPU(s.PID())
 	if err != nil {
 		return phaseResult{}, err
 	}
@@ -100,7 +102,7 @@ func send(ctx context.Context, client *http.Client, s *server, phase string, enc
 				b := &enc.batches[i]
 				t0 := time.Now()
 				if err := postAlerts(ctx, client, s, b.cluster, b.body); err != nil {
-					fail(fmt.Errorf("%s %s: %w", s.name, phase, err))
+					fail(fmt.Errorf("%s %s: %w", s.Name, phase, err))
 					return
 				}
 				lats[i] = time.Since(t0)
@@ -109,7 +111,7 @@ func send(ctx context.Context, client *http.Client, s *server, phase string, enc
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	c1, cerr := takeCPU(s.pid())
+	c1, cerr := benchproc.TakeCPU(s.PID())
 	if firstErr != nil {
 		return phaseResult{}, firstErr
 	}
@@ -118,13 +120,13 @@ func send(ctx context.Context, client *http.Client, s *server, phase string, enc
 	}
 	r := phaseResult{
 		Phase: phase, Alerts: alerts, Requests: len(enc.batches), Bytes: enc.bytes,
-		Seconds: elapsed.Seconds(), CPUSeconds: c1.server - c0.server,
+		Seconds: elapsed.Seconds(), CPUSeconds: c1.Server - c0.Server,
 		IncidentP50ms: math.NaN(), IncidentP99ms: math.NaN(),
 	}
 	r.AlertsPerSec = float64(alerts) / r.Seconds
 	r.CPUPer100k = r.CPUSeconds / float64(alerts) * 1e5
-	r.BenchCores = (c1.self - c0.self) / r.Seconds
-	r.OtherCores = otherCores(c0, c1)
+	r.BenchCores = (c1.Self - c0.Self) / r.Seconds
+	r.OtherCores = benchproc.OtherCores(c0, c1)
 	r.ReqP50ms = ms(percentile(lats, 0.5))
 	r.ReqP99ms = ms(percentile(lats, 0.99))
 	r.ReqMaxms = ms(percentile(lats, 1))
@@ -134,7 +136,7 @@ func send(ctx context.Context, client *http.Client, s *server, phase string, enc
 // postAlerts posts one body to /api/v2/alerts as Prometheus's notifier does, with the
 // cluster's bearer token when the server has tokens.
 func postAlerts(ctx context.Context, client *http.Client, s *server, cluster string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url("/api/v2/alerts"), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL("/api/v2/alerts"), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -170,7 +172,7 @@ const (
 
 func scrapeFleetwatch(ctx context.Context, client *http.Client, s *server) (fwMetrics, error) {
 	m := fwMetrics{buckets: map[float64]float64{}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url("/metrics"), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL("/metrics"), nil)
 	if err != nil {
 		return m, err
 	}
@@ -286,10 +288,10 @@ func waitCorrelated(ctx context.Context, client *http.Client, s *server, before 
 		if time.Now().After(deadline) {
 			return m, fmt.Errorf("fleetwatch correlated %.0f of %d alerts within %s", m.count-before.count, n, limit)
 		}
-		if err := s.alive(); err != nil {
+		if err := s.Alive(); err != nil {
 			return m, err
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := benchproc.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return m, err
 		}
 	}
@@ -309,7 +311,7 @@ type probeResult struct {
 func probe(ctx context.Context, client *http.Client, s *server, cluster, id string, limit time.Duration) (probeResult, error) {
 	now := time.Now()
 	ls := models.LabelSet{"alertname": "AlertbenchProbe", "probe_id": id, "severity": "warning", "prometheus": "monitoring/k8s"}
-	if s.name == nameAlertmanager {
+	if s.Name == nameAlertmanager {
 		ls["cluster"] = cluster
 	}
 	body, err := json.Marshal(models.PostableAlerts{{
@@ -322,7 +324,7 @@ func probe(ctx context.Context, client *http.Client, s *server, cluster, id stri
 		return probeResult{}, err
 	}
 	var path string
-	if s.name == nameFleetwatch {
+	if s.Name == nameFleetwatch {
 		path = "/api/v1/incidents?" + url.Values{"state": {"active"}, "cluster": {cluster}}.Encode()
 	} else {
 		path = "/api/v2/alerts?" + url.Values{"filter": {fmt.Sprintf("probe_id=%q", id)}}.Encode()
@@ -345,9 +347,9 @@ func probe(ctx context.Context, client *http.Client, s *server, cluster, id stri
 			return r, nil
 		}
 		if time.Since(start) > limit {
-			return r, fmt.Errorf("probe alert not visible in %s after %s", s.name, limit)
+			return r, fmt.Errorf("probe alert not visible in %s after %s", s.Name, limit)
 		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		if err := benchproc.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return r, err
 		}
 	}
@@ -366,7 +368,7 @@ type incidentList struct {
 }
 
 func getJSON(ctx context.Context, client *http.Client, s *server, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url(path), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL(path), nil)
 	if err != nil {
 		return err
 	}
@@ -383,7 +385,7 @@ func getJSON(ctx context.Context, client *http.Client, s *server, path string, v
 }
 
 func probeVisible(ctx context.Context, client *http.Client, s *server, path, id string) (bool, error) {
-	if s.name == nameFleetwatch {
+	if s.Name == nameFleetwatch {
 		var l incidentList
 		if err := getJSON(ctx, client, s, path, &l); err != nil {
 			return false, err
@@ -422,7 +424,7 @@ func heldAlerts(ctx context.Context, client *http.Client, s *server) (distinct, 
 			listed++
 		}
 	}
-	if s.name == nameFleetwatch {
+	if s.Name == nameFleetwatch {
 		var l incidentList
 		if err := getJSON(ctx, &c, s, "/api/v1/incidents?state=active", &l); err != nil {
 			return 0, 0, err

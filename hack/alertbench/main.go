@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 )
 
 type options struct {
@@ -57,7 +59,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	_, err := run(ctx, o)
 	stop()
-	stopAll()
+	benchproc.StopAll()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "alertbench:", err)
 		os.Exit(1)
@@ -182,7 +184,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(root)
-	defer stopAll() // before the directory goes
+	defer benchproc.StopAll() // before the directory goes
 
 	t := time.Now()
 	st := genStream(o.clusters, o.alerts, o.seed, time.Now())
@@ -298,7 +300,7 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	if err != nil {
 		return rr, nil, err
 	}
-	defer s.stop()
+	defer s.Stop()
 	fw := name == nameFleetwatch
 	var mStart fwMetrics
 	if fw {
@@ -311,7 +313,7 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	for _, phase := range []string{"new", "resend"} {
 		pr, err := runPhase(ctx, o, client, st, s, phase)
 		if err != nil {
-			if aerr := s.alive(); aerr != nil {
+			if aerr := s.Alive(); aerr != nil {
 				return rr, nil, fmt.Errorf("%w\n%v", err, aerr)
 			}
 			return rr, nil, err
@@ -327,7 +329,7 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	if rr.Probe, err = probe(ctx, client, s, st.clusters[0], id, o.probeTimeout); err != nil {
 		errs = append(errs, err.Error())
 	}
-	hwm, err := procStatusKB(s.pid(), "VmHWM")
+	hwm, err := benchproc.ProcStatusKB(s.PID(), "VmHWM")
 	if err != nil {
 		return rr, nil, err
 	}
@@ -336,18 +338,18 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	if o.steady > 0 && time.Now().Add(o.steady).After(validUntil) {
 		expiries = append(expiries, "the alerts' endsAt passed before the steady-state CPU could be measured (not measured)")
 	} else if o.steady > 0 {
-		c0, err := takeCPU(s.pid())
+		c0, err := benchproc.TakeCPU(s.PID())
 		if err != nil {
 			return rr, nil, err
 		}
-		if err := sleepCtx(ctx, o.steady); err != nil {
+		if err := benchproc.Sleep(ctx, o.steady); err != nil {
 			return rr, nil, err
 		}
-		c1, err := takeCPU(s.pid())
+		c1, err := benchproc.TakeCPU(s.PID())
 		if err != nil {
 			return rr, nil, err
 		}
-		rr.SteadyCores = (c1.server - c0.server) / c1.at.Sub(c0.at).Seconds()
+		rr.SteadyCores = (c1.Server - c0.Server) / c1.At.Sub(c0.At).Seconds()
 	}
 
 	// Everything posted must be held, once: every alert and the probe.
@@ -380,19 +382,19 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 			errs = append(errs, fmt.Sprintf("%s counted %.0f alerts received, %d were posted", name, rr.Received, 2*st.total+1))
 		}
 	}
-	return rr, errs, s.alive()
+	return rr, errs, s.Alive()
 }
 
 // runPhase posts every alert once to the server and waits until it settled.
 func runPhase(ctx context.Context, o options, client *http.Client, st *stream, s *server, phase string) (phaseResult, error) {
-	fw := s.name == nameFleetwatch
+	fw := s.Name == nameFleetwatch
 	endsAt := time.Now().Add(o.endsAfter)
 	enc, err := st.encode(o.batch, !fw, endsAt)
 	if err != nil {
 		return phaseResult{}, err
 	}
 	runtime.GC() // the encoding's garbage is not the target's cost
-	if other, err := waitQuiet(ctx, s.pid(), o.quietWait); err != nil {
+	if other, err := benchproc.WaitQuiet(ctx, s.PID(), o.quietWait); err != nil {
 		return phaseResult{}, err
 	} else if other > 0.5 {
 		fmt.Fprintf(o.out, "note: other processes keep using %.1f cores; wall-clock numbers of this phase are noisy\n", other)
@@ -403,7 +405,7 @@ func runPhase(ctx context.Context, o options, client *http.Client, st *stream, s
 			return phaseResult{}, err
 		}
 	}
-	c0, err := takeCPU(s.pid())
+	c0, err := benchproc.TakeCPU(s.PID())
 	if err != nil {
 		return phaseResult{}, err
 	}
@@ -412,24 +414,24 @@ func runPhase(ctx context.Context, o options, client *http.Client, st *stream, s
 		return pr, err
 	}
 	pr.endsAt, pr.sendsEnded = endsAt, time.Now()
-	var c1 cpuSnapshot
+	var c1 benchproc.CPU
 	if fw {
 		after, err := waitCorrelated(ctx, client, s, before, pr.Alerts, o.settle)
 		if err != nil {
 			return pr, err
 		}
-		if c1, err = takeCPU(s.pid()); err != nil {
+		if c1, err = benchproc.TakeCPU(s.PID()); err != nil {
 			return pr, err
 		}
 		pr.IncidentP50ms = 1000 * histogramQuantile(0.5, before, after)
 		pr.IncidentP99ms = 1000 * histogramQuantile(0.99, before, after)
 		pr.IncidentCount = after.count - before.count
 		pr.IncidentTopMs = 1000 * latencyTop(after)
-	} else if c1, err = waitIdle(ctx, s.pid(), 10*time.Second); err != nil {
+	} else if c1, err = benchproc.WaitIdle(ctx, s.PID(), 10*time.Second); err != nil {
 		return pr, err
 	}
-	pr.SettledSeconds = c1.at.Sub(c0.at).Seconds()
-	pr.SettledCPUPer100k = (c1.server - c0.server) / float64(pr.Alerts) * 1e5
+	pr.SettledSeconds = c1.At.Sub(c0.At).Seconds()
+	pr.SettledCPUPer100k = (c1.Server - c0.Server) / float64(pr.Alerts) * 1e5
 	return pr, nil
 }
 

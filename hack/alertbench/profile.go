@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 )
 
 // profileFleetwatch runs fleetwatch once more, outside the measured rounds, and writes to
@@ -27,7 +29,7 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 	if err != nil {
 		return "", err
 	}
-	defer s.stop()
+	defer s.Stop()
 
 	o.quietWait = 0
 	var notes []string
@@ -46,7 +48,9 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 			wg         sync.WaitGroup
 			perr, derr error
 		)
-		wg.Go(func() { perr = fetch(ctx, client, s, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), prof) })
+		wg.Go(func() {
+			perr = benchproc.Fetch(ctx, client, s.Proc, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), prof)
+		})
 		wg.Go(func() { derr = sampleGoroutines(pctx, client, s, dumps, 2*time.Second) })
 		time.Sleep(200 * time.Millisecond) // let the profile start before the first request
 		pr, err := runPhase(ctx, o, client, st, s, phase)
@@ -65,12 +69,12 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 		notes = append(notes, fmt.Sprintf("%s (%ds; %.0f alerts/s, settled after %.1fs), %s", prof, secs, pr.AlertsPerSec, pr.SettledSeconds, dumps))
 	}
 	heap := filepath.Join(o.profileDir, "intake.heap.pprof")
-	if err := fetch(ctx, client, s, "/debug/pprof/heap?gc=1", heap); err != nil {
+	if err := benchproc.Fetch(ctx, client, s.Proc, "/debug/pprof/heap?gc=1", heap); err != nil {
 		return "", err
 	}
 	const steadySecs = 10
 	steady := filepath.Join(o.profileDir, "steady.cpu.pprof")
-	if err := fetch(ctx, client, s, fmt.Sprintf("/debug/pprof/profile?seconds=%d", steadySecs), steady); err != nil {
+	if err := benchproc.Fetch(ctx, client, s.Proc, fmt.Sprintf("/debug/pprof/profile?seconds=%d", steadySecs), steady); err != nil {
 		return "", err
 	}
 	notes = append(notes, heap, fmt.Sprintf("%s (%ds, no input)", steady, steadySecs))
@@ -86,7 +90,7 @@ func sampleGoroutines(ctx context.Context, client *http.Client, s *server, file 
 	}
 	defer f.Close()
 	for i := 0; ; i++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url("/debug/pprof/goroutine?debug=1"), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL("/debug/pprof/goroutine?debug=1"), nil)
 		if err != nil {
 			return err
 		}
@@ -103,35 +107,8 @@ func sampleGoroutines(ctx context.Context, client *http.Client, s *server, file 
 		if err != nil && ctx.Err() == nil {
 			return err
 		}
-		if sleepCtx(ctx, every) != nil {
+		if benchproc.Sleep(ctx, every) != nil {
 			return nil
 		}
 	}
-}
-
-func fetch(ctx context.Context, client *http.Client, s *server, path, to string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url(path), nil)
-	if err != nil {
-		return err
-	}
-	c := *client
-	c.Timeout = 10 * time.Minute
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
-		return fmt.Errorf("GET %s: HTTP %d: %s", path, resp.StatusCode, b)
-	}
-	f, err := os.Create(to)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

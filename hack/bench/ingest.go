@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 )
 
 // ingestResult is one measured phase against one target.
@@ -42,7 +44,7 @@ func newHTTPClient(conns int) *http.Client {
 // Any answer other than 2xx fails the run, as does a 2.0 answer that reports fewer samples
 // written than sent.
 func send(ctx context.Context, client *http.Client, s *server, p *phase, workers int) (ingestResult, error) {
-	url := "http://" + s.addr + "/api/v1/write"
+	url := "http://" + s.Addr + "/api/v1/write"
 	ct := ctV1
 	if p.proto == protoV2 {
 		ct = ctV2
@@ -59,7 +61,7 @@ func send(ctx context.Context, client *http.Client, s *server, p *phase, workers
 	fail := func(err error) {
 		once.Do(func() { firstErr = err; cancel() })
 	}
-	cpu0, err := takeCPU(s.pid())
+	cpu0, err := benchproc.TakeCPU(s.PID())
 	if err != nil {
 		return ingestResult{}, err
 	}
@@ -84,7 +86,7 @@ func send(ctx context.Context, client *http.Client, s *server, p *phase, workers
 					sent = true
 					t0 := time.Now()
 					if err := post(ctx, client, url, ct, s.tokens[st.cluster], p.proto, &st.reqs[r]); err != nil {
-						fail(fmt.Errorf("%s %s: %w", s.name, p.name, err))
+						fail(fmt.Errorf("%s %s: %w", s.Name, p.name, err))
 						return
 					}
 					lat := time.Since(t0)
@@ -100,7 +102,7 @@ func send(ctx context.Context, client *http.Client, s *server, p *phase, workers
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, cerr := takeCPU(s.pid())
+	cpu1, cerr := benchproc.TakeCPU(s.PID())
 	if firstErr != nil {
 		return ingestResult{}, firstErr
 	}
@@ -113,10 +115,10 @@ func send(ctx context.Context, client *http.Client, s *server, p *phase, workers
 		Requests:   p.requests,
 		Bytes:      p.bytes,
 		Seconds:    elapsed.Seconds(),
-		CPUSeconds: cpu1.server - cpu0.server,
+		CPUSeconds: cpu1.Server - cpu0.Server,
 	}
-	r.BenchCores = (cpu1.self - cpu0.self) / r.Seconds
-	r.OtherCores = max(0, (cpu1.machine-cpu0.machine)-r.CPUSeconds-(cpu1.self-cpu0.self)) / r.Seconds
+	r.BenchCores = (cpu1.Self - cpu0.Self) / r.Seconds
+	r.OtherCores = max(0, (cpu1.Machine-cpu0.Machine)-r.CPUSeconds-(cpu1.Self-cpu0.Self)) / r.Seconds
 	r.SamplesPerSec = float64(p.samples) / r.Seconds
 	r.ReqP50ms = ms(percentile(lats, 0.5))
 	r.ReqP99ms = ms(percentile(lats, 0.99))

@@ -40,6 +40,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 )
 
 type options struct {
@@ -79,7 +81,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, o)
 	stop()
-	stopAll()
+	benchproc.StopAll()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -152,7 +154,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(root)
-	defer stopAll() // before the directory goes
+	defer benchproc.StopAll() // before the directory goes
 
 	fmt.Printf("generating %d clusters x %d series, %d warm-up + 2 x %d scrapes at %s, %d samples/request, %d shards per cluster ...\n",
 		o.clusters, o.series, o.warmup, o.samples, o.interval, o.perRequest, o.concurrency)
@@ -247,8 +249,8 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	if err != nil {
 		return err
 	}
-	defer s.stop()
-	if other, err := waitQuiet(ctx, s.pid(), o.quietWait); err != nil {
+	defer s.Stop()
+	if other, err := benchproc.WaitQuiet(ctx, s.PID(), o.quietWait); err != nil {
 		return err
 	} else if other > 0.5 {
 		fmt.Printf("note: other processes keep using %.1f cores; wall-clock numbers of this round are noisy\n", other)
@@ -257,14 +259,14 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	for _, p := range []*phase{ds.warmup, ds.rw1, ds.rw2} {
 		ir, err := send(ctx, client, s, p, o.concurrency)
 		if err != nil {
-			if aerr := s.alive(); aerr != nil {
+			if aerr := s.Alive(); aerr != nil {
 				return fmt.Errorf("%w\n%v", err, aerr)
 			}
 			return err
 		}
 		res = append(res, ir)
 	}
-	hwm, err := procStatusKB(s.pid(), "VmHWM")
+	hwm, err := benchproc.ProcStatusKB(s.PID(), "VmHWM")
 	if err != nil {
 		return err
 	}
@@ -321,12 +323,12 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 			tr.Queries[key] = qt
 		}
 	}
-	hwm, err = procStatusKB(s.pid(), "VmHWM")
+	hwm, err = benchproc.ProcStatusKB(s.PID(), "VmHWM")
 	if err != nil {
 		return err
 	}
 	tr.PeakRSSQueriesMiB = float64(hwm) / 1024
-	return s.alive()
+	return s.Alive()
 }
 
 // queryRange is the range of the range queries: the ingested window less the first 10

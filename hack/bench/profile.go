@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 )
 
 // profileFleetwatch runs fleetwatch once more, outside the measured rounds, and writes a CPU
@@ -24,7 +25,7 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 	if err != nil {
 		return "", err
 	}
-	defer s.stop()
+	defer s.Stop()
 
 	// The profile must cover the ingest: take the slowest measured ingest and add margin.
 	var longest float64
@@ -42,7 +43,7 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		perr = fetch(ctx, client, s, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), ingestProf)
+		perr = benchproc.Fetch(ctx, client, s.Proc, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), ingestProf)
 	}()
 	time.Sleep(200 * time.Millisecond) // let the profile start before the first request
 	for _, p := range []*phase{ds.warmup, ds.rw1, ds.rw2} {
@@ -55,7 +56,7 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 		return "", perr
 	}
 	heapProf := filepath.Join(o.profileDir, "ingest.heap.pprof")
-	if err := fetch(ctx, client, s, "/debug/pprof/heap?gc=1", heapProf); err != nil {
+	if err := benchproc.Fetch(ctx, client, s.Proc, "/debug/pprof/heap?gc=1", heapProf); err != nil {
 		return "", err
 	}
 
@@ -65,7 +66,7 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		perr = fetch(ctx, client, s, fmt.Sprintf("/debug/pprof/profile?seconds=%d", querySecs), queryProf)
+		perr = benchproc.Fetch(ctx, client, s.Proc, fmt.Sprintf("/debug/pprof/profile?seconds=%d", querySecs), queryProf)
 	}()
 	start, step := queryRange(ds)
 	end := time.Duration(ds.tEnd()) * time.Millisecond
@@ -84,31 +85,4 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 		return "", perr
 	}
 	return fmt.Sprintf("profiles: %s (ingest, %ds), %s, %s (queries, %ds)", ingestProf, secs, heapProf, queryProf, querySecs), nil
-}
-
-func fetch(ctx context.Context, client *http.Client, s *server, path, to string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+path, nil)
-	if err != nil {
-		return err
-	}
-	c := *client
-	c.Timeout = 10 * time.Minute
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
-		return fmt.Errorf("GET %s: HTTP %d: %s", path, resp.StatusCode, b)
-	}
-	f, err := os.Create(to)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -70,7 +70,7 @@ func timedQuery(ctx context.Context, client *http.Client, s *server, expr string
 	} else {
 		form.Set("time", secs(end))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.addr+path, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.Addr+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -87,11 +87,11 @@ func timedQuery(ctx context.Context, client *http.Client, s *server, expr string
 		return 0, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, nil, fmt.Errorf("%s %s: HTTP %d: %.500s", s.name, expr, resp.StatusCode, body)
+		return 0, nil, fmt.Errorf("%s %s: HTTP %d: %.500s", s.Name, expr, resp.StatusCode, body)
 	}
 	r, err := parseResult(body)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", s.name, expr, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", s.Name, expr, err)
 	}
 	return lat, r, nil
 }
