@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/alertmanager/api/v2/models"
 
 	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
+	"github.com/fleetwatch/fleetwatch/hack/internal/stats"
 )
 
 // phaseResult is one measured phase (new alerts, or their resend) against one target.
@@ -127,9 +128,9 @@ func send(ctx context.Context, client *http.Client, s *server, phase string, enc
 	r.CPUPer100k = r.CPUSeconds / float64(alerts) * 1e5
 	r.BenchCores = (c1.Self - c0.Self) / r.Seconds
 	r.OtherCores = benchproc.OtherCores(c0, c1)
-	r.ReqP50ms = ms(percentile(lats, 0.5))
-	r.ReqP99ms = ms(percentile(lats, 0.99))
-	r.ReqMaxms = ms(percentile(lats, 1))
+	r.ReqP50ms = stats.Ms(stats.Percentile(lats, 0.5))
+	r.ReqP99ms = stats.Ms(stats.Percentile(lats, 0.99))
+	r.ReqMaxms = stats.Ms(stats.Percentile(lats, 1))
 	return r, nil
 }
 
@@ -341,9 +342,9 @@ func probe(ctx context.Context, client *http.Client, s *server, cluster, id stri
 			return r, fmt.Errorf("probe: %w", err)
 		}
 		r.Polls++
-		r.LastPollMs = ms(time.Since(t0))
+		r.LastPollMs = stats.Ms(time.Since(t0))
 		if found {
-			r.VisibleMs = ms(time.Since(start))
+			r.VisibleMs = stats.Ms(time.Since(start))
 			return r, nil
 		}
 		if time.Since(start) > limit {
@@ -443,16 +444,4 @@ func heldAlerts(ctx context.Context, client *http.Client, s *server) (distinct, 
 		add(as)
 	}
 	return len(seen), listed, nil
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func percentile(xs []time.Duration, q float64) time.Duration {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), xs...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := int(math.Ceil(q*float64(len(s)))) - 1
-	return s[min(max(i, 0), len(s)-1)]
 }

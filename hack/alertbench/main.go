@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
+	"github.com/fleetwatch/fleetwatch/hack/internal/stats"
 )
 
 type options struct {
@@ -461,41 +462,6 @@ func printRound(w io.Writer, name string, rr roundResult, errs []string) {
 	}
 }
 
-func median(xs []float64) float64 {
-	var s []float64
-	for _, x := range xs {
-		if !math.IsNaN(x) {
-			s = append(s, x)
-		}
-	}
-	if len(s) == 0 {
-		return math.NaN()
-	}
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// spread is half the range over the median, in percent.
-func spread(xs []float64) string {
-	var s []float64
-	for _, x := range xs {
-		if !math.IsNaN(x) {
-			s = append(s, x)
-		}
-	}
-	if len(s) < 2 {
-		return ""
-	}
-	m := median(s)
-	if m == 0 {
-		return ""
-	}
-	return fmt.Sprintf("±%.0f%%", 100*(slices.Max(s)-slices.Min(s))/2/m)
-}
-
 // perRound collects one statistic of a target over the rounds.
 func perRound(tr *targetResult, f func(roundResult) float64) []float64 {
 	out := make([]float64, 0, len(tr.Rounds))
@@ -519,12 +485,12 @@ func buildRows(rep *report) {
 	nan := func(roundResult) float64 { return math.NaN() }
 	add := func(metric, better, note string, ffw, fam func(roundResult) float64) {
 		a, b := perRound(fw, ffw), perRound(am, fam)
-		ma, mb := median(a), median(b)
+		ma, mb := stats.Median(a), stats.Median(b)
 		var sp []string
-		if s := spread(a); s != "" {
+		if s := stats.Spread(a); s != "" {
 			sp = append(sp, "fw "+s)
 		}
-		if s := spread(b); s != "" {
+		if s := stats.Spread(b); s != "" {
 			sp = append(sp, "am "+s)
 		}
 		if len(sp) > 0 {
@@ -573,7 +539,7 @@ func printReport(w io.Writer, rep *report, o options) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "metric\tfleetwatch\talertmanager\tratio fw/am\tbetter\tnote\t")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, num(r.Fleetwatch), num(r.Alertmanager), num(r.Ratio), r.Better, r.Note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, stats.Num(r.Fleetwatch), stats.Num(r.Alertmanager), stats.Num(r.Ratio), r.Better, r.Note)
 	}
 	tw.Flush()
 	if len(rep.Rows) >= 2 {
@@ -590,17 +556,4 @@ func printReport(w io.Writer, rep *report, o options) {
 		fmt.Fprintln(w, rep.Profile)
 	}
 	fmt.Fprintf(w, "total run time %.1fs\n", rep.Seconds)
-}
-
-func num(v float64) string {
-	switch {
-	case math.IsNaN(v) || math.IsInf(v, 0):
-		return "-"
-	case math.Abs(v) >= 1000:
-		return fmt.Sprintf("%.0f", v)
-	case math.Abs(v) >= 10:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.2f", v)
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
+	"github.com/fleetwatch/fleetwatch/hack/internal/stats"
 )
 
 // ingestResult is one measured phase against one target.
@@ -120,9 +121,9 @@ func send(ctx context.Context, client *http.Client, s *server, p *phase, workers
 	r.BenchCores = (cpu1.Self - cpu0.Self) / r.Seconds
 	r.OtherCores = max(0, (cpu1.Machine-cpu0.Machine)-r.CPUSeconds-(cpu1.Self-cpu0.Self)) / r.Seconds
 	r.SamplesPerSec = float64(p.samples) / r.Seconds
-	r.ReqP50ms = ms(percentile(lats, 0.5))
-	r.ReqP99ms = ms(percentile(lats, 0.99))
-	r.ReqMaxms = ms(percentile(lats, 1))
+	r.ReqP50ms = stats.Ms(stats.Percentile(lats, 0.5))
+	r.ReqP99ms = stats.Ms(stats.Percentile(lats, 0.99))
+	r.ReqMaxms = stats.Ms(stats.Percentile(lats, 1))
 	r.CPUPerMillion = r.CPUSeconds / float64(p.samples) * 1e6
 	return r, nil
 }

@@ -28,20 +28,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
+	"github.com/fleetwatch/fleetwatch/hack/internal/stats"
 )
 
 type options struct {
@@ -316,10 +315,10 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 					continue
 				}
 				lats = append(lats, lat)
-				qt.RunsMs = append(qt.RunsMs, ms(lat))
+				qt.RunsMs = append(qt.RunsMs, stats.Ms(lat))
 			}
-			qt.P50ms = ms(percentile(lats, 0.5))
-			qt.P90ms = ms(percentile(lats, 0.9))
+			qt.P50ms = stats.Ms(stats.Percentile(lats, 0.5))
+			qt.P90ms = stats.Ms(stats.Percentile(lats, 0.9))
 			tr.Queries[key] = qt
 		}
 	}
@@ -343,8 +342,6 @@ func queryRange(ds *dataset) (start, step time.Duration) {
 	return start, step
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
 func phaseLine(res []ingestResult) string {
 	var parts []string
 	for _, r := range res {
@@ -355,18 +352,6 @@ func phaseLine(res []ingestResult) string {
 			r.Phase, r.SamplesPerSec, r.CPUPerMillion, r.CPUSeconds/r.Seconds, r.BenchCores, r.OtherCores, r.ReqP50ms, r.ReqP99ms))
 	}
 	return strings.Join(parts, "\n           ")
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // phaseStat collects one statistic of one phase over the rounds.
@@ -382,24 +367,12 @@ func phaseStat(tr *targetResult, phase string, f func(ingestResult) float64) []f
 	return out
 }
 
-func spread(xs []float64) string {
-	if len(xs) < 2 {
-		return ""
-	}
-	lo, hi := slices.Min(xs), slices.Max(xs)
-	m := median(xs)
-	if m == 0 {
-		return ""
-	}
-	return fmt.Sprintf("±%.0f%%", 100*(hi-lo)/2/m)
-}
-
 func buildRows(rep *report, ds *dataset, qs []benchQuery) {
 	fw, pr := rep.Targets["fleetwatch"], rep.Targets["prometheus"]
 	add := func(metric string, a, b []float64, better string) {
-		ma, mb := median(a), median(b)
+		ma, mb := stats.Median(a), stats.Median(b)
 		note := ""
-		if sa, sb := spread(a), spread(b); sa != "" || sb != "" {
+		if sa, sb := stats.Spread(a), stats.Spread(b); sa != "" || sb != "" {
 			note = fmt.Sprintf("spread fw %s, prom %s", sa, sb)
 		}
 		rep.Rows = append(rep.Rows, row{Metric: metric, Fleetwatch: ma, Prometheus: mb, Ratio: ma / mb, Better: better, Note: note})
@@ -442,7 +415,7 @@ func printReport(w *os.File, rep *report, ds *dataset) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "metric\tfleetwatch\tprometheus\tratio fw/prom\tbetter\tnote\t")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\t\n", r.Metric, num(r.Fleetwatch), num(r.Prometheus), r.Ratio, r.Better, r.Note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\t\n", r.Metric, stats.Num(r.Fleetwatch), stats.Num(r.Prometheus), r.Ratio, r.Better, r.Note)
 	}
 	tw.Flush()
 	for _, e := range rep.Errors {
@@ -452,17 +425,4 @@ func printReport(w *os.File, rep *report, ds *dataset) {
 		fmt.Fprintln(w, rep.ProfileNote)
 	}
 	fmt.Fprintf(w, "total run time %.1fs\n", rep.Seconds)
-}
-
-func num(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "-"
-	case math.Abs(v) >= 1000:
-		return fmt.Sprintf("%.0f", v)
-	case math.Abs(v) >= 10:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.2f", v)
-	}
 }

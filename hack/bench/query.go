@@ -209,14 +209,3 @@ func compareResults(a, b *queryResult) (errMsg, warnMsg string) {
 	}
 	return "", warnMsg
 }
-
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	// Nearest rank.
-	i := int(math.Ceil(p*float64(len(s)))) - 1
-	return s[max(i, 0)]
-}
