@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/internal/apiresp"
 )
 
 // Handler serves the incident API under /api/v1/incidents, in the Prometheus API's envelope
@@ -26,38 +28,19 @@ func (e *Engine) Handler() http.Handler {
 	return mux
 }
 
-type apiResponse struct {
-	Status    string `json:"status"`
-	Data      any    `json:"data,omitempty"`
-	ErrorType string `json:"errorType,omitempty"`
-	Error     string `json:"error,omitempty"`
-}
-
-func respond(w http.ResponseWriter, code int, data any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(apiResponse{Status: "success", Data: data})
-}
-
-func fail(w http.ResponseWriter, code int, typ string, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(apiResponse{Status: "error", ErrorType: typ, Error: err.Error()})
-}
-
 func (e *Engine) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := Filter{State: q.Get("state"), Cluster: q.Get("cluster"), Severity: q.Get("severity")}
 	switch f.State {
 	case "", "active", StateOpen, StateAcknowledged, StateResolved:
 	default:
-		fail(w, http.StatusBadRequest, "bad_data", fmt.Errorf("state: %q is not one of active, open, acknowledged, resolved", f.State))
+		apiresp.Error(w, http.StatusBadRequest, "bad_data", fmt.Errorf("state: %q is not one of active, open, acknowledged, resolved", f.State))
 		return
 	}
 	if s := q.Get("since"); s != "" {
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {
-			fail(w, http.StatusBadRequest, "bad_data", fmt.Errorf("since: %q is not an RFC 3339 time", s))
+			apiresp.Error(w, http.StatusBadRequest, "bad_data", fmt.Errorf("since: %q is not an RFC 3339 time", s))
 			return
 		}
 		f.Since = t
@@ -70,27 +53,27 @@ func (e *Engine) list(w http.ResponseWriter, r *http.Request) {
 	default:
 		var err error
 		if incs, err = e.o.Store.Incidents(f); err != nil {
-			fail(w, http.StatusInternalServerError, "internal", err)
+			apiresp.Error(w, http.StatusInternalServerError, "internal", err)
 			return
 		}
 	}
 	if incs == nil {
 		incs = []*Incident{}
 	}
-	respond(w, http.StatusOK, incs)
+	apiresp.Success(w, http.StatusOK, incs)
 }
 
 func (e *Engine) get(w http.ResponseWriter, r *http.Request) {
 	inc, err := e.o.Store.Incident(r.PathValue("id"))
 	if errors.Is(err, ErrNotFound) {
-		fail(w, http.StatusNotFound, "not_found", err)
+		apiresp.Error(w, http.StatusNotFound, "not_found", err)
 		return
 	}
 	if err != nil {
-		fail(w, http.StatusInternalServerError, "internal", err)
+		apiresp.Error(w, http.StatusInternalServerError, "internal", err)
 		return
 	}
-	respond(w, http.StatusOK, inc)
+	apiresp.Success(w, http.StatusOK, inc)
 }
 
 func (e *Engine) ack(w http.ResponseWriter, r *http.Request) {
@@ -100,11 +83,11 @@ func (e *Engine) ack(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
-		fail(w, http.StatusBadRequest, "bad_data", fmt.Errorf("body: want {\"by\": \"<who>\"}: %w", err))
+		apiresp.Error(w, http.StatusBadRequest, "bad_data", fmt.Errorf("body: want {\"by\": \"<who>\"}: %w", err))
 		return
 	}
 	if strings.TrimSpace(body.By) == "" {
-		fail(w, http.StatusBadRequest, "bad_data", errors.New(`body: "by" is required: who acknowledges`))
+		apiresp.Error(w, http.StatusBadRequest, "bad_data", errors.New(`body: "by" is required: who acknowledges`))
 		return
 	}
 	e.lifecycle(w, r, func(id string) (*Incident, error) { return e.Acknowledge(id, body.By) })
@@ -117,13 +100,13 @@ func (e *Engine) resolve(w http.ResponseWriter, r *http.Request) {
 func (e *Engine) lifecycle(w http.ResponseWriter, r *http.Request, f func(string) (*Incident, error)) {
 	id := r.PathValue("id")
 	if _, err := e.o.Store.Incident(id); errors.Is(err, ErrNotFound) {
-		fail(w, http.StatusNotFound, "not_found", err)
+		apiresp.Error(w, http.StatusNotFound, "not_found", err)
 		return
 	}
 	inc, err := f(id)
 	if err != nil {
-		fail(w, http.StatusConflict, "conflict", err)
+		apiresp.Error(w, http.StatusConflict, "conflict", err)
 		return
 	}
-	respond(w, http.StatusOK, inc)
+	apiresp.Success(w, http.StatusOK, inc)
 }

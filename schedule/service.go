@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/fleetwatch/fleetwatch/internal/apiresp"
 )
 
 // ReferenceRequest is the request the exported per-cluster score is computed for: one small
@@ -293,19 +295,6 @@ func (s *Service) Handler() http.Handler {
 	return mux
 }
 
-type apiResponse struct {
-	Status    string `json:"status"`
-	Data      any    `json:"data,omitempty"`
-	ErrorType string `json:"errorType,omitempty"`
-	Error     string `json:"error,omitempty"`
-}
-
-func respond(w http.ResponseWriter, code int, r apiResponse) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(r)
-}
-
 func (s *Service) fail(w http.ResponseWriter, kind string, err error) {
 	code, typ, result := http.StatusInternalServerError, "internal", "error"
 	switch {
@@ -315,7 +304,7 @@ func (s *Service) fail(w http.ResponseWriter, kind string, err error) {
 		code, typ, result = http.StatusServiceUnavailable, "unavailable", "unavailable"
 	}
 	s.decisions.WithLabelValues(kind, result).Inc()
-	respond(w, code, apiResponse{Status: "error", ErrorType: typ, Error: err.Error()})
+	apiresp.Error(w, code, typ, err)
 }
 
 const maxBody = 1 << 20
@@ -363,21 +352,15 @@ func (s *Service) servePlace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.decisionSeconds.WithLabelValues("placement").Observe(time.Since(start).Seconds())
-	// The envelope is written around the decision's own encoding: encoding/json would spend
-	// longer checking that output again than it took to write.
+	// A decision over many clusters is large: written as encoded, not checked again.
 	body, _ := d.MarshalJSON()
-	w.Header().Set("Content-Type", "application/json")
 	if !d.Feasible {
 		s.decisions.WithLabelValues("placement", "unsatisfiable").Inc()
-		w.WriteHeader(http.StatusUnprocessableEntity)
-		out := append([]byte(`{"status":"error","errorType":"unsatisfiable","error":`), appendString(nil, d.Reason)...)
-		out = append(append(append(out, `,"data":`...), body...), "}\n"...)
-		_, _ = w.Write(out)
+		apiresp.WriteEncoded(w, http.StatusUnprocessableEntity, apiresp.Response{Status: "error", ErrorType: "unsatisfiable", Error: d.Reason}, body)
 		return
 	}
 	s.decisions.WithLabelValues("placement", "placed").Inc()
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(append(append([]byte(`{"status":"success","data":`), body...), "}\n"...))
+	apiresp.WriteEncoded(w, http.StatusOK, apiresp.Response{Status: "success"}, body)
 }
 
 func (s *Service) serveWhatIf(w http.ResponseWriter, r *http.Request) {
@@ -400,7 +383,7 @@ func (s *Service) serveWhatIf(w http.ResponseWriter, r *http.Request) {
 		result = "not_absorbed"
 	}
 	s.decisions.WithLabelValues("whatif", result).Inc()
-	respond(w, http.StatusOK, apiResponse{Status: "success", Data: res})
+	apiresp.Success(w, http.StatusOK, res)
 }
 
 func (s *Service) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
@@ -409,5 +392,5 @@ func (s *Service) serveSnapshot(w http.ResponseWriter, _ *http.Request) {
 		s.fail(w, "snapshot", err)
 		return
 	}
-	respond(w, http.StatusOK, apiResponse{Status: "success", Data: snap})
+	apiresp.Success(w, http.StatusOK, snap)
 }
