@@ -82,10 +82,8 @@ func BenchmarkEvaluate(b *testing.B) {
 	e, alerts := benchEngine(b, 100_000)
 	ctx := context.Background()
 	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		batch := alerts[i%len(alerts):][:64]
-		i += 64
+	for i := 0; b.Loop(); i++ {
+		batch := benchBatch(alerts, i)
 		require.NoError(b, e.Ingest(ctx, batch))
 		require.NoError(b, e.Evaluate(ctx))
 	}
@@ -96,10 +94,15 @@ func BenchmarkIngest(b *testing.B) {
 	e, alerts := benchEngine(b, 100_000)
 	ctx := context.Background()
 	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		batch := alerts[i%len(alerts):][:64]
-		i += 64
+	for i := 0; b.Loop(); i++ {
+		batch := benchBatch(alerts, i)
 		require.NoError(b, e.Ingest(ctx, batch))
 	}
+}
+
+// benchBatch is the i-th batch of 64 alerts, wrapping around before the end (100k is not a
+// multiple of 64).
+func benchBatch(alerts []Alert, i int) []Alert {
+	n := len(alerts) / 64
+	return alerts[(i%n)*64:][:64]
 }

@@ -39,6 +39,27 @@ func (f *fleet) set(cluster string, value float64, present, sending bool) {
 	f.sending[cluster] = sending
 }
 
+// writeEvery writes the fleet into db every interval until the test ends.
+func (f *fleet) writeEvery(t *testing.T, db *tsdb.DB, every time.Duration) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tick.C:
+				f.write(t, db, now)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
 func (f *fleet) write(t *testing.T, db *tsdb.DB, now time.Time) {
 	f.mtx.Lock()
 	defer f.mtx.Unlock()
@@ -83,23 +104,7 @@ func TestHoldAlertsWhoseDataVanished(t *testing.T) {
 	for _, c := range []string{"a", "b", "c", "d"} {
 		f.set(c, 5, true, true)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case now := <-tick.C:
-				f.write(t, db, now)
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	f.writeEvery(t, db, 50*time.Millisecond)
 
 	file := filepath.Join(t.TempDir(), "r.yml")
 	require.NoError(t, os.WriteFile(file, []byte(`groups:
@@ -193,23 +198,7 @@ func TestHoldSurvivesRestart(t *testing.T) {
 	f := &fleet{value: map[string]float64{}, sending: map[string]bool{}, last: map[string]time.Time{}}
 	f.set("a", 5, true, true)
 	f.set("b", 5, true, true)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case now := <-tick.C:
-				f.write(t, db, now)
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	f.writeEvery(t, db, 50*time.Millisecond)
 
 	dir := t.TempDir()
 	file := filepath.Join(dir, "r.yml")
