@@ -59,6 +59,7 @@ type holder struct {
 	// (holdstate.go); empty: memory only. savedDigest identifies what it holds.
 	statePath   string
 	savedDigest uint64
+	saveMtx     sync.Mutex
 
 	mtx         sync.Mutex
 	clusters    map[string]bool // nil: any cluster

@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -78,43 +76,39 @@ func (h *holder) loadState() error {
 
 // saveState writes the state file when the set of series behind firing alerts (or when a
 // held one vanished) changed since the last write. Values are written but do not count as a
-// change: a held series comes back with the value it had when the set last changed.
+// change: a held series comes back with the value it had when the set last changed. It runs
+// after every group evaluation, so the unchanged case only sums a digest.
 func (h *holder) saveState() error {
 	if h.statePath == "" {
 		return nil
 	}
+	h.saveMtx.Lock() // groups evaluate concurrently; one writer of the file at a time
+	defer h.saveMtx.Unlock()
 	h.mtx.Lock()
-	keys := make([]string, 0, len(h.rules))
-	for k := range h.rules {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var saved []savedRule
-	for _, key := range keys {
-		rh := h.rules[key]
-		var sr savedRule
-		for k, s := range rh.last {
-			ah, ok := rh.alertOf[k]
-			if !ok || !rh.firing[ah] {
-				continue
+	var d uint64
+	for key, rh := range h.rules {
+		kh := hashString(key)
+		for k, ah := range rh.alertOf {
+			if rh.firing[ah] {
+				d += entryDigest(kh, ah, goneMs(rh.gone, k))
 			}
-			ss := savedSeries{Labels: s.Metric.Map(), Value: s.F, Alert: ah}
-			if g, ok := rh.gone[k]; ok {
-				ss.GoneMs = g.UnixMilli()
-			}
-			sr.Series = append(sr.Series, ss)
 		}
-		if len(sr.Series) == 0 {
-			continue
-		}
-		slices.SortFunc(sr.Series, func(a, b savedSeries) int { return compareUint(a.Alert, b.Alert) })
-		sr.Rule = key
-		saved = append(saved, sr)
 	}
-	d := digestState(saved)
 	if d == h.savedDigest {
 		h.mtx.Unlock()
 		return nil
+	}
+	var saved []savedRule
+	for key, rh := range h.rules {
+		sr := savedRule{Rule: key}
+		for k, s := range rh.last {
+			if ah := rh.alertOf[k]; rh.firing[ah] {
+				sr.Series = append(sr.Series, savedSeries{Labels: s.Metric.Map(), Value: s.F, Alert: ah, GoneMs: goneMs(rh.gone, k)})
+			}
+		}
+		if len(sr.Series) > 0 {
+			saved = append(saved, sr)
+		}
 	}
 	h.mtx.Unlock()
 	b, err := json.Marshal(saved)
@@ -132,6 +126,13 @@ func (h *holder) saveState() error {
 	h.savedDigest = d
 	h.mtx.Unlock()
 	return nil
+}
+
+func goneMs(gone map[uint64]time.Time, k uint64) int64 {
+	if g, ok := gone[k]; ok {
+		return g.UnixMilli()
+	}
+	return 0
 }
 
 func writeFileSync(path string, b []byte) error {
@@ -157,26 +158,32 @@ func writeFileSync(path string, b []byte) error {
 	return nil
 }
 
-// digestState identifies the saved series and vanish times, not their values.
+// digestState identifies the saved series and vanish times, not their values: a sum over
+// the series, so the order they are listed in does not matter.
 func digestState(saved []savedRule) uint64 {
-	h := fnv.New64a()
+	var d uint64
 	for _, sr := range saved {
-		h.Write([]byte(sr.Rule))
+		kh := hashString(sr.Rule)
 		for _, s := range sr.Series {
-			h.Write([]byte(strconv.FormatUint(s.Alert, 16)))
-			h.Write([]byte(strconv.FormatInt(s.GoneMs, 16)))
+			d += entryDigest(kh, s.Alert, s.GoneMs)
 		}
-		h.Write([]byte{0xff})
 	}
+	return d
+}
+
+func hashString(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
 	return h.Sum64()
 }
 
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+// entryDigest mixes one series' identity (splitmix64's finalizer), so that sums over
+// different sets rarely collide.
+func entryDigest(rule, alert uint64, gone int64) uint64 {
+	x := rule ^ alert*0x9e3779b97f4a7c15 ^ uint64(gone)*0xbf58476d1ce4e5b9
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
