@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
-	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 
 	"github.com/fleetwatch/fleetwatch/collector"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // Annotations fleetwatch adds to an alert it holds.
@@ -26,46 +26,54 @@ const (
 	StaleReasonAnnotation = "fleetwatch_stale_reason"
 )
 
-// holder keeps a firing alert active when the series behind it vanishes because its data went
-// missing, instead of letting Prometheus resolve it. Prometheus resolves an alert as soon as
-// its expression stops returning the series, and it cannot tell "the condition cleared" from
-// "nothing is known any more": a cluster that stops sending resolves all of its alerts within
-// the lookback window, and a member Prometheus that shuts down cleanly sends staleness markers
-// that resolve them at once.
+// holder keeps a firing alert active when the series behind it vanishes because its cluster
+// stopped sending data, instead of letting Prometheus resolve it. Prometheus resolves an alert
+// as soon as its expression stops returning the series, and it cannot tell "the condition
+// cleared" from "nothing is known any more": a cluster that stops sending resolves all of its
+// alerts once its data falls out of the lookback window.
 //
 // The holder wraps the rules' QueryFunc. When a series that a firing alert of the rule came
-// from is missing from the rule's result, it decides:
-//   - the condition cleared, and the series is let go, when the rule is a comparison and the
-//     same comparison with `bool` still returns the series (the data is there, below the line);
-//   - the data is gone, and the series is put back with its last value, when the series'
-//     cluster is silent: fleetwatch stored nothing from it for longer than silentAfter (the
-//     cluster's collector.LastIngestMetric in the view says so);
-//   - neither yet: the series is put back for up to silentAfter from when it vanished, long
-//     enough to see whether its cluster goes silent, and let go after that (a rule that says
-//     "cleared" by returning nothing resolves silentAfter late, never wrongly).
+// from is missing from the rule's result, it decides at once, from the time fleetwatch last
+// stored data from the series' cluster (collector.LastIngestMetric in the view):
+//   - the cluster's data is fresh (its last ingest is at most silentAfter old): the condition
+//     cleared, and the series is let go; the alert resolves at this evaluation, exactly as in
+//     Prometheus (keep_firing_for included);
+//   - the cluster is silent (nothing stored from it for longer than silentAfter): the data is
+//     gone, and the series is put back with its last value, so its alert stays firing.
+//
+// A series without a cluster label, of a cluster that is not configured, or of a cluster the
+// view has no ingest time for is never held: nothing says its data stopped. When the ingest
+// times cannot be read, the series is held until the next evaluation reads them.
 //
 // A held series keeps its alert firing with its original active-since time; the alert gets
 // the annotations fleetwatch_data="stale" and fleetwatch_stale_reason. It is let go when its
-// data returns, when its cluster is removed from the configuration, or when the rule changes.
-// Pending alerts are not held: they notified nobody, and holding them would let their `for`
-// clock run out on data nobody saw.
+// data returns, when its cluster sends data again (whether or not the series comes back),
+// when its cluster is removed from the configuration, or when the rule changes. An alert that
+// is not held carries only its rule's annotations. Pending alerts are not held: they notified
+// nobody, and holding them would let their `for` clock run out on data nobody saw.
 type holder struct {
 	inner  rules.QueryFunc
 	logger *slog.Logger
 	heldG  prometheus.Gauge
-	now    func() time.Time
 
 	// statePath is the file the series behind firing alerts are kept in across restarts
 	// (holdstate.go); empty: memory only. savedDigest identifies what it holds.
 	statePath   string
 	savedDigest uint64
 	saveMtx     sync.Mutex
+	// fsyncFile and rename are the last steps of writing the state file (nil: the real ones);
+	// tests make them fail.
+	fsyncFile func(*os.File) error
+	rename    func(from, to string) error
 
 	mtx         sync.Mutex
 	clusters    map[string]bool // nil: any cluster
 	silentAfter time.Duration
 	rules       map[string]*ruleHold // by ruleKey
 	held        map[uint64]heldAlert // by alert labels hash
+	// marked are the annotations of the active alerts mark changed, by alert labels hash, so
+	// that an alert no longer held gets its rule's own annotations back (see mark).
+	marked map[uint64]markedAnnotations
 }
 
 type ruleHold struct {
@@ -74,26 +82,29 @@ type ruleHold struct {
 	// restored are the alerts the state file says were firing before a restart, until they
 	// fire again or go away.
 	restored map[uint64]bool
-	firing   map[uint64]bool      // alert label hashes of its firing alerts
-	gone     map[uint64]time.Time // when each held series vanished
-	held     map[uint64]bool      // alert label hashes this rule holds
+	firing   map[uint64]bool // alert label hashes of its firing alerts
+	held     map[uint64]bool // alert label hashes this rule holds
 }
 
 type heldAlert struct {
-	since  time.Time
 	reason string
+}
+
+// markedAnnotations are an alert's annotations before and after mark added the stale ones.
+type markedAnnotations struct {
+	before, after labels.Labels
 }
 
 func newHolder(inner rules.QueryFunc, logger *slog.Logger, reg prometheus.Registerer) *holder {
 	return &holder{
 		inner:  inner,
 		logger: logger,
-		now:    time.Now,
 		rules:  map[string]*ruleHold{},
 		held:   map[uint64]heldAlert{},
+		marked: map[uint64]markedAnnotations{},
 		heldG: promauto.With(reg).NewGauge(prometheus.GaugeOpts{
 			Name: "fleetwatch_rules_held_alerts",
-			Help: "Firing alerts kept active, marked stale, because the data behind them went missing.",
+			Help: "Firing alerts kept active, marked stale, because their cluster stopped sending data.",
 		}),
 	}
 }
@@ -142,10 +153,10 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 	h.mtx.Lock()
 	rh := h.rules[key]
 	if rh == nil {
-		rh = &ruleHold{gone: map[uint64]time.Time{}}
+		rh = &ruleHold{}
 		h.rules[key] = rh
 	}
-	firing, last, gone := rh.firing, rh.last, maps.Clone(rh.gone)
+	firing, last := rh.firing, rh.last
 	h.mtx.Unlock()
 
 	present := make(map[uint64]bool, len(res))
@@ -160,12 +171,7 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 	}
 	var kept map[uint64]heldAlert // by series
 	if len(missing) > 0 {
-		res, kept = h.keep(ctx, ts, res, missing, gone)
-	}
-	for k := range gone {
-		if _, ok := kept[k]; !ok {
-			delete(gone, k)
-		}
+		res, kept = h.keep(ctx, ts, res, missing)
 	}
 	newLast := make(map[uint64]promql.Sample, len(res))
 	alertOf := make(map[uint64]uint64, len(res))
@@ -177,7 +183,7 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 
 	h.mtx.Lock()
 	defer h.mtx.Unlock()
-	rh.last, rh.alertOf, rh.gone = newLast, alertOf, gone
+	rh.last, rh.alertOf = newLast, alertOf
 	was := rh.held
 	rh.held = make(map[uint64]bool, len(kept))
 	for ah := range was {
@@ -189,7 +195,7 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 		h.held[ah] = a
 		rh.held[ah] = true
 		if !was[ah] {
-			h.logger.Warn("holding alert whose data vanished", "alert", d.Name, "series", m.DropMetricName().String(), "reason", a.reason)
+			h.logger.Warn("holding alert whose cluster stopped sending data", "alert", d.Name, "series", m.DropMetricName().String(), "reason", a.reason)
 		}
 	}
 	for ah := range was {
@@ -203,85 +209,53 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 
 // keep decides which missing series to put back into res (see holder) and says why, by
 // series hash.
-func (h *holder) keep(ctx context.Context, ts time.Time, res promql.Vector, missing []promql.Sample, gone map[uint64]time.Time) (promql.Vector, map[uint64]heldAlert) {
+func (h *holder) keep(ctx context.Context, ts time.Time, res promql.Vector, missing []promql.Sample) (promql.Vector, map[uint64]heldAlert) {
 	h.mtx.Lock()
 	clusters, silentAfter := h.clusters, h.silentAfter
 	h.mtx.Unlock()
 
-	cleared := h.stillThere(ctx, rules.FromOriginContext(ctx).Query, ts)
-	lastIngest := h.lastIngest(ctx, ts)
+	var (
+		lastIngest map[string]time.Time
+		readErr    error
+		read       bool
+	)
 	kept := map[uint64]heldAlert{}
 	for _, s := range missing {
-		k := seriesHash(s.Metric)
-		if cleared != nil && cleared[k] {
-			continue // the data is there; the condition cleared
+		cluster := s.Metric.Get(config.ClusterLabel)
+		if cluster == "" || clusters != nil && !clusters[cluster] {
+			continue // not one configured cluster's data: resolve as Prometheus does
 		}
-		cluster := s.Metric.Get("cluster")
-		if cluster != "" && clusters != nil && !clusters[cluster] {
-			continue // no longer a configured cluster
-		}
-		goneAt, ok := gone[k]
-		if !ok {
-			goneAt = ts
+		if !read {
+			lastIngest, readErr = h.lastIngest(ctx, ts)
+			read = true
 		}
 		var reason string
 		li, known := lastIngest[cluster]
 		switch {
-		case known && ts.Sub(li) > silentAfter:
+		case readErr != nil:
+			reason = fmt.Sprintf("cannot read when cluster %s last sent data (%v): the alert is held, not resolved, until that is known", cluster, readErr)
+		case !known:
+			continue // nothing says its data stopped
+		case ts.Sub(li) > silentAfter:
 			reason = fmt.Sprintf("no data from cluster %s since %s (%s ago): the alert is held, not resolved, until data returns",
 				cluster, li.UTC().Format(time.RFC3339), ts.Sub(li).Round(time.Second))
-		case ts.Sub(goneAt) <= silentAfter:
-			reason = fmt.Sprintf("the series behind this alert vanished at %s; held for up to %s to tell a silent cluster from a cleared condition",
-				goneAt.UTC().Format(time.RFC3339), silentAfter)
 		default:
-			continue // the cluster kept sending: the rule's data says the condition is over
+			continue // the cluster is sending: the condition cleared
 		}
-		gone[k] = goneAt
-		kept[k] = heldAlert{since: goneAt, reason: reason}
+		kept[seriesHash(s.Metric)] = heldAlert{reason: reason}
 		s.T = ts.UnixMilli()
 		res = append(res, s)
 	}
 	return res, kept
 }
 
-// stillThere evaluates a comparison rule with `bool` and returns the series it has data for;
-// nil when the rule is not a plain comparison or the query fails.
-func (h *holder) stillThere(ctx context.Context, q string, ts time.Time) map[uint64]bool {
-	expr, err := parser.ParseExpr(q)
-	if err != nil {
-		return nil
-	}
-	for {
-		p, ok := expr.(*parser.ParenExpr)
-		if !ok {
-			break
-		}
-		expr = p.Expr
-	}
-	be, ok := expr.(*parser.BinaryExpr)
-	if !ok || !be.Op.IsComparisonOperator() || be.ReturnBool ||
-		be.LHS.Type() != parser.ValueTypeVector && be.RHS.Type() != parser.ValueTypeVector {
-		return nil
-	}
-	b := *be
-	b.ReturnBool = true
-	res, err := h.inner(ctx, b.String(), ts)
-	if err != nil {
-		return nil
-	}
-	out := make(map[uint64]bool, len(res))
-	for _, s := range res {
-		out[seriesHash(s.Metric)] = true
-	}
-	return out
-}
-
-// lastIngest reads when each cluster last sent data, from the series fleetwatch writes.
-func (h *holder) lastIngest(ctx context.Context, ts time.Time) map[string]time.Time {
+// lastIngest reads when each cluster last sent data, from the series fleetwatch writes (the
+// newest, should the view hold several for a cluster).
+func (h *holder) lastIngest(ctx context.Context, ts time.Time) (map[string]time.Time, error) {
 	res, err := h.inner(ctx, collector.LastIngestMetric, ts)
 	if err != nil {
 		h.logger.Warn("reading last ingest times", "err", err)
-		return nil
+		return nil, fmt.Errorf("read %s: %w", collector.LastIngestMetric, err)
 	}
 	out := make(map[string]time.Time, len(res))
 	for _, s := range res {
@@ -289,9 +263,12 @@ func (h *holder) lastIngest(ctx context.Context, ts time.Time) map[string]time.T
 			continue
 		}
 		sec, frac := math.Modf(s.F)
-		out[s.Metric.Get("cluster")] = time.Unix(int64(sec), int64(frac*1e9))
+		t := time.Unix(int64(sec), int64(frac*1e9))
+		if c := s.Metric.Get(config.ClusterLabel); t.After(out[c]) {
+			out[c] = t
+		}
 	}
-	return out
+	return out, nil
 }
 
 // observe records, after a group's evaluation, which alerts of a rule are firing: only those
@@ -302,7 +279,7 @@ func (h *holder) observe(r *rules.AlertingRule) {
 	defer h.mtx.Unlock()
 	rh := h.rules[key]
 	if rh == nil {
-		rh = &ruleHold{gone: map[uint64]time.Time{}}
+		rh = &ruleHold{}
 		h.rules[key] = rh
 	}
 	firing := map[uint64]bool{}
@@ -326,18 +303,32 @@ func (h *holder) observe(r *rules.AlertingRule) {
 	rh.firing = firing
 }
 
-// mark adds the stale annotations to an alert that is held.
-func (h *holder) mark(a *rules.Alert) {
+// mark adds the stale annotations to an alert that is held, and gives an alert that is no
+// longer held its rule's own annotations back. Prometheus sets an active alert's annotations
+// anew only when its series is in the rule's result; an alert let go (resolved, or kept firing
+// by keep_firing_for) would otherwise keep the stale ones on every later notification. It is
+// called on the copies the rules manager sends (live false) and then on the rules' active
+// alerts (live true), which is when a mark that is no longer needed is forgotten.
+func (h *holder) mark(a *rules.Alert, live bool) {
+	ah := a.Labels.Hash()
 	h.mtx.Lock()
-	held, ok := h.held[a.Labels.Hash()]
-	h.mtx.Unlock()
-	if !ok || a.State == rules.StateInactive {
+	defer h.mtx.Unlock()
+	held, isHeld := h.held[ah]
+	if m, ok := h.marked[ah]; ok && labels.Equal(a.Annotations, m.after) {
+		a.Annotations = m.before
+	}
+	if !isHeld || a.State == rules.StateInactive {
+		if live {
+			delete(h.marked, ah)
+		}
 		return
 	}
-	b := labels.NewBuilder(a.Annotations)
+	before := a.Annotations
+	b := labels.NewBuilder(before)
 	b.Set(StaleAnnotation, "stale")
 	b.Set(StaleReasonAnnotation, held.reason)
 	a.Annotations = b.Labels()
+	h.marked[ah] = markedAnnotations{before: before, after: a.Annotations}
 }
 
 // forget drops the state of rules that no longer exist, after a configuration reload.
@@ -352,6 +343,11 @@ func (h *holder) forget(live map[string]bool) {
 			delete(h.held, ah)
 		}
 		delete(h.rules, k)
+	}
+	for ah := range h.marked {
+		if _, ok := h.held[ah]; !ok {
+			delete(h.marked, ah)
+		}
 	}
 	h.heldG.Set(float64(len(h.held)))
 }

@@ -8,18 +8,22 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/tsdb/fileutil"
 )
 
 // The holder's memory of which series back firing alerts lives in memory, so an alert held
 // for a silent cluster when fleetwatch restarts would be forgotten: after the restart its
 // series are gone and nothing says it was firing. The state file keeps, per alerting rule,
-// the series behind its firing alerts and when held ones vanished; New loads it, and the
-// first evaluation after the restart holds them again (and the rules manager restores their
-// active-since time from ALERTS_FOR_STATE).
+// the series behind its firing alerts; New loads it, and the first evaluation after the
+// restart holds them again (and the rules manager restores their active-since time from
+// ALERTS_FOR_STATE).
+//
+// The file is replaced whole: written to a temporary file in the same directory, fsynced,
+// renamed over the previous one and the directory fsynced (Prometheus's tsdb/fileutil), so a
+// crash or power cut at any point leaves either the previous state or the new one.
 
 // savedRule is one rule's part of the state file.
 type savedRule struct {
@@ -32,8 +36,6 @@ type savedSeries struct {
 	Value  float64           `json:"value"`
 	// Alert is the alert labels hash the series fires as (alertHash).
 	Alert uint64 `json:"alert"`
-	// GoneMs is when the series vanished (Unix ms), 0 while it is present.
-	GoneMs int64 `json:"gone_ms,omitempty"`
 }
 
 // loadState reads the state file; a missing file is an empty state.
@@ -55,7 +57,7 @@ func (h *holder) loadState() error {
 	h.mtx.Lock()
 	defer h.mtx.Unlock()
 	for _, sr := range saved {
-		rh := &ruleHold{last: map[uint64]promql.Sample{}, firing: map[uint64]bool{}, gone: map[uint64]time.Time{},
+		rh := &ruleHold{last: map[uint64]promql.Sample{}, firing: map[uint64]bool{},
 			alertOf: map[uint64]uint64{}, restored: map[uint64]bool{}}
 		for _, s := range sr.Series {
 			ls := labels.FromMap(s.Labels)
@@ -64,9 +66,6 @@ func (h *holder) loadState() error {
 			rh.alertOf[k] = s.Alert
 			rh.firing[s.Alert] = true
 			rh.restored[s.Alert] = true
-			if s.GoneMs != 0 {
-				rh.gone[k] = time.UnixMilli(s.GoneMs)
-			}
 		}
 		h.rules[sr.Rule] = rh
 	}
@@ -74,10 +73,11 @@ func (h *holder) loadState() error {
 	return nil
 }
 
-// saveState writes the state file when the set of series behind firing alerts (or when a
-// held one vanished) changed since the last write. Values are written but do not count as a
-// change: a held series comes back with the value it had when the set last changed. It runs
-// after every group evaluation, so the unchanged case only sums a digest.
+// saveState writes the state file when the set of series behind firing alerts changed since
+// the last write. Values are written but do not count as a change: a held series comes back
+// with the value it had when the set last changed. It runs after every group evaluation, so
+// the unchanged case only sums a digest. When the write fails, the previous file is left as
+// it was and the next evaluation tries again.
 func (h *holder) saveState() error {
 	if h.statePath == "" {
 		return nil
@@ -88,9 +88,9 @@ func (h *holder) saveState() error {
 	var d uint64
 	for key, rh := range h.rules {
 		kh := hashString(key)
-		for k, ah := range rh.alertOf {
+		for _, ah := range rh.alertOf {
 			if rh.firing[ah] {
-				d += entryDigest(kh, ah, goneMs(rh.gone, k))
+				d += entryDigest(kh, ah)
 			}
 		}
 	}
@@ -103,7 +103,7 @@ func (h *holder) saveState() error {
 		sr := savedRule{Rule: key}
 		for k, s := range rh.last {
 			if ah := rh.alertOf[k]; rh.firing[ah] {
-				sr.Series = append(sr.Series, savedSeries{Labels: s.Metric.Map(), Value: s.F, Alert: ah, GoneMs: goneMs(rh.gone, k)})
+				sr.Series = append(sr.Series, savedSeries{Labels: s.Metric.Map(), Value: s.F, Alert: ah})
 			}
 		}
 		if len(sr.Series) > 0 {
@@ -113,14 +113,10 @@ func (h *holder) saveState() error {
 	h.mtx.Unlock()
 	b, err := json.Marshal(saved)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode alert hold state: %w", err)
 	}
-	tmp := h.statePath + ".tmp"
-	if err := writeFileSync(tmp, b); err != nil {
-		return fmt.Errorf("write alert hold state: %w", err)
-	}
-	if err := os.Rename(tmp, h.statePath); err != nil {
-		return fmt.Errorf("write alert hold state: %w", err)
+	if err := h.replaceFile(b); err != nil {
+		return fmt.Errorf("write alert hold state %s: %w", h.statePath, err)
 	}
 	h.mtx.Lock()
 	h.savedDigest = d
@@ -128,44 +124,50 @@ func (h *holder) saveState() error {
 	return nil
 }
 
-func goneMs(gone map[uint64]time.Time, k uint64) int64 {
-	if g, ok := gone[k]; ok {
-		return g.UnixMilli()
+// replaceFile replaces the state file with b: a temporary file in the same directory,
+// fsynced, renamed over the state file, then the directory fsynced so that the rename itself
+// is durable (fileutil.Rename). On failure the temporary file is removed and the state file is
+// untouched.
+func (h *holder) replaceFile(b []byte) (err error) {
+	fsyncFile, rename := h.fsyncFile, h.rename
+	if fsyncFile == nil {
+		fsyncFile = (*os.File).Sync
 	}
-	return 0
-}
-
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if rename == nil {
+		rename = fileutil.Rename
+	}
+	f, err := os.CreateTemp(filepath.Dir(h.statePath), "."+filepath.Base(h.statePath)+".tmp-")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := fsyncFile(f); err != nil {
 		f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return rename(tmp, h.statePath)
 }
 
-// digestState identifies the saved series and vanish times, not their values: a sum over
-// the series, so the order they are listed in does not matter.
+// digestState identifies the saved series, not their values: a sum over the series, so the
+// order they are listed in does not matter.
 func digestState(saved []savedRule) uint64 {
 	var d uint64
 	for _, sr := range saved {
 		kh := hashString(sr.Rule)
 		for _, s := range sr.Series {
-			d += entryDigest(kh, s.Alert, s.GoneMs)
+			d += entryDigest(kh, s.Alert)
 		}
 	}
 	return d
@@ -179,8 +181,8 @@ func hashString(s string) uint64 {
 
 // entryDigest mixes one series' identity (splitmix64's finalizer), so that sums over
 // different sets rarely collide.
-func entryDigest(rule, alert uint64, gone int64) uint64 {
-	x := rule ^ alert*0x9e3779b97f4a7c15 ^ uint64(gone)*0xbf58476d1ce4e5b9
+func entryDigest(rule, alert uint64) uint64 {
+	x := rule ^ alert*0x9e3779b97f4a7c15
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
 	x ^= x >> 27

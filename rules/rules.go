@@ -5,8 +5,8 @@
 //
 // Two things are added to Prometheus's behaviour. The built-in rule pack (rules/pack) is loaded
 // from memory next to the user's rule files. And a firing alert whose series vanish because
-// their data went missing (not because the condition cleared) is held, marked stale, instead
-// of resolved; see hold.go.
+// their cluster stopped sending data (not because the condition cleared) is held, marked
+// stale, instead of resolved; see hold.go.
 package rules
 
 import (
@@ -135,7 +135,7 @@ func New(o Options) (*Evaluator, error) {
 		QueryFunc: e.hold.query,
 		NotifyFunc: func(ctx context.Context, expr string, alerts ...*rules.Alert) {
 			for _, a := range alerts {
-				e.hold.mark(a)
+				e.hold.mark(a, false)
 			}
 			e.notify(ctx, expr, alerts...)
 		},
@@ -188,16 +188,22 @@ func (e *Evaluator) ApplyConfig(c Config) error {
 	default:
 	}
 	e.targets <- tgs
-	e.hold.configure(c.Clusters, c.SilentAfter)
-	live := map[string]bool{}
-	for _, r := range e.manager.AlertingRules() {
-		live[ruleKey(r.Name(), r.Query().String(), r.Labels())] = true
-	}
-	e.hold.forget(live)
+	e.configureHold(c, e.manager.AlertingRules())
 	e.mtx.Lock()
 	e.hasAMs = len(amcs) > 0
 	e.mtx.Unlock()
 	return nil
+}
+
+// configureHold gives the holder the configured clusters and silent_after, and makes it
+// forget the rules that are no longer loaded.
+func (e *Evaluator) configureHold(c Config, loaded []*rules.AlertingRule) {
+	e.hold.configure(c.Clusters, c.SilentAfter)
+	live := make(map[string]bool, len(loaded))
+	for _, r := range loaded {
+		live[ruleKey(r.Name(), r.Query().String(), r.Labels())] = true
+	}
+	e.hold.forget(live)
 }
 
 // evalIteration evaluates a group as Prometheus does and then marks the alerts it holds, so
@@ -206,7 +212,7 @@ func (e *Evaluator) evalIteration(ctx context.Context, g *rules.Group, ts time.T
 	rules.DefaultEvalIterationFunc(ctx, g, ts)
 	for _, r := range g.AlertingRules() {
 		e.hold.observe(r)
-		r.ForEachActiveAlert(e.hold.mark)
+		r.ForEachActiveAlert(func(a *rules.Alert) { e.hold.mark(a, true) })
 	}
 	if err := e.hold.saveState(); err != nil {
 		e.logger.Error("saving which series back firing alerts", "err", err)

@@ -370,7 +370,7 @@ func (s *Snapshot) filter(out *Reasons, ref *reasonRef, c *Cluster, failed map[s
 		return true
 	}
 	for i := range c.Incidents {
-		if c.Incidents[i].Severity == "critical" && fail(Reason{kind: reasonIncident, inc: &c.Incidents[i]}) {
+		if inc := &c.Incidents[i]; inc.Severity == "critical" && inc.ClusterHealth() && fail(Reason{kind: reasonIncident, inc: inc}) {
 			return true
 		}
 	}

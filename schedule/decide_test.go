@@ -61,14 +61,29 @@ func TestFilters(t *testing.T) {
 		{name: "nodes not ready", mutate: func(c *Cluster) { c.ReadyRatio = 0.8 }, want: "unhealthy: 80% of nodes Ready (minimum 90%)"},
 		{name: "ready ratio at the threshold", mutate: func(c *Cluster) { c.ReadyRatio = 0.9 }, want: ""},
 		{name: "ready ratio unknown is not a failure by itself", mutate: func(c *Cluster) { c.ReadyRatio = -1 }, want: ""},
-		{name: "critical cluster incident", mutate: func(c *Cluster) {
-			c.Incidents = []IncidentRef{{ID: "inc-1", Severity: "critical", Scope: "cluster", Title: "control plane down"}}
+		{name: "critical incident: control plane down", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-1", Severity: "critical", Scope: "cluster", Kind: IncidentClusterDown, Title: "control plane down"}}
 		}, want: "unhealthy: open critical cluster incident inc-1: control plane down"},
-		{name: "critical fleet incident", mutate: func(c *Cluster) {
-			c.Incidents = []IncidentRef{{ID: "inc-2", Severity: "critical", Scope: "fleet", Title: "likely bad rollout"}}
-		}, want: "unhealthy: open critical fleet incident inc-2"},
-		{name: "warning incident is not a filter", mutate: func(c *Cluster) {
-			c.Incidents = []IncidentRef{{ID: "inc-3", Severity: "warning", Scope: "cluster"}}
+		{name: "critical incident: nodes NotReady", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-2", Severity: "critical", Scope: "cluster", Kind: IncidentNodes, Title: "nodes NotReady"}}
+		}, want: "unhealthy: open critical cluster incident inc-2: nodes NotReady"},
+		{name: "critical incident: saturated", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-3", Severity: "critical", Scope: "cluster", Kind: IncidentSaturation, Title: "CPU overcommit"}}
+		}, want: "unhealthy: open critical cluster incident inc-3: CPU overcommit"},
+		{name: "critical workload incident is not a filter", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-4", Severity: "critical", Scope: "cluster", Kind: IncidentWorkloads, Title: "workload payments/api is failing in cluster c"}}
+		}, want: ""},
+		{name: "critical rollout incident is not a filter", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-5", Severity: "critical", Scope: "fleet", Kind: IncidentRollout, Title: "likely bad rollout"}}
+		}, want: ""},
+		{name: "critical incident of another alert is not a filter", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-6", Severity: "critical", Scope: "fleet", Kind: IncidentAlert, Title: "KubePersistentVolumeFillingUp"}}
+		}, want: ""},
+		{name: "critical incident of unknown kind is not a filter", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-7", Severity: "critical", Scope: "cluster"}}
+		}, want: ""},
+		{name: "warning cluster-health incident is not a filter", mutate: func(c *Cluster) {
+			c.Incidents = []IncidentRef{{ID: "inc-8", Severity: "warning", Scope: "cluster", Kind: IncidentNodes}}
 		}, want: ""},
 		{name: "missing compliance tag", req: func(r *Request) { r.Constraints.Compliance = []string{"pci"} }, want: `lacks compliance tag "pci"`},
 		{name: "has compliance tag", mutate: func(c *Cluster) { c.Compliance = []string{"gdpr", "pci"} }, req: func(r *Request) { r.Constraints.Compliance = []string{"pci"} }, want: ""},
@@ -351,7 +366,7 @@ func randomSnapshot(rng *rand.Rand, n int) *Snapshot {
 		case 1:
 			c.ReadyRatio = 0.5
 		case 2:
-			c.Incidents = []IncidentRef{{ID: "inc", Severity: "critical", Scope: "cluster"}}
+			c.Incidents = []IncidentRef{{ID: "inc", Severity: "critical", Scope: "cluster", Kind: IncidentNodes}}
 		}
 		cs = append(cs, c)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -59,11 +60,49 @@ type Static struct {
 
 // IncidentRef is an open incident as placement sees it.
 type IncidentRef struct {
-	ID       string   `json:"id"`
-	Severity string   `json:"severity"`
-	Scope    string   `json:"scope"`
+	ID       string `json:"id"`
+	Severity string `json:"severity"`
+	Scope    string `json:"scope"`
+	// Kind is what the incident is about (the Incident* constants); only a critical incident
+	// about the cluster's health (ClusterHealth) keeps placement off the cluster.
+	Kind     string   `json:"kind"`
 	Clusters []string `json:"clusters"`
 	Title    string   `json:"root_cause"`
+}
+
+// Incident kinds: the first part of the key correlate gives an incident's group
+// (correlate/group.go, "cluster/eu-1", "nodes/eu-1/node-3", "rollout/shop/api", ...).
+const (
+	// IncidentClusterDown: the cluster is silent or its control plane is down.
+	IncidentClusterDown = "cluster"
+	// IncidentNodes: nodes of the cluster are NotReady.
+	IncidentNodes = "nodes"
+	// IncidentSaturation: the cluster's CPU or memory requests are saturated.
+	IncidentSaturation = "saturation"
+	// IncidentRollout: the same workload fails in several clusters (a bad rollout).
+	IncidentRollout = "rollout"
+	// IncidentWorkloads: workloads fail in one cluster, and nothing about the cluster explains it.
+	IncidentWorkloads = "failures"
+	// IncidentAlert: any other alert, in one or several clusters.
+	IncidentAlert = "alert"
+)
+
+// IncidentKind is the kind of the incident whose group key is key.
+func IncidentKind(key string) string {
+	kind, _, _ := strings.Cut(key, "/")
+	return kind
+}
+
+// ClusterHealth reports whether the incident is about the health of its clusters themselves
+// (silent, control plane down, nodes NotReady, saturated) rather than about workloads running
+// on them or other alerts: one crash-looping workload does not make a healthy cluster a bad
+// place for every other workload.
+func (r *IncidentRef) ClusterHealth() bool {
+	switch r.Kind {
+	case IncidentClusterDown, IncidentNodes, IncidentSaturation:
+		return true
+	}
+	return false
 }
 
 // Cluster is one cluster of a snapshot: its static description and what the view says now.

@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
 )
@@ -148,4 +151,52 @@ func TestReasonJSONRoundTrip(t *testing.T) {
 	var back Reasons
 	require.NoError(t, json.Unmarshal(b, &back))
 	require.Equal(t, r.Strings(), back.Strings())
+}
+
+// TestServiceRun runs the refresh loop on synctest's fake clock: a snapshot at once, then one
+// every interval, one at once after ApplySettings, none while disabled, and Run returns when
+// its context ends. (time.Sleep in the bubble moves the fake clock; nothing waits in real time.)
+func TestServiceRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var refreshes atomic.Int32
+		enabled := atomic.Bool{}
+		enabled.Store(true)
+		st := Settings{Headroom: 0.15, SaturationRatio: 0.85, MinReadyRatio: 0.9, StaleAfter: 2 * time.Minute, Interval: 15 * time.Second, Weights: DefaultWeights}
+		svc, err := New(Options{
+			Source: Source{Query: func(context.Context, string, time.Time) (promql.Vector, error) {
+				return promql.Vector{{Metric: labels.FromStrings("cluster", "eu-1"), F: 1}}, nil
+			}},
+			Settings: st,
+			Publish:  func(context.Context, *Snapshot, []ClusterScore) error { refreshes.Add(1); return nil },
+		})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx, enabled.Load) }()
+
+		synctest.Wait()
+		require.EqualValues(t, 1, refreshes.Load(), "a snapshot at once")
+		time.Sleep(st.Interval - time.Nanosecond)
+		synctest.Wait()
+		require.EqualValues(t, 1, refreshes.Load(), "not before the interval")
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		require.EqualValues(t, 2, refreshes.Load(), "one every interval")
+
+		st.Interval = time.Minute
+		require.NoError(t, svc.ApplySettings(st))
+		synctest.Wait()
+		require.EqualValues(t, 3, refreshes.Load(), "at once after new settings")
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		require.EqualValues(t, 3, refreshes.Load(), "the new interval applies")
+
+		enabled.Store(false)
+		time.Sleep(3 * time.Minute)
+		synctest.Wait()
+		require.EqualValues(t, 3, refreshes.Load(), "no refresh while disabled")
+
+		cancel()
+		require.NoError(t, <-done)
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 
 	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // QueryFunc answers an instant PromQL query on the view (rules.EngineQueryFunc, or a Thanos
@@ -38,13 +39,14 @@ type Settings struct {
 func (s Settings) Ceiling() float64 { return math.Min(1-s.Headroom, s.SaturationRatio) }
 
 // The queries a snapshot is built from: the rule pack's recording rules and the last-ingest
-// series fleetwatch writes for every cluster.
+// series fleetwatch writes for every cluster (collector.LastIngestMetric; the collector
+// imports this package's configuration, so the name cannot be imported here).
 const (
-	QueryAllocatableCPU    = `cluster:kube_node_status_allocatable_cpu:sum`
-	QueryAllocatableMemory = `cluster:kube_node_status_allocatable_memory:sum`
-	QueryRequestedCPU      = `cluster:kube_pod_container_resource_requests_cpu:sum`
-	QueryRequestedMemory   = `cluster:kube_pod_container_resource_requests_memory:sum`
-	QueryReadyRatio        = `cluster:kube_node_ready:ratio`
+	QueryAllocatableCPU    = pack.RecordCPUAllocatable
+	QueryAllocatableMemory = pack.RecordMemoryAllocatable
+	QueryRequestedCPU      = pack.RecordCPURequests
+	QueryRequestedMemory   = pack.RecordMemoryRequests
+	QueryReadyRatio        = pack.RecordNodeReadyRatio
 	QueryLastIngest        = `max by (cluster) (fleetwatch_cluster_last_ingest_timestamp_seconds)`
 )
 
@@ -114,7 +116,8 @@ func (src Source) Snapshot(ctx context.Context, now time.Time, st Settings) (*Sn
 	}
 	if src.Incidents != nil {
 		for _, inc := range src.Incidents() {
-			ref := IncidentRef{ID: inc.ID, Severity: inc.Severity, Scope: inc.Scope, Clusters: inc.Clusters, Title: inc.RootCause}
+			ref := IncidentRef{ID: inc.ID, Severity: inc.Severity, Scope: inc.Scope, Kind: IncidentKind(inc.Key),
+				Clusters: inc.Clusters, Title: inc.RootCause}
 			for _, name := range inc.Clusters {
 				if c, ok := byName[name]; ok {
 					c.Incidents = append(c.Incidents, ref)

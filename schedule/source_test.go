@@ -56,7 +56,7 @@ func testSource(t *testing.T) Source {
 func TestSourceSnapshot(t *testing.T) {
 	src := testSource(t)
 	src.Incidents = func() []correlate.Incident {
-		return []correlate.Incident{{ID: "inc-1", Group: correlate.Group{Scope: "cluster", Severity: "critical", Clusters: []string{"us-1"}, RootCause: "nodes NotReady"}}}
+		return []correlate.Incident{{ID: "inc-1", Group: correlate.Group{Key: "nodes/us-1", Scope: "cluster", Severity: "critical", Clusters: []string{"us-1"}, RootCause: "nodes NotReady"}}}
 	}
 	now := time.Unix(9*60, 0)
 	st := Settings{
@@ -91,6 +91,7 @@ func TestSourceSnapshot(t *testing.T) {
 	require.Equal(t, time.Unix(5*60, 0), us.LastIngest, "its last-ingest series stopped at 5m")
 	require.Equal(t, 0.5, us.ReadyRatio)
 	require.Len(t, us.Incidents, 1)
+	require.Equal(t, IncidentNodes, us.Incidents[0].Kind)
 
 	ap := s.Cluster("ap-1")
 	require.False(t, ap.HasCapacity)
@@ -144,4 +145,86 @@ func roundWorkloads(ws []Workload) []Workload {
 		ws[i].CPU = float64(int(ws[i].CPU*1000+0.5)) / 1000
 	}
 	return ws
+}
+
+// TestIncidentsFilterOnlyClusterHealth: placement keeps off a cluster only while a critical
+// incident about the cluster's own health is open there (silent or control plane down, nodes
+// NotReady, saturated). A workload crash-looping in one cluster, a bad rollout across several,
+// or any other alert leaves the clusters placeable for everything else. The incidents are the
+// correlation engine's, from real alerts, so a change in how correlate names its incidents
+// fails here.
+func TestIncidentsFilterOnlyClusterHealth(t *testing.T) {
+	now := time.Unix(3600, 0)
+	alert := func(name, cluster, severity string, more ...string) correlate.Alert {
+		ls := map[string]string{"alertname": name, "cluster": cluster, "severity": severity}
+		for i := 0; i+1 < len(more); i += 2 {
+			ls[more[i]] = more[i+1]
+		}
+		return correlate.Alert{Labels: ls, StartsAt: now.Add(-5 * time.Minute), Source: "rules"}
+	}
+	for _, tc := range []struct {
+		name   string
+		alerts []correlate.Alert
+		kind   string
+		filter string // the reason eu-1 is filtered for; "" = placeable
+	}{
+		{name: "one workload crash-looping", kind: IncidentWorkloads, alerts: []correlate.Alert{
+			alert("FleetWorkloadCrashLooping", "eu-1", "warning", "namespace", "payments", "deployment", "api"),
+			alert("FleetClusterCrashLooping", "eu-1", "critical"),
+		}},
+		{name: "bad rollout in several clusters", kind: IncidentRollout, alerts: []correlate.Alert{
+			alert("FleetWorkloadCrashLooping", "eu-1", "critical", "namespace", "shop", "deployment", "web"),
+			alert("FleetWorkloadCrashLooping", "us-1", "critical", "namespace", "shop", "deployment", "web"),
+		}},
+		{name: "another critical alert", kind: IncidentAlert, alerts: []correlate.Alert{
+			alert("KubePersistentVolumeFillingUp", "eu-1", "critical", "namespace", "shop"),
+		}},
+		{name: "control plane down", kind: IncidentClusterDown, alerts: []correlate.Alert{
+			alert("FleetClusterControlPlaneDown", "eu-1", "critical"),
+			alert("FleetWorkloadCrashLooping", "eu-1", "warning", "namespace", "payments", "deployment", "api"),
+		}, filter: "unhealthy: open critical cluster incident inc-cluster/eu-1: FleetClusterControlPlaneDown in cluster eu-1"},
+		{name: "nodes NotReady", kind: IncidentNodes, alerts: []correlate.Alert{
+			alert("KubeNodeNotReady", "eu-1", "critical", "node", "n-3"),
+		}, filter: "unhealthy: open critical cluster incident inc-nodes/eu-1/n-3: node n-3 of cluster eu-1 is not Ready"},
+		{name: "saturation, critical", kind: IncidentSaturation, alerts: []correlate.Alert{
+			alert("KubeCPUOvercommit", "eu-1", "critical"),
+		}, filter: "unhealthy: open critical cluster incident inc-saturation/eu-1: KubeCPUOvercommit in cluster eu-1"},
+		{name: "saturation, warning", kind: IncidentSaturation, alerts: []correlate.Alert{
+			alert("FleetClusterCPURequestsSaturated", "eu-1", "warning"),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := Source{
+				Query: func(_ context.Context, q string, _ time.Time) (promql.Vector, error) {
+					v := map[string]float64{QueryAllocatableCPU: 100, QueryAllocatableMemory: 400 * gib, QueryRequestedCPU: 10,
+						QueryRequestedMemory: 40 * gib, QueryReadyRatio: 1, QueryLastIngest: float64(now.Unix())}[q]
+					return promql.Vector{{Metric: labels.FromStrings("cluster", "eu-1"), F: v}, {Metric: labels.FromStrings("cluster", "us-1"), F: v}}, nil
+				},
+				Incidents: func() []correlate.Incident {
+					var out []correlate.Incident
+					for _, g := range correlate.Correlate(tc.alerts, nil, correlate.DefaultRules) {
+						out = append(out, correlate.Incident{ID: "inc-" + g.Key, Group: g, State: correlate.StateOpen})
+					}
+					return out
+				},
+			}
+			s, err := src.Snapshot(t.Context(), now, Settings{Headroom: 0.15, SaturationRatio: 0.85, MinReadyRatio: 0.9,
+				StaleAfter: 2 * time.Minute, Interval: 15 * time.Second, Weights: DefaultWeights})
+			require.NoError(t, err)
+			eu := s.Cluster("eu-1")
+			require.NotEmpty(t, eu.Incidents, "the snapshot lists every open incident")
+			require.Equal(t, tc.kind, eu.Incidents[0].Kind)
+
+			d, err := Decide(s, Request{Replicas: 4, CPU: 1, Memory: gib, Weights: DefaultWeights})
+			require.NoError(t, err)
+			require.True(t, d.Feasible)
+			if tc.filter == "" {
+				require.Empty(t, result(d, "eu-1").Filtered())
+				require.Positive(t, result(d, "eu-1").Replicas, "eu-1 takes its share")
+				return
+			}
+			require.Equal(t, []string{tc.filter}, result(d, "eu-1").Filtered().Strings())
+			require.Zero(t, result(d, "eu-1").Replicas)
+		})
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/agent"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
@@ -55,12 +56,14 @@ func newDemoCmd(app *kingpin.Application) *demoCmd {
 }
 
 // The signals the demo watches, as PromQL on the global view. They are what the README and
-// the banner point a newcomer at.
+// the banner point a newcomer at. The Ready ratio and the request saturation are the rule
+// pack's own recorded series, the very numbers its alerts fire on (requests of Pending and
+// Running pods only: Succeeded and Failed pods keep their request series but free the room).
 var demoSignals = []struct{ name, query string }{
 	{"nodes NotReady", `sum by (cluster) (kube_node_status_condition{condition="Ready",status!="true"})`},
-	{"node Ready ratio", `sum by (cluster) (kube_node_status_condition{condition="Ready",status="true"}) / sum by (cluster) (kube_node_info)`},
-	{"CPU request saturation", `sum by (cluster) (kube_pod_container_resource_requests{resource="cpu"}) / sum by (cluster) (kube_node_status_allocatable{resource="cpu"})`},
-	{"memory request saturation", `sum by (cluster) (kube_pod_container_resource_requests{resource="memory"}) / sum by (cluster) (kube_node_status_allocatable{resource="memory"})`},
+	{"node Ready ratio", pack.RecordNodeReadyRatio},
+	{"CPU request saturation", pack.RecordCPURequestsRatio},
+	{"memory request saturation", pack.RecordMemoryRequestsRatio},
 	{"containers in CrashLoopBackOff", `sum by (cluster) (kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff"})`},
 	{"restarts per minute", `sum by (cluster) (increase(kube_pod_container_status_restarts_total[1m]))`},
 	{"seconds since the cluster last sent data", `time() - max by (cluster) (timestamp(up{job="kube-state-metrics"}))`},
@@ -405,13 +408,19 @@ func demoReport(ctx context.Context, papi promv1.API, now time.Time, interval ti
 			out["cluster "+c+" nodes"] = fmt.Sprintf("%d of %d nodes NotReady", int(n), int(nodes[c]))
 		}
 	}
-	cpu, err := q(demoSignals[2].query)
-	if err != nil {
-		return nil, err
-	}
-	for c, r := range cpu {
-		if r > 0.85 {
-			out["cluster "+c+" cpu"] = fmt.Sprintf("CPU requests at %.0f%% of allocatable", 100*r)
+	// The saturation alerts' own series and threshold (the demo runs the pack's defaults).
+	for _, sat := range []struct{ key, what, query string }{
+		{"cpu", "CPU", pack.RecordCPURequestsRatio},
+		{"memory", "memory", pack.RecordMemoryRequestsRatio},
+	} {
+		ratios, err := q(sat.query)
+		if err != nil {
+			return nil, err
+		}
+		for c, r := range ratios {
+			if r > pack.DefaultThresholds.SaturationRatio {
+				out["cluster "+c+" "+sat.key] = fmt.Sprintf("%s requests at %.0f%% of allocatable", sat.what, 100*r)
+			}
 		}
 	}
 	crash, err := q(demoSignals[4].query)

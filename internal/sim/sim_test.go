@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -528,56 +529,70 @@ func TestSaturationRamp(t *testing.T) {
 	require.Equal(t, base, truthOf(t, s, "us-1"))
 }
 
+// TestSilence runs in a synctest bubble: the scrapes' timeouts run on its fake clock, and
+// synctest.Wait says when a held scrape is blocked for good, so nothing waits on real time.
 func TestSilence(t *testing.T) {
-	s, _ := newTestSim(t)
-	_, err := s.StepScenario("cluster-silent")
-	require.NoError(t, err)
-	require.True(t, truthOf(t, s, "eu-2").Silent)
+	synctest.Test(t, func(t *testing.T) {
+		s, _ := newTestSim(t)
+		_, err := s.StepScenario("cluster-silent")
+		require.NoError(t, err)
+		require.True(t, truthOf(t, s, "eu-2").Silent)
 
-	for _, p := range []string{"/clusters/eu-2/metrics", "/clusters/eu-2/apiserver/metrics"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		req := httptest.NewRequest(http.MethodGet, p, nil).WithContext(ctx)
-		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, req)
-		// It returned because the client gave up, not before.
-		require.ErrorIs(t, ctx.Err(), context.DeadlineExceeded, p)
-		cancel()
-		require.Empty(t, rec.Body.String(), p)
-	}
-	// Other clusters answer.
-	require.NotEmpty(t, scrape(t, s, "eu-1"))
+		for _, p := range []string{"/clusters/eu-2/metrics", "/clusters/eu-2/apiserver/metrics"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			req := httptest.NewRequest(http.MethodGet, p, nil).WithContext(ctx)
+			rec := httptest.NewRecorder()
+			start := time.Now()
+			s.Handler().ServeHTTP(rec, req)
+			// It returned because the client gave up, not before.
+			require.ErrorIs(t, ctx.Err(), context.DeadlineExceeded, p)
+			require.Equal(t, 10*time.Second, time.Since(start), p)
+			cancel()
+			require.Empty(t, rec.Body.String(), p)
+		}
+		// Other clusters answer.
+		require.NotEmpty(t, scrape(t, s, "eu-1"))
 
-	// A scrape held while silent is answered once the cluster is back.
-	done := make(chan *httptest.ResponseRecorder)
-	go func() {
-		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/clusters/eu-2/metrics", nil))
-		done <- rec
-	}()
-	select {
-	case <-done:
-		t.Fatal("silent cluster answered")
-	case <-time.After(50 * time.Millisecond):
-	}
-	_, err = s.StepScenario("cluster-silent")
-	require.NoError(t, err)
-	rec := <-done
-	require.Equal(t, http.StatusOK, rec.Code)
-	require.Contains(t, rec.Body.String(), "kube_node_info")
+		// A scrape held while silent is answered once the cluster is back, not before.
+		done := make(chan *httptest.ResponseRecorder, 1)
+		go func() {
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/clusters/eu-2/metrics", nil))
+			done <- rec
+		}()
+		synctest.Wait() // the scrape is blocked for good, or answered
+		select {
+		case <-done:
+			t.Fatal("silent cluster answered")
+		default:
+		}
+		_, err = s.StepScenario("cluster-silent")
+		require.NoError(t, err)
+		rec := <-done
+		require.Equal(t, http.StatusOK, rec.Code)
+		require.Contains(t, rec.Body.String(), "kube_node_info")
+	})
 }
 
 func TestSilenceReleasedByClose(t *testing.T) {
-	s, _ := newTestSim(t)
-	require.NoError(t, s.Apply(Step{Action: ActionSilence, Cluster: "eu-1"}))
-	done := make(chan int)
-	go func() {
-		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/clusters/eu-1/metrics", nil))
-		done <- rec.Code
-	}()
-	time.Sleep(20 * time.Millisecond)
-	s.Close()
-	require.Equal(t, http.StatusServiceUnavailable, <-done)
+	synctest.Test(t, func(t *testing.T) {
+		s, _ := newTestSim(t)
+		require.NoError(t, s.Apply(Step{Action: ActionSilence, Cluster: "eu-1"}))
+		done := make(chan int, 1)
+		go func() {
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/clusters/eu-1/metrics", nil))
+			done <- rec.Code
+		}()
+		synctest.Wait() // the scrape is held
+		select {
+		case code := <-done:
+			t.Fatalf("silent cluster answered %d before Close", code)
+		default:
+		}
+		s.Close()
+		require.Equal(t, http.StatusServiceUnavailable, <-done)
+	})
 }
 
 func TestControlPlaneDown(t *testing.T) {

@@ -380,3 +380,17 @@ func TestREADME(t *testing.T) {
 		require.Contains(t, readme, "`rules.pack."+key+"`", "rules/README.md names %s", key)
 	}
 }
+
+// TestRecordedNames: every name the pack exports for other packages is recorded by the pack.
+func TestRecordedNames(t *testing.T) {
+	_, rules := rulesOf(t, mustRender(t, DefaultThresholds))
+	for _, name := range []string{
+		RecordNodeReadyRatio, RecordCPURequests, RecordMemoryRequests, RecordCPUAllocatable,
+		RecordMemoryAllocatable, RecordCPURequestsRatio, RecordMemoryRequestsRatio, RecordCrashLoopRate,
+		RecordWorkloadCrashLoopRate, RecordIngestAge, RecordAPIServerUp,
+	} {
+		r, ok := rules[name]
+		require.True(t, ok, "the pack records no %s", name)
+		require.Equal(t, name, r.Record, "%s is an alert, not a recording rule", name)
+	}
+}
