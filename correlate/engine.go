@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"net/url"
 	"slices"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	httptransport "github.com/go-openapi/runtime/client"
 	"github.com/go-openapi/strfmt"
 	amclient "github.com/prometheus/alertmanager/api/v2/client"
 	amalert "github.com/prometheus/alertmanager/api/v2/client/alert"
@@ -36,12 +38,27 @@ type Options struct {
 	Interval, ResolveAfter, ResendInterval time.Duration
 	// Alertmanagers are base URLs; every incident goes to each.
 	Alertmanagers []string
+	// ResolvedRetention is how long resolved incidents stay in the store; 0 means
+	// DefaultResolvedRetention.
+	ResolvedRetention time.Duration
+	// Transport posts to Alertmanager; nil means http.DefaultTransport.
+	Transport http.RoundTripper
+	// Identify reads the caller's identity from an incident API request's context (see
+	// Handler); nil: no request has one, so nothing is acknowledged or resolved over the API.
+	Identify IdentifyFunc
 	// ExternalURL is fleetwatch's URL, for the incidents' links.
 	ExternalURL string
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
 	Now         func() time.Time
 }
+
+// DefaultResolvedRetention is how long resolved incidents are kept by default: 30 days.
+const DefaultResolvedRetention = 720 * time.Hour
+
+// pruneEvery is how often at most an evaluation deletes the resolved incidents past their
+// retention.
+const pruneEvery = time.Minute
 
 // Engine is the correlation stage: it takes alerts (Sink), computes incidents, keeps them in
 // the store and delivers them to Alertmanager from the store's outbox.
@@ -53,8 +70,10 @@ type Engine struct {
 
 	mtx     sync.Mutex // serializes evaluation and the tracker
 	tracker *Tracker
-	topo    *Topology
-	podSeen map[string]time.Time // when each pod of the topology was last in the view
+	// lastPrune is when resolved incidents past the retention were last deleted.
+	lastPrune time.Time
+	topo      *Topology
+	podSeen   map[string]time.Time // when each pod of the topology was last in the view
 
 	alertsMtx sync.Mutex
 	alerts    map[uint64]Alert     // the stored alerts, by fingerprint
@@ -69,6 +88,7 @@ type Engine struct {
 	resolved  *prometheus.CounterVec
 	duration  prometheus.Histogram
 	byCluster *prometheus.GaugeVec
+	pruned    prometheus.Counter
 
 	subMtx sync.Mutex
 	subs   map[chan *Incident]struct{}
@@ -100,6 +120,12 @@ func New(o Options) (*Engine, error) {
 	}
 	if o.ResendInterval <= 0 {
 		o.ResendInterval = time.Minute
+	}
+	if o.ResolvedRetention < 0 {
+		return nil, fmt.Errorf("correlate: resolved retention %s is negative", o.ResolvedRetention)
+	}
+	if o.ResolvedRetention == 0 {
+		o.ResolvedRetention = DefaultResolvedRetention
 	}
 	for _, a := range o.Alertmanagers {
 		if u, err := url.Parse(a); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
@@ -157,14 +183,17 @@ func New(o Options) (*Engine, error) {
 	}
 	e.byCluster = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_cluster_incidents", Help: "Active incidents that involve each cluster (a fleet incident counts for each of its clusters)."}, []string{"cluster"})
 	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: "fleetwatch_correlate_outbox", Help: "Incident states waiting to be delivered to Alertmanager."})
+	e.pruned = f.NewCounter(prometheus.CounterOpts{Name: "fleetwatch_correlate_incidents_pruned_total", Help: "Resolved incidents deleted from the store after the resolved retention."})
 	return e, nil
 }
 
-// Settings are what a configuration reload may change.
+// Settings are what a configuration reload may change. Zero durations keep the current ones.
 type Settings struct {
 	Rules                                  Rules
 	Interval, ResolveAfter, ResendInterval time.Duration
-	Alertmanagers                          []string
+	// ResolvedRetention: resolved incidents older than this are deleted from the store.
+	ResolvedRetention time.Duration
+	Alertmanagers     []string
 }
 
 // ApplySettings changes the engine's rules, hysteresis and Alertmanagers. Incident states
@@ -201,6 +230,9 @@ func (e *Engine) ApplySettings(s Settings) error {
 	}
 	if s.ResendInterval > 0 {
 		e.o.ResendInterval = s.ResendInterval
+	}
+	if s.ResolvedRetention > 0 {
+		e.o.ResolvedRetention = s.ResolvedRetention
 	}
 	e.o.Alertmanagers = append([]string(nil), s.Alertmanagers...)
 	return nil
@@ -334,10 +366,14 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 			e.topo = e.remember(topo, now)
 		}
 	}
-	changed := e.tracker.Update(now, Correlate(alerts, e.topo, e.o.Rules))
+	// Stored first, then in memory: if the store fails, the next evaluation finds the same
+	// changes to make and stores them then.
+	changed := e.tracker.plan(now, Correlate(alerts, e.topo, e.o.Rules))
 	if err := e.o.Store.SaveIncidents(changed, e.o.Alertmanagers); err != nil {
 		return fmt.Errorf("store incidents: %w", err)
 	}
+	e.tracker.commit(changed...)
+	e.prune(now)
 	done := time.Now()
 	for _, t := range unseen {
 		e.latency.Observe(done.Sub(t).Seconds())
@@ -355,6 +391,25 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// prune deletes the resolved incidents past the retention from the store, at most every
+// pruneEvery. A failure is logged and tried again next time: it does not make the
+// evaluation fail.
+func (e *Engine) prune(now time.Time) {
+	if !e.lastPrune.IsZero() && now.Sub(e.lastPrune) < pruneEvery {
+		return
+	}
+	e.lastPrune = now
+	n, err := e.o.Store.DeleteResolvedBefore(now.Add(-e.o.ResolvedRetention))
+	e.pruned.Add(float64(n))
+	if err != nil {
+		e.logger.Warn("deleting resolved incidents past the retention", "retention", e.o.ResolvedRetention, "err", err)
+		return
+	}
+	if n > 0 {
+		e.logger.Info("deleted resolved incidents past the retention", "incidents", n, "retention", e.o.ResolvedRetention)
+	}
 }
 
 // podMemory is how long a pod that left the view still counts in the topology: alerts about
@@ -474,31 +529,58 @@ func (e *Engine) activeIncidents(f Filter) []*Incident {
 	return out
 }
 
-// Acknowledge marks an active incident acknowledged.
+// Acknowledge marks an active incident acknowledged by who.
 func (e *Engine) Acknowledge(id, who string) (*Incident, error) {
-	return e.change(func(now time.Time) (*Incident, error) { return e.tracker.Acknowledge(id, who, now) })
+	return e.acknowledgeAs(id, who, nil)
 }
 
 // Resolve resolves an active incident by hand.
 func (e *Engine) Resolve(id string) (*Incident, error) {
-	return e.change(func(now time.Time) (*Incident, error) {
-		inc, err := e.tracker.Resolve(id, now)
-		if err == nil {
-			e.account(inc, "manual")
-		}
-		return inc, err
-	})
+	return e.resolveAs(id, nil)
 }
 
-func (e *Engine) change(f func(time.Time) (*Incident, error)) (*Incident, error) {
+// acknowledgeAs and resolveAs change an incident that allow (nil: all) allows; any other is not
+// found, so that its existence does not leak.
+func (e *Engine) acknowledgeAs(id, who string, allow func([]string) bool) (*Incident, error) {
+	return e.change(id, allow, func(now time.Time) (*Incident, error) { return e.tracker.acknowledged(id, who, now) }, "")
+}
+
+func (e *Engine) resolveAs(id string, allow func([]string) bool) (*Incident, error) {
+	return e.change(id, allow, func(now time.Time) (*Incident, error) { return e.tracker.resolved(id, now) }, "manual")
+}
+
+// change applies one change to an active incident all or nothing: f makes the changed copy,
+// which is stored first and put in memory (tracker, active list, subscribers) only once
+// stored. A store failure returns an error and leaves memory as it was. An incident that
+// allow does not allow is ErrNotFound, whether or not it is active; an allowed one that is
+// not active is ErrNotActive.
+func (e *Engine) change(id string, allow func([]string) bool, f func(time.Time) (*Incident, error), how string) (*Incident, error) {
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
+	notFound := fmt.Errorf("incident %s: %w", id, ErrNotFound)
+	if cur := e.tracker.find(id); cur == nil {
+		inc, err := e.o.Store.Incident(id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil, notFound
+		case err != nil:
+			return nil, err
+		case allow != nil && !allow(inc.Clusters):
+			return nil, notFound
+		}
+	} else if allow != nil && !allow(cur.Clusters) {
+		return nil, notFound
+	}
 	inc, err := f(e.o.Now())
 	if err != nil {
 		return nil, err
 	}
 	if err := e.o.Store.SaveIncidents([]*Incident{inc}, e.o.Alertmanagers); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store incident %s: %w", id, err)
+	}
+	e.tracker.commit(inc)
+	if how != "" {
+		e.account(inc, how)
 	}
 	e.gauges()
 	e.publish(inc)
@@ -593,9 +675,11 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 		return 0, err
 	}
 	u, _ := url.Parse(am)
-	c := amclient.NewHTTPClientWithConfig(strfmt.Default, &amclient.TransportConfig{
-		Host: u.Host, BasePath: strings.TrimSuffix(u.Path, "/") + amclient.DefaultBasePath, Schemes: []string{u.Scheme},
-	})
+	var hc *http.Client
+	if e.o.Transport != nil {
+		hc = &http.Client{Transport: e.o.Transport}
+	}
+	c := amclient.New(httptransport.NewWithClient(u.Host, strings.TrimSuffix(u.Path, "/")+amclient.DefaultBasePath, []string{u.Scheme}, hc), strfmt.Default)
 	now := e.o.Now()
 	e.mtx.Lock()
 	validFor := 4 * e.o.ResendInterval

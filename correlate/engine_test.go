@@ -6,22 +6,35 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
-// recordingAM answers /api/v2/alerts, failing while down.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// recordingAM answers /api/v2/alerts, failing with 503 while down. It records every request
+// it gets, answered or not, so that a test can tell "nothing was sent" from "nothing was
+// accepted".
 type recordingAM struct {
-	mtx    sync.Mutex
-	down   bool
-	posts  int
+	mtx      sync.Mutex
+	down     bool
+	requests []amRequest      // every request, in order
+	alerts   []map[string]any // the alerts of the requests answered 200
+}
+
+// amRequest is one request the fake Alertmanager got: the alerts it carried and the answer.
+type amRequest struct {
 	alerts []map[string]any
+	code   int
 }
 
 func (f *recordingAM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -31,26 +44,49 @@ func (f *recordingAM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if f.down {
-		http.Error(w, "down", http.StatusServiceUnavailable)
-		return
-	}
 	var got []map[string]any
+	code := http.StatusOK
 	if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		code = http.StatusBadRequest
+	} else if f.down {
+		code = http.StatusServiceUnavailable
+	}
+	f.requests = append(f.requests, amRequest{alerts: got, code: code})
+	if code != http.StatusOK {
+		http.Error(w, http.StatusText(code), code)
 		return
 	}
-	f.posts++
 	f.alerts = append(f.alerts, got...)
 }
 
 func (f *recordingAM) setDown(d bool) { f.mtx.Lock(); f.down = d; f.mtx.Unlock() }
 
+// received returns the alerts of the requests answered 200.
 func (f *recordingAM) received() []map[string]any {
 	f.mtx.Lock()
 	defer f.mtx.Unlock()
 	return append([]map[string]any(nil), f.alerts...)
 }
+
+// got returns every request so far.
+func (f *recordingAM) got() []amRequest {
+	f.mtx.Lock()
+	defer f.mtx.Unlock()
+	return append([]amRequest(nil), f.requests...)
+}
+
+// inProcess is an http.RoundTripper that serves requests with a handler, without a network:
+// the engine's deliveries reach a fake Alertmanager inside a synctest bubble.
+type inProcess struct{ h http.Handler }
+
+func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
+// amURL is where the engine believes the fake Alertmanager is.
+const amURL = "http://alertmanager.test:9093"
 
 type clock struct {
 	mtx sync.Mutex
@@ -60,12 +96,12 @@ type clock struct {
 func (c *clock) now() time.Time      { c.mtx.Lock(); defer c.mtx.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mtx.Lock(); c.t = c.t.Add(d); c.mtx.Unlock() }
 
-func startEngine(t *testing.T, path string, am string, clk *clock) (*Engine, func()) {
+func startEngine(t *testing.T, path string, am *recordingAM, clk *clock) (*Engine, func()) {
 	t.Helper()
 	st, err := OpenStore(path)
 	require.NoError(t, err)
 	e, err := New(Options{Store: st, Rules: DefaultRules, Interval: 50 * time.Millisecond, ResolveAfter: 5 * time.Minute,
-		ResendInterval: time.Hour, Alertmanagers: []string{am}, Now: clk.now})
+		ResendInterval: time.Hour, Alertmanagers: []string{amURL}, Transport: inProcess{am}, Now: clk.now, Identify: testIdentify})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -73,156 +109,165 @@ func startEngine(t *testing.T, path string, am string, clk *clock) (*Engine, fun
 	return e, func() { cancel(); <-done; require.NoError(t, st.Close()) }
 }
 
+// settle lets the engine's loops run for d of the bubble's fake time, then waits until every
+// goroutine of the bubble is blocked: what the engine does in d has then been done.
+func settle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
 // TestEngineDeliversDurably: an incident reaches Alertmanager even if Alertmanager is down at
 // first, is not sent again after a restart when nothing changed, and its resolution is sent.
 func TestEngineDeliversDurably(t *testing.T) {
-	am := &recordingAM{down: true}
-	srv := httptest.NewServer(am)
-	t.Cleanup(srv.Close)
-	clk := &clock{t: t0}
-	path := filepath.Join(t.TempDir(), "correlate.db")
+	synctest.Test(t, func(t *testing.T) {
+		am := &recordingAM{down: true}
+		clk := &clock{t: t0}
+		path := filepath.Join(t.TempDir(), "correlate.db")
 
-	e, stop := startEngine(t, path, srv.URL, clk)
-	nodes := alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical")
-	nodes.StartsAt = t0
-	pod := alert(0, "alertname", "KubePodCrashLooping", "cluster", "eu-2", "namespace", "payments", "pod", "api-1", "severity", "warning")
-	require.NoError(t, e.Ingest(context.Background(), []Alert{nodes, pod}))
-	require.Eventually(t, func() bool {
+		e, stop := startEngine(t, path, am, clk)
+		nodes := alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical")
+		nodes.StartsAt = t0
+		pod := alert(0, "alertname", "KubePodCrashLooping", "cluster", "eu-2", "namespace", "payments", "pod", "api-1", "severity", "warning")
+		require.NoError(t, e.Ingest(context.Background(), []Alert{nodes, pod}))
+		settle(5 * time.Second)
 		incs, err := e.o.Store.Incidents(Filter{State: "active"})
-		return err == nil && len(incs) == 2
-	}, 5*time.Second, 20*time.Millisecond)
-	time.Sleep(200 * time.Millisecond)
-	require.Empty(t, am.received(), "Alertmanager is down")
-	stop() // as if killed: the queue is in the store
-
-	am.setDown(false)
-	e, stop = startEngine(t, path, srv.URL, clk)
-	require.Eventually(t, func() bool { return len(am.received()) == 2 }, 10*time.Second, 20*time.Millisecond)
-	got := am.received()
-	var ids []string
-	for _, a := range got {
-		ls := a["labels"].(map[string]any)
-		require.Equal(t, IncidentAlertName, ls["alertname"])
-		require.Equal(t, "cluster", ls["scope"])
-		require.Equal(t, "eu-2", ls["cluster"])
-		ids = append(ids, ls["incident_id"].(string))
-		require.NotEmpty(t, a["annotations"].(map[string]any)["explanation"])
-	}
-	stop()
-
-	// A restart with nothing new re-pages nobody.
-	e, stop = startEngine(t, path, srv.URL, clk)
-	require.NoError(t, e.Ingest(context.Background(), []Alert{nodes, pod}))
-	time.Sleep(300 * time.Millisecond)
-	require.Len(t, am.received(), 2)
-	active, err := e.o.Store.Incidents(Filter{State: "active"})
-	require.NoError(t, err)
-	require.Len(t, active, 2)
-	for _, inc := range active {
-		require.Contains(t, ids, inc.ID)
-	}
-
-	// Acknowledge over the API, then the alerts resolve; after the hysteresis, so does the
-	// incident, and Alertmanager hears it.
-	api := httptest.NewServer(e.Handler())
-	t.Cleanup(api.Close)
-	resp, err := http.Post(api.URL+"/api/v1/incidents/"+ids[0]+"/ack", "application/json", strings.NewReader(`{"by":"alice"}`))
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	for _, bad := range []struct{ path, body string }{
-		{"/api/v1/incidents/" + ids[0] + "/ack", `{}`},
-		{"/api/v1/incidents/" + ids[0] + "/ack", `{"by":"a","extra":1}`},
-		{"/api/v1/incidents/inc-nope/ack", `{"by":"a"}`},
-	} {
-		resp, err := http.Post(api.URL+bad.path, "application/json", strings.NewReader(bad.body))
 		require.NoError(t, err)
-		resp.Body.Close()
-		require.GreaterOrEqual(t, resp.StatusCode, 400, bad)
-	}
-	nodes.EndsAt, pod.EndsAt = clk.now(), clk.now()
-	require.NoError(t, e.Ingest(context.Background(), []Alert{nodes, pod}))
-	clk.add(time.Minute)
-	require.NoError(t, e.Evaluate(context.Background()))
-	clk.add(5 * time.Minute)
-	require.NoError(t, e.Evaluate(context.Background()))
-	require.Eventually(t, func() bool {
+		require.Len(t, incs, 2)
+		// The engine did try, and kept trying with backoff (0.5s, 1s, 2s: 4 tries in 5s); none
+		// was accepted.
+		tries := am.got()
+		require.GreaterOrEqual(t, len(tries), 3, "retried while Alertmanager is down")
+		for _, r := range tries {
+			require.Equal(t, http.StatusServiceUnavailable, r.code)
+			require.Len(t, r.alerts, 2, "both incidents in every try")
+		}
+		require.Empty(t, am.received(), "Alertmanager is down")
+		stop() // as if killed: the queue is in the store
+
+		am.setDown(false)
+		e, stop = startEngine(t, path, am, clk)
+		settle(time.Second)
+		got := am.received()
+		require.Len(t, got, 2)
+		var ids []string
+		for _, a := range got {
+			ls := a["labels"].(map[string]any)
+			require.Equal(t, IncidentAlertName, ls["alertname"])
+			require.Equal(t, "cluster", ls["scope"])
+			require.Equal(t, "eu-2", ls["cluster"])
+			ids = append(ids, ls["incident_id"].(string))
+			require.NotEmpty(t, a["annotations"].(map[string]any)["explanation"])
+		}
+		stop()
+
+		// A restart with nothing new re-pages nobody: not sent, not even tried.
+		before := len(am.got())
+		e, stop = startEngine(t, path, am, clk)
+		require.NoError(t, e.Ingest(context.Background(), []Alert{nodes, pod}))
+		settle(5 * time.Second)
+		require.Len(t, am.got(), before)
+		active, err := e.o.Store.Incidents(Filter{State: "active"})
+		require.NoError(t, err)
+		require.Len(t, active, 2)
+		for _, inc := range active {
+			require.Contains(t, ids, inc.ID)
+		}
+
+		// Acknowledge over the API as alice, then the alerts resolve; after the hysteresis, so
+		// does the incident, and Alertmanager hears it.
+		api := asCaller(e.Handler(), user("alice"))
+		code, body := call(api, http.MethodPost, "/api/v1/incidents/"+ids[0]+"/ack", ``)
+		require.Equal(t, http.StatusOK, code, body)
+		for _, bad := range []struct {
+			path, body string
+			code       int
+		}{
+			{"/api/v1/incidents/" + ids[0] + "/ack", `{"by":"a","extra":1}`, http.StatusBadRequest},
+			{"/api/v1/incidents/" + ids[0] + "/ack", `{"by":"bob"}`, http.StatusBadRequest},
+			{"/api/v1/incidents/inc-nope/ack", ``, http.StatusNotFound},
+		} {
+			code, body := call(api, http.MethodPost, bad.path, bad.body)
+			require.Equal(t, bad.code, code, "%+v: %s", bad, body)
+		}
+		nodes.EndsAt, pod.EndsAt = clk.now(), clk.now()
+		require.NoError(t, e.Ingest(context.Background(), []Alert{nodes, pod}))
+		clk.add(time.Minute)
+		require.NoError(t, e.Evaluate(context.Background()))
+		clk.add(5 * time.Minute)
+		require.NoError(t, e.Evaluate(context.Background()))
+		settle(time.Second)
 		resolved := 0
 		for _, a := range am.received() {
 			if end, err := time.Parse(time.RFC3339, a["endsAt"].(string)); err == nil && !end.After(clk.now()) {
 				resolved++
 			}
 		}
-		return resolved == 2
-	}, 10*time.Second, 20*time.Millisecond)
-	resp, err = http.Get(api.URL + "/api/v1/incidents?state=resolved&cluster=eu-2")
-	require.NoError(t, err)
-	var body struct {
-		Status string      `json:"status"`
-		Data   []*Incident `json:"data"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	resp.Body.Close()
-	require.Len(t, body.Data, 2)
-	for _, inc := range body.Data {
-		if inc.ID == ids[0] {
-			require.Equal(t, "alice", inc.AckedBy)
+		require.Equal(t, 2, resolved)
+		code, raw := call(api, http.MethodGet, "/api/v1/incidents?state=resolved&cluster=eu-2", ``)
+		require.Equal(t, http.StatusOK, code, raw)
+		var list struct {
+			Status string      `json:"status"`
+			Data   []*Incident `json:"data"`
 		}
-	}
-	resp, err = http.Get(api.URL + "/api/v1/incidents?state=bogus")
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
-	stop()
+		require.NoError(t, json.Unmarshal([]byte(raw), &list))
+		require.Len(t, list.Data, 2)
+		for _, inc := range list.Data {
+			if inc.ID == ids[0] {
+				require.Equal(t, "alice", inc.AckedBy)
+			}
+		}
+		code, _ = call(api, http.MethodGet, "/api/v1/incidents?state=bogus", ``)
+		require.Equal(t, http.StatusBadRequest, code)
+		stop()
+	})
 }
 
 // TestEngineLastStateWins: whatever the incident went through (opened, cleared, back,
 // resolved), the last state Alertmanager holds is the last state of the incident.
 func TestEngineLastStateWins(t *testing.T) {
-	am := &recordingAM{}
-	srv := httptest.NewServer(am)
-	t.Cleanup(srv.Close)
-	st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { st.Close() })
-	e, err := New(Options{Store: st, Rules: DefaultRules, Interval: 20 * time.Millisecond, ResolveAfter: 300 * time.Millisecond,
-		ResendInterval: 100 * time.Millisecond, Alertmanagers: []string{srv.URL}})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); e.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	synctest.Test(t, func(t *testing.T) {
+		am := &recordingAM{}
+		st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
+		require.NoError(t, err)
+		defer st.Close()
+		e, err := New(Options{Store: st, Rules: DefaultRules, Interval: 20 * time.Millisecond, ResolveAfter: 300 * time.Millisecond,
+			ResendInterval: 100 * time.Millisecond, Alertmanagers: []string{amURL}, Transport: inProcess{am}})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); e.Run(ctx) }()
+		defer func() { cancel(); <-done }()
 
-	a := alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical")
-	a.StartsAt = time.Now()
-	for range 5 {
-		a.EndsAt = time.Time{}
-		require.NoError(t, e.Ingest(ctx, []Alert{a}))
-		time.Sleep(150 * time.Millisecond)
-		a.EndsAt = time.Now()
-		require.NoError(t, e.Ingest(ctx, []Alert{a}))
-		time.Sleep(100 * time.Millisecond)
-	}
-	require.Eventually(t, func() bool {
+		a := alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical")
+		a.StartsAt = time.Now()
+		for range 5 {
+			a.EndsAt = time.Time{}
+			require.NoError(t, e.Ingest(ctx, []Alert{a}))
+			time.Sleep(150 * time.Millisecond)
+			a.EndsAt = time.Now()
+			require.NoError(t, e.Ingest(ctx, []Alert{a}))
+			time.Sleep(100 * time.Millisecond)
+		}
+		settle(5 * time.Second)
 		incs, err := st.Incidents(Filter{State: "active"})
-		return err == nil && len(incs) == 0
-	}, 5*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool {
+		require.NoError(t, err)
+		require.Empty(t, incs)
 		last := map[string]map[string]any{}
 		for _, p := range am.received() {
 			last[p["labels"].(map[string]any)["incident_id"].(string)] = p
 		}
-		if len(last) == 0 {
-			return false
-		}
-		for _, p := range last {
+		require.NotEmpty(t, last)
+		for id, p := range last {
 			end, err := time.Parse(time.RFC3339Nano, p["endsAt"].(string))
-			if err != nil || end.After(time.Now()) {
-				return false
-			}
+			require.NoError(t, err)
+			inc, err := st.Incident(id)
+			require.NoError(t, err)
+			require.Equal(t, StateResolved, inc.State)
+			// Not merely in the past by now: the last state Alertmanager holds is the
+			// resolution itself.
+			require.True(t, end.Equal(inc.ResolvedAt), "incident %s: Alertmanager's last endsAt %s, resolved at %s", id, end, inc.ResolvedAt)
 		}
-		return true
-	}, 5*time.Second, 20*time.Millisecond, "every incident's last state in Alertmanager is resolved")
+	})
 }
 
 func TestEngineMetrics(t *testing.T) {
@@ -256,11 +301,9 @@ func TestEngineMetrics(t *testing.T) {
 // exactly what the store holds as active, with the same content.
 func TestActiveListMatchesStore(t *testing.T) {
 	am := &recordingAM{}
-	srv := httptest.NewServer(am)
-	t.Cleanup(srv.Close)
 	clk := &clock{t: t0}
 	path := filepath.Join(t.TempDir(), "correlate.db")
-	e, stop := startEngine(t, path, srv.URL, clk)
+	e, stop := startEngine(t, path, am, clk)
 
 	same := func(f Filter) {
 		t.Helper()
@@ -306,7 +349,7 @@ func TestActiveListMatchesStore(t *testing.T) {
 	require.Len(t, e.Active(), 1)
 	stop()
 
-	e, stop = startEngine(t, path, srv.URL, clk)
+	e, stop = startEngine(t, path, am, clk)
 	defer stop()
 	check()
 	require.Len(t, e.activeIncidents(Filter{State: "active"}), 1)

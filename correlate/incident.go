@@ -3,6 +3,7 @@ package correlate
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -62,7 +63,9 @@ func (i *Incident) routingLabels() map[string]string {
 func (i *Incident) relabel() {
 	ls := i.routingLabels()
 	if i.Labels != nil && !maps.Equal(i.Labels, ls) {
-		i.FormerLabels = append(i.FormerLabels, i.Labels)
+		// Clipped: a copy of the incident (Tracker.plan) must not write into the backing
+		// array of the original's former labels.
+		i.FormerLabels = append(slices.Clip(i.FormerLabels), i.Labels)
 	}
 	i.Labels = ls
 }
@@ -113,31 +116,48 @@ func (t *Tracker) Active() []*Incident {
 // Update applies the groups computed at now and returns the incidents that changed (opened,
 // updated, resolved), each with its Revision raised.
 func (t *Tracker) Update(now time.Time, groups []Group) []*Incident {
+	changed := t.plan(now, groups)
+	t.commit(changed...)
+	return changed
+}
+
+// plan computes what Update would change without changing the tracker: every changed
+// incident is a new value (a copy of the active one, or a new incident). The engine stores
+// them first and commits them only once they are stored, so memory never runs ahead of the
+// store.
+func (t *Tracker) plan(now time.Time, groups []Group) []*Incident {
 	var changed []*Incident
-	seen := map[string]bool{}
-	owner := map[uint64]string{} // alert fingerprint -> incident ID now holding it
+	planned := map[string]*Incident{} // by group key: the copies made so far
+	owner := map[uint64]string{}      // alert fingerprint -> incident ID now holding it
 	for _, g := range groups {
-		seen[g.Key] = true
-		inc := t.active[g.Key]
-		if inc == nil {
+		inc, ok := planned[g.Key]
+		if !ok {
+			inc = t.active[g.Key]
+		}
+		switch {
+		case inc == nil:
 			inc = &Incident{ID: t.newID(now), Group: g, State: StateOpen, OpenedAt: now, UpdatedAt: now, Revision: 1}
 			inc.relabel()
-			t.active[g.Key] = inc
 			changed = append(changed, inc)
-		} else if !t.sameGroup(inc.Group, g) || !inc.ClearSince.IsZero() {
+		case !t.sameGroup(inc.Group, g) || !inc.ClearSince.IsZero():
+			if !ok {
+				cp := *inc
+				inc = &cp
+				changed = append(changed, inc)
+			}
 			inc.Group = g
 			inc.relabel()
 			inc.ClearSince = time.Time{}
 			inc.UpdatedAt = now
 			inc.Revision++
-			changed = append(changed, inc)
 		}
+		planned[g.Key] = inc
 		for _, a := range g.Alerts {
 			owner[t.fingerprint(a)] = inc.ID
 		}
 	}
 	for k, inc := range t.active {
-		if seen[k] {
+		if _, seen := planned[k]; seen {
 			continue
 		}
 		// Its alerts went to another incident (e.g. a crash loop in one cluster that became
@@ -149,57 +169,105 @@ func (t *Tracker) Update(now time.Time, groups []Group) []*Incident {
 				break
 			}
 		}
+		cp := *inc
 		switch {
 		case into != "":
-			inc.MergedInto = into
-			t.resolve(inc, now)
-		case inc.ClearSince.IsZero():
-			inc.ClearSince = now
-			inc.UpdatedAt = now
-			inc.Revision++
-		case now.Sub(inc.ClearSince) >= t.ResolveAfter:
-			t.resolve(inc, now)
+			cp.MergedInto = into
+			resolve(&cp, now)
+		case cp.ClearSince.IsZero():
+			cp.ClearSince = now
+			cp.UpdatedAt = now
+			cp.Revision++
+		case now.Sub(cp.ClearSince) >= t.ResolveAfter:
+			resolve(&cp, now)
 		default:
 			continue
 		}
-		changed = append(changed, inc)
+		changed = append(changed, &cp)
 	}
 	sort.Slice(changed, func(a, b int) bool { return changed[a].ID < changed[b].ID })
 	return changed
 }
 
-func (t *Tracker) resolve(inc *Incident, now time.Time) {
+// commit puts changed incidents (from plan, acknowledged or resolved) in place of the ones
+// they change.
+func (t *Tracker) commit(changed ...*Incident) {
+	for _, inc := range changed {
+		if inc.Active() {
+			t.active[inc.Key] = inc
+		} else if cur := t.active[inc.Key]; cur != nil && cur.ID == inc.ID {
+			delete(t.active, inc.Key)
+		}
+	}
+}
+
+func resolve(inc *Incident, now time.Time) {
 	inc.State = StateResolved
 	inc.ResolvedAt = now
 	inc.UpdatedAt = now
 	inc.Revision++
-	delete(t.active, inc.Key)
+}
+
+// ErrNotActive is returned for a change to an incident that is not active (resolved, or
+// unknown to the tracker).
+var ErrNotActive = errors.New("not active")
+
+// find returns the active incident with the given ID, or nil.
+func (t *Tracker) find(id string) *Incident {
+	for _, inc := range t.active {
+		if inc.ID == id {
+			return inc
+		}
+	}
+	return nil
+}
+
+// acknowledged returns a copy of an active incident acknowledged by who, without changing
+// the tracker (see commit).
+func (t *Tracker) acknowledged(id, who string, now time.Time) (*Incident, error) {
+	inc := t.find(id)
+	if inc == nil {
+		return nil, fmt.Errorf("incident %s: %w", id, ErrNotActive)
+	}
+	cp := *inc
+	cp.State = StateAcknowledged
+	cp.AckedBy, cp.AckedAt = who, now
+	cp.UpdatedAt = now
+	cp.Revision++
+	return &cp, nil
+}
+
+// resolved returns a copy of an active incident resolved by hand, without changing the
+// tracker (see commit).
+func (t *Tracker) resolved(id string, now time.Time) (*Incident, error) {
+	inc := t.find(id)
+	if inc == nil {
+		return nil, fmt.Errorf("incident %s: %w", id, ErrNotActive)
+	}
+	cp := *inc
+	resolve(&cp, now)
+	return &cp, nil
 }
 
 // Acknowledge marks an active incident acknowledged by who.
 func (t *Tracker) Acknowledge(id, who string, now time.Time) (*Incident, error) {
-	for _, inc := range t.active {
-		if inc.ID == id {
-			inc.State = StateAcknowledged
-			inc.AckedBy, inc.AckedAt = who, now
-			inc.UpdatedAt = now
-			inc.Revision++
-			return inc, nil
-		}
+	inc, err := t.acknowledged(id, who, now)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("incident %s: not active", id)
+	t.commit(inc)
+	return inc, nil
 }
 
 // Resolve resolves an active incident by hand; if its alerts are still active, the next
 // Update opens a new incident for them.
 func (t *Tracker) Resolve(id string, now time.Time) (*Incident, error) {
-	for _, inc := range t.active {
-		if inc.ID == id {
-			t.resolve(inc, now)
-			return inc, nil
-		}
+	inc, err := t.resolved(id, now)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("incident %s: not active", id)
+	t.commit(inc)
+	return inc, nil
 }
 
 // sameGroup reports whether an update would change what an incident says.

@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,10 @@ var (
 	bucketAlerts    = []byte("alerts")    // fingerprint (8 bytes) -> storedAlert
 	bucketIncidents = []byte("incidents") // ID -> Incident
 	bucketOutbox    = []byte("outbox")    // destination \x00 ID -> revision (8 bytes)
+	// bucketResolved indexes the resolved incidents by when they resolved, oldest first, so
+	// that the history is listed and pruned without decoding the whole store. A store that
+	// predates it gets it filled from the incidents when it is first opened.
+	bucketResolved = []byte("resolved") // resolution time (8 bytes, Unix ns) + ID -> nothing
 )
 
 type storedAlert struct {
@@ -44,6 +49,9 @@ func OpenStore(path string) (*Store, error) {
 				return err
 			}
 		}
+		if tx.Bucket(bucketResolved) == nil {
+			return indexResolved(tx)
+		}
 		return nil
 	})
 	if err != nil {
@@ -55,6 +63,45 @@ func OpenStore(path string) (*Store, error) {
 
 // Close closes the store.
 func (s *Store) Close() error { return s.db.Close() }
+
+// indexResolved creates the resolved index of a store that has none (written before it
+// existed) from its incidents.
+func indexResolved(tx *bolt.Tx) error {
+	idx, err := tx.CreateBucket(bucketResolved)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketIncidents).ForEach(func(k, v []byte) error {
+		var h incidentHead
+		if err := json.Unmarshal(v, &h); err != nil {
+			return fmt.Errorf("index incident %s: %w", k, err)
+		}
+		if h.State != StateResolved {
+			return nil
+		}
+		return idx.Put(resolvedKey(h.ResolvedAt, string(k)), nil)
+	})
+}
+
+// incidentHead is what listing and pruning read of a stored incident to decide whether to
+// decode all of it (its alerts are most of it).
+type incidentHead struct {
+	State      string    `json:"state"`
+	Severity   string    `json:"severity"`
+	Clusters   []string  `json:"clusters"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	ResolvedAt time.Time `json:"resolved_at"`
+}
+
+func (h *incidentHead) incident() *Incident {
+	return &Incident{State: h.State, Group: Group{Severity: h.Severity, Clusters: h.Clusters}, UpdatedAt: h.UpdatedAt, ResolvedAt: h.ResolvedAt}
+}
+
+func resolvedKey(at time.Time, id string) []byte {
+	k := make([]byte, 8, 8+len(id))
+	binary.BigEndian.PutUint64(k, uint64(at.UnixNano()))
+	return append(k, id...)
+}
 
 func fpKey(fp uint64) []byte {
 	var b [8]byte
@@ -145,7 +192,7 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 		return nil
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b, ob := tx.Bucket(bucketIncidents), tx.Bucket(bucketOutbox)
+		b, ob, idx := tx.Bucket(bucketIncidents), tx.Bucket(bucketOutbox), tx.Bucket(bucketResolved)
 		for _, inc := range incs {
 			v, err := json.Marshal(inc)
 			if err != nil {
@@ -153,6 +200,11 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 			}
 			if err := b.Put([]byte(inc.ID), v); err != nil {
 				return err
+			}
+			if !inc.Active() {
+				if err := idx.Put(resolvedKey(inc.ResolvedAt, inc.ID), nil); err != nil {
+					return err
+				}
 			}
 			for _, d := range destinations {
 				if err := ob.Put(outboxKey(d, inc.ID), revision(inc.Revision)); err != nil {
@@ -260,6 +312,9 @@ type Filter struct {
 	Cluster  string
 	Severity string
 	Since    time.Time // updated at or after
+	// Allow, when set, keeps only the incidents it allows by their clusters (a team-scoped
+	// identity's access.Identity.AllowsAny).
+	Allow func(clusters []string) bool
 }
 
 func (f Filter) match(i *Incident) bool {
@@ -267,7 +322,8 @@ func (f Filter) match(i *Incident) bool {
 	case f.State == "active" && !i.Active(),
 		f.State != "" && f.State != "active" && i.State != f.State,
 		f.Severity != "" && i.Severity != f.Severity,
-		!f.Since.IsZero() && i.UpdatedAt.Before(f.Since):
+		!f.Since.IsZero() && i.UpdatedAt.Before(f.Since),
+		f.Allow != nil && !f.Allow(i.Clusters):
 		return false
 	}
 	if f.Cluster != "" {
@@ -298,4 +354,190 @@ func (s *Store) Incidents(f Filter) ([]*Incident, error) {
 	})
 	sort.Slice(out, func(a, b int) bool { return out[a].ID > out[b].ID })
 	return out, err
+}
+
+// ErrBadPageToken is returned for a page token that no listing of the store handed out.
+var ErrBadPageToken = errors.New("not a page token of this listing")
+
+// maxScan bounds the incidents one page request reads: with a filter that matches few, the
+// page ends early, with a token to go on from there.
+const maxScan = 10000
+
+// Page token kinds: which bucket a token's key is of.
+const (
+	tokenIncidents = 'i' // the incidents bucket, by ID
+	tokenResolved  = 'r' // the resolved index, by resolution time
+)
+
+// IncidentsPage lists up to limit incidents that match f, newest first, continuing after
+// token ("" for the first page), and returns the token of the next page ("" at the end). It
+// reads the store with a cursor and stops after limit matches (or maxScan incidents), so a
+// page costs the same however long the history is. Resolved incidents are listed by the
+// time they resolved, through the resolved index; any other listing by opening time (ID).
+// A page may hold fewer than limit incidents and still have a next one.
+func (s *Store) IncidentsPage(f Filter, limit int, token string) ([]*Incident, string, error) {
+	if limit <= 0 {
+		return nil, "", fmt.Errorf("list incidents: limit %d is not positive", limit)
+	}
+	kind := byte(tokenIncidents)
+	if f.State == StateResolved {
+		kind = tokenResolved
+	}
+	var after []byte
+	if token != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(token)
+		if err != nil || len(raw) < 2 || raw[0] != kind || (kind == tokenResolved && len(raw) < 10) {
+			return nil, "", fmt.Errorf("page token %q: %w", token, ErrBadPageToken)
+		}
+		after = raw[1:]
+	}
+	var out []*Incident
+	var last []byte // the key of the last incident read
+	more := false   // whether the listing goes on after last
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIncidents)
+		c := b.Cursor()
+		if kind == tokenResolved {
+			c = tx.Bucket(bucketResolved).Cursor()
+		}
+		var k []byte
+		if after == nil {
+			k, _ = c.Last()
+		} else if k, _ = c.Seek(after); k == nil {
+			// Newest first: the page goes on with the key before the token's, whether or
+			// not that one is still there.
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for scanned := 0; k != nil; k, _ = c.Prev() {
+			if len(out) == limit || scanned == maxScan {
+				more = true
+				return nil
+			}
+			scanned++
+			last = bytes.Clone(k)
+			id := k
+			var at uint64
+			if kind == tokenResolved {
+				if len(k) < 9 {
+					continue
+				}
+				at, id = binary.BigEndian.Uint64(k[:8]), k[8:]
+				// Resolved incidents do not change, so UpdatedAt is ResolvedAt: nothing
+				// older can match since.
+				if !f.Since.IsZero() && at < uint64(f.Since.UnixNano()) {
+					return nil
+				}
+			}
+			v := b.Get(id)
+			if v == nil {
+				continue
+			}
+			var h incidentHead
+			if err := json.Unmarshal(v, &h); err != nil {
+				return fmt.Errorf("incident %s: %w", id, err)
+			}
+			if kind == tokenResolved && (h.State != StateResolved || uint64(h.ResolvedAt.UnixNano()) != at) {
+				continue // a stale index entry
+			}
+			if !f.match(h.incident()) {
+				continue
+			}
+			inc := &Incident{}
+			if err := json.Unmarshal(v, inc); err != nil {
+				return fmt.Errorf("incident %s: %w", id, err)
+			}
+			out = append(out, inc)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list incidents: %w", err)
+	}
+	if !more {
+		return out, "", nil
+	}
+	return out, base64.RawURLEncoding.EncodeToString(append([]byte{kind}, last...)), nil
+}
+
+// pruneBatch is how many resolved incidents one transaction of DeleteResolvedBefore deletes.
+const pruneBatch = 1000
+
+// DeleteResolvedBefore deletes the incidents that resolved before cutoff, with whatever is
+// still queued for them, and returns how many it deleted. It reads only the resolved index
+// and the incidents it deletes, in transactions of at most pruneBatch incidents.
+func (s *Store) DeleteResolvedBefore(cutoff time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.deleteResolvedBatch(uint64(cutoff.UnixNano()))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("delete resolved incidents: %w", err)
+		}
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+// deleteResolvedBatch deletes up to pruneBatch index entries older than cutoff (Unix ns), and
+// their incidents, and returns how many entries it removed.
+func (s *Store) deleteResolvedBatch(cutoff uint64) (int, error) {
+	var n int
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, ob, idx := tx.Bucket(bucketIncidents), tx.Bucket(bucketOutbox), tx.Bucket(bucketResolved)
+		// Keys first, deletes after: a bbolt cursor may skip keys after a delete.
+		var keys [][]byte
+		c := idx.Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < pruneBatch; k, _ = c.Next() {
+			if len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) >= cutoff {
+				break
+			}
+			keys = append(keys, bytes.Clone(k))
+		}
+		gone := map[string]bool{}
+		for _, k := range keys {
+			if err := idx.Delete(k); err != nil {
+				return err
+			}
+			if len(k) < 9 {
+				continue
+			}
+			id := k[8:]
+			v := b.Get(id)
+			if v == nil {
+				continue
+			}
+			var h incidentHead
+			if err := json.Unmarshal(v, &h); err != nil {
+				return fmt.Errorf("incident %s: %w", id, err)
+			}
+			if h.State != StateResolved || uint64(h.ResolvedAt.UnixNano()) != binary.BigEndian.Uint64(k[:8]) {
+				continue // a stale index entry: the incident is not the one indexed
+			}
+			if err := b.Delete(id); err != nil {
+				return err
+			}
+			gone[string(id)] = true
+		}
+		n = len(keys)
+		if len(gone) == 0 {
+			return nil
+		}
+		var queued [][]byte
+		oc := ob.Cursor()
+		for k, _ := oc.First(); k != nil; k, _ = oc.Next() {
+			if i := bytes.IndexByte(k, 0); i >= 0 && gone[string(k[i+1:])] {
+				queued = append(queued, bytes.Clone(k))
+			}
+		}
+		for _, k := range queued {
+			if err := ob.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
 }

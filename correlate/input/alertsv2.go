@@ -16,7 +16,8 @@ import (
 // decodeAlertsV2 decodes what Prometheus's notifier posts to Alertmanager's API v2 (a JSON
 // array of PostableAlert) and applies what Alertmanager's postAlertsHandler does: the OpenAPI
 // schema checks, empty labels dropped, startsAt defaulted, endsAt defaulted to now plus the
-// resolve timeout, then types.Alert's validation. Unlike Alertmanager, which keeps the valid
+// resolve timeout (also when it is more than MaxEndsAtAhead ahead, which Alertmanager
+// believes), then types.Alert's validation. Unlike Alertmanager, which keeps the valid
 // alerts of a request and answers 400 for the rest, it accepts all or none.
 func (h *Handler) decodeAlertsV2(body []byte, cluster string, now time.Time) ([]correlate.Alert, error) {
 	in, err := unmarshalPostable(body)
@@ -28,8 +29,9 @@ func (h *Handler) decodeAlertsV2(body []byte, cluster string, now time.Time) ([]
 	}
 	out := make([]correlate.Alert, 0, len(in))
 	var rej rejection
+	timeout := h.timeouts.Load().alertsV2
 	for i, pa := range in {
-		a, err := h.fromPostable(pa, cluster, now)
+		a, err := fromPostable(pa, cluster, now, timeout)
 		if err != nil {
 			rej.add(i, err)
 			continue
@@ -83,7 +85,7 @@ func unmarshalPostable(body []byte) (models.PostableAlerts, error) {
 	return in, nil
 }
 
-func (h *Handler) fromPostable(pa *models.PostableAlert, cluster string, now time.Time) (correlate.Alert, error) {
+func fromPostable(pa *models.PostableAlert, cluster string, now time.Time, resolveTimeout time.Duration) (correlate.Alert, error) {
 	if pa == nil {
 		return correlate.Alert{}, errors.New("null")
 	}
@@ -106,8 +108,11 @@ func (h *Handler) fromPostable(pa *models.PostableAlert, cluster string, now tim
 			a.StartsAt = a.EndsAt
 		}
 	}
-	if a.EndsAt.IsZero() {
-		a.EndsAt = now.Add(h.opts.ResolveTimeout)
+	// As Alertmanager (api/v2 postAlertsHandler): no endsAt is a timeout after which the
+	// alert ends unless posted again. An endsAt beyond any a Prometheus sets is treated the
+	// same (Alertmanager would keep the alert until then).
+	if a.EndsAt.IsZero() || a.EndsAt.After(now.Add(MaxEndsAtAhead)) {
+		a.EndsAt = now.Add(resolveTimeout)
 	}
 	if err := validate(a.Labels, a.Annotations, a.StartsAt, a.EndsAt); err != nil {
 		return correlate.Alert{}, err

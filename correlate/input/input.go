@@ -41,6 +41,15 @@ const (
 	DefaultMaxBodyBytes = 4 << 20
 	// DefaultResolveTimeout is Alertmanager's default global.resolve_timeout.
 	DefaultResolveTimeout = 5 * time.Minute
+	// DefaultWebhookResolveTimeout outlasts Alertmanager's default repeat_interval (4h) plus
+	// its group_interval (5m): a forwarding Alertmanager with default timing lists a firing
+	// alert again before it expires.
+	DefaultWebhookResolveTimeout = 5 * time.Hour
+	// MaxEndsAtAhead is how far ahead an alert's endsAt may be and still be believed. A
+	// Prometheus sets it four evaluation or resend intervals ahead; one further than this is
+	// taken for a client that does not manage endsAt, and gets the resolve timeout instead, so
+	// that an alert its sender forgot does not stay firing for years.
+	MaxEndsAtAhead = 24 * time.Hour
 )
 
 // clusterLabel is the label that names the cluster an alert is about.
@@ -53,10 +62,15 @@ type Options struct {
 	// MaxBodyBytes is the largest request body accepted (413 above it); 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// ResolveTimeout is how long an alert posted to the API v2 without endsAt stays active
-	// unless posted again, as Alertmanager's resolve_timeout; 0 means DefaultResolveTimeout.
-	// Prometheus always sets endsAt, so this only concerns other clients.
+	// ResolveTimeout is how long an alert posted to the API v2 without endsAt (or with one
+	// more than MaxEndsAtAhead ahead) stays active unless posted again, as Alertmanager's
+	// resolve_timeout; 0 means DefaultResolveTimeout. Prometheus always sets endsAt, so this
+	// only concerns other clients. correlate.resolve_timeout replaces it (ApplyConfig).
 	ResolveTimeout time.Duration
+	// WebhookResolveTimeout is how long a firing alert from a webhook stays active unless a
+	// notification lists it again; 0 means DefaultWebhookResolveTimeout.
+	// correlate.webhook_resolve_timeout replaces it (ApplyConfig).
+	WebhookResolveTimeout time.Duration
 	// Logger defaults to discarding; Registerer to not registering metrics.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -71,7 +85,15 @@ type Handler struct {
 	logger  *slog.Logger
 	metrics *metrics
 	auth    atomic.Pointer[clusterauth.Table]
-	mux     *http.ServeMux
+	// timeouts are the resolve timeouts in force: Options', or the configuration's.
+	timeouts atomic.Pointer[timeouts]
+	mux      *http.ServeMux
+}
+
+// timeouts are how long a firing alert without (a believable) endsAt stays active unless
+// sent again, by input.
+type timeouts struct {
+	alertsV2, webhook time.Duration
 }
 
 // New returns a Handler.
@@ -85,11 +107,17 @@ func New(o Options) (*Handler, error) {
 	if o.ResolveTimeout < 0 {
 		return nil, fmt.Errorf("correlate/input: Options.ResolveTimeout is negative (%s)", o.ResolveTimeout)
 	}
+	if o.WebhookResolveTimeout < 0 {
+		return nil, fmt.Errorf("correlate/input: Options.WebhookResolveTimeout is negative (%s)", o.WebhookResolveTimeout)
+	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if o.ResolveTimeout == 0 {
 		o.ResolveTimeout = DefaultResolveTimeout
+	}
+	if o.WebhookResolveTimeout == 0 {
+		o.WebhookResolveTimeout = DefaultWebhookResolveTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -104,6 +132,7 @@ func New(o Options) (*Handler, error) {
 		mux:     http.NewServeMux(),
 	}
 	h.auth.Store(clusterauth.New(nil))
+	h.timeouts.Store(&timeouts{alertsV2: o.ResolveTimeout, webhook: o.WebhookResolveTimeout})
 	// Method-qualified patterns answer other methods 405 with an Allow header.
 	h.mux.Handle("POST "+PathAlertsV2, h.endpoint(SourcePrometheus, h.decodeAlertsV2))
 	h.mux.Handle("POST "+PathWebhook, h.endpoint(SourceAlertmanager, h.decodeWebhook))
@@ -111,10 +140,19 @@ func New(o Options) (*Handler, error) {
 }
 
 // ApplyConfig replaces the clusters' credentials: the same ones they remote-write with, so a
-// federated cluster (no credentials) cannot send alerts. Requests already being handled finish
-// under the old ones.
+// federated cluster (no credentials) cannot send alerts. It also takes correlate.resolve_timeout
+// and correlate.webhook_resolve_timeout (unset: Options'). Requests already being handled
+// finish under the old ones.
 func (h *Handler) ApplyConfig(cfg *config.Config) error {
+	t := timeouts{alertsV2: h.opts.ResolveTimeout, webhook: h.opts.WebhookResolveTimeout}
+	if d := time.Duration(cfg.Correlate.ResolveTimeout); d > 0 {
+		t.alertsV2 = d
+	}
+	if d := time.Duration(cfg.Correlate.WebhookResolveTimeout); d > 0 {
+		t.webhook = d
+	}
 	h.auth.Store(clusterauth.New(cfg.Clusters))
+	h.timeouts.Store(&t)
 	return nil
 }
 

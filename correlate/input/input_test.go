@@ -310,8 +310,9 @@ func TestWebhookAccepts(t *testing.T) {
 	require.Empty(t, r.body)
 	start := time.Date(2026, 5, 4, 11, 0, 0, 0, time.UTC)
 	require.Equal(t, []correlate.Alert{
-		// Firing: active until Alertmanager says resolved, whatever endsAt it sent.
-		{Labels: map[string]string{"alertname": "A", "cluster": "eu-1"}, Annotations: map[string]string{"summary": "s"}, StartsAt: start, GeneratorURL: "http://prom/graph", Source: "alertmanager"},
+		// Firing: active for the webhook resolve timeout unless listed again, whatever endsAt
+		// it sent.
+		{Labels: map[string]string{"alertname": "A", "cluster": "eu-1"}, Annotations: map[string]string{"summary": "s"}, StartsAt: start, EndsAt: testNow.Add(DefaultWebhookResolveTimeout), GeneratorURL: "http://prom/graph", Source: "alertmanager"},
 		{Labels: map[string]string{"alertname": "B", "cluster": "eu-1"}, StartsAt: start, EndsAt: time.Date(2026, 5, 4, 11, 30, 0, 0, time.UTC), Source: "alertmanager"},
 		// Resolved by a clock ahead of ours: resolved now all the same.
 		{Labels: map[string]string{"alertname": "Skewed", "cluster": "eu-1"}, StartsAt: start, EndsAt: testNow, Source: "alertmanager"},
@@ -343,7 +344,7 @@ func TestWebhookRealPayloads(t *testing.T) {
 		require.Equal(t, "alertmanager", a.Source)
 		require.Contains(t, a.GeneratorURL, "kube_node_status_condition")
 	}
-	require.True(t, got[0].EndsAt.IsZero(), "firing")
+	require.Equal(t, time.Date(2026, 11, 25, 11, 0, 0, 0, time.UTC).Add(DefaultWebhookResolveTimeout), got[0].EndsAt, "firing")
 	require.False(t, got[1].EndsAt.IsZero(), "resolved")
 	require.Equal(t, time.Date(2026, 11, 25, 10, 55, 35, 0, time.UTC), got[1].EndsAt.UTC())
 }
@@ -431,6 +432,7 @@ func TestNewValidatesOptions(t *testing.T) {
 		{Options{}, "correlate/input: Options.Sink is required"},
 		{Options{Sink: sink, MaxBodyBytes: -1}, "correlate/input: Options.MaxBodyBytes is negative (-1)"},
 		{Options{Sink: sink, ResolveTimeout: -time.Second}, "correlate/input: Options.ResolveTimeout is negative (-1s)"},
+		{Options{Sink: sink, WebhookResolveTimeout: -time.Second}, "correlate/input: Options.WebhookResolveTimeout is negative (-1s)"},
 	} {
 		_, err := New(tc.o)
 		require.EqualError(t, err, tc.err)
@@ -439,6 +441,7 @@ func TestNewValidatesOptions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(DefaultMaxBodyBytes), h.opts.MaxBodyBytes)
 	require.Equal(t, DefaultResolveTimeout, h.opts.ResolveTimeout)
+	require.Equal(t, DefaultWebhookResolveTimeout, h.opts.WebhookResolveTimeout)
 }
 
 // A body over the limit is refused before it is read whole.

@@ -161,7 +161,7 @@ receivers:
 
 	post(time.Time{})
 	testenv.Eventually(t, 30*time.Second, func() error {
-		a, ok := findAlert(sink.all(), "NodeDown", func(a correlate.Alert) bool { return a.EndsAt.IsZero() })
+		a, ok := findAlert(sink.all(), "NodeDown", func(a correlate.Alert) bool { return !a.Resolved(time.Now()) })
 		if !ok {
 			return fmt.Errorf("no firing NodeDown yet; sink called %d times", sink.callCount())
 		}

@@ -47,9 +47,11 @@ const (
 )
 
 // decodeWebhook decodes one webhook notification. Every alert in it becomes a correlate.Alert:
-// a resolved one keeps its endsAt; a firing one gets a zero EndsAt, because Alertmanager
-// notifies again only after group_interval or repeat_interval (hours), long after the endsAt it
-// sends (its resolve timeout, or what Prometheus set, minutes ahead) would have resolved it.
+// a resolved one keeps its endsAt; a firing one (Alertmanager sends it without endsAt) ends
+// the webhook resolve timeout after this notification unless another lists it. That timeout is
+// not the API's resolve timeout (minutes): Alertmanager notifies a firing group again only
+// every repeat_interval (hours), and the alert must not end in between. It ends an alert whose
+// resolution never comes (send_resolved: false, a forwarding Alertmanager gone).
 func (h *Handler) decodeWebhook(body []byte, cluster string, now time.Time) ([]correlate.Alert, error) {
 	var msg webhookMessage
 	if err := json.Unmarshal(body, &msg); err != nil {
@@ -67,8 +69,9 @@ func (h *Handler) decodeWebhook(body []byte, cluster string, now time.Time) ([]c
 	}
 	out := make([]correlate.Alert, 0, len(msg.Alerts))
 	var rej rejection
+	timeout := h.timeouts.Load().webhook
 	for i, wa := range msg.Alerts {
-		a, err := fromWebhook(wa, cluster, now)
+		a, err := fromWebhook(wa, cluster, now, timeout)
 		if err != nil {
 			rej.add(i, err)
 			continue
@@ -81,7 +84,7 @@ func (h *Handler) decodeWebhook(body []byte, cluster string, now time.Time) ([]c
 	return out, nil
 }
 
-func fromWebhook(wa *webhookAlert, cluster string, now time.Time) (correlate.Alert, error) {
+func fromWebhook(wa *webhookAlert, cluster string, now time.Time, resolveTimeout time.Duration) (correlate.Alert, error) {
 	if wa == nil {
 		return correlate.Alert{}, errors.New("null")
 	}
@@ -94,6 +97,7 @@ func fromWebhook(wa *webhookAlert, cluster string, now time.Time) (correlate.Ale
 	}
 	switch wa.Status {
 	case statusFiring:
+		a.EndsAt = later(now, a.StartsAt).Add(resolveTimeout)
 	case statusResolved:
 		if wa.EndsAt.IsZero() {
 			return correlate.Alert{}, errors.New("resolved alert without endsAt")
@@ -112,7 +116,7 @@ func fromWebhook(wa *webhookAlert, cluster string, now time.Time) (correlate.Ale
 	}
 	// Alertmanager said resolved as of its clock; if ours is behind, it is resolved now all the
 	// same (or as soon as it started, should even that be ahead of us).
-	if latest := later(now, a.StartsAt); a.EndsAt.After(latest) {
+	if latest := later(now, a.StartsAt); wa.Status == statusResolved && a.EndsAt.After(latest) {
 		a.EndsAt = latest
 	}
 	return a, nil

@@ -74,6 +74,8 @@ type Config struct {
 	Correlate CorrelateConfig `yaml:"correlate,omitempty"`
 	// Schedule configures cross-cluster placement and what-if capacity.
 	Schedule ScheduleConfig `yaml:"schedule,omitempty"`
+	// Access says which identities may read, operate and administer fleetwatch.
+	Access AccessConfig `yaml:"access,omitempty"`
 }
 
 // DefaultSchedule are the placement defaults (schedule/README.md).
@@ -152,6 +154,11 @@ var DefaultCorrelate = CorrelateConfig{
 	ResendInterval:     model.Duration(time.Minute),
 	RolloutClusters:    2,
 	RolloutWindow:      model.Duration(15 * time.Minute),
+	ResolvedRetention:  model.Duration(720 * time.Hour),
+	ResolveTimeout:     model.Duration(5 * time.Minute),
+	// Alertmanager's default repeat_interval (4h) plus its group_interval (5m) and room for
+	// the forwarding Alertmanager's retries.
+	WebhookResolveTimeout: model.Duration(5 * time.Hour),
 }
 
 // CorrelateConfig configures the correlation stage: alerts from fleetwatch's rules and from
@@ -175,6 +182,18 @@ type CorrelateConfig struct {
 	// Alerts, when set, replaces the alert names the built-in correlation rules give a role
 	// (correlate/README.md lists the roles and their default names).
 	Alerts CorrelateAlerts `yaml:"alerts,omitempty"`
+	// ResolvedRetention: resolved incidents are deleted from the store this long after they
+	// resolved.
+	ResolvedRetention model.Duration `yaml:"resolved_retention,omitempty"`
+	// ResolveTimeout is Alertmanager's resolve_timeout for alerts posted to /api/v2/alerts
+	// without endsAt (or with one more than a day ahead): they end this long after they were
+	// last posted, unless posted again.
+	ResolveTimeout model.Duration `yaml:"resolve_timeout,omitempty"`
+	// WebhookResolveTimeout: a firing alert forwarded by a member cluster's Alertmanager
+	// webhook ends this long after the last notification that listed it. Alertmanager
+	// notifies a firing group again only every repeat_interval, so this must exceed the
+	// forwarding route's repeat_interval plus its group_interval.
+	WebhookResolveTimeout model.Duration `yaml:"webhook_resolve_timeout,omitempty"`
 }
 
 // CorrelateAlerts name the alerts of each correlation role; an empty list keeps the default.
@@ -197,6 +216,8 @@ func (c *CorrelateConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	for name, d := range map[string]model.Duration{
 		"evaluation_interval": c.EvaluationInterval, "resolve_after": c.ResolveAfter,
 		"resend_interval": c.ResendInterval, "rollout_window": c.RolloutWindow,
+		"resolved_retention": c.ResolvedRetention, "resolve_timeout": c.ResolveTimeout,
+		"webhook_resolve_timeout": c.WebhookResolveTimeout,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("correlate.%s: must be positive, got %s", name, d)
@@ -714,6 +735,9 @@ func Load(data []byte, dir string) (*Config, error) {
 		if f := c.Federate; f != nil {
 			f.HTTPClientConfig.SetDirectory(dir)
 		}
+	}
+	if err := cfg.Access.validate(cfg.Clusters, dir); err != nil {
+		return nil, err
 	}
 	for _, r := range cfg.Query.RemoteRead {
 		r.HTTPClientConfig.SetDirectory(dir)

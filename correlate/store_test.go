@@ -1,0 +1,278 @@
+package correlate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+)
+
+// testIncident is an open incident of clusters whose ID sorts by i (IDs are time-ordered).
+func testIncident(i int, clusters ...string) *Incident {
+	at := t0.Add(time.Duration(i) * time.Second)
+	inc := &Incident{
+		ID:       fmt.Sprintf("inc-%08d", i),
+		Group:    Group{Key: fmt.Sprintf("test/%d", i), Scope: "cluster", Clusters: clusters, Severity: "warning", RootCause: "test", Alerts: []Alert{alert(0, "alertname", "Test", "i", fmt.Sprint(i))}},
+		State:    StateOpen,
+		OpenedAt: at, UpdatedAt: at, Revision: 1,
+	}
+	inc.relabel()
+	return inc
+}
+
+func openTestStore(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.db")
+	st, err := OpenStore(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	return st, path
+}
+
+// putRaw writes a value under key in bucket directly, as a damaged or foreign entry.
+func putRaw(t *testing.T, st *Store, bucket, key, value []byte) {
+	t.Helper()
+	require.NoError(t, st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(key, value) }))
+}
+
+func ids(incs []*Incident) []string {
+	out := []string{}
+	for _, i := range incs {
+		out = append(out, i.ID)
+	}
+	return out
+}
+
+// TestIncidentsPageReadsOnlyThePage: a page reads the store from its newest end and stops
+// after limit matches. The oldest entries are undecodable: a listing that decoded the whole
+// store would fail on them; the first pages do not get there.
+func TestIncidentsPageReadsOnlyThePage(t *testing.T) {
+	st, _ := openTestStore(t)
+	var incs []*Incident
+	for i := 1; i <= 50; i++ {
+		inc := testIncident(i, "eu-1")
+		if i%2 == 0 {
+			resolve(inc, t0.Add(time.Duration(i)*time.Minute))
+		}
+		incs = append(incs, inc)
+	}
+	require.NoError(t, st.SaveIncidents(incs, nil))
+	// Oldest by ID, and oldest in the resolved index.
+	putRaw(t, st, bucketIncidents, []byte("inc-00000000"), []byte("{not json"))
+	putRaw(t, st, bucketResolved, resolvedKey(t0, "inc-00000000"), nil)
+
+	for _, tc := range []struct {
+		state string
+		want  []string
+	}{
+		{"", []string{"inc-00000050", "inc-00000049", "inc-00000048", "inc-00000047", "inc-00000046"}},
+		{StateResolved, []string{"inc-00000050", "inc-00000048", "inc-00000046", "inc-00000044", "inc-00000042"}},
+	} {
+		t.Run(tc.state, func(t *testing.T) {
+			got, next, err := st.IncidentsPage(Filter{State: tc.state}, 5, "")
+			require.NoError(t, err)
+			require.Equal(t, tc.want, ids(got))
+			require.NotEmpty(t, next)
+			// Paging on reaches the undecodable entry at last.
+			for err == nil && next != "" {
+				_, next, err = st.IncidentsPage(Filter{State: tc.state}, 5, next)
+			}
+			require.ErrorContains(t, err, "incident inc-00000000")
+		})
+	}
+}
+
+// TestIncidentsPageFilters: filters apply before the limit; since ends the resolved listing
+// early; Allow scopes; a scan that finds few matches ends its page at maxScan with a token.
+func TestIncidentsPageFilters(t *testing.T) {
+	st, _ := openTestStore(t)
+	var incs []*Incident
+	for i := 1; i <= 40; i++ {
+		c := []string{"eu-1", "us-1"}[i%2]
+		inc := testIncident(i, c)
+		if i > 10 {
+			resolve(inc, t0.Add(time.Duration(i)*time.Minute))
+		}
+		incs = append(incs, inc)
+	}
+	require.NoError(t, st.SaveIncidents(incs, nil))
+	all := func(f Filter, limit int) ([]string, int) {
+		t.Helper()
+		var out []string
+		pages, token := 0, ""
+		for {
+			got, next, err := st.IncidentsPage(f, limit, token)
+			require.NoError(t, err)
+			out = append(out, ids(got)...)
+			pages++
+			if next == "" {
+				return out, pages
+			}
+			token = next
+		}
+	}
+	got, _ := all(Filter{State: StateResolved, Cluster: "eu-1"}, 4)
+	require.Len(t, got, 15)
+	got, _ = all(Filter{State: StateResolved, Since: t0.Add(35 * time.Minute)}, 4)
+	require.Equal(t, []string{"inc-00000040", "inc-00000039", "inc-00000038", "inc-00000037", "inc-00000036", "inc-00000035"}, got)
+	got, _ = all(Filter{Allow: func(c []string) bool { return slices.Contains(c, "us-1") }}, 7)
+	require.Len(t, got, 20)
+	got, _ = all(Filter{State: StateOpen}, 100)
+	require.Len(t, got, 10)
+}
+
+// TestIncidentsPageScanBound: a page whose filter matches little stops after maxScan
+// incidents, with a token that goes on from there.
+func TestIncidentsPageScanBound(t *testing.T) {
+	st, _ := openTestStore(t)
+	var incs []*Incident
+	for i := 1; i <= maxScan+5; i++ {
+		incs = append(incs, testIncident(i, "eu-1"))
+	}
+	incs[0].Clusters = []string{"us-1"} // the oldest: the only match
+	require.NoError(t, st.SaveIncidents(incs, nil))
+	got, next, err := st.IncidentsPage(Filter{Cluster: "us-1"}, 10, "")
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.NotEmpty(t, next)
+	got, next, err = st.IncidentsPage(Filter{Cluster: "us-1"}, 10, next)
+	require.NoError(t, err)
+	require.Equal(t, []string{"inc-00000001"}, ids(got))
+	require.Empty(t, next)
+}
+
+// TestDeleteResolvedBefore: the incidents resolved before the cutoff go, with their index
+// entries and anything queued for them, in batches; active and later ones stay.
+func TestDeleteResolvedBefore(t *testing.T) {
+	st, _ := openTestStore(t)
+	const old = 2*pruneBatch + 17
+	var incs []*Incident
+	for i := 1; i <= old+10; i++ {
+		inc := testIncident(i, "eu-1")
+		if i <= old+5 {
+			resolve(inc, t0.Add(time.Duration(i)*time.Second))
+		}
+		incs = append(incs, inc)
+	}
+	require.NoError(t, st.SaveIncidents(incs, []string{"http://am:9093"}))
+	n, err := st.DeleteResolvedBefore(t0.Add(old*time.Second + 1))
+	require.NoError(t, err)
+	require.Equal(t, old, n)
+	rest, err := st.Incidents(Filter{})
+	require.NoError(t, err)
+	require.Len(t, rest, 10)
+	for _, inc := range rest {
+		require.Greater(t, inc.ID, fmt.Sprintf("inc-%08d", old))
+	}
+	q, err := st.Outbox("http://am:9093")
+	require.NoError(t, err)
+	require.Len(t, q, 10)
+	var indexed, queued int
+	require.NoError(t, st.db.View(func(tx *bolt.Tx) error {
+		indexed = tx.Bucket(bucketResolved).Stats().KeyN
+		queued = tx.Bucket(bucketOutbox).Stats().KeyN
+		return nil
+	}))
+	require.Equal(t, 5, indexed)
+	require.Equal(t, 10, queued)
+	_, err = st.Incident(fmt.Sprintf("inc-%08d", old))
+	require.True(t, errors.Is(err, ErrNotFound))
+	n, err = st.DeleteResolvedBefore(t0.Add(old*time.Second + 1))
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
+
+// TestStoreIndexesOldStores: a store written before the resolved index existed gets it when
+// opened, so that its history is listed and pruned like any other.
+func TestStoreIndexesOldStores(t *testing.T) {
+	st, path := openTestStore(t)
+	var incs []*Incident
+	for i := 1; i <= 6; i++ {
+		inc := testIncident(i, "eu-1")
+		if i%2 == 1 {
+			resolve(inc, t0.Add(time.Duration(i)*time.Hour))
+		}
+		incs = append(incs, inc)
+	}
+	require.NoError(t, st.SaveIncidents(incs, nil))
+	require.NoError(t, st.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketResolved) }))
+	require.NoError(t, st.Close())
+
+	st, err := OpenStore(path)
+	require.NoError(t, err)
+	defer st.Close()
+	got, next, err := st.IncidentsPage(Filter{State: StateResolved}, 10, "")
+	require.NoError(t, err)
+	require.Empty(t, next)
+	require.Equal(t, []string{"inc-00000005", "inc-00000003", "inc-00000001"}, ids(got))
+	n, err := st.DeleteResolvedBefore(t0.Add(4 * time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+}
+
+// TestEnginePrunesResolved: evaluations delete resolved incidents past the retention, at
+// most once a minute; the active ones and the recent history stay.
+func TestEnginePrunesResolved(t *testing.T) {
+	st, _ := openTestStore(t)
+	clk := &clock{t: t0}
+	e, err := New(Options{Store: st, Rules: DefaultRules, ResolvedRetention: time.Hour, Now: clk.now})
+	require.NoError(t, err)
+	require.Equal(t, DefaultResolvedRetention, mustNew(t, Options{Store: st}).o.ResolvedRetention)
+	_, err = New(Options{Store: st, ResolvedRetention: -time.Second})
+	require.EqualError(t, err, "correlate: resolved retention -1s is negative")
+
+	open := func(cluster string) string {
+		t.Helper()
+		require.NoError(t, e.Ingest(context.Background(), []Alert{alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", cluster)}))
+		require.NoError(t, e.Evaluate(context.Background()))
+		for _, inc := range e.Active() {
+			if inc.Clusters[0] == cluster {
+				return inc.ID
+			}
+		}
+		t.Fatalf("no incident of %s", cluster)
+		return ""
+	}
+	exists := func(id string) bool {
+		t.Helper()
+		_, err := st.Incident(id)
+		if errors.Is(err, ErrNotFound) {
+			return false
+		}
+		require.NoError(t, err)
+		return true
+	}
+	a := open("eu-1") // pruned at t0 + 0: nothing to delete yet
+	_, err = e.Resolve(a)
+	require.NoError(t, err)
+	clk.add(30 * time.Second)
+	b := open("us-1")
+	_, err = e.Resolve(b)
+	require.NoError(t, err)
+	active := open("ap-1")
+
+	clk.add(time.Hour - 30*time.Second + time.Second) // a is past the retention, b not yet
+	require.NoError(t, e.Evaluate(context.Background()))
+	require.False(t, exists(a))
+	require.True(t, exists(b))
+	clk.add(30 * time.Second) // b is past it too, but the last pruning was 30s ago
+	require.NoError(t, e.Evaluate(context.Background()))
+	require.True(t, exists(b))
+	clk.add(30 * time.Second)
+	require.NoError(t, e.Evaluate(context.Background()))
+	require.False(t, exists(b))
+	require.True(t, exists(active))
+}
+
+func mustNew(t *testing.T, o Options) *Engine {
+	t.Helper()
+	e, err := New(o)
+	require.NoError(t, err)
+	return e
+}
