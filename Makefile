@@ -47,11 +47,16 @@ bench-schedule:
 bench-alerts: peers build
 	$(ALERTBENCH)
 
-## fuzz: a short run of every fuzz target.
+## fuzz: a short run of every fuzz target in the tree (found, not listed: a new one is fuzzed too);
+## FUZZTIME=2m for longer runs.
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run=^$$ -fuzz=FuzzLoad -fuzztime=30s ./internal/config
-	$(GO) test -run=^$$ -fuzz=FuzzRemoteWrite -fuzztime=30s ./collector
-	$(GO) test -run=^$$ -fuzz=FuzzPlacementRequest -fuzztime=30s ./schedule
+	@set -e; for f in $$(git ls-files '*_test.go' | xargs grep -l '^func Fuzz'); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz: $$t (./$$(dirname $$f))"; \
+			$(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -117,6 +117,23 @@ func (f *Federator) Stop() { f.manager.Stop() }
 // Targets is the scrape manager, for /api/v1/targets and target metadata.
 func (f *Federator) Targets() *scrape.Manager { return f.manager }
 
+// CheckConfig says whether ApplyConfig would accept cfg, without switching.
+func (f *Federator) CheckConfig(cfg *config.Config) error {
+	pc, err := promconfig.Load("", f.logger)
+	if err != nil {
+		return fmt.Errorf("federate: default scrape config: %w", err)
+	}
+	for _, c := range cfg.Clusters {
+		if c.Federate == nil {
+			continue
+		}
+		if _, _, err := federateScrapeConfig(c.Name, c.Federate, pc.GlobalConfig); err != nil {
+			return fmt.Errorf("cluster %q: federate: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
 // ApplyConfig replaces the set of federated clusters. Clusters whose settings did not change
 // keep scraping without a gap.
 func (f *Federator) ApplyConfig(cfg *config.Config) error {

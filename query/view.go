@@ -282,3 +282,14 @@ func (v *View) retention() model.Duration {
 	}
 	return model.Duration(time.Duration(tsdb.DefaultOptions().RetentionDuration) * time.Millisecond)
 }
+
+// CheckConfig says whether ApplyConfig would accept cfg, without switching: the remote sources
+// are built and closed again.
+func (v *View) CheckConfig(cfg config.QueryConfig) error {
+	remotes, err := v.opts.RemoteSources(cfg)
+	if err != nil {
+		return fmt.Errorf("remote sources: %w", err)
+	}
+	closeSources(remotes)
+	return nil
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +34,8 @@ import (
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/correlate/input"
+	"github.com/fleetwatch/fleetwatch/internal/access"
+	"github.com/fleetwatch/fleetwatch/internal/clusterauth"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/query"
 	fwrules "github.com/fleetwatch/fleetwatch/rules"
@@ -47,6 +51,8 @@ type serveCmd struct {
 	cmd        *kingpin.CmdClause
 	configFile string
 	listen     string
+	webConfig  string
+	lifecycle  bool
 	tsdbPath   string
 	retention  model.Duration
 	log        *logFlags
@@ -56,6 +62,8 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	s := &serveCmd{cmd: app.Command("serve", "Run fleetwatch: receive the fleet's metrics and serve the Prometheus HTTP API over them.")}
 	s.cmd.Flag("config.file", "fleetwatch configuration file path.").Default("fleetwatch.yml").StringVar(&s.configFile)
 	s.cmd.Flag("web.listen-address", "Address to listen on for the API, remote-write and telemetry.").Default("0.0.0.0:9095").StringVar(&s.listen)
+	s.cmd.Flag("web.config.file", "Path to a configuration file that can enable TLS, client certificates and basic auth users (Prometheus's exporter-toolkit format).").Default("").StringVar(&s.webConfig)
+	s.cmd.Flag("web.enable-lifecycle", "Enable shutdown and reload via HTTP request (admin role).").Default("false").BoolVar(&s.lifecycle)
 	s.cmd.Flag("storage.tsdb.path", "Base path for metrics storage.").Default("data/").StringVar(&s.tsdbPath)
 	s.cmd.Flag("storage.tsdb.retention.time", "How long to retain samples in storage.").Default("15d").SetValue(&s.retention)
 	s.log = addLogFlags(s.cmd)
@@ -71,14 +79,17 @@ func (s *serveCmd) run() error {
 		return fmt.Errorf("listen on %s: %w", s.listen, err)
 	}
 	srv, err := newServer(serverOptions{
-		ConfigFile: s.configFile,
-		TSDBPath:   s.tsdbPath,
-		Retention:  time.Duration(s.retention),
-		Listener:   ln,
-		Logger:     logger,
+		ConfigFile:      s.configFile,
+		WebConfigFile:   s.webConfig,
+		EnableLifecycle: s.lifecycle,
+		TSDBPath:        s.tsdbPath,
+		Retention:       time.Duration(s.retention),
+		Listener:        ln,
+		Logger:          logger,
 		Flags: map[string]string{
-			"config.file": s.configFile, "web.listen-address": s.listen,
-			"storage.tsdb.path": s.tsdbPath, "storage.tsdb.retention.time": s.retention.String(),
+			"config.file": s.configFile, "web.listen-address": s.listen, "web.config.file": s.webConfig,
+			"web.enable-lifecycle": fmt.Sprint(s.lifecycle),
+			"storage.tsdb.path":    s.tsdbPath, "storage.tsdb.retention.time": s.retention.String(),
 		},
 	})
 	if err != nil {
@@ -91,11 +102,15 @@ func (s *serveCmd) run() error {
 // serverOptions configure a server: everything `fleetwatch serve` runs.
 type serverOptions struct {
 	ConfigFile string
-	TSDBPath   string
-	Retention  time.Duration
-	Listener   net.Listener
-	Logger     *slog.Logger
-	Flags      map[string]string
+	// WebConfigFile is --web.config.file (TLS, client certificates, basic auth users).
+	WebConfigFile string
+	// EnableLifecycle is --web.enable-lifecycle: /-/reload and /-/quit over HTTP.
+	EnableLifecycle bool
+	TSDBPath        string
+	Retention       time.Duration
+	Listener        net.Listener
+	Logger          *slog.Logger
+	Flags           map[string]string
 }
 
 // server wires the components into one process.
@@ -120,6 +135,13 @@ type server struct {
 	ocm        atomic.Pointer[ocm.Publisher]
 	http       *http.Server
 	ready      atomic.Bool
+	// guard is the access layer in front of every handler; tls is the listener's TLS
+	// configuration from --web.config.file (nil: plain HTTP).
+	guard *access.Guard
+	tls   *tls.Config
+	// quit is closed by /-/quit.
+	quit     chan struct{}
+	quitOnce sync.Once
 
 	reloadMu       sync.Mutex
 	reloadCh       chan chan error
@@ -135,7 +157,7 @@ func newServer(o serverOptions) (*server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &server{
-		opts: o, logger: o.Logger, reg: reg, reloadCh: make(chan chan error),
+		opts: o, logger: o.Logger, reg: reg, reloadCh: make(chan chan error), quit: make(chan struct{}),
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fleetwatch_config_last_reload_successful", Help: "Whether the last configuration reload attempt was successful.",
 		}),
@@ -177,6 +199,9 @@ func newServer(o serverOptions) (*server, error) {
 	s.incidents, err = correlate.New(correlate.Options{
 		Store: s.store, Query: correlate.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
 		Rules: correlate.DefaultRules, ExternalURL: externalURL, Logger: o.Logger.With("component", "correlate"), Registerer: reg,
+		// The incident API records the authenticated identity as the actor and shows a team
+		// only its clusters' incidents.
+		Identify: func(ctx context.Context) (correlate.Caller, bool) { return access.FromContext(ctx) },
 	})
 	if err != nil {
 		closeAll()
@@ -225,6 +250,14 @@ func newServer(o serverOptions) (*server, error) {
 		closeAll()
 		return nil, err
 	}
+	s.guard, err = access.NewGuard(access.GuardOptions{
+		Endpoints: endpoints, ClusterLabel: config.ClusterLabel,
+		Logger: o.Logger.With("component", "access"), Registerer: reg,
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	if err := s.apply(cfg); err != nil {
 		closeAll()
 		return nil, err
@@ -258,18 +291,95 @@ func newServer(o serverOptions) (*server, error) {
 		fmt.Fprintln(w, "fleetwatch is Ready.")
 	})
 	mux.HandleFunc("/-/reload", s.serveReload)
+	mux.HandleFunc("/-/quit", s.serveQuit)
+	mux.Handle("/federate", s.view.FederateHandler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	s.http = &http.Server{Handler: s.guard.Handler(mux), ReadHeaderTimeout: 30 * time.Second}
 	return s, nil
 }
 
-// apply hands a loaded configuration to every component. Each one validates before it swaps,
-// so a bad config leaves the running one in place.
+// endpoints is fleetwatch's HTTP surface as the access layer sees it: what each route needs,
+// and how a team-scoped identity is held to its clusters there. A route missing here needs
+// the read role and is refused to team identities.
+var endpoints = []access.Endpoint{
+	{Pattern: "/-/healthy", Name: "healthy"},
+	{Pattern: "/-/ready", Name: "ready"},
+	{Pattern: "/api/v1/write", Name: "write", Need: access.RoleIngest},
+	{Pattern: input.PathAlertsV2, Name: "alerts_in", Need: access.RoleIngest},
+	{Pattern: input.PathWebhook, Name: "alerts_webhook", Need: access.RoleIngest},
+	{Pattern: "/-/reload", Name: "reload", Need: access.RoleAdmin, Lifecycle: true},
+	{Pattern: "/-/quit", Name: "quit", Need: access.RoleAdmin, Lifecycle: true},
+	{Pattern: "/debug/pprof/", Name: "pprof", Need: access.RoleAdmin},
+	{Pattern: "POST /api/v1/incidents/{id}/ack", Name: "incident_ack", Need: access.RoleOperate, Scope: access.ScopeHandler},
+	{Pattern: "POST /api/v1/incidents/{id}/resolve", Name: "incident_resolve", Need: access.RoleOperate, Scope: access.ScopeHandler},
+	{Pattern: "/api/v1/incidents", Name: "incidents", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "/api/v1/incidents/", Name: "incidents", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "/api/v1/placements", Name: "placements", Need: access.RoleRead},
+	{Pattern: "/api/v1/placements/", Name: "placements", Need: access.RoleRead},
+	{Pattern: "/api/v1/whatif", Name: "whatif", Need: access.RoleRead},
+	{Pattern: "/metrics", Name: "metrics", Need: access.RoleRead},
+	{Pattern: "/federate", Name: "federate", Need: access.RoleRead, Scope: access.ScopeFederate},
+	{Pattern: "/api/v1/query", Name: "query", Need: access.RoleRead, Scope: access.ScopeQuery},
+	{Pattern: "/api/v1/query_range", Name: "query_range", Need: access.RoleRead, Scope: access.ScopeQuery},
+	{Pattern: "/api/v1/query_exemplars", Name: "query_exemplars", Need: access.RoleRead, Scope: access.ScopeQuery},
+	{Pattern: "/api/v1/series", Name: "series", Need: access.RoleRead, Scope: access.ScopeMatch},
+	{Pattern: "/api/v1/labels", Name: "labels", Need: access.RoleRead, Scope: access.ScopeMatch},
+	{Pattern: "/api/v1/label/{name}/values", Name: "label_values", Need: access.RoleRead, Scope: access.ScopeMatch},
+	{Pattern: "/api/v1/rules", Name: "rules", Need: access.RoleRead, Scope: access.ScopeRules},
+	{Pattern: "/api/v1/alerts", Name: "alerts", Need: access.RoleRead, Scope: access.ScopeAlerts},
+	{Pattern: "/api/v1/metadata", Name: "metadata", Need: access.RoleRead, Scope: access.ScopeNone},
+	{Pattern: "/api/v1/status/buildinfo", Name: "buildinfo", Need: access.RoleRead, Scope: access.ScopeNone},
+	{Pattern: "/api/v1/format_query", Name: "format_query", Need: access.RoleRead, Scope: access.ScopeNone},
+	{Pattern: "/api/v1/parse_query", Name: "parse_query", Need: access.RoleRead, Scope: access.ScopeNone},
+	{Pattern: "/api/v1/", Name: "api_other", Need: access.RoleRead},
+}
+
+// apply hands a loaded configuration to every component, all or nothing: everything that can
+// be refused (rule files, federation scrape configs, remote sources, OCM hub, placement
+// settings, identities and the web config) is checked first, so a bad file leaves the whole
+// running configuration in force; only then does each component switch.
 func (s *server) apply(cfg *config.Config) error {
+	rc, err := rulesConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.rules.CheckConfig(rc); err != nil {
+		return fmt.Errorf("apply rules config: %w", err)
+	}
+	if err := s.fed.CheckConfig(cfg); err != nil {
+		return fmt.Errorf("apply federation config: %w", err)
+	}
+	if err := s.view.CheckConfig(cfg.Query); err != nil {
+		return fmt.Errorf("apply query config: %w", err)
+	}
+	var ocmPub *ocm.Publisher
+	if o := cfg.Schedule.OCM; o != nil {
+		if ocmPub, err = newOCMPublisher(o, s.logger); err != nil {
+			return fmt.Errorf("apply schedule config: %w", err)
+		}
+	}
+	sched := scheduleSettings(cfg)
+	if err := sched.Check(); err != nil {
+		return fmt.Errorf("apply schedule config: %w", err)
+	}
+	acc, err := s.accessSettings(cfg)
+	if err != nil {
+		return err
+	}
+	if err := access.Check(acc); err != nil {
+		return err
+	}
+	cs := correlateSettings(cfg)
+
+	// Everything was checked: switch. The steps below only fail on what the checks above
+	// cover, so in practice they do not; they still report it.
+	if err := s.guard.Apply(acc); err != nil {
+		return fmt.Errorf("apply access config: %w", err)
+	}
 	if err := s.view.ApplyConfig(cfg.Query); err != nil {
 		return fmt.Errorf("apply query config: %w", err)
 	}
@@ -283,13 +393,23 @@ func (s *server) apply(cfg *config.Config) error {
 	if err := s.alertsIn.ApplyConfig(cfg); err != nil {
 		return fmt.Errorf("apply alert input config: %w", err)
 	}
-	rc, err := rulesConfig(cfg)
-	if err != nil {
-		return err
-	}
 	if err := s.rules.ApplyConfig(rc); err != nil {
 		return fmt.Errorf("apply rules config: %w", err)
 	}
+	if err := s.incidents.ApplySettings(cs); err != nil {
+		return fmt.Errorf("apply correlate config: %w", err)
+	}
+	s.correlating.Store(cfg.Correlate.Enabled)
+	s.ocm.Store(ocmPub)
+	s.scheduling.Store(cfg.Schedule.Enabled)
+	if err := s.schedule.ApplySettings(sched); err != nil {
+		return fmt.Errorf("apply schedule config: %w", err)
+	}
+	return nil
+}
+
+// correlateSettings is the correlation stage's part of the configuration.
+func correlateSettings(cfg *config.Config) correlate.Settings {
 	cc := cfg.Correlate
 	cr := correlate.DefaultRules
 	cr.RolloutClusters, cr.RolloutWindow, cr.Teams = cc.RolloutClusters, time.Duration(cc.RolloutWindow), cc.Teams
@@ -306,28 +426,39 @@ func (s *server) apply(cfg *config.Config) error {
 			*role.dest = role.set
 		}
 	}
-	if err := s.incidents.ApplySettings(correlate.Settings{
+	return correlate.Settings{
 		Rules: cr, Interval: time.Duration(cc.EvaluationInterval), ResolveAfter: time.Duration(cc.ResolveAfter),
 		ResendInterval: time.Duration(cc.ResendInterval), Alertmanagers: cc.Alertmanagers,
-	}); err != nil {
-		return fmt.Errorf("apply correlate config: %w", err)
+		ResolvedRetention: time.Duration(cc.ResolvedRetention),
 	}
-	s.correlating.Store(cc.Enabled)
+}
 
-	if o := cfg.Schedule.OCM; o != nil {
-		p, err := newOCMPublisher(o, s.logger)
-		if err != nil {
-			return fmt.Errorf("apply schedule config: %w", err)
+// accessSettings are the access layer's settings: the identities of fleetwatch.yml with their
+// scopes resolved against the clusters' labels, the clusters' remote-write credentials and the
+// users and TLS of --web.config.file (read again on every reload).
+func (s *server) accessSettings(cfg *config.Config) (access.Settings, error) {
+	wc, err := access.LoadWebConfig(s.opts.WebConfigFile)
+	if err != nil {
+		return access.Settings{}, err
+	}
+	if (wc.TLS == nil) != (s.tls == nil) && s.http != nil {
+		return access.Settings{}, fmt.Errorf("web config %s: turning TLS on or off needs a restart", s.opts.WebConfigFile)
+	}
+	if s.http == nil {
+		s.tls = wc.TLS
+	}
+	st := access.Settings{Clusters: clusterauth.New(cfg.Clusters), Web: wc, Lifecycle: s.opts.EnableLifecycle}
+	for _, r := range cfg.Access.AnonymousRoles {
+		st.AnonymousRoles = append(st.AnonymousRoles, access.Role(r))
+	}
+	for _, id := range cfg.Access.Identities {
+		u := access.User{Name: id.Name, BearerToken: id.BearerToken, Scope: id.ScopeOf(cfg.Clusters)}
+		for _, r := range id.Roles {
+			u.Roles = append(u.Roles, access.Role(r))
 		}
-		s.ocm.Store(p)
-	} else {
-		s.ocm.Store(nil)
+		st.Users = append(st.Users, u)
 	}
-	s.scheduling.Store(cfg.Schedule.Enabled)
-	if err := s.schedule.ApplySettings(scheduleSettings(cfg)); err != nil {
-		return fmt.Errorf("apply schedule config: %w", err)
-	}
-	return nil
+	return st, nil
 }
 
 // scheduleSettings is placement's part of the configuration: the clusters' static
@@ -448,6 +579,19 @@ func (s *server) reload() error {
 	return nil
 }
 
+// serveQuit shuts fleetwatch down gracefully, as Prometheus's /-/quit does.
+func (s *server) serveQuit(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut {
+		w.Header().Set("Allow", "POST, PUT")
+		http.Error(w, "use POST or PUT to shut fleetwatch down", http.StatusMethodNotAllowed)
+		return
+	}
+	id, _ := access.FromContext(r.Context())
+	s.logger.Info("shutdown requested over HTTP", "by", id.String())
+	fmt.Fprintln(w, "Requesting termination... Goodbye!")
+	s.quitOnce.Do(func() { close(s.quit) })
+}
+
 func (s *server) serveReload(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost && r.Method != http.MethodPut {
 		w.Header().Set("Allow", "POST, PUT")
@@ -475,7 +619,13 @@ func (s *server) Run(ctx context.Context) error {
 	{
 		// Termination: the parent context (signals) or an actor failing ends the group.
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { <-ctx.Done(); return nil }, func(error) { cancel() })
+		g.Add(func() error {
+			select {
+			case <-ctx.Done():
+			case <-s.quit:
+			}
+			return nil
+		}, func(error) { cancel() })
 	}
 	{
 		// SIGHUP reloads, like Prometheus.
@@ -526,7 +676,17 @@ func (s *server) Run(ctx context.Context) error {
 		g.Add(func() error {
 			s.ready.Store(true)
 			s.logger.Info("fleetwatch listening", "address", s.opts.Listener.Addr().String())
-			if err := s.http.Serve(s.opts.Listener); !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if s.tls != nil {
+				if !slices.Contains(s.tls.NextProtos, "h2") {
+					s.http.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+				}
+				s.http.TLSConfig = s.tls
+				err = s.http.ServeTLS(s.opts.Listener, "", "")
+			} else {
+				err = s.http.Serve(s.opts.Listener)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve HTTP: %w", err)
 			}
 			return nil

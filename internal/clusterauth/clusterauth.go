@@ -5,11 +5,12 @@ import (
 	"crypto/subtle"
 	"net/http"
 
+	"github.com/fleetwatch/fleetwatch/internal/access"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // Challenge is the WWW-Authenticate value to send with a 401: clusters may use either scheme.
-const Challenge = `Bearer realm="fleetwatch", Basic realm="fleetwatch"`
+const Challenge = access.Challenge
 
 // Table maps credentials to cluster names. Secrets are kept only as SHA-256 digests and
 // compared in constant time. A Table is immutable, so it is safe for concurrent use; replace it
