@@ -67,13 +67,29 @@ func TestKill9KeepsAcknowledgedSamples(t *testing.T) {
 }
 
 // TestReload: SIGHUP and POST /-/reload apply a new config without losing data; a broken config
-// is refused with the field named, and the running config stays in force.
+// is refused with the field named, and the running config stays in force, whole: a config whose
+// only fault is a user rule file switches nothing, not even the clusters that come before it.
 func TestReload(t *testing.T) {
 	testenv.SkipIfShort(t)
 	dir := t.TempDir()
 	testenv.WriteFile(t, dir, "a.token", "token-a")
 	testenv.WriteFile(t, dir, "b.token", "token-b")
-	p, fw := startFleetwatch(t, dir, "clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n")
+	testenv.WriteFile(t, dir, "c.token", "token-c")
+	testenv.WriteFile(t, dir, "admin.token", "token-admin")
+	testenv.WriteFile(t, dir, "bad.rules.yml", "groups:\n- name: g\n  rules:\n  - alert: Broken\n    expr: sum(\n")
+	const access = "access:\n  anonymous_roles: [read]\n  identities: [{name: admin, roles: [admin], bearer_token_file: admin.token}]\n"
+	p, fw := startFleetwatchArgs(t, dir, "clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n"+access, "--web.enable-lifecycle")
+	reload := func() (int, string) {
+		req, err := http.NewRequest(http.MethodPost, fw+"/-/reload", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer token-admin")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		msg, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(msg)
+	}
 	// Timestamps in the past, so the samples written a second apart are all in range of the
 	// queries at the end however fast the test runs.
 	now := time.Now().Add(-time.Minute).UnixMilli()
@@ -87,7 +103,7 @@ func TestReload(t *testing.T) {
     remote_write: {bearer_token_file: a.token}
   - name: b
     remote_write: {bearer_token_file: b.token}
-`), 0o600))
+`+access), 0o600))
 	require.NoError(t, p.Signal(syscall.SIGHUP))
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if code := writeV1(t, fw, "token-b", now, "from_b", 1); code != http.StatusNoContent {
@@ -102,24 +118,35 @@ func TestReload(t *testing.T) {
     remote_write: {bearer_token_file: a.token}
   - name: b
     remote_write: {}
-`), 0o600))
-	resp, err := http.Post(fw+"/-/reload", "", nil)
-	require.NoError(t, err)
-	msg, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusInternalServerError, resp.StatusCode)
-	require.Contains(t, string(msg), `cluster "b": remote_write: one of bearer_token_file or basic_auth must be set`)
+`+access), 0o600))
+	code, msg := reload()
+	require.Equal(t, http.StatusInternalServerError, code)
+	require.Contains(t, msg, `cluster "b": remote_write: one of bearer_token_file or basic_auth must be set`)
 	require.Equal(t, http.StatusNoContent, writeV1(t, fw, "token-b", now+1000, "from_b", 2))
 	_, metrics := rawGet(t, fw, "/metrics", nil)
 	require.Contains(t, metrics, "fleetwatch_config_last_reload_successful 0")
 
+	// A config that adds cluster c and whose only fault is a user rule file: refused naming
+	// the file and line, and nothing switched: c's token is still unknown.
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`clusters:
+  - name: a
+    remote_write: {bearer_token_file: a.token}
+  - name: b
+    remote_write: {bearer_token_file: b.token}
+  - name: c
+    remote_write: {bearer_token_file: c.token}
+rules:
+  rule_files: [bad.rules.yml]
+`+access), 0o600))
+	code, msg = reload()
+	require.Equal(t, http.StatusInternalServerError, code)
+	require.Contains(t, msg, "bad.rules.yml")
+	require.Equal(t, http.StatusUnauthorized, writeV1(t, fw, "token-c", now+1000, "from_c", 1))
+
 	// POST /-/reload with b removed: b is refused, its data and a's stay queryable.
-	require.NoError(t, os.WriteFile(cfgPath, []byte("clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n"), 0o600))
-	resp, err = http.Post(fw+"/-/reload", "", nil)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, os.WriteFile(cfgPath, []byte("clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n"+access), 0o600))
+	code, _ = reload()
+	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, http.StatusUnauthorized, writeV1(t, fw, "token-b", now+2000, "from_b", 3))
 	require.Contains(t, countSamples(t, fw, `before_reload{cluster="a"}`), `"1"`)
 	require.Contains(t, countSamples(t, fw, `from_b{cluster="b"}`), `"2"`)

@@ -28,11 +28,17 @@ import (
 // fleetwatch starts `fleetwatch serve` with the given config and waits until it is ready.
 func startFleetwatch(t *testing.T, dir, cfg string) (*testenv.Process, string) {
 	t.Helper()
+	return startFleetwatchArgs(t, dir, cfg)
+}
+
+// startFleetwatchArgs is startFleetwatch with more flags.
+func startFleetwatchArgs(t *testing.T, dir, cfg string, args ...string) (*testenv.Process, string) {
+	t.Helper()
 	addr := testenv.FreePort(t)
 	cfgPath := testenv.WriteFile(t, dir, "fleetwatch.yml", cfg)
-	p := testenv.Start(t, "fleetwatch", testenv.Fleetwatch(t), "serve",
-		"--config.file="+cfgPath, "--web.listen-address="+addr,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--log.level=debug")
+	p := testenv.Start(t, "fleetwatch", testenv.Fleetwatch(t), append([]string{"serve",
+		"--config.file=" + cfgPath, "--web.listen-address=" + addr,
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"), "--log.level=debug"}, args...)...)
 	p.WaitReady(t, "http://"+addr+"/-/ready", 30*time.Second)
 	return p, "http://" + addr
 }
