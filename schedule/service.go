@@ -298,6 +298,8 @@ func (s *Service) Handler() http.Handler {
 func (s *Service) fail(w http.ResponseWriter, kind string, err error) {
 	code, typ, result := http.StatusInternalServerError, "internal", "error"
 	switch {
+	case errors.Is(err, ErrTooLarge):
+		code, typ, result = http.StatusRequestEntityTooLarge, "bad_data", "bad_request"
 	case errors.Is(err, ErrBadRequest):
 		code, typ, result = http.StatusBadRequest, "bad_data", "bad_request"
 	case errors.Is(err, ErrUnavailable):
@@ -307,17 +309,24 @@ func (s *Service) fail(w http.ResponseWriter, kind string, err error) {
 	apiresp.Error(w, code, typ, err)
 }
 
-const maxBody = 1 << 20
+// MaxBodyBytes is the largest placement or what-if request body; a larger one is a 413.
+const MaxBodyBytes = 1 << 20
 
-// decodeBody decodes a JSON body strictly: unknown fields, trailing data and oversized bodies
-// are bad requests that say what was wrong.
+// ErrTooLarge is a request body over MaxBodyBytes.
+var ErrTooLarge = errors.New("request body too large")
+
+// decodeBody decodes a JSON body strictly: unknown fields and trailing data are bad requests
+// that say what was wrong, a body over MaxBodyBytes is ErrTooLarge naming the limit.
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
+		var me *http.MaxBytesError
 		switch {
+		case errors.As(err, &me):
+			return fmt.Errorf("%w: the body is over the limit of %d bytes", ErrTooLarge, me.Limit)
 		case errors.Is(err, io.EOF):
 			return badRequest("empty body: want a JSON object")
 		case errors.As(err, &se):

@@ -177,6 +177,7 @@ func scrapeFleetwatch(ctx context.Context, client *http.Client, s *server) (fwMe
 	if err != nil {
 		return m, err
 	}
+	s.Authorize(req)
 	resp, err := client.Do(req)
 	if err != nil {
 		return m, err
@@ -373,6 +374,7 @@ func getJSON(ctx context.Context, client *http.Client, s *server, path string, v
 	if err != nil {
 		return err
 	}
+	s.Authorize(req)
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -16,18 +15,11 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// binaries returns the fleetwatch binary `make build` writes and the Alertmanager `make peers`
-// installs, skipping the test when either is missing.
+// binaries builds fleetwatch from this tree and returns it with the Alertmanager `make peers`
+// installs (a missing peer fails the test outside -short, so CI cannot skip it).
 func binaries(t *testing.T) (fleetwatch, alertmanager string) {
 	t.Helper()
-	fleetwatch = filepath.Join("..", "..", "bin", "fleetwatch")
-	alertmanager = filepath.Join(testenv.PeersBin(), "alertmanager")
-	for _, p := range []string{fleetwatch, alertmanager} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("%v (run `make build peers`)", err)
-		}
-	}
-	return fleetwatch, alertmanager
+	return testenv.Fleetwatch(t), testenv.Peer(t, "alertmanager")
 }
 
 // TestSmoke runs a small bench and checks that both targets took in every alert: fleetwatch

@@ -33,6 +33,7 @@ func fleetwatchConfig(clusters []string, tokenFile func(string) string) string {
 		fmt.Fprintf(&cfg, "  - name: %s\n    remote_write: {bearer_token_file: %s}\n", c, tokenFile(c))
 	}
 	cfg.WriteString("rules:\n  pack: {enabled: false}\ncorrelate:\n  evaluation_interval: 1s\n")
+	cfg.WriteString(benchproc.Identity)
 	return cfg.String()
 }
 
@@ -50,6 +51,9 @@ func startFleetwatch(ctx context.Context, bin, root string, clusters []string) (
 			return nil, err
 		}
 		s.tokens[c] = tok
+	}
+	if err := s.WriteIdentity(); err != nil {
+		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "fleetwatch.yml")
 	cfg := fleetwatchConfig(clusters, func(c string) string { return c + ".token" })

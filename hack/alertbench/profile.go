@@ -94,6 +94,7 @@ func sampleGoroutines(ctx context.Context, client *http.Client, s *server, file 
 		if err != nil {
 			return err
 		}
+		s.Authorize(req)
 		resp, err := client.Do(req)
 		if ctx.Err() != nil {
 			return nil

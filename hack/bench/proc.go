@@ -37,6 +37,10 @@ func startFleetwatch(ctx context.Context, bin, root string, clusters []string, e
 		fmt.Fprintf(&cfg, "  - name: %s\n    remote_write:\n      bearer_token_file: %s\n", c, f)
 	}
 	fmt.Fprintf(&cfg, "query:\n  engine: %s\n  result_cache:\n    max_size_bytes: 0\n", engine)
+	cfg.WriteString(benchproc.Identity)
+	if err := s.WriteIdentity(); err != nil {
+		return nil, err
+	}
 	cfgPath := filepath.Join(dir, "fleetwatch.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
 		return nil, err

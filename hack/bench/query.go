@@ -75,6 +75,7 @@ func timedQuery(ctx context.Context, client *http.Client, s *server, expr string
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	s.Authorize(req)
 	t0 := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {

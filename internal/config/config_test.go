@@ -296,6 +296,15 @@ var badConfigs = []struct {
 	{"remote_read_no_name.bad.yml", "query: remote_read[0]: name: must not be empty"},
 	{"remote_read_name_clashes_with_store.bad.yml", "query: remote_read[0] \"longterm\": name: duplicate remote source name"},
 	{"remote_read_http_client_invalid.bad.yml", "query: remote_read[0] \"longterm\": http client: at most one of bearer_token & bearer_token_file must be configured"},
+
+	// Access.
+	{"access_unknown_role.bad.yml", "access.identities: \"alice\": roles: \"write\" is not one of read, operate, admin"},
+	{"access_no_roles.bad.yml", "access.identities: \"alice\": roles: at least one of read, operate, admin"},
+	{"access_no_name.bad.yml", "access.identities: name: must not be empty"},
+	{"access_duplicate.bad.yml", "access.identities: \"alice\": name: defined more than once"},
+	{"access_unknown_cluster.bad.yml", "access.identities: \"team-a\": clusters: \"eu-9\" is not a configured cluster"},
+	{"access_anonymous_operate.bad.yml", "access.anonymous_roles: \"operate\": only \"read\" may be given to requests without credentials"},
+	{"access_token_shared.bad.yml", "access.identities: \"grafana\": bearer_token_file: the same token as cluster eu-1; each identity needs its own"},
 }
 
 func TestBadConfigs(t *testing.T) {

@@ -26,6 +26,9 @@ type Proc struct {
 	Name string // as the reports name it
 	Addr string // 127.0.0.1:port
 	Dir  string // its own temporary directory, removed by Stop
+	// Token, when set, is the bearer token of an identity allowed to read and to profile:
+	// fleetwatch runs with its access layer on in the benches, as in production.
+	Token string
 
 	cmd     *exec.Cmd
 	logPath string
@@ -329,12 +332,30 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// Authorize adds s's identity to a request that carries no credentials of its own.
+func (s *Proc) Authorize(req *http.Request) {
+	if s.Token != "" && req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	}
+}
+
+// Identity is the access section and token file of the benches' reader and profiler
+// identity; WriteIdentity writes the token into s.Dir and remembers it.
+const Identity = "access:\n  identities:\n    - {name: bench, roles: [read, admin], bearer_token_file: bench.token}\n"
+
+// WriteIdentity writes the bench identity's token file into s.Dir; add Identity to the config.
+func (s *Proc) WriteIdentity() error {
+	s.Token = "bench-reader-" + filepath.Base(s.Dir)
+	return os.WriteFile(filepath.Join(s.Dir, "bench.token"), []byte(s.Token+"\n"), 0o600)
+}
+
 // Fetch saves what GET path on s answers (a profile) to the file to.
 func Fetch(ctx context.Context, client *http.Client, s *Proc, path, to string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL(path), nil)
 	if err != nil {
 		return err
 	}
+	s.Authorize(req)
 	c := *client
 	c.Timeout = 10 * time.Minute
 	resp, err := c.Do(req)
