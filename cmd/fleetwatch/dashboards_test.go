@@ -167,9 +167,13 @@ func TestDashboardMetricsRegistered(t *testing.T) {
 	s, err := newServer(serverOptions{ConfigFile: cfg, TSDBPath: filepath.Join(dir, "data"), Listener: ln,
 		Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
+	// Run it, so that stopping it stops everything it started (rule groups wait for Run).
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
 	defer func() {
-		require.NoError(t, s.store.Close())
-		require.NoError(t, s.view.Close())
+		cancel()
+		require.NoError(t, <-done)
 	}()
 	// The TSDB counts appended samples by type once the first one is appended.
 	app := s.view.Appendable().Appender(context.Background())
