@@ -27,6 +27,7 @@ import (
 
 type options struct {
 	fleetwatch, alertmanager string
+	noAccess                 bool
 	clusters, alerts         int
 	batch, workers, rounds   int
 	seed                     uint64
@@ -40,6 +41,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.fleetwatch, "fleetwatch", "bin/fleetwatch", "fleetwatch binary (make build)")
+	flag.BoolVar(&o.noAccess, "no-access", false, "run fleetwatch without identities (as before the access layer; for comparing with an older binary)")
 	flag.StringVar(&o.alertmanager, "alertmanager", "", "alertmanager binary (make peers installs one)")
 	flag.IntVar(&o.clusters, "clusters", 100, "member clusters posting alerts")
 	flag.IntVar(&o.alerts, "alerts", 100_000, "active alerts, spread evenly over the clusters")
@@ -287,7 +289,7 @@ func version(bin string) string {
 
 func startTarget(ctx context.Context, o options, root, name string, clusters []string) (*server, error) {
 	if name == nameFleetwatch {
-		return startFleetwatch(ctx, o.fleetwatch, root, clusters)
+		return startFleetwatch(ctx, o.fleetwatch, root, clusters, !o.noAccess)
 	}
 	return startAlertmanager(ctx, o.alertmanager, root)
 }

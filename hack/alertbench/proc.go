@@ -33,13 +33,12 @@ func fleetwatchConfig(clusters []string, tokenFile func(string) string) string {
 		fmt.Fprintf(&cfg, "  - name: %s\n    remote_write: {bearer_token_file: %s}\n", c, tokenFile(c))
 	}
 	cfg.WriteString("rules:\n  pack: {enabled: false}\ncorrelate:\n  evaluation_interval: 1s\n")
-	cfg.WriteString(benchproc.Identity)
 	return cfg.String()
 }
 
 // startFleetwatch writes the config and the token files and starts `fleetwatch serve` on a
 // free loopback port with its own storage directory.
-func startFleetwatch(ctx context.Context, bin, root string, clusters []string) (*server, error) {
+func startFleetwatch(ctx context.Context, bin, root string, clusters []string, access bool) (*server, error) {
 	dir, err := os.MkdirTemp(root, "fleetwatch-")
 	if err != nil {
 		return nil, err
@@ -52,11 +51,14 @@ func startFleetwatch(ctx context.Context, bin, root string, clusters []string) (
 		}
 		s.tokens[c] = tok
 	}
-	if err := s.WriteIdentity(); err != nil {
-		return nil, err
-	}
 	cfgPath := filepath.Join(dir, "fleetwatch.yml")
 	cfg := fleetwatchConfig(clusters, func(c string) string { return c + ".token" })
+	if access {
+		if err := s.WriteIdentity(); err != nil {
+			return nil, err
+		}
+		cfg += benchproc.Identity
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 	if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 		return "", err
 	}
-	s, err := startFleetwatch(ctx, o.fleetwatch, root, st.clusters)
+	s, err := startFleetwatch(ctx, o.fleetwatch, root, st.clusters, !o.noAccess)
 	if err != nil {
 		return "", err
 	}

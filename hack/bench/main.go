@@ -45,6 +45,7 @@ import (
 
 type options struct {
 	fleetwatch, prometheus string
+	noAccess               bool
 	clusters, series       int
 	warmup, samples        int
 	perRequest             int
@@ -61,6 +62,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.fleetwatch, "fleetwatch", "bin/fleetwatch", "fleetwatch binary")
+	flag.BoolVar(&o.noAccess, "no-access", false, "run fleetwatch without identities (as before the access layer; for comparing with an older binary)")
 	flag.StringVar(&o.prometheus, "prometheus", "", "prometheus binary (make peers installs one)")
 	flag.IntVar(&o.clusters, "clusters", 4, "clusters remote-writing")
 	flag.IntVar(&o.series, "series", 2500, "series per cluster")
@@ -236,7 +238,7 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func startTarget(ctx context.Context, o options, root, name string, clusters []string) (*server, error) {
 	if name == "fleetwatch" {
-		return startFleetwatch(ctx, o.fleetwatch, root, clusters, o.engine)
+		return startFleetwatch(ctx, o.fleetwatch, root, clusters, o.engine, !o.noAccess)
 	}
 	return startPrometheus(ctx, o.prometheus, root)
 }

@@ -19,7 +19,7 @@ type server struct {
 
 // startFleetwatch writes a config with one bearer-token cluster per name, the result cache off
 // (Prometheus has none; 0 turns it off) and starts bin/fleetwatch on a free loopback port.
-func startFleetwatch(ctx context.Context, bin, root string, clusters []string, engine string) (*server, error) {
+func startFleetwatch(ctx context.Context, bin, root string, clusters []string, engine string, access bool) (*server, error) {
 	dir, err := os.MkdirTemp(root, "fleetwatch-")
 	if err != nil {
 		return nil, err
@@ -37,9 +37,11 @@ func startFleetwatch(ctx context.Context, bin, root string, clusters []string, e
 		fmt.Fprintf(&cfg, "  - name: %s\n    remote_write:\n      bearer_token_file: %s\n", c, f)
 	}
 	fmt.Fprintf(&cfg, "query:\n  engine: %s\n  result_cache:\n    max_size_bytes: 0\n", engine)
-	cfg.WriteString(benchproc.Identity)
-	if err := s.WriteIdentity(); err != nil {
-		return nil, err
+	if access {
+		cfg.WriteString(benchproc.Identity)
+		if err := s.WriteIdentity(); err != nil {
+			return nil, err
+		}
 	}
 	cfgPath := filepath.Join(dir, "fleetwatch.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {

@@ -21,7 +21,7 @@ func profileFleetwatch(ctx context.Context, o options, root string, client *http
 	if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 		return "", err
 	}
-	s, err := startFleetwatch(ctx, o.fleetwatch, root, ds.clusters, o.engine)
+	s, err := startFleetwatch(ctx, o.fleetwatch, root, ds.clusters, o.engine, !o.noAccess)
 	if err != nil {
 		return "", err
 	}

@@ -22,20 +22,33 @@ import (
 
 func writeV1(t *testing.T, base, token string, ts int64, name string, v float64) int {
 	t.Helper()
+	code, err := postV1(base, token, ts, name, v)
+	require.NoError(t, err)
+	return code
+}
+
+// postV1 sends one sample with remote-write 1.0 and returns the status code.
+func postV1(base, token string, ts int64, name string, v float64) (int, error) {
 	raw, err := proto.Marshal(&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
 		Labels:  []prompb.Label{{Name: "__name__", Value: name}},
 		Samples: []prompb.Sample{{Timestamp: ts, Value: v}},
 	}}})
-	require.NoError(t, err)
+	if err != nil {
+		return 0, err
+	}
 	req, err := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw)))
-	require.NoError(t, err)
+	if err != nil {
+		return 0, err
+	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("Content-Encoding", "snappy")
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
+	if err != nil {
+		return 0, err
+	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, nil
 }
 
 func countSamples(t *testing.T, base, selector string) string {
