@@ -5,6 +5,9 @@ import (
 
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+
+	"github.com/fleetwatch/fleetwatch/internal/access"
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // reporting is `or 0 * <a series every fleetwatch exports>`: a sum over series that exist only
@@ -76,7 +79,7 @@ func self(e *env) *dashboard.DashboardBuilder {
 		Thresholds(thresholds(red, step{1, green})))
 	b.WithPanel(statPanel("Silent clusters", "Clusters fleetwatch stored nothing from for longer than rules.pack.silent_after ("+e.t.SilentAfter.String()+").", 4, 4).
 		WithTarget(instant("A", `sum(time() - max by (cluster) (fleetwatch_cluster_last_ingest_timestamp_seconds{`+jf+`, `+cf+`}) > bool `+silent+`)`, "")).
-		Thresholds(thresholds(green, step{1, e.color(alertSilent)})))
+		Thresholds(thresholds(green, step{1, e.color(pack.AlertClusterSilent)})))
 	b.WithPanel(statPanel("Held alerts", "Firing alerts held because their cluster's data went missing rather than because their condition cleared (rules/README.md, Completeness).", 4, 4).
 		WithTarget(instant("A", `sum(fleetwatch_rules_held_alerts{`+jf+`})`, "")).
 		Thresholds(thresholds(green, step{1, orange})))
@@ -96,10 +99,10 @@ func self(e *env) *dashboard.DashboardBuilder {
 			    rate(fleetwatch_federate_samples_total{`+jf+`, `+cf+`}[$__rate_interval])
 			)`, "{{cluster}}")).
 		Unit("short").AxisLabel("samples / s").Min(0))
-	b.WithPanel(thresholdLine(timeSeries("Data age", "Seconds since fleetwatch last stored data from each cluster. FleetClusterSilent fires above the dashed line, rules.pack.silent_after.", 12, 8)).
+	b.WithPanel(thresholdLine(timeSeries("Data age", "Seconds since fleetwatch last stored data from each cluster. "+pack.AlertClusterSilent+" fires above the dashed line, rules.pack.silent_after.", 12, 8)).
 		WithTarget(query("A", `time() - max by (cluster) (fleetwatch_cluster_last_ingest_timestamp_seconds{`+jf+`, `+cf+`})`, "{{cluster}}")).
 		Unit("s").Min(0).
-		Thresholds(thresholds(green, step{above(e.silentAfter()), e.color(alertSilent)})))
+		Thresholds(thresholds(green, step{above(e.silentAfter()), e.color(pack.AlertClusterSilent)})))
 	b.WithPanel(timeSeries("Rejected writes",
 		"Remote-write requests rejected whole (400: nothing of the request was stored) and federation scrapes discarded whole, by cluster and reason; requests without valid credentials (401); requests refused because too many bytes were in flight (429, the sender retries).", 12, 8).
 		WithTarget(query("A", `
@@ -108,8 +111,8 @@ func self(e *env) *dashboard.DashboardBuilder {
 			  or
 			    rate(fleetwatch_federate_rejected_scrapes_total{`+jf+`, `+cf+`}[$__rate_interval])
 			)`, "{{cluster}} {{reason}}")).
-		// A request whose credentials name no cluster is counted with an empty cluster.
-		WithTarget(query("B", `sum(rate(fleetwatch_remote_write_requests_total{`+jf+`, cluster="", code="401"}[$__rate_interval]))`, "unauthenticated (401)")).
+		// A request whose credentials name no cluster is refused by the access layer.
+		WithTarget(query("B", `sum(rate(fleetwatch_http_requests_refused_total{`+jf+`, endpoint="`+access.EndpointWrite+`", reason="`+access.ReasonUnauthenticated+`"}[$__rate_interval]))`, "unauthenticated (401)")).
 		WithTarget(query("C", `sum(rate(fleetwatch_remote_write_overloaded_total{`+jf+`}[$__rate_interval]))`, "overloaded (429)")).
 		Unit("reqps").Min(0))
 	b.WithPanel(timeSeries("Remote-write requests by code", "Remote-write requests a second from the selected clusters, by HTTP status code.", 12, 8).

@@ -308,7 +308,7 @@ func newServer(o serverOptions) (*server, error) {
 var endpoints = []access.Endpoint{
 	{Pattern: "/-/healthy", Name: "healthy"},
 	{Pattern: "/-/ready", Name: "ready"},
-	{Pattern: "/api/v1/write", Name: "write", Need: access.RoleIngest},
+	{Pattern: "/api/v1/write", Name: access.EndpointWrite, Need: access.RoleIngest},
 	{Pattern: input.PathAlertsV2, Name: "alerts_in", Need: access.RoleIngest},
 	{Pattern: input.PathWebhook, Name: "alerts_webhook", Need: access.RoleIngest},
 	{Pattern: "/-/reload", Name: "reload", Need: access.RoleAdmin, Lifecycle: true},
@@ -408,29 +408,10 @@ func (s *server) apply(cfg *config.Config) error {
 	return nil
 }
 
-// correlateSettings is the correlation stage's part of the configuration.
+// correlateSettings is the correlation stage's part of the configuration: its section, and
+// the view's replica labels, which deduplicating alerts drops too.
 func correlateSettings(cfg *config.Config) correlate.Settings {
-	cc := cfg.Correlate
-	cr := correlate.DefaultRules
-	cr.RolloutClusters, cr.RolloutWindow, cr.Teams = cc.RolloutClusters, time.Duration(cc.RolloutWindow), cc.Teams
-	cr.ReplicaLabels = append(append([]string(nil), cr.ReplicaLabels...), cfg.Query.ReplicaLabels...)
-	for _, role := range []struct {
-		set  []string
-		dest *[]string
-	}{
-		{cc.Alerts.ClusterRoot, &cr.ClusterRoot}, {cc.Alerts.NodesRoot, &cr.NodesRoot},
-		{cc.Alerts.Saturation, &cr.Saturation}, {cc.Alerts.Pending, &cr.Pending},
-		{cc.Alerts.WorkloadFailure, &cr.WorkloadFailure}, {cc.Alerts.ClusterFailure, &cr.ClusterFailure},
-	} {
-		if len(role.set) > 0 {
-			*role.dest = role.set
-		}
-	}
-	return correlate.Settings{
-		Rules: cr, Interval: time.Duration(cc.EvaluationInterval), ResolveAfter: time.Duration(cc.ResolveAfter),
-		ResendInterval: time.Duration(cc.ResendInterval), Alertmanagers: cc.Alertmanagers,
-		ResolvedRetention: time.Duration(cc.ResolvedRetention),
-	}
+	return correlate.Settings{Correlate: cfg.Correlate, ReplicaLabels: cfg.Query.ReplicaLabels}
 }
 
 // accessSettings are the access layer's settings: the identities of fleetwatch.yml with their
@@ -461,27 +442,11 @@ func (s *server) accessSettings(cfg *config.Config) (access.Settings, error) {
 	return st, nil
 }
 
-// scheduleSettings is placement's part of the configuration: the clusters' static
-// description, and the thresholds it shares with the rule pack (the saturation ceiling, the
-// Ready ratio, the silent-cluster window), so they are never configured twice.
+// scheduleSettings is placement's part of the configuration: its section, the clusters'
+// static description, and the thresholds it shares with the rule pack (the saturation
+// ceiling, the Ready ratio, the silent-cluster window), so they are never configured twice.
 func scheduleSettings(cfg *config.Config) schedule.Settings {
-	sc, th := cfg.Schedule, cfg.Rules.Pack.Thresholds
-	st := schedule.Settings{
-		Headroom: sc.Headroom, SaturationRatio: th.SaturationRatio, MinReadyRatio: th.NodeReadyRatio,
-		StaleAfter: time.Duration(sc.StaleAfter), Weights: sc.Weights, ComplianceTags: sc.ComplianceTags,
-		Interval: time.Duration(sc.RefreshInterval),
-	}
-	if st.StaleAfter == 0 {
-		st.StaleAfter = time.Duration(th.SilentAfter)
-	}
-	for _, c := range cfg.Clusters {
-		lat := make(map[string]time.Duration, len(c.Latency))
-		for ur, d := range c.Latency {
-			lat[ur] = time.Duration(d)
-		}
-		st.Clusters = append(st.Clusters, schedule.Static{Name: c.Name, Labels: c.Labels, Compliance: c.Compliance, CostPerCPUHour: c.CostPerCPUHour, Latency: lat})
-	}
-	return st
+	return schedule.Settings{Schedule: cfg.Schedule, Pack: cfg.Rules.Pack.Thresholds, Clusters: cfg.Clusters}
 }
 
 // scheduleHandler serves placement and what-if while schedule.enabled is true.
@@ -540,13 +505,7 @@ func rulesConfig(cfg *config.Config) (fwrules.Config, error) {
 	if err != nil {
 		return fwrules.Config{}, err
 	}
-	rc := fwrules.Config{
-		Interval:      time.Duration(cfg.Rules.EvaluationInterval),
-		Files:         files,
-		Alertmanagers: cfg.Rules.Alertmanagers,
-		SilentAfter:   time.Duration(cfg.Rules.Pack.Thresholds.SilentAfter),
-		Clusters:      make([]string, 0, len(cfg.Clusters)),
-	}
+	rc := fwrules.Config{Rules: cfg.Rules, Files: files, Clusters: make([]string, 0, len(cfg.Clusters))}
 	for _, c := range cfg.Clusters {
 		rc.Clusters = append(rc.Clusters, c.Name)
 	}

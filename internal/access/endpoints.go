@@ -32,7 +32,7 @@ const (
 type Endpoint struct {
 	// Pattern is an http.ServeMux pattern ("POST /api/v1/incidents/{id}/ack", "/debug/pprof/").
 	Pattern string
-	// Name labels refusals in RefusedMetric; keep it short and fixed.
+	// Name labels refusals in fleetwatch_http_requests_refused_total; keep it short and fixed.
 	Name string
 	// Need is the role required; empty: open to everyone (health and readiness probes).
 	Need Role

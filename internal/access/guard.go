@@ -30,7 +30,7 @@ type noClusters struct{}
 
 func (noClusters) Authenticate(*http.Request) (string, bool) { return "", false }
 
-// Refusal reasons, the `reason` label of RefusedMetric.
+// Refusal reasons, the `reason` label of fleetwatch_http_requests_refused_total.
 const (
 	// ReasonUnauthenticated: no or wrong credentials (401).
 	ReasonUnauthenticated = "unauthenticated"
@@ -45,8 +45,9 @@ const (
 	ReasonScope = "scope"
 )
 
-// RefusedMetric counts refused requests by endpoint and reason.
-const RefusedMetric = "fleetwatch_http_requests_refused_total"
+// EndpointWrite is the endpoint name of the remote-write receiver, as refusals of a cluster's
+// credentials are counted (the fleetwatch dashboard reads it).
+const EndpointWrite = "write"
 
 // SettingIdentities is the setting that turns identities on; refusals in open mode name it.
 const SettingIdentities = "access.identities in fleetwatch.yml"
@@ -132,7 +133,7 @@ func NewGuard(o GuardOptions) (*Guard, error) {
 	g := &Guard{
 		logger: logger, routes: rt, label: o.ClusterLabel,
 		refused: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
-			Name: RefusedMetric,
+			Name: "fleetwatch_http_requests_refused_total",
 			Help: "HTTP requests refused by the access layer, by endpoint and reason (unauthenticated, forbidden, no_access_config, lifecycle_disabled, scope).",
 		}, []string{"endpoint", "reason"}),
 	}
