@@ -38,3 +38,29 @@ func TestConfigSettings(t *testing.T) {
 		require.ErrorContains(t, err, want, in)
 	}
 }
+
+// TestSettingsRules: the rules a loaded correlate section gives: the defaults, a role that
+// correlate.alerts names replaced as a whole, the rollout settings and teams of the section, and
+// query.replica_labels added to the default replica labels.
+func TestSettingsRules(t *testing.T) {
+	cfg, err := config.Load([]byte(`
+query: {replica_labels: [ha]}
+correlate:
+  rollout_clusters: 3
+  rollout_window: 1h
+  teams: {payments: team-payments}
+  alerts: {nodes_root: [NodeDown]}
+`), ".")
+	require.NoError(t, err)
+	r := correlate.Settings{Correlate: cfg.Correlate, ReplicaLabels: cfg.Query.ReplicaLabels}.Rules()
+	want := correlate.DefaultRules
+	want.NodesRoot = []string{"NodeDown"}
+	want.RolloutClusters, want.RolloutWindow = 3, time.Hour
+	want.Teams = map[string]string{"payments": "team-payments"}
+	want.ReplicaLabels = []string{"prometheus_replica", "replica", "ha"}
+	require.Equal(t, want, r)
+
+	cfg, err = config.Load([]byte("clusters: []"), ".")
+	require.NoError(t, err)
+	require.Equal(t, correlate.DefaultRules, correlate.Settings{Correlate: cfg.Correlate}.Rules(), "the defaults are the defaults")
+}

@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // IncidentAlertName is the alertname of the one Alertmanager alert each incident becomes.
@@ -34,7 +36,9 @@ type Options struct {
 	Rules Rules
 	// Interval is how often incidents are recomputed at the latest (a new alert triggers it
 	// sooner); ResolveAfter the hysteresis before an incident whose alerts went away resolves;
-	// ResendInterval how often active incidents are sent to Alertmanager again.
+	// ResendInterval how often active incidents are sent to Alertmanager again. Zero Interval
+	// and ResendInterval take the defaults of correlate.evaluation_interval and
+	// correlate.resend_interval (config.DefaultCorrelate).
 	Interval, ResolveAfter, ResendInterval time.Duration
 	// Alertmanagers are base URLs; every incident goes to each.
 	Alertmanagers []string
@@ -53,8 +57,9 @@ type Options struct {
 	Now         func() time.Time
 }
 
-// DefaultResolvedRetention is how long resolved incidents are kept by default: 30 days.
-const DefaultResolvedRetention = 720 * time.Hour
+// DefaultResolvedRetention is how long resolved incidents are kept by default, the default of
+// correlate.resolved_retention.
+var DefaultResolvedRetention = time.Duration(config.DefaultCorrelate.ResolvedRetention)
 
 // pruneEvery is how often at most an evaluation deletes the resolved incidents past their
 // retention.
@@ -116,10 +121,10 @@ func New(o Options) (*Engine, error) {
 		o.Now = time.Now
 	}
 	if o.Interval <= 0 {
-		o.Interval = 5 * time.Second
+		o.Interval = time.Duration(config.DefaultCorrelate.EvaluationInterval)
 	}
 	if o.ResendInterval <= 0 {
-		o.ResendInterval = time.Minute
+		o.ResendInterval = time.Duration(config.DefaultCorrelate.ResendInterval)
 	}
 	if o.ResolvedRetention < 0 {
 		return nil, fmt.Errorf("correlate: resolved retention %s is negative", o.ResolvedRetention)
@@ -187,54 +192,83 @@ func New(o Options) (*Engine, error) {
 	return e, nil
 }
 
-// Settings are what a configuration reload may change. Zero durations keep the current ones.
+// Settings are what a configuration reload may change: fleetwatch.yml's correlate section as
+// internal/config loaded it (its defaults and validation are config's), and the view's
+// query.replica_labels, which deduplication drops too. Zero durations keep the current ones.
 type Settings struct {
-	Rules                                  Rules
-	Interval, ResolveAfter, ResendInterval time.Duration
-	// ResolvedRetention: resolved incidents older than this are deleted from the store.
-	ResolvedRetention time.Duration
-	Alertmanagers     []string
+	Correlate config.CorrelateConfig
+	// ReplicaLabels are dropped before deduplication, besides DefaultRules' own.
+	ReplicaLabels []string
+}
+
+// Rules are the correlation rules the settings give: DefaultRules, with each alert role that
+// correlate.alerts names replaced by its list, and the section's rollout settings and teams.
+func (s Settings) Rules() Rules {
+	c, r := s.Correlate, DefaultRules
+	if c.RolloutClusters > 0 {
+		r.RolloutClusters = c.RolloutClusters
+	}
+	if c.RolloutWindow > 0 {
+		r.RolloutWindow = time.Duration(c.RolloutWindow)
+	}
+	r.Teams = c.Teams
+	r.ReplicaLabels = append(slices.Clone(r.ReplicaLabels), s.ReplicaLabels...)
+	for _, role := range []struct {
+		set  []string
+		dest *[]string
+	}{
+		{c.Alerts.ClusterRoot, &r.ClusterRoot}, {c.Alerts.NodesRoot, &r.NodesRoot},
+		{c.Alerts.Saturation, &r.Saturation}, {c.Alerts.Pending, &r.Pending},
+		{c.Alerts.WorkloadFailure, &r.WorkloadFailure}, {c.Alerts.ClusterFailure, &r.ClusterFailure},
+	} {
+		if len(role.set) > 0 {
+			*role.dest = role.set
+		}
+	}
+	return r
 }
 
 // ApplySettings changes the engine's rules, hysteresis and Alertmanagers. Incident states
 // still queued for an Alertmanager that is no longer configured stay in the store until it
 // is configured again.
 func (e *Engine) ApplySettings(s Settings) error {
-	for _, a := range s.Alertmanagers {
+	c := s.Correlate
+	for _, a := range c.Alertmanagers {
 		if u, err := url.Parse(a); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			return fmt.Errorf("correlate: alertmanager %q: not an http(s) URL", a)
 		}
 	}
+	rules := s.Rules()
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
-	if !slices.Equal(e.o.Rules.ReplicaLabels, s.Rules.ReplicaLabels) {
+	if !slices.Equal(e.o.Rules.ReplicaLabels, rules.ReplicaLabels) {
 		// The cached fingerprints are the old replica labels': compute them all again.
 		for _, inc := range e.tracker.active {
-			inc.Alerts = s.Rules.refingerprint(inc.Alerts)
+			inc.Alerts = rules.refingerprint(inc.Alerts)
 		}
 		e.alertsMtx.Lock()
 		for k, a := range e.alerts {
-			a.fp, a.localFP = s.Rules.fingerprints(a)
+			a.fp, a.localFP = rules.fingerprints(a)
 			e.alerts[k] = a
 		}
-		e.fpRules = s.Rules
+		e.fpRules = rules
 		e.alertsMtx.Unlock()
 	}
-	e.o.Rules = s.Rules
-	e.tracker.fingerprint = s.Rules.fingerprint
-	if s.ResolveAfter > 0 {
-		e.o.ResolveAfter, e.tracker.ResolveAfter = s.ResolveAfter, s.ResolveAfter
+	e.o.Rules = rules
+	e.tracker.fingerprint = rules.fingerprint
+	if d := time.Duration(c.ResolveAfter); d > 0 {
+		e.o.ResolveAfter, e.tracker.ResolveAfter = d, d
 	}
-	if s.Interval > 0 {
-		e.o.Interval = s.Interval
+	if d := time.Duration(c.EvaluationInterval); d > 0 {
+		e.o.Interval = d
 	}
-	if s.ResendInterval > 0 {
-		e.o.ResendInterval = s.ResendInterval
+	if d := time.Duration(c.ResendInterval); d > 0 {
+		e.o.ResendInterval = d
 	}
-	if s.ResolvedRetention > 0 {
-		e.o.ResolvedRetention = s.ResolvedRetention
+	if d := time.Duration(c.ResolvedRetention); d > 0 {
+		e.o.ResolvedRetention = d
 	}
-	e.o.Alertmanagers = append([]string(nil), s.Alertmanagers...)
+	e.o.Alertmanagers = append([]string(nil), c.Alertmanagers...)
 	return nil
 }
 

@@ -61,9 +61,10 @@ func TestEngineReplicaLabelsChange(t *testing.T) {
 	require.NoError(t, e.Evaluate(ctx))
 	require.Len(t, e.tracker.Active(), 2, "different pods, different alerts")
 
-	r := DefaultRules
-	r.ReplicaLabels = []string{"pod"}
-	require.NoError(t, e.ApplySettings(Settings{Rules: r}))
+	set := Settings{ReplicaLabels: []string{"pod"}}
+	r := set.Rules()
+	require.Equal(t, []string{"prometheus_replica", "replica", "pod"}, r.ReplicaLabels)
+	require.NoError(t, e.ApplySettings(set))
 	require.NoError(t, e.Evaluate(ctx))
 	act := e.tracker.Active()
 	require.Len(t, act, 1, "without the pod label, the same alert in two clusters")

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // Rules name the alerts that play a part in correlation; the defaults are the built-in rule
@@ -36,16 +39,18 @@ type Rules struct {
 	ReplicaLabels []string `yaml:"replica_labels" json:"replica_labels"`
 }
 
-// DefaultRules are the built-in correlation rules (correlate/README.md).
+// DefaultRules are the built-in correlation rules (correlate/README.md): the rule pack's alerts,
+// by the names rules/pack exports, and kube-prometheus's usual names for the same conditions.
+// The rollout settings are correlate.rollout_clusters and correlate.rollout_window's defaults.
 var DefaultRules = Rules{
-	ClusterRoot:     []string{"FleetClusterSilent", "FleetClusterControlPlaneDown", "KubeAPIDown"},
-	NodesRoot:       []string{"FleetClusterNodesNotReady", "KubeNodeNotReady", "KubeNodeUnreachable"},
-	Saturation:      []string{"FleetClusterCPURequestsSaturated", "FleetClusterMemoryRequestsSaturated", "KubeCPUOvercommit", "KubeMemoryOvercommit"},
+	ClusterRoot:     []string{pack.AlertClusterSilent, pack.AlertClusterControlPlaneDown, "KubeAPIDown"},
+	NodesRoot:       []string{pack.AlertClusterNodesNotReady, "KubeNodeNotReady", "KubeNodeUnreachable"},
+	Saturation:      []string{pack.AlertClusterCPURequestsSaturated, pack.AlertClusterMemoryRequestsSaturated, "KubeCPUOvercommit", "KubeMemoryOvercommit"},
 	Pending:         []string{"KubePodNotReady", "KubePodPending", "KubePodNotScheduled"},
-	WorkloadFailure: []string{"FleetWorkloadCrashLooping", "KubePodCrashLooping", "KubeDeploymentReplicasMismatch", "KubeDeploymentRolloutStuck"},
-	ClusterFailure:  []string{"FleetClusterCrashLooping"},
-	RolloutClusters: 2,
-	RolloutWindow:   15 * time.Minute,
+	WorkloadFailure: []string{pack.AlertWorkloadCrashLooping, "KubePodCrashLooping", "KubeDeploymentReplicasMismatch", "KubeDeploymentRolloutStuck"},
+	ClusterFailure:  []string{pack.AlertClusterCrashLooping},
+	RolloutClusters: config.DefaultCorrelate.RolloutClusters,
+	RolloutWindow:   time.Duration(config.DefaultCorrelate.RolloutWindow),
 	ReplicaLabels:   []string{"prometheus_replica", "replica"},
 }
 

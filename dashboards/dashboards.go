@@ -14,7 +14,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"github.com/prometheus/prometheus/promql/parser"
 
-	"github.com/fleetwatch/fleetwatch/rules/pack"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // Source is the Prometheus API a dashboard's panels query.
@@ -109,8 +109,8 @@ var specs = []spec{
 }
 
 // Build generates every dashboard with the rule pack's thresholds t (rules.pack of
-// fleetwatch.yml; pack.DefaultThresholds without a configuration).
-func Build(t pack.Thresholds) ([]Dashboard, error) {
+// fleetwatch.yml; config.DefaultThresholds without a configuration).
+func Build(t config.Thresholds) ([]Dashboard, error) {
 	e, err := newEnv(t)
 	if err != nil {
 		return nil, err

@@ -29,8 +29,8 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
-	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated files under deploy/grafana")
@@ -40,7 +40,7 @@ var goldenDir = filepath.Join("..", "deploy", "grafana")
 
 func build(t *testing.T) []Dashboard {
 	t.Helper()
-	ds, err := Build(pack.DefaultThresholds)
+	ds, err := Build(config.DefaultThresholds)
 	require.NoError(t, err)
 	require.Len(t, ds, len(specs))
 	return ds
@@ -283,7 +283,7 @@ func TestClusterVariable(t *testing.T) {
 // TestThresholdsFromConfig: the panels are colored at the configured thresholds, with the
 // color of the alert's severity in the rule pack, and a threshold changes only its numbers.
 func TestThresholdsFromConfig(t *testing.T) {
-	th := pack.DefaultThresholds
+	th := config.DefaultThresholds
 	th.NodeReadyRatio, th.SaturationRatio, th.CrashLoopPerMinute = 0.75, 0.7, 5
 	th.SilentAfter = model.Duration(5 * time.Minute)
 	ds, err := Build(th)
@@ -346,7 +346,7 @@ func TestThresholdsFromConfig(t *testing.T) {
 		require.Equal(t, numbers.ReplaceAllString(string(b), "N"), numbers.ReplaceAllString(string(a), "N"), ds[i].UID)
 	}
 
-	_, err = Build(pack.Thresholds{})
+	_, err = Build(config.Thresholds{})
 	require.ErrorContains(t, err, "rules.pack.node_ready_ratio")
 }
 
@@ -428,7 +428,7 @@ var libraryMetrics = []string{
 // packRecords are the recording rules of the pack rendered with the defaults.
 func packRecords(t *testing.T) map[string]bool {
 	t.Helper()
-	e, err := newEnv(pack.DefaultThresholds)
+	e, err := newEnv(config.DefaultThresholds)
 	require.NoError(t, err)
 	require.NotEmpty(t, e.records)
 	return e.records

@@ -1,7 +1,8 @@
 // Package dashboards generates fleetwatch's Grafana dashboards from the names the rule pack
 // records and the thresholds it alerts at, so a dashboard and an alert never disagree about
-// what "too many NotReady nodes" means: the thresholds come from the same pack.Thresholds
-// (rules.pack in fleetwatch.yml), never from a second copy.
+// what "too many NotReady nodes" means: the thresholds come from the same config.Thresholds
+// (rules.pack in fleetwatch.yml), never from a second copy, and the series and alert names are
+// rules/pack's exported constants.
 //
 // It owns:
 //

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
@@ -16,14 +17,14 @@ import (
 // them, so a panel colors a value with the severity of the alert that fires there and reads
 // only series the pack records.
 type env struct {
-	t pack.Thresholds
+	t config.Thresholds
 	// records are the pack's recording rules; severity is each alert's severity label.
 	records  map[string]bool
 	severity map[string]string
 	errs     []error
 }
 
-func newEnv(t pack.Thresholds) (*env, error) {
+func newEnv(t config.Thresholds) (*env, error) {
 	files, err := pack.Render(t)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,8 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // fleetOverview: one row per cluster with its health at the pack's thresholds, the fleet's
@@ -20,12 +22,12 @@ func fleetOverview(e *env) *dashboard.DashboardBuilder {
 
 	b.WithRow(dashboard.NewRowBuilder("Fleet"))
 	b.WithPanel(statPanel("Clusters", "The selected clusters: by default every cluster configured in fleetwatch.", 3, 4).
-		WithTarget(instant("A", `count(`+recIngestAge+`{`+cf+`})`, "")).
+		WithTarget(instant("A", `count(`+pack.RecordIngestAge+`{`+cf+`})`, "")).
 		Thresholds(thresholds(text)))
 	b.WithPanel(statPanel("Silent clusters",
-		"Clusters fleetwatch stored nothing from for longer than rules.pack.silent_after ("+t.SilentAfter.String()+"): FleetClusterSilent fires for each.", 3, 4).
-		WithTarget(instant("A", `sum(`+recIngestAge+`{`+cf+`} > bool `+silent+`)`, "")).
-		Thresholds(thresholds(green, step{1, e.color(alertSilent)})))
+		"Clusters fleetwatch stored nothing from for longer than rules.pack.silent_after ("+t.SilentAfter.String()+"): "+pack.AlertClusterSilent+" fires for each.", 3, 4).
+		WithTarget(instant("A", `sum(`+pack.RecordIngestAge+`{`+cf+`} > bool `+silent+`)`, "")).
+		Thresholds(thresholds(green, step{1, e.color(pack.AlertClusterSilent)})))
 	b.WithPanel(statPanel("Nodes Ready", "Nodes whose Ready condition is true, and all nodes.", 3, 4).
 		WithTarget(instant("A", `sum(max by (cluster, node) (kube_node_status_condition{`+cf+`, condition="Ready", status="true"}))`, "Ready")).
 		WithTarget(instant("B", `count(max by (cluster, node) (kube_node_status_condition{`+cf+`, condition="Ready"}))`, "Nodes")).
@@ -34,17 +36,17 @@ func fleetOverview(e *env) *dashboard.DashboardBuilder {
 		WithTarget(instant("A", `sum(kube_pod_status_phase{`+cf+`, phase="Pending"})`, "")).
 		Thresholds(thresholds(text)))
 	b.WithPanel(statPanel("CPU requests",
-		"CPU requested by Pending and Running pods over allocatable CPU, all selected clusters together. Colored at rules.pack.saturation_ratio, the threshold of each cluster's FleetClusterCPURequestsSaturated.", 3, 4).
-		WithTarget(instant("A", `sum(`+recCPURequests+`{`+cf+`}) / sum(`+recCPUAllocatable+`{`+cf+`})`, "")).
+		"CPU requested by Pending and Running pods over allocatable CPU, all selected clusters together. Colored at rules.pack.saturation_ratio, the threshold of each cluster's "+pack.AlertClusterCPURequestsSaturated+".", 3, 4).
+		WithTarget(instant("A", `sum(`+pack.RecordCPURequests+`{`+cf+`}) / sum(`+pack.RecordCPUAllocatable+`{`+cf+`})`, "")).
 		Unit("percentunit").Decimals(1).
-		Thresholds(thresholds(green, step{above(t.SaturationRatio), e.color(alertCPUSaturated)})))
+		Thresholds(thresholds(green, step{above(t.SaturationRatio), e.color(pack.AlertClusterCPURequestsSaturated)})))
 	b.WithPanel(statPanel("Memory requests",
-		"Memory requested by Pending and Running pods over allocatable memory, all selected clusters together. Colored at rules.pack.saturation_ratio, the threshold of each cluster's FleetClusterMemoryRequestsSaturated.", 3, 4).
-		WithTarget(instant("A", `sum(`+recMemoryRequests+`{`+cf+`}) / sum(`+recMemoryAllocatable+`{`+cf+`})`, "")).
+		"Memory requested by Pending and Running pods over allocatable memory, all selected clusters together. Colored at rules.pack.saturation_ratio, the threshold of each cluster's "+pack.AlertClusterMemoryRequestsSaturated+".", 3, 4).
+		WithTarget(instant("A", `sum(`+pack.RecordMemoryRequests+`{`+cf+`}) / sum(`+pack.RecordMemoryAllocatable+`{`+cf+`})`, "")).
 		Unit("percentunit").Decimals(1).
-		Thresholds(thresholds(green, step{above(t.SaturationRatio), e.color(alertMemorySaturated)})))
+		Thresholds(thresholds(green, step{above(t.SaturationRatio), e.color(pack.AlertClusterMemoryRequestsSaturated)})))
 	b.WithPanel(statPanel("Crash-loop restarts / min", "Restarts a minute of containers in CrashLoopBackOff, all selected clusters together.", 3, 4).
-		WithTarget(instant("A", `sum(`+recCrashLoop+`{`+cf+`})`, "")).
+		WithTarget(instant("A", `sum(`+pack.RecordCrashLoopRate+`{`+cf+`})`, "")).
 		Decimals(1).Thresholds(thresholds(text)))
 	b.WithPanel(statPanel("Firing alerts", "Alerts firing on the fleet view: the rule pack's and your own rules'.", 3, 4).
 		WithTarget(instant("A", `count(ALERTS{`+cf+`, alertstate="firing"}) or vector(0)`, "")).
@@ -54,24 +56,24 @@ func fleetOverview(e *env) *dashboard.DashboardBuilder {
 	cols := []column{
 		{ref: "A", name: "Nodes", description: "Nodes of the cluster (kube_node_info)."},
 		{ref: "B", name: "Nodes Ready", unit: "percentunit", decimals: ptr(0.0),
-			description: "Share of the nodes that are Ready. Red below rules.pack.node_ready_ratio (" + strconv.FormatFloat(t.NodeReadyRatio*100, 'g', 4, 64) + "%), where FleetClusterNodesNotReady fires.",
-			thresholds:  ptr(thresholdsValue(e.color(alertNodesNotReady), step{t.NodeReadyRatio, green}))},
+			description: "Share of the nodes that are Ready. Red below rules.pack.node_ready_ratio (" + strconv.FormatFloat(t.NodeReadyRatio*100, 'g', 4, 64) + "%), where " + pack.AlertClusterNodesNotReady + " fires.",
+			thresholds:  ptr(thresholdsValue(e.color(pack.AlertClusterNodesNotReady), step{t.NodeReadyRatio, green}))},
 		{ref: "C", name: "CPU requests", unit: "percentunit", decimals: ptr(0.0),
-			description: "CPU requests of Pending and Running pods over allocatable CPU. Colored above rules.pack.saturation_ratio, where FleetClusterCPURequestsSaturated fires (after saturation_for).",
-			thresholds:  ptr(thresholdsValue(green, step{above(t.SaturationRatio), e.color(alertCPUSaturated)}))},
+			description: "CPU requests of Pending and Running pods over allocatable CPU. Colored above rules.pack.saturation_ratio, where " + pack.AlertClusterCPURequestsSaturated + " fires (after saturation_for).",
+			thresholds:  ptr(thresholdsValue(green, step{above(t.SaturationRatio), e.color(pack.AlertClusterCPURequestsSaturated)}))},
 		{ref: "D", name: "Memory requests", unit: "percentunit", decimals: ptr(0.0),
-			description: "Memory requests of Pending and Running pods over allocatable memory. Colored above rules.pack.saturation_ratio, where FleetClusterMemoryRequestsSaturated fires (after saturation_for).",
-			thresholds:  ptr(thresholdsValue(green, step{above(t.SaturationRatio), e.color(alertMemorySaturated)}))},
+			description: "Memory requests of Pending and Running pods over allocatable memory. Colored above rules.pack.saturation_ratio, where " + pack.AlertClusterMemoryRequestsSaturated + " fires (after saturation_for).",
+			thresholds:  ptr(thresholdsValue(green, step{above(t.SaturationRatio), e.color(pack.AlertClusterMemoryRequestsSaturated)}))},
 		{ref: "E", name: "Crash-loop restarts / min", decimals: ptr(1.0),
-			description: "Restarts a minute of containers in CrashLoopBackOff. Colored above rules.pack.crash_loop_per_minute, where FleetClusterCrashLooping fires (after crash_loop_for).",
-			thresholds:  ptr(thresholdsValue(green, step{above(t.CrashLoopPerMinute), e.color(alertCrashLooping)}))},
+			description: "Restarts a minute of containers in CrashLoopBackOff. Colored above rules.pack.crash_loop_per_minute, where " + pack.AlertClusterCrashLooping + " fires (after crash_loop_for).",
+			thresholds:  ptr(thresholdsValue(green, step{above(t.CrashLoopPerMinute), e.color(pack.AlertClusterCrashLooping)}))},
 		{ref: "F", name: "Data age", unit: "s", decimals: ptr(0.0),
-			description: "Seconds since fleetwatch last stored data from the cluster. Colored above rules.pack.silent_after, where FleetClusterSilent fires.",
-			thresholds:  ptr(thresholdsValue(green, step{above(e.silentAfter()), e.color(alertSilent)}))},
+			description: "Seconds since fleetwatch last stored data from the cluster. Colored above rules.pack.silent_after, where " + pack.AlertClusterSilent + " fires.",
+			thresholds:  ptr(thresholdsValue(green, step{above(e.silentAfter()), e.color(pack.AlertClusterSilent)}))},
 		{ref: "G", name: "API server",
-			description: "Whether at least one API server of the cluster answers its scrape. FleetClusterControlPlaneDown fires when none has for rules.pack.control_plane_for.",
-			mappings:    []dashboard.ValueMapping{textMapping(map[string][2]string{"0": {"down", e.color(alertControlPlane)}, "1": {"up", green}})},
-			thresholds:  ptr(thresholdsValue(e.color(alertControlPlane), step{1, green}))},
+			description: "Whether at least one API server of the cluster answers its scrape. " + pack.AlertClusterControlPlaneDown + " fires when none has for rules.pack.control_plane_for.",
+			mappings:    []dashboard.ValueMapping{textMapping(map[string][2]string{"0": {"down", e.color(pack.AlertClusterControlPlaneDown)}, "1": {"up", green}})},
+			thresholds:  ptr(thresholdsValue(e.color(pack.AlertClusterControlPlaneDown), step{1, green}))},
 		{ref: "H", name: "Firing alerts",
 			description: "Alerts firing for the cluster on the fleet view (ALERTS). fleetwatch correlates them into incidents, but exports incident counts per severity and scope only, not per cluster: this is the per-cluster proxy.",
 			thresholds:  ptr(thresholdsValue(green, step{1, orange}))},
@@ -79,18 +81,18 @@ func fleetOverview(e *env) *dashboard.DashboardBuilder {
 	fleet := tablePanel("Cluster health",
 		"One row per cluster. A cell turns the color of the alert's severity where the rule pack's alert fires; click a cluster for its detail.", 24, 10).
 		WithTarget(tableQuery("A", `count by (cluster) (kube_node_info{`+cf+`})`)).
-		WithTarget(tableQuery("B", recNodeReady+`{`+cf+`}`)).
-		WithTarget(tableQuery("C", recCPURatio+`{`+cf+`}`)).
-		WithTarget(tableQuery("D", recMemoryRatio+`{`+cf+`}`)).
-		WithTarget(tableQuery("E", recCrashLoop+`{`+cf+`}`)).
-		WithTarget(tableQuery("F", recIngestAge+`{`+cf+`}`)).
-		WithTarget(tableQuery("G", recAPIServerUp+`{`+cf+`}`)).
+		WithTarget(tableQuery("B", pack.RecordNodeReadyRatio+`{`+cf+`}`)).
+		WithTarget(tableQuery("C", pack.RecordCPURequestsRatio+`{`+cf+`}`)).
+		WithTarget(tableQuery("D", pack.RecordMemoryRequestsRatio+`{`+cf+`}`)).
+		WithTarget(tableQuery("E", pack.RecordCrashLoopRate+`{`+cf+`}`)).
+		WithTarget(tableQuery("F", pack.RecordIngestAge+`{`+cf+`}`)).
+		WithTarget(tableQuery("G", pack.RecordAPIServerUp+`{`+cf+`}`)).
 		// A cluster without firing alerts has no ALERTS series; it gets a 0 rather than an
 		// empty cell.
 		WithTarget(tableQuery("H", `
 			  count by (cluster) (ALERTS{`+cf+`, alertstate="firing"})
 			or on (cluster)
-			  0 * `+recIngestAge+`{`+cf+`}`)).
+			  0 * `+pack.RecordIngestAge+`{`+cf+`}`)).
 		WithTransformation(mergeTables()).
 		WithTransformation(organize([]string{"Time"}, append([]string{"cluster"}, refFields(cols)...))).
 		OverrideByName("cluster", []dashboard.DynamicConfigValue{

@@ -6,6 +6,8 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // The selected workload: a Deployment in a namespace.
@@ -49,8 +51,8 @@ func workloads(e *env) *dashboard.DashboardBuilder {
 		{ref: "D", name: "Restarts (time range)", decimals: ptr(0.0),
 			description: "Container restarts of the Deployment's current pods over the dashboard's time range."},
 		{ref: "E", name: "Crash-loop restarts / min", decimals: ptr(1.0),
-			description: "Restarts a minute of the Deployment's containers in CrashLoopBackOff (the rule pack's per-workload series, summed over its ReplicaSets). FleetWorkloadCrashLooping fires above rules.pack.crash_loop_per_minute.",
-			thresholds:  ptr(thresholdsValue(green, step{above(t.CrashLoopPerMinute), e.color(alertWorkloadCrash)}))},
+			description: "Restarts a minute of the Deployment's containers in CrashLoopBackOff (the rule pack's per-workload series, summed over its ReplicaSets). " + pack.AlertWorkloadCrashLooping + " fires above rules.pack.crash_loop_per_minute.",
+			thresholds:  ptr(thresholdsValue(green, step{above(t.CrashLoopPerMinute), e.color(pack.AlertWorkloadCrashLooping)}))},
 	}
 	perCluster := tablePanel("$namespace/$deployment per cluster", "One row per cluster running the Deployment.", 24, 7).
 		WithTarget(tableQuery("A", `sum by (cluster) (kube_deployment_spec_replicas{`+cf+`, `+wf+`})`)).
@@ -61,7 +63,7 @@ func workloads(e *env) *dashboard.DashboardBuilder {
 		// Clusters where it does not crash-loop get 0.
 		WithTarget(tableQuery("E", `
 			  sum by (cluster) (
-			      `+recWorkloadCrash+`{`+cf+`, namespace="$namespace", owner_kind="ReplicaSet"}
+			      `+pack.RecordWorkloadCrashLoopRate+`{`+cf+`, namespace="$namespace", owner_kind="ReplicaSet"}
 			    * on (cluster, namespace, owner_name) group_left ()
 			      label_replace(
 			        max by (cluster, namespace, replicaset) (kube_replicaset_owner{`+cf+`, namespace="$namespace", owner_kind="Deployment", owner_name="$deployment"}),
@@ -80,19 +82,19 @@ func workloads(e *env) *dashboard.DashboardBuilder {
 	b.WithPanel(perCluster)
 
 	b.WithPanel(tablePanel("Images per cluster",
-		"Each image the Deployment's containers run, per cluster, with the share of the clusters running the namespace/container that run this image (the rule pack's image drift series). Below 100%, not every cluster runs it; FleetImageDrift fires for the clusters on an image that is not the most common one, after rules.pack.drift_for.", 24, 8).
+		"Each image the Deployment's containers run, per cluster, with the share of the clusters running the namespace/container that run this image (the rule pack's image drift series). Below 100%, not every cluster runs it; "+pack.AlertImageDrift+" fires for the clusters on an image that is not the most common one, after rules.pack.drift_for.", 24, 8).
 		WithTarget(tableQuery("A", "count by (cluster, container, image) (\n"+
 			indent(ofDeployment(`kube_pod_container_info{`+cf+`, namespace="$namespace"}`), "  ")+"\n)")).
 		WithTarget(tableQuery("B", "  group by (cluster, container, image) (\n"+
 			indent(ofDeployment(`kube_pod_container_info{`+cf+`, namespace="$namespace"}`), "    ")+"\n  )\n"+
 			"* on (cluster, container, image) group_left ()\n"+
-			"  "+recImageShare+`{`+cf+`, namespace="$namespace"}`)).
+			"  "+pack.RecordImageShare+`{`+cf+`, namespace="$namespace"}`)).
 		WithTransformation(mergeTables()).
 		WithTransformation(organize([]string{"Time"}, []string{"cluster", "container", "image", valueField("A"), valueField("B")})).
 		OverrideByName("cluster", []dashboard.DynamicConfigValue{{Id: "displayName", Value: "Cluster"}}).
 		OverrideByName(valueField("A"), column{name: "Containers", decimals: ptr(0.0)}.properties()).
 		OverrideByName(valueField("B"), column{name: "Clusters running this image", unit: "percentunit", decimals: ptr(0.0),
-			thresholds: ptr(thresholdsValue(e.color("FleetImageDrift"), step{1, green}))}.properties()).
+			thresholds: ptr(thresholdsValue(e.color(pack.AlertImageDrift), step{1, green}))}.properties()).
 		SortBy([]cog.Builder[common.TableSortByFieldState]{common.NewTableSortByFieldStateBuilder().DisplayName("Cluster")}))
 
 	b.WithPanel(timeSeries("Available replicas", "Available and desired replicas of the Deployment, per cluster.", 12, 8).

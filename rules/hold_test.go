@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/collector"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // The hold tests evaluate rule groups at timestamps they choose, exactly as the rules
@@ -146,6 +148,13 @@ func start(t *testing.T, db *tsdb.DB, f *fleet, file string, c Config, stateFile
 	return h
 }
 
+// holdConfig is the configuration of the clusters with rules.pack.silent_after at silentAfter.
+func holdConfig(silentAfter time.Duration, clusters ...string) Config {
+	c := Config{Rules: config.DefaultRules, Clusters: clusters}
+	c.Rules.Pack.Thresholds.SilentAfter = model.Duration(silentAfter)
+	return c
+}
+
 func (h *harness) configure(c Config) {
 	var loaded []*rules.AlertingRule
 	for _, g := range h.groups {
@@ -264,7 +273,7 @@ func TestHoldDecidesFromLastIngest(t *testing.T) {
 			file := writeRules(t, "groups:\n  - name: test\n    rules:\n      - alert: Broken\n        expr: "+tc.expr+
 				"\n        annotations: {summary: \""+summary+"\"}\n"+
 				map[bool]string{true: "        " + tc.extra + "\n"}[tc.extra != ""])
-			h := start(t, db, f, file, Config{Clusters: []string{"a", "b"}, SilentAfter: silentAfter}, "", t0)
+			h := start(t, db, f, file, holdConfig(silentAfter, "a", "b"), "", t0)
 			h.eval()
 			require.True(t, h.firing("Broken", tc.cluster))
 			since := h.alert("Broken", tc.cluster).ActiveAt
@@ -352,7 +361,7 @@ func TestHoldLetsGo(t *testing.T) {
         keep_firing_for: 30s
         annotations: {summary: "`+summary+`"}
 `)
-	c := Config{Clusters: []string{"back", "cleared", "removed", "other"}, SilentAfter: silentAfter}
+	c := holdConfig(silentAfter, "back", "cleared", "removed", "other")
 	h := start(t, db, f, file, c, "", t0)
 	h.eval()
 	since := h.alert("Broken", "back").ActiveAt
@@ -417,7 +426,7 @@ func TestHoldSurvivesRestart(t *testing.T) {
         for: 30s
 `)
 	state := filepath.Join(t.TempDir(), "holds.json")
-	c := Config{Clusters: []string{"a", "b", "c"}, SilentAfter: silentAfter}
+	c := holdConfig(silentAfter, "a", "b", "c")
 	h := start(t, db, f, file, c, state, t0)
 	h.eval()
 	for range 3 {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/config"
+	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
@@ -31,6 +31,8 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // PackPrefix starts the name of every built-in rule file, as /api/v1/rules shows it
@@ -61,21 +63,27 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// Config is what a configuration reload changes.
+// Config is what a configuration reload changes: fleetwatch.yml's rules section as
+// internal/config loaded it (its defaults and validation are config's), and what follows from
+// the file without being one of its settings.
 type Config struct {
-	// Interval is the default evaluation interval of groups that set none.
-	Interval time.Duration
-	// Files are the user's rule files; Pack the built-in ones by file name (nil: none).
+	// Rules is the rules section. The evaluator reads evaluation_interval (the interval of
+	// groups that set none), alertmanagers (base URLs, http(s)://host:port[/prefix]; alerts go
+	// to every one) and pack.silent_after: how old a cluster's last ingest must be for its
+	// missing data to count as gone (see hold.go). rule_files and the rest of pack are read
+	// through Files and Pack.
+	Rules config.RulesConfig
+	// Files are the user's rule files, what rule_files matched; Pack the built-in ones by file
+	// name, rendered with rules.pack (nil: none).
 	Files []string
 	Pack  map[string][]byte
-	// Alertmanagers are base URLs (http(s)://host:port[/prefix]); alerts go to every one.
-	Alertmanagers []string
-	// Clusters are the configured clusters: alerts held for a cluster that is no longer one
-	// are let go. SilentAfter is how old a cluster's last ingest must be for its missing data
-	// to count as gone (see hold.go).
-	Clusters    []string
-	SilentAfter time.Duration
+	// Clusters are the names of the configured clusters: alerts held for a cluster that is no
+	// longer one are let go.
+	Clusters []string
 }
+
+// interval is the evaluation interval of groups that set none.
+func (c Config) interval() time.Duration { return time.Duration(c.Rules.EvaluationInterval) }
 
 // Evaluator runs rule groups and hands their alerts on.
 type Evaluator struct {
@@ -161,7 +169,7 @@ func (e *Evaluator) Manager() *rules.Manager { return e.manager }
 // ApplyConfig loads the rule files and the pack (a bad file keeps the previous rules and says
 // which file and line) and sets where alerts go.
 func (e *Evaluator) ApplyConfig(c Config) error {
-	amcs, tgs, err := alertmanagerConfigs(c.Alertmanagers)
+	amcs, tgs, err := alertmanagerConfigs(c.Rules.Alertmanagers)
 	if err != nil {
 		return err
 	}
@@ -172,13 +180,13 @@ func (e *Evaluator) ApplyConfig(c Config) error {
 	sort.Strings(files[len(c.Files):])
 	e.loader.set(c.Pack)
 	// The manager only says that loading failed; load first to say which file and line.
-	if _, errs := e.manager.LoadGroups(c.Interval, labels.EmptyLabels(), "", nil, false, files...); len(errs) > 0 {
+	if _, errs := e.manager.LoadGroups(c.interval(), labels.EmptyLabels(), "", nil, false, files...); len(errs) > 0 {
 		return fmt.Errorf("rules: %w", errors.Join(errs...))
 	}
-	if err := e.manager.Update(c.Interval, files, labels.EmptyLabels(), "", e.evalIteration); err != nil {
+	if err := e.manager.Update(c.interval(), files, labels.EmptyLabels(), "", e.evalIteration); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	if err := e.notifier.ApplyConfig(&config.Config{AlertingConfig: config.AlertingConfig{AlertmanagerConfigs: amcs}}); err != nil {
+	if err := e.notifier.ApplyConfig(&promconfig.Config{AlertingConfig: promconfig.AlertingConfig{AlertmanagerConfigs: amcs}}); err != nil {
 		return fmt.Errorf("rules: alertmanagers: %w", err)
 	}
 	// The notifier learns its Alertmanagers' addresses as discovered targets; static URLs are
@@ -198,7 +206,7 @@ func (e *Evaluator) ApplyConfig(c Config) error {
 // configureHold gives the holder the configured clusters and silent_after, and makes it
 // forget the rules that are no longer loaded.
 func (e *Evaluator) configureHold(c Config, loaded []*rules.AlertingRule) {
-	e.hold.configure(c.Clusters, c.SilentAfter)
+	e.hold.configure(c.Clusters, time.Duration(c.Rules.Pack.Thresholds.SilentAfter))
 	live := make(map[string]bool, len(loaded))
 	for _, r := range loaded {
 		live[ruleKey(r.Name(), r.Query().String(), r.Labels())] = true
@@ -221,19 +229,19 @@ func (e *Evaluator) evalIteration(ctx context.Context, g *rules.Group, ts time.T
 
 // alertmanagerConfigs turns base URLs into the notifier's configuration: one
 // AlertmanagerConfig (scheme, path prefix, API v2) and one static target each, keyed as
-// config.AlertmanagerConfigs.ToMap keys them.
-func alertmanagerConfigs(urls []string) (config.AlertmanagerConfigs, map[string][]*targetgroup.Group, error) {
-	amcs := make(config.AlertmanagerConfigs, 0, len(urls))
+// promconfig.AlertmanagerConfigs.ToMap keys them.
+func alertmanagerConfigs(urls []string) (promconfig.AlertmanagerConfigs, map[string][]*targetgroup.Group, error) {
+	amcs := make(promconfig.AlertmanagerConfigs, 0, len(urls))
 	tgs := make(map[string][]*targetgroup.Group, len(urls))
 	for i, a := range urls {
 		u, err := url.Parse(a)
 		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			return nil, nil, fmt.Errorf("rules: alertmanager %q: not an http(s) URL", a)
 		}
-		amc := config.DefaultAlertmanagerConfig
+		amc := promconfig.DefaultAlertmanagerConfig
 		amc.Scheme = u.Scheme
 		amc.PathPrefix = strings.TrimSuffix(u.Path, "/")
-		amc.APIVersion = config.AlertmanagerAPIVersionV2
+		amc.APIVersion = promconfig.AlertmanagerAPIVersionV2
 		amc.Timeout = model.Duration(10 * time.Second)
 		amc.ServiceDiscoveryConfigs = discovery.Configs{discovery.StaticConfig{{
 			Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(u.Host)}},

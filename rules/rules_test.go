@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 func TestMain(m *testing.M) {
@@ -80,7 +83,7 @@ func TestEvaluatorFiresAndPostsToAlertmanager(t *testing.T) {
 	t.Cleanup(srv.Close)
 	e, err := New(Options{QueryFunc: rules.EngineQueryFunc(engine, db), Appendable: db, Queryable: db})
 	require.NoError(t, err)
-	require.NoError(t, e.ApplyConfig(Config{Interval: 100 * time.Millisecond, Files: []string{file}, Alertmanagers: []string{srv.URL}}))
+	require.NoError(t, e.ApplyConfig(Config{Rules: rulesSection(100*time.Millisecond, srv.URL), Files: []string{file}}))
 	go e.Run()
 	t.Cleanup(e.Stop)
 
@@ -107,21 +110,28 @@ func TestEvaluatorFiresAndPostsToAlertmanager(t *testing.T) {
 
 	// A broken file keeps the rules in force and names the file.
 	require.NoError(t, os.WriteFile(file+".bad", []byte("groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: sum((\n"), 0o600))
-	err = e.ApplyConfig(Config{Interval: 100 * time.Millisecond, Files: []string{file + ".bad"}})
+	err = e.ApplyConfig(Config{Rules: rulesSection(100 * time.Millisecond), Files: []string{file + ".bad"}})
 	require.ErrorContains(t, err, "r.yml.bad")
 	require.Len(t, e.Manager().AlertingRules(), 1)
-	require.ErrorContains(t, e.ApplyConfig(Config{Interval: time.Second, Alertmanagers: []string{"localhost:9093"}}), `alertmanager "localhost:9093": not an http(s) URL`)
+	require.ErrorContains(t, e.ApplyConfig(Config{Rules: rulesSection(time.Second, "localhost:9093")}), `alertmanager "localhost:9093": not an http(s) URL`)
 
 	// Built-in files load from memory next to the user's, under their own names; a bad one
 	// is named too.
 	pack := map[string][]byte{"extra.yml": []byte("groups:\n  - name: extra\n    rules:\n      - record: x:broken:sum\n        expr: sum by (cluster) (broken)\n")}
-	require.NoError(t, e.ApplyConfig(Config{Interval: 100 * time.Millisecond, Files: []string{file}, Pack: pack}))
+	require.NoError(t, e.ApplyConfig(Config{Rules: rulesSection(100 * time.Millisecond), Files: []string{file}, Pack: pack}))
 	var names []string
 	for _, g := range e.Manager().RuleGroups() {
 		names = append(names, g.File()+":"+g.Name())
 	}
 	require.ElementsMatch(t, []string{file + ":test", PackPrefix + "extra.yml:extra"}, names)
 	pack["extra.yml"] = []byte("groups:\n  - name: extra\n    rules:\n      - record: x\n        expr: sum(\n")
-	require.ErrorContains(t, e.ApplyConfig(Config{Interval: time.Second, Files: []string{file}, Pack: pack}), PackPrefix+"extra.yml")
+	require.ErrorContains(t, e.ApplyConfig(Config{Rules: rulesSection(time.Second), Files: []string{file}, Pack: pack}), PackPrefix+"extra.yml")
 	require.Len(t, e.Manager().RuleGroups(), 2, "a bad built-in file keeps the rules in force")
+}
+
+// rulesSection is fleetwatch.yml's rules section with the evaluation interval and Alertmanagers.
+func rulesSection(interval time.Duration, alertmanagers ...string) config.RulesConfig {
+	c := config.DefaultRules
+	c.EvaluationInterval, c.Alertmanagers = model.Duration(interval), alertmanagers
+	return c
 }

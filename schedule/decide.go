@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // ErrBadRequest marks a request that is invalid as such (HTTP 400); its message names the field.
@@ -459,7 +461,7 @@ func (s *Snapshot) score(cands []candidate, r *Request) {
 		}
 		sat := math.Max(c.CPUSaturation(), c.MemorySaturation())
 		sc.Saturation = 100 * math.Max(0, math.Min(1, 1-sat/s.Ceiling))
-		cd.base = (w.FreeCapacity*sc.FreeCapacity + w.Cost*sc.Cost + w.Latency*sc.Latency + w.Saturation*sc.Saturation) / w.sum()
+		cd.base = (w.FreeCapacity*sc.FreeCapacity + w.Cost*sc.Cost + w.Latency*sc.Latency + w.Saturation*sc.Saturation) / w.Sum()
 	}
 }
 
@@ -476,7 +478,7 @@ func normalize(v, lo, hi float64) float64 {
 // region). Within a region the order is by base score, so only each region's best remaining
 // candidate competes: O(n log n + n x regions). Ties go to the cluster name, so the order is
 // deterministic. It sets scores.Spread and scores.Total and returns indexes into cands.
-func orderBySpread(cands []candidate, w Weights) []int {
+func orderBySpread(cands []candidate, w config.Weights) []int {
 	byRegion := map[string][]int{}
 	var regions []string
 	for i := range cands {
@@ -500,7 +502,7 @@ func orderBySpread(cands []candidate, w Weights) []int {
 	}
 	picked := make([]int, len(regions))
 	order := make([]int, 0, len(cands))
-	ws := w.Spread / w.sum()
+	ws := w.Spread / w.Sum()
 	for len(order) < len(cands) {
 		best, bestTotal := -1, math.Inf(-1)
 		for k, q := range queues {

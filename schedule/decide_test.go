@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 var t0 = time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
@@ -33,7 +35,7 @@ func snap(cs ...Cluster) *Snapshot {
 }
 
 func req(replicas int, cpu, memGiB float64) Request {
-	return Request{Replicas: replicas, CPU: Quantity(cpu), Memory: Quantity(memGiB * gib), Weights: DefaultWeights}
+	return Request{Replicas: replicas, CPU: Quantity(cpu), Memory: Quantity(memGiB * gib), Weights: config.DefaultWeights}
 }
 
 func result(d *Decision, cluster string) ClusterResult {
@@ -193,7 +195,7 @@ func TestScores(t *testing.T) {
 	require.Equal(t, 1, result(d, "b").Rank)
 
 	// Weights change the winner: only cost counts -> a.
-	r.Weights = Weights{Cost: 1}
+	r.Weights = config.Weights{Cost: 1}
 	d, err = Decide(s, r)
 	require.NoError(t, err)
 	require.Equal(t, []Placement{{Cluster: "a", Replicas: 1, Score: 100}}, d.Placements)
@@ -319,7 +321,7 @@ func TestValidate(t *testing.T) {
 		{"more clusters than allowed", func(r *Request) {
 			r.Mode, r.Clusters, r.Constraints.Clusters = ModeClusters, 2, []string{"eu-1"}
 		}, "clusters: 2 clusters asked for, constraints.clusters allows 1"},
-		{"all weights zero", func(r *Request) { r.Weights = Weights{} }, "weights: at least one must be > 0"},
+		{"all weights zero", func(r *Request) { r.Weights = config.Weights{} }, "weights: at least one must be > 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := req(1, 1, 1)
@@ -398,7 +400,7 @@ func randomRequest(rng *rand.Rand, s *Snapshot) Request {
 			r.Constraints.MaxLatency = Duration(time.Duration(50+rng.IntN(100)) * time.Millisecond)
 		}
 	}
-	r.Weights = Weights{FreeCapacity: rng.Float64(), Cost: rng.Float64(), Latency: rng.Float64(), Saturation: rng.Float64(), Spread: rng.Float64() + 0.01}
+	r.Weights = config.Weights{FreeCapacity: rng.Float64(), Cost: rng.Float64(), Latency: rng.Float64(), Saturation: rng.Float64(), Spread: rng.Float64() + 0.01}
 	return r
 }
 

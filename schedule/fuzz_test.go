@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // FuzzPlacementRequest feeds arbitrary bodies to the placement API's decoder and Decide: no
@@ -22,7 +24,7 @@ func FuzzPlacementRequest(f *testing.F) {
 	}
 	s := randomSnapshot(rand.New(rand.NewPCG(9, 9)), 12)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		r := Request{Weights: DefaultWeights}
+		r := Request{Weights: config.DefaultWeights}
 		req := httptest.NewRequest("POST", "/api/v1/placements", bytes.NewReader(body))
 		if err := decodeBody(req, &r); err != nil {
 			if !errors.Is(err, ErrBadRequest) {

@@ -9,54 +9,9 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
-
-// Weights weigh the scores of a placement; each is >= 0 and at least one is > 0. A request may
-// override any of them; omitted ones keep the configured value.
-type Weights struct {
-	// FreeCapacity favours clusters that fit the most replicas.
-	FreeCapacity float64 `yaml:"free_capacity" json:"free_capacity"`
-	// Cost favours clusters with the lowest cost per CPU-hour.
-	Cost float64 `yaml:"cost" json:"cost"`
-	// Latency favours clusters closest to the workload's user regions.
-	Latency float64 `yaml:"latency" json:"latency"`
-	// Saturation favours clusters whose requests are furthest below the ceiling.
-	Saturation float64 `yaml:"saturation" json:"saturation"`
-	// Spread favours a region no cluster picked before it is in (anti-affinity across regions).
-	Spread float64 `yaml:"spread" json:"spread"`
-}
-
-// DefaultWeights weigh every score the same.
-var DefaultWeights = Weights{FreeCapacity: 1, Cost: 1, Latency: 1, Saturation: 1, Spread: 1}
-
-// Validate says which weight is wrong.
-func (w Weights) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    float64
-	}{{"free_capacity", w.FreeCapacity}, {"cost", w.Cost}, {"latency", w.Latency}, {"saturation", w.Saturation}, {"spread", w.Spread}} {
-		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
-			return fmt.Errorf("weights.%s: must be a finite number >= 0, got %v", f.name, f.v)
-		}
-	}
-	if w.sum() == 0 {
-		return fmt.Errorf("weights: at least one must be > 0")
-	}
-	return nil
-}
-
-func (w Weights) sum() float64 { return w.FreeCapacity + w.Cost + w.Latency + w.Saturation + w.Spread }
-
-// Static is what fleetwatch.yml says about a cluster.
-type Static struct {
-	Name string
-	// Labels are the cluster's labels; "region", "provider" and "tier" are the ones filters read.
-	Labels         map[string]string
-	Compliance     []string
-	CostPerCPUHour float64
-	// Latency is the network latency from the cluster to each named user region.
-	Latency map[string]time.Duration
-}
 
 // IncidentRef is an open incident as placement sees it.
 type IncidentRef struct {
@@ -266,9 +221,9 @@ type Request struct {
 	Mode string `json:"mode,omitempty"`
 	// Clusters: in ModeClusters, how many clusters to pick (each runs every replica); in
 	// ModeDivided, at most how many clusters to spread over (0: as many as the scores say).
-	Clusters    int         `json:"clusters,omitempty"`
-	Constraints Constraints `json:"constraints"`
-	Weights     Weights     `json:"weights"`
+	Clusters    int            `json:"clusters,omitempty"`
+	Constraints Constraints    `json:"constraints"`
+	Weights     config.Weights `json:"weights"`
 }
 
 // Constraints are hard filters; an empty list allows everything.

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/fleetwatch/fleetwatch/internal/apiresp"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // ReferenceRequest is the request the exported per-cluster score is computed for: one small
@@ -104,18 +105,13 @@ func New(o Options) (*Service, error) {
 	return s, nil
 }
 
+// validate checks the settings as loading fleetwatch.yml does; a Settings filled from a loaded
+// Config always passes.
 func (st Settings) validate() error {
-	switch {
-	case st.Headroom < 0 || st.Headroom >= 1:
-		return fmt.Errorf("schedule.headroom: must be in [0, 1), got %v", st.Headroom)
-	case st.SaturationRatio <= 0 || st.SaturationRatio > 1:
-		return fmt.Errorf("schedule: saturation ratio must be in (0, 1], got %v", st.SaturationRatio)
-	case st.StaleAfter <= 0:
-		return fmt.Errorf("schedule.stale_after: must be positive, got %s", st.StaleAfter)
-	case st.Interval <= 0:
-		return fmt.Errorf("schedule.refresh_interval: must be positive, got %s", st.Interval)
+	if err := st.Schedule.Validate(); err != nil {
+		return err
 	}
-	return st.Weights.Validate()
+	return st.Pack.Validate()
 }
 
 // ApplySettings replaces the settings (on reload); Run refreshes the snapshot with them at once.
@@ -143,7 +139,7 @@ func (s *Service) Run(ctx context.Context, enabled func() bool) error {
 			}
 		}
 		s.mtx.RLock()
-		every := s.settings.Interval
+		every := s.settings.interval()
 		s.mtx.RUnlock()
 		t := time.NewTimer(every)
 		select {
@@ -174,7 +170,7 @@ func (s *Service) Refresh(ctx context.Context) error {
 		s.refreshFailures.Inc()
 		err = fmt.Errorf("placement snapshot: %d queries failed: %v", len(snap.Errors), snap.Errors)
 	}
-	scores := ReferenceScores(snap, st.Weights)
+	scores := ReferenceScores(snap, st.Schedule.Weights)
 	s.score.Reset()
 	s.freeCPU.Reset()
 	s.freeMem.Reset()
@@ -199,12 +195,12 @@ func (s *Service) Refresh(ctx context.Context) error {
 }
 
 // ReferenceScores scores every cluster of the snapshot for ReferenceRequest.
-func ReferenceScores(snap *Snapshot, w Weights) []ClusterScore {
+func ReferenceScores(snap *Snapshot, w config.Weights) []ClusterScore {
 	req := ReferenceRequest
 	req.Weights = w
 	req.Weights.Spread = 0
-	if req.Weights.sum() == 0 {
-		req.Weights = DefaultWeights
+	if req.Weights.Sum() == 0 {
+		req.Weights = config.DefaultWeights
 		req.Weights.Spread = 0
 	}
 	d := snap.decide(&req, nil, false)
@@ -237,7 +233,7 @@ func (s *Service) current() (*Snapshot, Settings, error) {
 	if s.snap == nil {
 		return nil, s.settings, fmt.Errorf("%w: no snapshot of the fleet yet (%v)", ErrUnavailable, s.lastErr)
 	}
-	if age := s.o.Now().Sub(s.snap.At); age > s.settings.StaleAfter+s.settings.Interval {
+	if age := s.o.Now().Sub(s.snap.At); age > s.settings.StaleAfter()+s.settings.interval() {
 		return nil, s.settings, fmt.Errorf("%w: the fleet snapshot is %s old (last refresh error: %v)", ErrUnavailable, age.Round(time.Second), s.lastErr)
 	}
 	return s.snap, s.settings, nil
@@ -257,8 +253,8 @@ func (s *Service) Place(r Request) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.Weights == (Weights{}) {
-		r.Weights = st.Weights
+	if r.Weights == (config.Weights{}) {
+		r.Weights = st.Schedule.Weights
 	}
 	return Decide(snap, r)
 }
@@ -269,8 +265,8 @@ func (s *Service) WhatIf(ctx context.Context, r WhatIfRequest) (*WhatIfResult, e
 	if err != nil {
 		return nil, err
 	}
-	if r.Weights == (Weights{}) {
-		r.Weights = st.Weights
+	if r.Weights == (config.Weights{}) {
+		r.Weights = st.Schedule.Weights
 	}
 	if err := snap.ValidateWhatIf(&r); err != nil {
 		return nil, err
@@ -349,7 +345,7 @@ func decodeBody(r *http.Request, v any) error {
 func (s *Service) servePlace(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s.mtx.RLock()
-	req := Request{Weights: s.settings.Weights}
+	req := Request{Weights: s.settings.Schedule.Weights}
 	s.mtx.RUnlock()
 	if err := decodeBody(r, &req); err != nil {
 		s.fail(w, "placement", err)
@@ -375,7 +371,7 @@ func (s *Service) servePlace(w http.ResponseWriter, r *http.Request) {
 func (s *Service) serveWhatIf(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s.mtx.RLock()
-	req := WhatIfRequest{Weights: s.settings.Weights}
+	req := WhatIfRequest{Weights: s.settings.Schedule.Weights}
 	s.mtx.RUnlock()
 	if err := decodeBody(r, &req); err != nil {
 		s.fail(w, "whatif", err)

@@ -14,19 +14,22 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 func testService(t *testing.T, now *time.Time, publish func(context.Context, *Snapshot, []ClusterScore) error) (*Service, *prometheus.Registry, *httptest.Server) {
 	reg := prometheus.NewRegistry()
 	svc, err := New(Options{
 		Source: testSource(t),
-		Settings: Settings{
-			Clusters: []Static{{Name: "eu-1", Labels: map[string]string{"region": "eu"}, Compliance: []string{"pci"}}, {Name: "us-1", Labels: map[string]string{"region": "us"}}},
-			Headroom: 0.15, SaturationRatio: 0.85, MinReadyRatio: 0.9, StaleAfter: 2 * time.Minute, Interval: 15 * time.Second, Weights: DefaultWeights,
-		},
+		Settings: testSettings(
+			&config.ClusterConfig{Name: "eu-1", Labels: map[string]string{"region": "eu"}, Compliance: []string{"pci"}},
+			&config.ClusterConfig{Name: "us-1", Labels: map[string]string{"region": "us"}},
+		),
 		Publish: publish, Registerer: reg, Now: func() time.Time { return *now },
 	})
 	require.NoError(t, err)
@@ -138,9 +141,15 @@ func TestServiceHTTP(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	_, err := New(Options{})
 	require.ErrorContains(t, err, "Options.Source.Query is required")
-	_, err = New(Options{Source: Source{Query: func(context.Context, string, time.Time) (promql.Vector, error) { return nil, nil }},
-		Settings: Settings{Headroom: 1, SaturationRatio: 0.85, StaleAfter: time.Minute, Interval: time.Second, Weights: DefaultWeights}})
+	query := func(context.Context, string, time.Time) (promql.Vector, error) { return nil, nil }
+	st := testSettings()
+	st.Schedule.Headroom = 1
+	_, err = New(Options{Source: Source{Query: query}, Settings: st})
 	require.ErrorContains(t, err, "schedule.headroom: must be in [0, 1), got 1")
+	st = testSettings()
+	st.Pack.SaturationRatio = 0
+	_, err = New(Options{Source: Source{Query: query}, Settings: st})
+	require.ErrorContains(t, err, "rules.pack.saturation_ratio: must be in (0, 1], got 0")
 }
 
 func TestReasonJSONRoundTrip(t *testing.T) {
@@ -161,7 +170,7 @@ func TestServiceRun(t *testing.T) {
 		var refreshes atomic.Int32
 		enabled := atomic.Bool{}
 		enabled.Store(true)
-		st := Settings{Headroom: 0.15, SaturationRatio: 0.85, MinReadyRatio: 0.9, StaleAfter: 2 * time.Minute, Interval: 15 * time.Second, Weights: DefaultWeights}
+		st := testSettings()
 		svc, err := New(Options{
 			Source: Source{Query: func(context.Context, string, time.Time) (promql.Vector, error) {
 				return promql.Vector{{Metric: labels.FromStrings("cluster", "eu-1"), F: 1}}, nil
@@ -176,14 +185,14 @@ func TestServiceRun(t *testing.T) {
 
 		synctest.Wait()
 		require.EqualValues(t, 1, refreshes.Load(), "a snapshot at once")
-		time.Sleep(st.Interval - time.Nanosecond)
+		time.Sleep(st.interval() - time.Nanosecond)
 		synctest.Wait()
 		require.EqualValues(t, 1, refreshes.Load(), "not before the interval")
 		time.Sleep(time.Nanosecond)
 		synctest.Wait()
 		require.EqualValues(t, 2, refreshes.Load(), "one every interval")
 
-		st.Interval = time.Minute
+		st.Schedule.RefreshInterval = model.Duration(time.Minute)
 		require.NoError(t, svc.ApplySettings(st))
 		synctest.Wait()
 		require.EqualValues(t, 3, refreshes.Load(), "at once after new settings")

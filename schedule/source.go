@@ -11,7 +11,9 @@ import (
 
 	"github.com/prometheus/prometheus/promql"
 
+	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
@@ -19,35 +21,47 @@ import (
 // Query client in distributed mode).
 type QueryFunc func(ctx context.Context, q string, ts time.Time) (promql.Vector, error)
 
-// Settings are placement's configuration (fleetwatch.yml `schedule:` and what it shares with
-// `rules: pack:` and `clusters:`).
+// Settings are placement's configuration: the sections of fleetwatch.yml it reads, as
+// internal/config loaded them (their defaults and validation are config's).
 type Settings struct {
-	Clusters []Static
-	// Headroom is the share of allocatable never placed on; the ceiling is
-	// min(1 - Headroom, SaturationRatio).
-	Headroom        float64
-	SaturationRatio float64
-	MinReadyRatio   float64
-	StaleAfter      time.Duration
-	Weights         Weights
-	ComplianceTags  []string
-	// Interval is how often the snapshot (and the exported metrics) refresh.
-	Interval time.Duration
+	// Schedule is the schedule section: headroom, stale_after, weights, compliance tags and
+	// how often the snapshot (and the exported metrics) refresh.
+	Schedule config.ScheduleConfig
+	// Pack are the rule pack's thresholds (rules.pack), which placement shares so they are
+	// never configured twice: the saturation ratio caps the ceiling, no cluster with fewer
+	// Ready nodes than the Ready ratio is a target, and silent_after is the staleness limit
+	// unless schedule.stale_after sets one.
+	Pack config.Thresholds
+	// Clusters are the configured clusters: their labels (region, provider, tier,
+	// compliance), compliance tags, cost and latency.
+	Clusters []*config.ClusterConfig
 }
 
-// Ceiling is the highest requests/allocatable a placement may bring a cluster to.
-func (s Settings) Ceiling() float64 { return math.Min(1-s.Headroom, s.SaturationRatio) }
+// Ceiling is the highest requests/allocatable a placement may bring a cluster to:
+// min(1 - schedule.headroom, rules.pack.saturation_ratio).
+func (s Settings) Ceiling() float64 { return math.Min(1-s.Schedule.Headroom, s.Pack.SaturationRatio) }
+
+// StaleAfter is how old a cluster's last data may be for it to be a target:
+// schedule.stale_after, or rules.pack.silent_after when that is 0.
+func (s Settings) StaleAfter() time.Duration {
+	if s.Schedule.StaleAfter > 0 {
+		return time.Duration(s.Schedule.StaleAfter)
+	}
+	return time.Duration(s.Pack.SilentAfter)
+}
+
+// interval is how often the snapshot is rebuilt.
+func (s Settings) interval() time.Duration { return time.Duration(s.Schedule.RefreshInterval) }
 
 // The queries a snapshot is built from: the rule pack's recording rules and the last-ingest
-// series fleetwatch writes for every cluster (collector.LastIngestMetric; the collector
-// imports this package's configuration, so the name cannot be imported here).
+// series the collector writes for every cluster.
 const (
 	QueryAllocatableCPU    = pack.RecordCPUAllocatable
 	QueryAllocatableMemory = pack.RecordMemoryAllocatable
 	QueryRequestedCPU      = pack.RecordCPURequests
 	QueryRequestedMemory   = pack.RecordMemoryRequests
 	QueryReadyRatio        = pack.RecordNodeReadyRatio
-	QueryLastIngest        = `max by (cluster) (fleetwatch_cluster_last_ingest_timestamp_seconds)`
+	QueryLastIngest        = `max by (cluster) (` + collector.LastIngestMetric + `)`
 )
 
 // Source builds snapshots from the view and the open incidents.
@@ -61,8 +75,8 @@ type Source struct {
 // cluster (which the filters then reject) and is listed in Snapshot.Errors; only a context
 // error fails the whole snapshot.
 func (src Source) Snapshot(ctx context.Context, now time.Time, st Settings) (*Snapshot, error) {
-	s := &Snapshot{At: now, Ceiling: st.Ceiling(), StaleAfter: st.StaleAfter, MinReadyRatio: st.MinReadyRatio,
-		ComplianceTags: slices.Clone(st.ComplianceTags)}
+	s := &Snapshot{At: now, Ceiling: st.Ceiling(), StaleAfter: st.StaleAfter(), MinReadyRatio: st.Pack.NodeReadyRatio,
+		ComplianceTags: slices.Clone(st.Schedule.ComplianceTags)}
 	byName := map[string]*Cluster{}
 	get := func(name string) *Cluster {
 		if c, ok := byName[name]; ok {
@@ -73,6 +87,9 @@ func (src Source) Snapshot(ctx context.Context, now time.Time, st Settings) (*Sn
 		return c
 	}
 	for _, sc := range st.Clusters {
+		if sc == nil {
+			continue
+		}
 		c := get(sc.Name)
 		c.Labels = sc.Labels
 		c.Region, c.Provider, c.Tier = sc.Labels["region"], sc.Labels["provider"], sc.Labels["tier"]
@@ -136,7 +153,7 @@ func (src Source) Snapshot(ctx context.Context, now time.Time, st Settings) (*Sn
 
 // complianceTags are the cluster's `compliance:` list and the comma-separated values of its
 // `compliance` label, sorted, without duplicates.
-func complianceTags(sc Static) []string {
+func complianceTags(sc *config.ClusterConfig) []string {
 	tags := slices.Clone(sc.Compliance)
 	for t := range strings.SplitSeq(sc.Labels["compliance"], ",") {
 		if t = strings.TrimSpace(t); t != "" {

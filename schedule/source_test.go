@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/promqltest"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // fleetSeries are two clusters as the rule pack's recording rules and kube-state-metrics give
@@ -59,14 +61,12 @@ func TestSourceSnapshot(t *testing.T) {
 		return []correlate.Incident{{ID: "inc-1", Group: correlate.Group{Key: "nodes/us-1", Scope: "cluster", Severity: "critical", Clusters: []string{"us-1"}, RootCause: "nodes NotReady"}}}
 	}
 	now := time.Unix(9*60, 0)
-	st := Settings{
-		Clusters: []Static{
-			{Name: "eu-1", Labels: map[string]string{"region": "eu", "provider": "aws", "tier": "prod", "compliance": "pci, gdpr"}, Compliance: []string{"iso27001"}, CostPerCPUHour: 0.04, Latency: map[string]time.Duration{"eu-users": 12 * time.Millisecond}},
-			{Name: "us-1", Labels: map[string]string{"region": "us"}},
-			{Name: "ap-1"}, // configured, never sent anything
-		},
-		Headroom: 0.1, SaturationRatio: 0.85, MinReadyRatio: 0.9, StaleAfter: 2 * time.Minute, Interval: 15 * time.Second, Weights: DefaultWeights,
-	}
+	st := testSettings(
+		&config.ClusterConfig{Name: "eu-1", Labels: map[string]string{"region": "eu", "provider": "aws", "tier": "prod", "compliance": "pci, gdpr"}, Compliance: []string{"iso27001"}, CostPerCPUHour: 0.04, Latency: map[string]model.Duration{"eu-users": model.Duration(12 * time.Millisecond)}},
+		&config.ClusterConfig{Name: "us-1", Labels: map[string]string{"region": "us"}},
+		&config.ClusterConfig{Name: "ap-1"}, // configured, never sent anything
+	)
+	st.Schedule.Headroom = 0.1 // the ceiling is still the pack's saturation ratio
 	s, err := src.Snapshot(t.Context(), now, st)
 	require.NoError(t, err)
 	require.Empty(t, s.Errors)
@@ -99,7 +99,7 @@ func TestSourceSnapshot(t *testing.T) {
 	require.Equal(t, -1.0, ap.ReadyRatio)
 
 	// Placement: only eu-1 passes; us-1 is stale, unhealthy twice over; ap-1 has no data.
-	d, err := Decide(s, Request{Replicas: 2, CPU: 1, Memory: gib, Weights: DefaultWeights})
+	d, err := Decide(s, Request{Replicas: 2, CPU: 1, Memory: gib, Weights: config.DefaultWeights})
 	require.NoError(t, err)
 	require.True(t, d.Feasible)
 	require.Equal(t, []Placement{{Cluster: "eu-1", Replicas: 2, Score: d.Placements[0].Score}}, d.Placements)
@@ -119,7 +119,9 @@ func TestSourceSnapshotQueryFails(t *testing.T) {
 		}
 		return promql.Vector{{Metric: labels.FromStrings("cluster", "eu-1"), F: 10}}, nil
 	}}
-	s, err := src.Snapshot(t.Context(), time.Unix(100, 0), Settings{Headroom: 0.15, SaturationRatio: 0.85, StaleAfter: time.Hour})
+	st := testSettings()
+	st.Schedule.StaleAfter = model.Duration(time.Hour)
+	s, err := src.Snapshot(t.Context(), time.Unix(100, 0), st)
 	require.NoError(t, err)
 	require.Equal(t, []string{QueryAllocatableMemory + ": context deadline exceeded"}, s.Errors)
 	require.False(t, s.Cluster("eu-1").HasCapacity, "without memory data the cluster is not a target")
@@ -208,14 +210,13 @@ func TestIncidentsFilterOnlyClusterHealth(t *testing.T) {
 					return out
 				},
 			}
-			s, err := src.Snapshot(t.Context(), now, Settings{Headroom: 0.15, SaturationRatio: 0.85, MinReadyRatio: 0.9,
-				StaleAfter: 2 * time.Minute, Interval: 15 * time.Second, Weights: DefaultWeights})
+			s, err := src.Snapshot(t.Context(), now, testSettings())
 			require.NoError(t, err)
 			eu := s.Cluster("eu-1")
 			require.NotEmpty(t, eu.Incidents, "the snapshot lists every open incident")
 			require.Equal(t, tc.kind, eu.Incidents[0].Kind)
 
-			d, err := Decide(s, Request{Replicas: 4, CPU: 1, Memory: gib, Weights: DefaultWeights})
+			d, err := Decide(s, Request{Replicas: 4, CPU: 1, Memory: gib, Weights: config.DefaultWeights})
 			require.NoError(t, err)
 			require.True(t, d.Feasible)
 			if tc.filter == "" {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // Workload is a workload's Pending and Running pods in one cluster and what they request.
@@ -26,8 +28,8 @@ type Workload struct {
 type WhatIfRequest struct {
 	Fail []string `json:"fail"`
 	// Constraints apply to every moved workload (e.g. allowed regions).
-	Constraints Constraints `json:"constraints"`
-	Weights     Weights     `json:"weights"`
+	Constraints Constraints    `json:"constraints"`
+	Weights     config.Weights `json:"weights"`
 }
 
 // WorkloadMove is where one workload of a failed cluster would go.

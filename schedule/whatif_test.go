@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 func TestWhatIf(t *testing.T) {
@@ -20,7 +22,7 @@ func TestWhatIf(t *testing.T) {
 		{Cluster: "eu-1", Namespace: "ops", Kind: "Pod", Name: "debug", Pods: 1, CPU: 2, Memory: 0},
 		{Cluster: "eu-2", Namespace: "shop", Kind: "Deployment", Name: "api", Pods: 10, CPU: 20, Memory: 10 * gib}, // not failing
 	}
-	res, err := WhatIf(s, WhatIfRequest{Fail: []string{"eu-1"}, Weights: DefaultWeights}, ws)
+	res, err := WhatIf(s, WhatIfRequest{Fail: []string{"eu-1"}, Weights: config.DefaultWeights}, ws)
 	require.NoError(t, err)
 	require.True(t, res.Absorbed, res.Summary)
 	require.Equal(t, Totals{Workloads: 3, Pods: 15, CPU: 30, Memory: 14 * gib}, res.Moved)
@@ -56,7 +58,7 @@ func TestWhatIf(t *testing.T) {
 	require.Contains(t, res.Summary, "the rest of the fleet absorbs them all")
 
 	// Failing eu-2 as well: 50 + 30 cores move, 5 fit.
-	res, err = WhatIf(s, WhatIfRequest{Fail: []string{"eu-2", "eu-1"}, Weights: DefaultWeights}, ws)
+	res, err = WhatIf(s, WhatIfRequest{Fail: []string{"eu-2", "eu-1"}, Weights: config.DefaultWeights}, ws)
 	require.NoError(t, err)
 	require.False(t, res.Absorbed)
 	require.Equal(t, []string{"eu-1", "eu-2"}, res.Failed)
@@ -90,10 +92,10 @@ func TestWhatIfValidation(t *testing.T) {
 		req  WhatIfRequest
 		want string
 	}{
-		{WhatIfRequest{Weights: DefaultWeights}, "fail: name at least one cluster"},
-		{WhatIfRequest{Fail: []string{"mars-1"}, Weights: DefaultWeights}, `fail: cluster "mars-1" is not known; known: eu-1`},
-		{WhatIfRequest{Fail: []string{"eu-1"}, Constraints: Constraints{Regions: []string{"moon"}}, Weights: DefaultWeights}, `constraints.regions: "moon" is not known`},
-		{WhatIfRequest{Fail: []string{"eu-1"}, Weights: Weights{Cost: -1}}, "weights.cost: must be a finite number >= 0"},
+		{WhatIfRequest{Weights: config.DefaultWeights}, "fail: name at least one cluster"},
+		{WhatIfRequest{Fail: []string{"mars-1"}, Weights: config.DefaultWeights}, `fail: cluster "mars-1" is not known; known: eu-1`},
+		{WhatIfRequest{Fail: []string{"eu-1"}, Constraints: Constraints{Regions: []string{"moon"}}, Weights: config.DefaultWeights}, `constraints.regions: "moon" is not known`},
+		{WhatIfRequest{Fail: []string{"eu-1"}, Weights: config.Weights{Cost: -1}}, "weights.cost: must be a finite number >= 0"},
 	} {
 		_, err := WhatIf(s, tc.req, nil)
 		require.True(t, errors.Is(err, ErrBadRequest), err)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/dashboards"
 	"github.com/fleetwatch/fleetwatch/internal/config"
-	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // dashboardsCmd is `fleetwatch dashboards generate`: it writes the Grafana dashboards and
@@ -118,15 +117,15 @@ func (d *dashboardsCmd) runContext(ctx context.Context) error {
 }
 
 // thresholds are the rule pack's thresholds of --config.file, or the defaults.
-func (d *dashboardsCmd) thresholds() (pack.Thresholds, error) {
+func (d *dashboardsCmd) thresholds() (config.Thresholds, error) {
 	if !d.configFileSet {
 		if _, err := os.Stat(d.configFile); errors.Is(err, fs.ErrNotExist) {
-			return pack.DefaultThresholds, nil
+			return config.DefaultThresholds, nil
 		}
 	}
 	cfg, err := config.LoadFile(d.configFile)
 	if err != nil {
-		return pack.Thresholds{}, err
+		return config.Thresholds{}, err
 	}
 	if !cfg.Rules.Pack.Enabled {
 		fmt.Fprintf(d.stderr, "fleetwatch: warning: %s: rules.pack.enabled is false: the fleet dashboards read the pack's recorded series, which stay empty unless your own rules record them\n", d.configFile)

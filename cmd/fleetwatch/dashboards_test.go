@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/dashboards"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
-	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // runDashboards parses args as the command line of `fleetwatch dashboards generate` and runs
@@ -187,7 +187,7 @@ func TestDashboardMetricsRegistered(t *testing.T) {
 		registered[mf.GetName()] = true
 	}
 
-	ds, err := dashboards.Build(pack.DefaultThresholds)
+	ds, err := dashboards.Build(config.DefaultThresholds)
 	require.NoError(t, err)
 	checked := 0
 	for _, d := range ds {

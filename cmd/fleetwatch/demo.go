@@ -25,6 +25,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/agent"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 	"github.com/fleetwatch/fleetwatch/schedule"
@@ -227,7 +228,7 @@ func printIncidents(ctx context.Context, w io.Writer, ch <-chan *correlate.Incid
 }
 
 // demoWorkload is what the demo asks placement about as the fleet changes.
-var demoWorkload = schedule.Request{Workload: "shop/api", Replicas: 12, CPU: 0.5, Memory: 1 << 30, Weights: schedule.DefaultWeights}
+var demoWorkload = schedule.Request{Workload: "shop/api", Replicas: 12, CPU: 0.5, Memory: 1 << 30, Weights: config.DefaultWeights}
 
 // printPlacements prints where demoWorkload would go, and why clusters are left out, each time
 // that changes.
@@ -418,7 +419,7 @@ func demoReport(ctx context.Context, papi promv1.API, now time.Time, interval ti
 			return nil, err
 		}
 		for c, r := range ratios {
-			if r > pack.DefaultThresholds.SaturationRatio {
+			if r > config.DefaultThresholds.SaturationRatio {
 				out["cluster "+c+" "+sat.key] = fmt.Sprintf("%s requests at %.0f%% of allocatable", sat.what, 100*r)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
@@ -38,10 +39,10 @@ func TestDemoReadsThePacksSeries(t *testing.T) {
 	require.Equal(t, pack.RecordCPURequestsRatio, queries["CPU request saturation"])
 	require.Equal(t, pack.RecordMemoryRequestsRatio, queries["memory request saturation"])
 
-	above := pack.DefaultThresholds.SaturationRatio + 0.01
+	above := config.DefaultThresholds.SaturationRatio + 0.01
 	lines, err := demoReport(t.Context(), viewAPI{answers: map[string]float64{
 		pack.RecordCPURequestsRatio:    above,
-		pack.RecordMemoryRequestsRatio: pack.DefaultThresholds.SaturationRatio, // at the threshold: no alert
+		pack.RecordMemoryRequestsRatio: config.DefaultThresholds.SaturationRatio, // at the threshold: no alert
 	}}, time.Now(), 5*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "CPU requests at 86% of allocatable", lines["cluster eu-1 cpu"])

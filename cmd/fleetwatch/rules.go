@@ -131,9 +131,9 @@ func (r *rulesCmd) loadConfig() (*config.Config, error) {
 }
 
 // packThresholds are the thresholds the pack is rendered with.
-func packThresholds(cfg *config.Config) pack.Thresholds {
+func packThresholds(cfg *config.Config) config.Thresholds {
 	if cfg == nil {
-		return pack.DefaultThresholds
+		return config.DefaultThresholds
 	}
 	return cfg.Rules.Pack.Thresholds
 }
@@ -152,7 +152,7 @@ func (r *rulesCmd) packSource(cfg *config.Config) string {
 }
 
 // renderPack renders the pack; its files are named pack/<file>, in name order.
-func renderPack(t pack.Thresholds) ([]string, map[string][]byte, error) {
+func renderPack(t config.Thresholds) ([]string, map[string][]byte, error) {
 	rendered, err := pack.Render(t)
 	if err != nil {
 		return nil, nil, fmt.Errorf("render the rule pack: %w", err)

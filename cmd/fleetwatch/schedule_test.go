@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
@@ -37,13 +39,12 @@ func fixedView(now time.Time) schedule.QueryFunc {
 
 func TestScheduleCommand(t *testing.T) {
 	now := time.Now()
-	svc, err := schedule.New(schedule.Options{
-		Source: schedule.Source{Query: fixedView(now)},
-		Settings: schedule.Settings{
-			Clusters: []schedule.Static{{Name: "eu-1", Labels: map[string]string{"region": "eu"}}, {Name: "us-1", Labels: map[string]string{"region": "us"}}},
-			Headroom: 0.15, SaturationRatio: 0.85, MinReadyRatio: 0.9, StaleAfter: time.Hour, Interval: time.Minute, Weights: schedule.DefaultWeights,
-		},
-	})
+	cfg := &config.Config{
+		Clusters: []*config.ClusterConfig{{Name: "eu-1", Labels: map[string]string{"region": "eu"}}, {Name: "us-1", Labels: map[string]string{"region": "us"}}},
+		Rules:    config.DefaultRules, Schedule: config.DefaultSchedule,
+	}
+	cfg.Schedule.StaleAfter, cfg.Schedule.RefreshInterval = model.Duration(time.Hour), model.Duration(time.Minute)
+	svc, err := schedule.New(schedule.Options{Source: schedule.Source{Query: fixedView(now)}, Settings: scheduleSettings(cfg)})
 	require.NoError(t, err)
 	require.NoError(t, svc.Refresh(t.Context()))
 	srv := httptest.NewServer(svc.Handler())

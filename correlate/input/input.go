@@ -39,12 +39,6 @@ const (
 	// DefaultMaxBodyBytes is far above what Prometheus sends: one batch holds at most 256
 	// alerts of typically a kilobyte or two.
 	DefaultMaxBodyBytes = 4 << 20
-	// DefaultResolveTimeout is Alertmanager's default global.resolve_timeout.
-	DefaultResolveTimeout = 5 * time.Minute
-	// DefaultWebhookResolveTimeout outlasts Alertmanager's default repeat_interval (4h) plus
-	// its group_interval (5m): a forwarding Alertmanager with default timing lists a firing
-	// alert again before it expires.
-	DefaultWebhookResolveTimeout = 5 * time.Hour
 	// MaxEndsAtAhead is how far ahead an alert's endsAt may be and still be believed. A
 	// Prometheus sets it four evaluation or resend intervals ahead; one further than this is
 	// taken for a client that does not manage endsAt, and gets the resolve timeout instead, so
@@ -52,8 +46,19 @@ const (
 	MaxEndsAtAhead = 24 * time.Hour
 )
 
+// The resolve timeouts' defaults are those of correlate.resolve_timeout and
+// correlate.webhook_resolve_timeout (internal/config defines them).
+var (
+	// DefaultResolveTimeout is Alertmanager's default global.resolve_timeout.
+	DefaultResolveTimeout = time.Duration(config.DefaultCorrelate.ResolveTimeout)
+	// DefaultWebhookResolveTimeout outlasts Alertmanager's default repeat_interval (4h) plus
+	// its group_interval (5m): a forwarding Alertmanager with default timing lists a firing
+	// alert again before it expires.
+	DefaultWebhookResolveTimeout = time.Duration(config.DefaultCorrelate.WebhookResolveTimeout)
+)
+
 // clusterLabel is the label that names the cluster an alert is about.
-const clusterLabel = "cluster"
+const clusterLabel = config.ClusterLabel
 
 // Options configure a Handler.
 type Options struct {

@@ -1,10 +1,3 @@
-// Package config loads and validates fleetwatch.yml: the clusters of the fleet, how each one
-// sends its metrics (or is pulled), and the settings of the global query view.
-//
-// Defaults are set and every field is validated in UnmarshalYAML (the `type plain` idiom of
-// Prometheus's config package), so a Config that loads without error is ready to use. Errors name
-// the cluster and the field that is wrong. Secrets (tokens, passwords) are read from files whose
-// paths are resolved against the directory of the config file.
 package config
 
 import (
@@ -25,9 +18,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v2"
-
-	"github.com/fleetwatch/fleetwatch/rules/pack"
-	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
 // ClusterLabel is the label fleetwatch stamps on every series with the name of the cluster that
@@ -83,7 +73,47 @@ var DefaultSchedule = ScheduleConfig{
 	Enabled:         true,
 	RefreshInterval: model.Duration(15 * time.Second),
 	Headroom:        0.15,
-	Weights:         schedule.DefaultWeights,
+	Weights:         DefaultWeights,
+}
+
+// Weights weigh the scores of a placement; each is >= 0 and at least one is > 0. They are
+// schedule.weights in fleetwatch.yml and "weights" in a placement or what-if request, where
+// each may be overridden; omitted ones keep the configured value.
+type Weights struct {
+	// FreeCapacity favours clusters that fit the most replicas.
+	FreeCapacity float64 `yaml:"free_capacity" json:"free_capacity"`
+	// Cost favours clusters with the lowest cost per CPU-hour.
+	Cost float64 `yaml:"cost" json:"cost"`
+	// Latency favours clusters closest to the workload's user regions.
+	Latency float64 `yaml:"latency" json:"latency"`
+	// Saturation favours clusters whose requests are furthest below the ceiling.
+	Saturation float64 `yaml:"saturation" json:"saturation"`
+	// Spread favours a region no cluster picked before it is in (anti-affinity across regions).
+	Spread float64 `yaml:"spread" json:"spread"`
+}
+
+// DefaultWeights weigh every score the same.
+var DefaultWeights = Weights{FreeCapacity: 1, Cost: 1, Latency: 1, Saturation: 1, Spread: 1}
+
+// Validate says which weight is wrong.
+func (w Weights) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"free_capacity", w.FreeCapacity}, {"cost", w.Cost}, {"latency", w.Latency}, {"saturation", w.Saturation}, {"spread", w.Spread}} {
+		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			return fmt.Errorf("weights.%s: must be a finite number >= 0, got %v", f.name, f.v)
+		}
+	}
+	if w.Sum() == 0 {
+		return fmt.Errorf("weights: at least one must be > 0")
+	}
+	return nil
+}
+
+// Sum is the sum of the weights, what each score's weight is a share of.
+func (w Weights) Sum() float64 {
+	return w.FreeCapacity + w.Cost + w.Latency + w.Saturation + w.Spread
 }
 
 // ScheduleConfig configures placement: the snapshot of the fleet it decides on, the ceiling it
@@ -100,7 +130,7 @@ type ScheduleConfig struct {
 	// default) takes rules.pack.silent_after.
 	StaleAfter model.Duration `yaml:"stale_after,omitempty"`
 	// Weights are the default score weights; a request may override each.
-	Weights schedule.Weights `yaml:"weights,omitempty"`
+	Weights Weights `yaml:"weights,omitempty"`
 	// ComplianceTags declares tags a request may ask for even if no cluster has them yet.
 	ComplianceTags []string `yaml:"compliance_tags,omitempty"`
 	// OCM, when set, writes each cluster's score as an Open Cluster Management
@@ -123,6 +153,18 @@ func (c *ScheduleConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := unmarshal((*plain)(c)); err != nil {
 		return fmt.Errorf("schedule: %w", err)
 	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.OCM != nil && c.OCM.Name == "" {
+		c.OCM.Name = "fleetwatch"
+	}
+	return nil
+}
+
+// Validate reports the first out-of-range field, named by its key in fleetwatch.yml. Placement
+// checks the settings it is given with it too.
+func (c ScheduleConfig) Validate() error {
 	if c.RefreshInterval <= 0 {
 		return fmt.Errorf("schedule.refresh_interval: must be positive, got %s", c.RefreshInterval)
 	}
@@ -139,9 +181,6 @@ func (c *ScheduleConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		if t == "" {
 			return fmt.Errorf("schedule.compliance_tags[%d]: must not be empty", i)
 		}
-	}
-	if c.OCM != nil && c.OCM.Name == "" {
-		c.OCM.Name = "fleetwatch"
 	}
 	return nil
 }
@@ -246,7 +285,7 @@ var DefaultRules = RulesConfig{
 }
 
 // DefaultPack turns the built-in rule pack on with its default thresholds.
-var DefaultPack = PackConfig{Enabled: true, Thresholds: pack.DefaultThresholds}
+var DefaultPack = PackConfig{Enabled: true, Thresholds: DefaultThresholds}
 
 // PackConfig configures the built-in rule pack (rules/pack): whether it is loaded and the
 // thresholds and `for` durations it alerts at. Omitted thresholds keep their defaults.
@@ -255,9 +294,6 @@ type PackConfig struct {
 	// Named, not embedded: an embedded Thresholds would lend PackConfig its UnmarshalYAML.
 	Thresholds Thresholds `yaml:",inline"`
 }
-
-// Thresholds are the rule pack's thresholds (see rules/README.md for each rule).
-type Thresholds = pack.Thresholds
 
 // UnmarshalYAML keeps the defaults for omitted keys and validates the thresholds.
 func (c *PackConfig) UnmarshalYAML(unmarshal func(any) error) error {

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/rules/lint"
-	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 func TestMain(m *testing.M) {
@@ -73,7 +73,7 @@ func TestNodesNotReady(t *testing.T) {
 	a, ok := find(rep, "FleetClusterNodesNotReady", "a")
 	require.True(t, ok, "no FleetClusterNodesNotReady for cluster a: %+v", rep.Alerts)
 	require.Equal(t, 1, a.Fired)
-	hold := time.Duration(pack.DefaultThresholds.NodeReadyFor)
+	hold := time.Duration(config.DefaultThresholds.NodeReadyFor)
 	within(t, notReadyFor-hold, a.Firing, rep.Interval, "firing time")
 	require.Equal(t, a.Firing, a.Longest)
 	require.Zero(t, a.PendingOnly)
@@ -187,7 +187,7 @@ func TestBlocksOnly(t *testing.T) {
 	a, ok := find(rep, "FleetClusterNodesNotReady", "a")
 	require.True(t, ok)
 	require.Equal(t, 1, a.Fired)
-	within(t, 2*time.Hour-time.Duration(pack.DefaultThresholds.NodeReadyFor), a.Firing, time.Minute, "firing time")
+	within(t, 2*time.Hour-time.Duration(config.DefaultThresholds.NodeReadyFor), a.Firing, time.Minute, "firing time")
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	for _, e := range entries {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
@@ -186,7 +187,7 @@ func writeFleetBlocks(t testing.TB, f *fleet) string {
 
 func packRuleFiles(t testing.TB) []RuleFile {
 	t.Helper()
-	rendered, err := pack.Render(pack.DefaultThresholds)
+	rendered, err := pack.Render(config.DefaultThresholds)
 	require.NoError(t, err)
 	var files []RuleFile
 	for n, c := range rendered {

@@ -12,13 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 func packFiles(t *testing.T) []File {
 	t.Helper()
-	rendered, err := pack.Render(pack.DefaultThresholds)
+	rendered, err := pack.Render(config.DefaultThresholds)
 	require.NoError(t, err)
 	files := make([]File, 0, len(rendered))
 	for n, c := range rendered {

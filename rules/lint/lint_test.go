@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
@@ -156,7 +157,7 @@ func TestParseErrors(t *testing.T) {
 // TestPack is the promise of the built-in pack: whatever it aggregates across clusters is
 // marked fleet-wide, so `fleetwatch rules lint --pack` is clean.
 func TestPack(t *testing.T) {
-	files, err := pack.Render(pack.DefaultThresholds)
+	files, err := pack.Render(config.DefaultThresholds)
 	require.NoError(t, err)
 	names := make([]string, 0, len(files))
 	for n := range files {

@@ -30,3 +30,35 @@ const (
 	// RecordAPIServerUp is 1 while any of a cluster's API servers is up.
 	RecordAPIServerUp = "cluster:apiserver_up:max"
 )
+
+// RecordImageShare is, for each cluster, namespace, container and image, the share of the
+// clusters running that namespace/container that run this image (FleetImageDrift).
+const RecordImageShare = "cluster_namespace_container_image:kube_pod_container_info_clusters:ratio"
+
+// The pack's alerts, by their alertname. Correlation gives them their roles (a silent cluster
+// explains its other alerts, ...), the dashboards color panels with their severities. Each is an
+// `alert:` of the templates and each alert of the templates is one of these: TestAlertNames
+// fails otherwise, so renaming an alert in the pack means renaming it here, and every reader
+// follows. rules/README.md explains each.
+const (
+	// AlertClusterNodesNotReady: the share of a cluster's nodes that are Ready is below
+	// rules.pack.node_ready_ratio (critical).
+	AlertClusterNodesNotReady = "FleetClusterNodesNotReady"
+	// AlertClusterCPURequestsSaturated and AlertClusterMemoryRequestsSaturated: a cluster's
+	// requests over allocatable are above rules.pack.saturation_ratio (warning).
+	AlertClusterCPURequestsSaturated    = "FleetClusterCPURequestsSaturated"
+	AlertClusterMemoryRequestsSaturated = "FleetClusterMemoryRequestsSaturated"
+	// AlertClusterCrashLooping: a cluster's containers in CrashLoopBackOff restart more often
+	// than rules.pack.crash_loop_per_minute (critical); AlertWorkloadCrashLooping the same for
+	// one workload (warning).
+	AlertClusterCrashLooping  = "FleetClusterCrashLooping"
+	AlertWorkloadCrashLooping = "FleetWorkloadCrashLooping"
+	// AlertClusterSilent: fleetwatch stored nothing from a cluster for longer than
+	// rules.pack.silent_after (critical).
+	AlertClusterSilent = "FleetClusterSilent"
+	// AlertClusterControlPlaneDown: every API server of a cluster is down (critical).
+	AlertClusterControlPlaneDown = "FleetClusterControlPlaneDown"
+	// AlertImageDrift: a namespace/container runs different images in different clusters
+	// (info).
+	AlertImageDrift = "FleetImageDrift"
+)

@@ -1,12 +1,15 @@
 package pack
 
 import (
-	"math"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,13 +19,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
 
 // renderWithTests writes the pack rendered with th and the promtool unit tests of testdata/
 // into one temporary directory, so the tests' rule_files name the rendered files by their
 // plain names. It returns the paths of the test files by base name.
-func renderWithTests(t *testing.T, th Thresholds) map[string]string {
+func renderWithTests(t *testing.T, th config.Thresholds) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	_, err := Files(th, dir)
@@ -46,7 +50,7 @@ func promtoolTestRules(promtool, file string) ([]byte, error) {
 func TestPromtoolCheckRules(t *testing.T) {
 	promtool := testenv.Peer(t, "promtool")
 	dir := t.TempDir()
-	paths, err := Files(DefaultThresholds, dir)
+	paths, err := Files(config.DefaultThresholds, dir)
 	require.NoError(t, err)
 	out, err := exec.Command(promtool, append([]string{"check", "rules"}, paths...)...).CombinedOutput()
 	require.NoError(t, err, "promtool check rules:\n%s", out)
@@ -56,8 +60,8 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 func TestPromtoolTestRules(t *testing.T) {
 	promtool := testenv.Peer(t, "promtool")
-	tests := renderWithTests(t, DefaultThresholds)
-	rendered, err := Render(DefaultThresholds)
+	tests := renderWithTests(t, config.DefaultThresholds)
+	rendered, err := Render(config.DefaultThresholds)
 	require.NoError(t, err)
 	for name := range rendered {
 		require.Contains(t, tests, strings.TrimSuffix(name, ".yml")+"_test.yml", "every rule file of the pack has its unit tests")
@@ -79,20 +83,20 @@ func TestPromtoolTestsPinThresholds(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		tests string
-		nudge func(*Thresholds)
+		nudge func(*config.Thresholds)
 	}{
-		{"node_ready_ratio", "nodes_test.yml", func(th *Thresholds) { th.NodeReadyRatio = 0.91 }},
-		{"node_ready_for", "nodes_test.yml", func(th *Thresholds) { th.NodeReadyFor = model.Duration(45 * time.Second) }},
-		{"saturation_ratio", "saturation_test.yml", func(th *Thresholds) { th.SaturationRatio = 0.84 }},
-		{"saturation_for", "saturation_test.yml", func(th *Thresholds) { th.SaturationFor = model.Duration(4*time.Minute + 45*time.Second) }},
-		{"crash_loop_per_minute", "crashloop_test.yml", func(th *Thresholds) { th.CrashLoopPerMinute = 2.99 }},
-		{"crash_loop_for", "crashloop_test.yml", func(th *Thresholds) { th.CrashLoopFor = model.Duration(45 * time.Second) }},
-		{"silent_after", "control_test.yml", func(th *Thresholds) { th.SilentAfter = model.Duration(105 * time.Second) }},
-		{"control_plane_for", "control_test.yml", func(th *Thresholds) { th.ControlPlaneFor = model.Duration(45 * time.Second) }},
-		{"drift_for", "drift_test.yml", func(th *Thresholds) { th.DriftFor = model.Duration(29*time.Minute + 45*time.Second) }},
+		{"node_ready_ratio", "nodes_test.yml", func(th *config.Thresholds) { th.NodeReadyRatio = 0.91 }},
+		{"node_ready_for", "nodes_test.yml", func(th *config.Thresholds) { th.NodeReadyFor = model.Duration(45 * time.Second) }},
+		{"saturation_ratio", "saturation_test.yml", func(th *config.Thresholds) { th.SaturationRatio = 0.84 }},
+		{"saturation_for", "saturation_test.yml", func(th *config.Thresholds) { th.SaturationFor = model.Duration(4*time.Minute + 45*time.Second) }},
+		{"crash_loop_per_minute", "crashloop_test.yml", func(th *config.Thresholds) { th.CrashLoopPerMinute = 2.99 }},
+		{"crash_loop_for", "crashloop_test.yml", func(th *config.Thresholds) { th.CrashLoopFor = model.Duration(45 * time.Second) }},
+		{"silent_after", "control_test.yml", func(th *config.Thresholds) { th.SilentAfter = model.Duration(105 * time.Second) }},
+		{"control_plane_for", "control_test.yml", func(th *config.Thresholds) { th.ControlPlaneFor = model.Duration(45 * time.Second) }},
+		{"drift_for", "drift_test.yml", func(th *config.Thresholds) { th.DriftFor = model.Duration(29*time.Minute + 45*time.Second) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			th := DefaultThresholds
+			th := config.DefaultThresholds
 			tc.nudge(&th)
 			tests := renderWithTests(t, th)
 			out, err := promtoolTestRules(promtool, tests[tc.tests])
@@ -121,7 +125,7 @@ type unitTests struct {
 // TestUnitTestsCoverPack checks that the unit tests of each rule file test every alert both
 // firing (with its annotations) and not firing, and query every recording rule.
 func TestUnitTestsCoverPack(t *testing.T) {
-	rendered, err := Render(DefaultThresholds)
+	rendered, err := Render(config.DefaultThresholds)
 	require.NoError(t, err)
 	for name, content := range rendered {
 		t.Run(name, func(t *testing.T) {
@@ -166,72 +170,6 @@ func TestUnitTestsCoverPack(t *testing.T) {
 	}
 }
 
-func TestValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*Thresholds)
-		want []string // every error line, in field order; nil: valid
-	}{
-		{"defaults", func(*Thresholds) {}, nil},
-		{"ratios at 1 and zero durations", func(th *Thresholds) {
-			th.NodeReadyRatio, th.SaturationRatio, th.CrashLoopPerMinute = 1, 1, 0
-			th.NodeReadyFor, th.SaturationFor, th.CrashLoopFor, th.ControlPlaneFor, th.DriftFor, th.EvaluationInterval = 0, 0, 0, 0, 0, 0
-		}, nil},
-		{"node_ready_ratio 0", func(th *Thresholds) { th.NodeReadyRatio = 0 },
-			[]string{"rules.pack.node_ready_ratio: must be in (0, 1], got 0"}},
-		{"node_ready_ratio above 1", func(th *Thresholds) { th.NodeReadyRatio = 1.5 },
-			[]string{"rules.pack.node_ready_ratio: must be in (0, 1], got 1.5"}},
-		{"node_ready_ratio NaN", func(th *Thresholds) { th.NodeReadyRatio = math.NaN() },
-			[]string{"rules.pack.node_ready_ratio: must be in (0, 1], got NaN"}},
-		{"saturation_ratio negative", func(th *Thresholds) { th.SaturationRatio = -0.1 },
-			[]string{"rules.pack.saturation_ratio: must be in (0, 1], got -0.1"}},
-		{"saturation_ratio a percentage", func(th *Thresholds) { th.SaturationRatio = 85 },
-			[]string{"rules.pack.saturation_ratio: must be in (0, 1], got 85"}},
-		{"crash_loop_per_minute negative", func(th *Thresholds) { th.CrashLoopPerMinute = -1 },
-			[]string{"rules.pack.crash_loop_per_minute: must be a finite number >= 0, got -1"}},
-		{"crash_loop_per_minute infinite", func(th *Thresholds) { th.CrashLoopPerMinute = math.Inf(1) },
-			[]string{"rules.pack.crash_loop_per_minute: must be a finite number >= 0, got +Inf"}},
-		{"node_ready_for negative", func(th *Thresholds) { th.NodeReadyFor = model.Duration(-time.Minute) },
-			[]string{"rules.pack.node_ready_for: must be >= 0, got -1m0s"}},
-		{"saturation_for negative", func(th *Thresholds) { th.SaturationFor = model.Duration(-time.Second) },
-			[]string{"rules.pack.saturation_for: must be >= 0, got -1s"}},
-		{"crash_loop_for negative", func(th *Thresholds) { th.CrashLoopFor = model.Duration(-time.Second) },
-			[]string{"rules.pack.crash_loop_for: must be >= 0, got -1s"}},
-		{"silent_after 0", func(th *Thresholds) { th.SilentAfter = 0 },
-			[]string{"rules.pack.silent_after: must be > 0, got 0s"}},
-		{"silent_after negative", func(th *Thresholds) { th.SilentAfter = model.Duration(-time.Minute) },
-			[]string{"rules.pack.silent_after: must be > 0, got -1m0s"}},
-		{"control_plane_for negative", func(th *Thresholds) { th.ControlPlaneFor = model.Duration(-time.Second) },
-			[]string{"rules.pack.control_plane_for: must be >= 0, got -1s"}},
-		{"drift_for negative", func(th *Thresholds) { th.DriftFor = model.Duration(-time.Hour) },
-			[]string{"rules.pack.drift_for: must be >= 0, got -1h0m0s"}},
-		{"evaluation_interval negative", func(th *Thresholds) { th.EvaluationInterval = model.Duration(-time.Second) },
-			[]string{"rules.pack.evaluation_interval: must be >= 0, got -1s"}},
-		{"every error at once", func(th *Thresholds) {
-			th.NodeReadyRatio, th.CrashLoopPerMinute, th.SilentAfter = 2, math.NaN(), 0
-		}, []string{
-			"rules.pack.node_ready_ratio: must be in (0, 1], got 2",
-			"rules.pack.crash_loop_per_minute: must be a finite number >= 0, got NaN",
-			"rules.pack.silent_after: must be > 0, got 0s",
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			th := DefaultThresholds
-			tc.edit(&th)
-			err := th.Validate()
-			if tc.want == nil {
-				require.NoError(t, err)
-				_, err = Render(th)
-				require.NoError(t, err)
-				return
-			}
-			require.EqualError(t, err, strings.Join(tc.want, "\n"))
-			_, err = Render(th)
-			require.EqualError(t, err, strings.Join(tc.want, "\n"), "Render validates")
-		})
-	}
-}
-
 // rulesOf parses every rendered file with Prometheus's rulefmt.
 func rulesOf(t *testing.T, rendered map[string][]byte) (groups []rulefmt.RuleGroup, byName map[string]rulefmt.Rule) {
 	t.Helper()
@@ -250,7 +188,7 @@ func rulesOf(t *testing.T, rendered map[string][]byte) (groups []rulefmt.RuleGro
 }
 
 func TestRenderThresholds(t *testing.T) {
-	th := Thresholds{
+	th := config.Thresholds{
 		NodeReadyRatio:     0.8,
 		NodeReadyFor:       model.Duration(2 * time.Minute),
 		SaturationRatio:    0.925,
@@ -265,7 +203,7 @@ func TestRenderThresholds(t *testing.T) {
 	rendered, err := Render(th)
 	require.NoError(t, err)
 	groups, rules := rulesOf(t, rendered)
-	_, defaults := rulesOf(t, mustRender(t, DefaultThresholds))
+	_, defaults := rulesOf(t, mustRender(t, config.DefaultThresholds))
 	require.Len(t, rules, len(defaults), "the same rules, whatever the thresholds")
 
 	for _, tc := range []struct {
@@ -306,16 +244,29 @@ func TestRenderThresholds(t *testing.T) {
 	}
 }
 
-func mustRender(t *testing.T, th Thresholds) map[string][]byte {
+func mustRender(t *testing.T, th config.Thresholds) map[string][]byte {
 	t.Helper()
 	rendered, err := Render(th)
 	require.NoError(t, err)
 	return rendered
 }
 
+// TestRenderValidates: the pack is never rendered with thresholds fleetwatch.yml would reject;
+// the error is config.Thresholds.Validate's (internal/config tests every case).
+func TestRenderValidates(t *testing.T) {
+	th := config.DefaultThresholds
+	th.NodeReadyRatio, th.SilentAfter = 2, 0
+	want := th.Validate()
+	require.Error(t, want)
+	_, err := Render(th)
+	require.EqualError(t, err, want.Error())
+	_, err = Files(th, t.TempDir())
+	require.EqualError(t, err, want.Error())
+}
+
 func TestFiles(t *testing.T) {
 	dir := t.TempDir()
-	paths, err := Files(DefaultThresholds, dir)
+	paths, err := Files(config.DefaultThresholds, dir)
 	require.NoError(t, err)
 	var names []string
 	for _, p := range paths {
@@ -327,37 +278,8 @@ func TestFiles(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, len(paths), "no temporary files left behind")
 
-	_, err = Files(Thresholds{}, dir)
+	_, err = Files(config.Thresholds{}, dir)
 	require.ErrorContains(t, err, "rules.pack.node_ready_ratio")
-}
-
-func TestUnmarshalYAML(t *testing.T) {
-	t.Run("omitted keys keep their defaults", func(t *testing.T) {
-		var th Thresholds
-		require.NoError(t, yaml.UnmarshalStrict([]byte("node_ready_ratio: 0.8\nsaturation_for: 10m\n"), &th))
-		want := DefaultThresholds
-		want.NodeReadyRatio = 0.8
-		want.SaturationFor = model.Duration(10 * time.Minute)
-		require.Equal(t, want, th)
-	})
-	t.Run("an empty map is the defaults", func(t *testing.T) {
-		var th Thresholds
-		require.NoError(t, yaml.UnmarshalStrict([]byte("{}"), &th))
-		require.Equal(t, DefaultThresholds, th)
-	})
-	t.Run("values are validated", func(t *testing.T) {
-		var th Thresholds
-		err := yaml.UnmarshalStrict([]byte("saturation_ratio: 85\ndrift_for: 1h\n"), &th)
-		require.EqualError(t, err, "rules.pack.saturation_ratio: must be in (0, 1], got 85")
-	})
-	t.Run("durations are Prometheus durations", func(t *testing.T) {
-		var th Thresholds
-		require.Error(t, yaml.UnmarshalStrict([]byte("drift_for: soon\n"), &th))
-	})
-	t.Run("unknown keys are errors", func(t *testing.T) {
-		var th Thresholds
-		require.ErrorContains(t, yaml.UnmarshalStrict([]byte("node_ready_ratoi: 0.8\n"), &th), "node_ready_ratoi")
-	})
 }
 
 // TestREADME checks that rules/README.md shows every rule of the pack with its exact PromQL as
@@ -366,12 +288,12 @@ func TestREADME(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "README.md"))
 	require.NoError(t, err)
 	readme := string(b)
-	_, rules := rulesOf(t, mustRender(t, DefaultThresholds))
+	_, rules := rulesOf(t, mustRender(t, config.DefaultThresholds))
 	for name, r := range rules {
 		require.Contains(t, readme, "**`"+name+"`**", "rules/README.md describes %s", name)
 		require.Contains(t, readme, "```promql\n"+strings.TrimRight(r.Expr, "\n")+"\n```", "rules/README.md shows the PromQL of %s as rendered", name)
 	}
-	typ := reflect.TypeFor[Thresholds]()
+	typ := reflect.TypeFor[config.Thresholds]()
 	for i := range typ.NumField() {
 		key, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
 		if key == "-" {
@@ -381,16 +303,76 @@ func TestREADME(t *testing.T) {
 	}
 }
 
-// TestRecordedNames: every name the pack exports for other packages is recorded by the pack.
+// TestRecordedNames: every Record* constant the pack exports for other packages is recorded
+// by the pack. The constants are read from the package's source, so one added later is checked
+// too.
 func TestRecordedNames(t *testing.T) {
-	_, rules := rulesOf(t, mustRender(t, DefaultThresholds))
-	for _, name := range []string{
-		RecordNodeReadyRatio, RecordCPURequests, RecordMemoryRequests, RecordCPUAllocatable,
-		RecordMemoryAllocatable, RecordCPURequestsRatio, RecordMemoryRequestsRatio, RecordCrashLoopRate,
-		RecordWorkloadCrashLoopRate, RecordIngestAge, RecordAPIServerUp,
-	} {
+	_, rules := rulesOf(t, mustRender(t, config.DefaultThresholds))
+	names := exportedNames(t, "Record")
+	require.Contains(t, names, "RecordNodeReadyRatio", "the constants are read from the source")
+	for constant, name := range names {
 		r, ok := rules[name]
-		require.True(t, ok, "the pack records no %s", name)
-		require.Equal(t, name, r.Record, "%s is an alert, not a recording rule", name)
+		require.True(t, ok, "%s: the pack records no %s", constant, name)
+		require.Equal(t, name, r.Record, "%s: %s is an alert, not a recording rule", constant, name)
 	}
+}
+
+// TestAlertNames: the Alert* constants and the alerts of the pack are the same names, so an
+// alert renamed (or added) in a template without its constant fails here, not silently in
+// correlation or a dashboard that still uses the old name.
+func TestAlertNames(t *testing.T) {
+	_, rules := rulesOf(t, mustRender(t, config.DefaultThresholds))
+	constants := exportedNames(t, "Alert")
+	require.Contains(t, constants, "AlertClusterSilent", "the constants are read from the source")
+	byName := map[string]string{}
+	for constant, name := range constants {
+		byName[name] = constant
+		r, ok := rules[name]
+		require.True(t, ok, "%s: the pack has no alert %s", constant, name)
+		require.Equal(t, name, r.Alert, "%s: %s is a recording rule, not an alert", constant, name)
+	}
+	require.Len(t, byName, len(constants), "two Alert constants name the same alert")
+	for name, r := range rules {
+		if r.Alert != "" {
+			require.Contains(t, byName, name, "the pack's alert %s has no Alert constant in names.go", name)
+		}
+	}
+}
+
+// exportedNames returns the exported string constants of the package (not of its tests) whose
+// names start with prefix, by constant name.
+func exportedNames(t *testing.T, prefix string) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	require.NoError(t, err)
+	fset := token.NewFileSet()
+	out := map[string]string{}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		require.NoError(t, err)
+		for _, d := range f.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok || gd.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, id := range vs.Names {
+					if !id.IsExported() || !strings.HasPrefix(id.Name, prefix) {
+						continue
+					}
+					require.Less(t, i, len(vs.Values), "%s: %s has no value of its own", fset.Position(id.Pos()), id.Name)
+					lit, ok := vs.Values[i].(*ast.BasicLit)
+					require.True(t, ok && lit.Kind == token.STRING, "%s: %s is not a string literal", fset.Position(id.Pos()), id.Name)
+					v, err := strconv.Unquote(lit.Value)
+					require.NoError(t, err)
+					out[id.Name] = v
+				}
+			}
+		}
+	}
+	return out
 }

@@ -21,9 +21,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/dashboards"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/lab"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
-	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // TestDashboards runs every query of every generated dashboard, and every variable's
@@ -65,7 +65,7 @@ steps:
 	require.Equal(t, http.StatusBadRequest, remoteWrite(t, l.FleetwatchURL, "token-"+c[0], snappy.Encode(nil, []byte("not a protobuf message"))))
 	require.Equal(t, http.StatusUnauthorized, remoteWrite(t, l.FleetwatchURL, "not-a-token", snappy.Encode(nil, nil)))
 
-	ds, err := dashboards.Build(pack.DefaultThresholds)
+	ds, err := dashboards.Build(config.DefaultThresholds)
 	require.NoError(t, err)
 	apis := map[dashboards.Source]promv1.API{dashboards.SourceView: l.API(), dashboards.SourceMetrics: scraper}
 	// Grafana's values: All clusters, the workload of the scenario, the rate interval of a 1s
