@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	promconfig "github.com/prometheus/common/config"
 
 	"github.com/fleetwatch/fleetwatch/internal/config"
 )
@@ -77,8 +78,10 @@ type Engine struct {
 	tracker *Tracker
 	// lastPrune is when resolved incidents past the retention were last deleted.
 	lastPrune time.Time
-	topo      *Topology
-	podSeen   map[string]time.Time // when each pod of the topology was last in the view
+	// clients are the HTTP clients of the configured Alertmanagers, by URL.
+	clients map[string]*http.Client
+	topo    *Topology
+	podSeen map[string]time.Time // when each pod of the topology was last in the view
 
 	alertsMtx sync.Mutex
 	alerts    map[uint64]Alert     // the stored alerts, by fingerprint
@@ -233,10 +236,17 @@ func (s Settings) Rules() Rules {
 // is configured again.
 func (e *Engine) ApplySettings(s Settings) error {
 	c := s.Correlate
+	clients := make(map[string]*http.Client, len(c.Alertmanagers))
 	for _, a := range c.Alertmanagers {
-		if u, err := url.Parse(a); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			return fmt.Errorf("correlate: alertmanager %q: not an http(s) URL", a)
+		if u, err := url.Parse(a.URL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return fmt.Errorf("correlate: alertmanager %q: not an http(s) URL", a.URL)
 		}
+		// Prometheus's HTTP client: TLS, authorization, basic auth, proxy as configured.
+		hc, err := promconfig.NewClientFromConfig(a.HTTPClientConfig, "alertmanager")
+		if err != nil {
+			return fmt.Errorf("correlate: alertmanager %q: %w", a.URL, err)
+		}
+		clients[a.URL] = hc
 	}
 	rules := s.Rules()
 	e.mtx.Lock()
@@ -268,7 +278,8 @@ func (e *Engine) ApplySettings(s Settings) error {
 	if d := time.Duration(c.ResolvedRetention); d > 0 {
 		e.o.ResolvedRetention = d
 	}
-	e.o.Alertmanagers = append([]string(nil), c.Alertmanagers...)
+	e.o.Alertmanagers = config.URLs(c.Alertmanagers)
+	e.clients = clients
 	return nil
 }
 
@@ -709,7 +720,9 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 		return 0, err
 	}
 	u, _ := url.Parse(am)
-	var hc *http.Client
+	e.mtx.Lock()
+	hc := e.clients[am]
+	e.mtx.Unlock()
 	if e.o.Transport != nil {
 		hc = &http.Client{Transport: e.o.Transport}
 	}

@@ -230,15 +230,18 @@ func (e *Evaluator) evalIteration(ctx context.Context, g *rules.Group, ts time.T
 // alertmanagerConfigs turns base URLs into the notifier's configuration: one
 // AlertmanagerConfig (scheme, path prefix, API v2) and one static target each, keyed as
 // promconfig.AlertmanagerConfigs.ToMap keys them.
-func alertmanagerConfigs(urls []string) (promconfig.AlertmanagerConfigs, map[string][]*targetgroup.Group, error) {
-	amcs := make(promconfig.AlertmanagerConfigs, 0, len(urls))
-	tgs := make(map[string][]*targetgroup.Group, len(urls))
-	for i, a := range urls {
+func alertmanagerConfigs(ams []*config.AlertmanagerConfig) (promconfig.AlertmanagerConfigs, map[string][]*targetgroup.Group, error) {
+	amcs := make(promconfig.AlertmanagerConfigs, 0, len(ams))
+	tgs := make(map[string][]*targetgroup.Group, len(ams))
+	for i, am := range ams {
+		a := am.URL
 		u, err := url.Parse(a)
 		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			return nil, nil, fmt.Errorf("rules: alertmanager %q: not an http(s) URL", a)
 		}
 		amc := promconfig.DefaultAlertmanagerConfig
+		// Prometheus's notifier takes the HTTP client settings (TLS, authorization, ...) as is.
+		amc.HTTPClientConfig = am.HTTPClientConfig
 		amc.Scheme = u.Scheme
 		amc.PathPrefix = strings.TrimSuffix(u.Path, "/")
 		amc.APIVersion = promconfig.AlertmanagerAPIVersionV2

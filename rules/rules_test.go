@@ -132,6 +132,9 @@ func TestEvaluatorFiresAndPostsToAlertmanager(t *testing.T) {
 // rulesSection is fleetwatch.yml's rules section with the evaluation interval and Alertmanagers.
 func rulesSection(interval time.Duration, alertmanagers ...string) config.RulesConfig {
 	c := config.DefaultRules
-	c.EvaluationInterval, c.Alertmanagers = model.Duration(interval), alertmanagers
+	c.EvaluationInterval = model.Duration(interval)
+	for _, a := range alertmanagers {
+		c.Alertmanagers = append(c.Alertmanagers, &config.AlertmanagerConfig{URL: a})
+	}
 	return c
 }

@@ -10,8 +10,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	promconfig "github.com/prometheus/common/config"
 
 	"github.com/fleetwatch/fleetwatch/dashboards"
 	"github.com/fleetwatch/fleetwatch/internal/config"
@@ -30,6 +32,7 @@ type dashboardsCmd struct {
 	prov          dashboards.Provisioning
 	grafanaURL    string
 	tokenFile     string
+	httpConfig    string
 }
 
 func newDashboardsCmd(app *kingpin.Application) *dashboardsCmd {
@@ -53,6 +56,8 @@ func newDashboardsCmd(app *kingpin.Application) *dashboardsCmd {
 		PlaceHolder("URL").StringVar(&d.grafanaURL)
 	g.Flag("grafana-token-file", "File holding a Grafana service account token (Editor role) for --grafana-url. The token is never taken on the command line, where other users of the machine can read it.").
 		PlaceHolder("FILE").StringVar(&d.tokenFile)
+	g.Flag("grafana-http-config-file", "Prometheus HTTP client settings for --grafana-url (tls_config, authorization, basic_auth, proxy_url, ...), as promtool's --http.config.file takes them; it can hold the credentials instead of --grafana-token-file.").
+		PlaceHolder("FILE").StringVar(&d.httpConfig)
 	return d
 }
 
@@ -66,8 +71,11 @@ func (d *dashboardsCmd) runContext(ctx context.Context) error {
 	if d.out == "" && d.grafanaURL == "" {
 		return errors.New("nothing to do: give --out, --grafana-url, or both")
 	}
-	if (d.grafanaURL == "") != (d.tokenFile == "") {
-		return errors.New("--grafana-url and --grafana-token-file go together")
+	if d.grafanaURL == "" && (d.tokenFile != "" || d.httpConfig != "") {
+		return errors.New("--grafana-token-file and --grafana-http-config-file need --grafana-url")
+	}
+	if d.grafanaURL != "" && d.tokenFile == "" && d.httpConfig == "" {
+		return errors.New("--grafana-url needs credentials: --grafana-token-file, or --grafana-http-config-file")
 	}
 	t, err := d.thresholds()
 	if err != nil {
@@ -93,15 +101,26 @@ func (d *dashboardsCmd) runContext(ctx context.Context) error {
 	if d.grafanaURL == "" {
 		return nil
 	}
-	token, err := os.ReadFile(d.tokenFile)
-	if err != nil {
-		return fmt.Errorf("--grafana-token-file: %w", err)
+	c := &dashboards.Client{URL: d.grafanaURL}
+	if d.tokenFile != "" {
+		token, err := os.ReadFile(d.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--grafana-token-file: %w", err)
+		}
+		if c.Token = strings.TrimSpace(string(token)); c.Token == "" {
+			return fmt.Errorf("--grafana-token-file: %s is empty", d.tokenFile)
+		}
 	}
-	tok := strings.TrimSpace(string(token))
-	if tok == "" {
-		return fmt.Errorf("--grafana-token-file: %s is empty", d.tokenFile)
+	if d.httpConfig != "" {
+		hc, _, err := promconfig.LoadHTTPConfigFile(d.httpConfig)
+		if err != nil {
+			return fmt.Errorf("--grafana-http-config-file: %w", err)
+		}
+		if c.HTTP, err = promconfig.NewClientFromConfig(*hc, "grafana"); err != nil {
+			return fmt.Errorf("--grafana-http-config-file: %w", err)
+		}
+		c.HTTP.Timeout = 30 * time.Second
 	}
-	c := &dashboards.Client{URL: d.grafanaURL, Token: tok}
 	results, err := c.Push(ctx, d.prov.Folder, ds)
 	for _, r := range results {
 		line := fmt.Sprintf("%s %s (%s)", r.Change, r.Title, r.UID)

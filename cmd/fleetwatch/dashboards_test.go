@@ -129,6 +129,16 @@ func TestDashboardsGenerate(t *testing.T) {
 		testenv.WriteFile(t, dir, "wrong", "nope")
 		_, _, err = runDashboards(t, dir, "--grafana-url="+srv.URL, "--grafana-token-file=wrong")
 		require.ErrorContains(t, err, "401 Unauthorized")
+
+		// Prometheus's HTTP client settings carry the credentials instead of the token file.
+		saved = nil
+		testenv.WriteFile(t, dir, "grafana-http.yml", "authorization: {credentials_file: token}\n")
+		_, _, err = runDashboards(t, dir, "--grafana-url="+srv.URL, "--grafana-http-config-file=grafana-http.yml")
+		require.NoError(t, err)
+		require.Len(t, saved, 5)
+		testenv.WriteFile(t, dir, "grafana-wrong.yml", "authorization: {credentials_file: wrong}\n")
+		_, _, err = runDashboards(t, dir, "--grafana-url="+srv.URL, "--grafana-http-config-file=grafana-wrong.yml")
+		require.ErrorContains(t, err, "401 Unauthorized")
 	})
 
 	t.Run("errors", func(t *testing.T) {
@@ -140,7 +150,9 @@ func TestDashboardsGenerate(t *testing.T) {
 			want string
 		}{
 			{nil, "nothing to do: give --out, --grafana-url, or both"},
-			{[]string{"--grafana-url=http://grafana:3000"}, "--grafana-url and --grafana-token-file go together"},
+			{[]string{"--grafana-url=http://grafana:3000"}, "--grafana-url needs credentials: --grafana-token-file, or --grafana-http-config-file"},
+			{[]string{"--out=x", "--grafana-token-file=empty"}, "--grafana-token-file and --grafana-http-config-file need --grafana-url"},
+			{[]string{"--grafana-url=http://grafana:3000", "--grafana-http-config-file=missing.yml"}, "--grafana-http-config-file: open missing.yml: no such file or directory"},
 			{[]string{"--grafana-url=http://grafana:3000", "--grafana-token-file=empty"}, "--grafana-token-file: empty is empty"},
 			{[]string{"--grafana-url=http://grafana:3000", "--grafana-token-file=missing"}, "--grafana-token-file: open missing: no such file or directory"},
 			{[]string{"--out=gen", "--datasource-url=fleetwatch:9095"}, `datasource URL: "fleetwatch:9095" is not an http(s) URL`},

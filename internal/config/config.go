@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -210,8 +211,9 @@ type CorrelateConfig struct {
 	ResolveAfter model.Duration `yaml:"resolve_after,omitempty"`
 	// ResendInterval: active incidents are sent to Alertmanager again this often.
 	ResendInterval model.Duration `yaml:"resend_interval,omitempty"`
-	// Alertmanagers are the base URLs incidents are posted to (Alertmanager API v2).
-	Alertmanagers []string `yaml:"alertmanagers,omitempty"`
+	// Alertmanagers incidents are posted to (Alertmanager API v2): URLs, or a url with
+	// Prometheus's HTTP client settings.
+	Alertmanagers []*AlertmanagerConfig `yaml:"alertmanagers,omitempty"`
 	// RolloutClusters and RolloutWindow: a workload failing in this many clusters, the first
 	// failures at most the window apart, is one fleet-wide "likely bad rollout" incident.
 	RolloutClusters int            `yaml:"rollout_clusters,omitempty"`
@@ -266,7 +268,10 @@ func (c *CorrelateConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		return fmt.Errorf("correlate.rollout_clusters: must be at least 2, got %d", c.RolloutClusters)
 	}
 	for i, a := range c.Alertmanagers {
-		if err := validateURL(a); err != nil {
+		if a == nil {
+			return fmt.Errorf("correlate.alertmanagers[%d]: empty entry", i)
+		}
+		if err := validateURL(a.URL); err != nil {
 			return fmt.Errorf("correlate.alertmanagers[%d]: %w", i, err)
 		}
 	}
@@ -326,8 +331,9 @@ type RulesConfig struct {
 	EvaluationInterval model.Duration `yaml:"evaluation_interval,omitempty"`
 	// RuleFiles are Prometheus rule files (globs, relative to the config file).
 	RuleFiles []string `yaml:"rule_files,omitempty"`
-	// Alertmanagers are the base URLs alerts are posted to (Alertmanager API v2).
-	Alertmanagers []string `yaml:"alertmanagers,omitempty"`
+	// Alertmanagers alerts are posted to (Alertmanager API v2): URLs, or a url with
+	// Prometheus's HTTP client settings.
+	Alertmanagers []*AlertmanagerConfig `yaml:"alertmanagers,omitempty"`
 	// Pack is the built-in rule pack.
 	Pack PackConfig `yaml:"pack,omitempty"`
 }
@@ -352,7 +358,10 @@ func (c *RulesConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		}
 	}
 	for i, a := range c.Alertmanagers {
-		if err := validateURL(a); err != nil {
+		if a == nil {
+			return fmt.Errorf("rules.alertmanagers[%d]: empty entry", i)
+		}
+		if err := validateURL(a.URL); err != nil {
 			return fmt.Errorf("rules.alertmanagers[%d]: %w", i, err)
 		}
 	}
@@ -771,6 +780,9 @@ func Load(data []byte, dir string) (*Config, error) {
 		if f := c.Federate; f != nil {
 			f.HTTPClientConfig.SetDirectory(dir)
 		}
+	}
+	for _, a := range append(slices.Clone(cfg.Rules.Alertmanagers), cfg.Correlate.Alertmanagers...) {
+		a.HTTPClientConfig.SetDirectory(dir)
 	}
 	if err := cfg.Access.validate(cfg.Clusters, dir); err != nil {
 		return nil, err

@@ -304,6 +304,7 @@ var badConfigs = []struct {
 	{"access_duplicate.bad.yml", "access.identities: \"alice\": name: defined more than once"},
 	{"access_unknown_cluster.bad.yml", "access.identities: \"team-a\": clusters: \"eu-9\" is not a configured cluster"},
 	{"access_anonymous_operate.bad.yml", "access.anonymous_roles: \"operate\": only \"read\" may be given to requests without credentials"},
+	{"alertmanager_http_client_invalid.bad.yml", "rules: alertmanager https://am.example:9093: http client: at most one of basic_auth password, password_file & password_ref must be configured"},
 	{"access_token_shared.bad.yml", "access.identities: \"grafana\": bearer_token_file: the same token as cluster eu-1; each identity needs its own"},
 }
 
@@ -426,7 +427,7 @@ func TestRulesSection(t *testing.T) {
 	require.Equal(t, RulesConfig{
 		EvaluationInterval: model.Duration(30 * time.Second),
 		RuleFiles:          []string{"/etc/fleetwatch/rules/*.yml"},
-		Alertmanagers:      []string{"http://am:9093"},
+		Alertmanagers:      []*AlertmanagerConfig{{URL: "http://am:9093", HTTPClientConfig: config.DefaultHTTPClientConfig}},
 		Pack:               DefaultPack,
 	}, cfg.Rules)
 	for in, want := range map[string]string{
@@ -478,7 +479,7 @@ func TestCorrelateSection(t *testing.T) {
 	want := DefaultCorrelate
 	want.Alerts.NodesRoot = []string{"NodeDown"}
 	want.ResolveAfter = model.Duration(10 * time.Minute)
-	want.Alertmanagers = []string{"http://am:9093"}
+	want.Alertmanagers = []*AlertmanagerConfig{{URL: "http://am:9093", HTTPClientConfig: config.DefaultHTTPClientConfig}}
 	want.Teams = map[string]string{"payments": "team-payments"}
 	require.Equal(t, want, cfg.Correlate)
 	for _, in := range []string{"clusters: []", "correlate:"} {

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
 
+	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
 
@@ -32,16 +34,44 @@ type fwAlert struct {
 // TestUserRuleResolvesLikePrometheus: a user rule whose result vanishes while its cluster keeps
 // sending (here through `unless`, which no `bool` comparison can tell from missing data)
 // resolves at the next evaluation with its own annotations, at /api/v1/alerts and at a real
-// Alertmanager; the same rule on a cluster that went silent is held, marked stale.
+// Alertmanager; the same rule on a cluster that went silent is held, marked stale. The
+// Alertmanager requires basic auth (its own --web.config.file): rules and incidents reach it
+// through Prometheus's HTTP client settings in fleetwatch.yml.
 func TestUserRuleResolvesLikePrometheus(t *testing.T) {
 	testenv.SkipIfShort(t)
 	dir := t.TempDir()
 	amAddr := testenv.FreePort(t)
 	amCfg := testenv.WriteFile(t, dir, "alertmanager.yml", "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n")
-	am := testenv.Start(t, "alertmanager", testenv.Peer(t, "alertmanager"), "--config.file="+amCfg,
+	hash, err := bcrypt.GenerateFromPassword([]byte("am-secret"), bcrypt.MinCost)
+	require.NoError(t, err)
+	amWeb := testenv.WriteFile(t, dir, "am-web.yml", "basic_auth_users:\n  fleetwatch: "+string(hash)+"\n")
+	testenv.WriteFile(t, dir, "am.password", "am-secret")
+	am := testenv.Start(t, "alertmanager", testenv.Peer(t, "alertmanager"), "--config.file="+amCfg, "--web.config.file="+amWeb,
 		"--storage.path="+filepath.Join(dir, "am-data"), "--web.listen-address="+amAddr, "--cluster.listen-address=")
 	amURL := "http://" + amAddr
-	am.WaitReady(t, amURL+"/-/ready", 30*time.Second)
+	amDo := func(path string) (*http.Response, error) {
+		req, err := http.NewRequest(http.MethodGet, amURL+path, nil)
+		require.NoError(t, err)
+		req.SetBasicAuth("fleetwatch", "am-secret")
+		return http.DefaultClient.Do(req)
+	}
+	amGet := func(path string) *http.Response {
+		resp, err := amDo(path)
+		require.NoError(t, err)
+		return resp
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		resp, err := amDo("/-/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("alertmanager ready: %d", resp.StatusCode)
+		}
+		return nil
+	})
+	_ = am
 
 	testenv.WriteFile(t, dir, "a.token", "token-a")
 	testenv.WriteFile(t, dir, "b.token", "token-b")
@@ -65,9 +95,15 @@ query: {lookback_delta: 30s}
 rules:
   evaluation_interval: 1s
   rule_files: [user.rules.yml]
-  alertmanagers: [%s]
+  alertmanagers:
+    - url: %[1]s
+      basic_auth: {username: fleetwatch, password_file: am.password}
   pack: {enabled: false, silent_after: 20s}
-correlate: {enabled: false}
+correlate:
+  evaluation_interval: 1s
+  alertmanagers:
+    - url: %[1]s
+      basic_auth: {username: fleetwatch, password_file: am.password}
 `, amURL))
 
 	// Both clusters send every 500ms; a's queue and b's can be changed, b can go silent.
@@ -119,14 +155,17 @@ correlate: {enabled: false}
 		}
 		return out
 	}
-	amAlerts := func() map[string]amAlert {
-		resp, err := http.Get(amURL + "/api/v2/alerts")
-		require.NoError(t, err)
+	amAll := func() []amAlert {
+		resp := amGet("/api/v2/alerts")
 		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
 		var as []amAlert
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&as))
+		return as
+	}
+	amAlerts := func() map[string]amAlert {
 		out := map[string]amAlert{}
-		for _, a := range as {
+		for _, a := range amAll() {
 			if a.Labels["alertname"] == "QueueTooLong" {
 				out[a.Labels["cluster"]] = a
 			}
@@ -144,6 +183,15 @@ correlate: {enabled: false}
 		require.Equal(t, "queue "+c+" is 20 long", a.Annotations["summary"])
 		require.NotContains(t, a.Annotations, "fleetwatch_data")
 	}
+	// The correlation engine's incidents reach the same Alertmanager with the same settings.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		for _, a := range amAll() {
+			if a.Labels["alertname"] == correlate.IncidentAlertName {
+				return nil
+			}
+		}
+		return fmt.Errorf("no incident at Alertmanager yet")
+	})
 
 	// a's result vanishes while a keeps sending: resolved at once, with the rule's own
 	// annotations, at fleetwatch and at Alertmanager, far within silent_after.
