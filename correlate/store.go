@@ -430,13 +430,12 @@ func (s *Store) IncidentsPage(f Filter, limit int, token string) ([]*Incident, s
 					return nil
 				}
 			}
-			v := b.Get(id)
-			if v == nil {
-				continue
+			h, ok, err := readHead(b, id)
+			if err != nil {
+				return err
 			}
-			var h incidentHead
-			if err := json.Unmarshal(v, &h); err != nil {
-				return fmt.Errorf("incident %s: %w", id, err)
+			if !ok {
+				continue
 			}
 			if kind == tokenResolved && (h.State != StateResolved || uint64(h.ResolvedAt.UnixNano()) != at) {
 				continue // a stale index entry
@@ -445,7 +444,7 @@ func (s *Store) IncidentsPage(f Filter, limit int, token string) ([]*Incident, s
 				continue
 			}
 			inc := &Incident{}
-			if err := json.Unmarshal(v, inc); err != nil {
+			if err := json.Unmarshal(b.Get(id), inc); err != nil {
 				return fmt.Errorf("incident %s: %w", id, err)
 			}
 			out = append(out, inc)
@@ -505,13 +504,12 @@ func (s *Store) deleteResolvedBatch(cutoff uint64) (int, error) {
 				continue
 			}
 			id := k[8:]
-			v := b.Get(id)
-			if v == nil {
-				continue
+			h, ok, err := readHead(b, id)
+			if err != nil {
+				return err
 			}
-			var h incidentHead
-			if err := json.Unmarshal(v, &h); err != nil {
-				return fmt.Errorf("incident %s: %w", id, err)
+			if !ok {
+				continue
 			}
 			if h.State != StateResolved || uint64(h.ResolvedAt.UnixNano()) != binary.BigEndian.Uint64(k[:8]) {
 				continue // a stale index entry: the incident is not the one indexed
@@ -540,4 +538,16 @@ func (s *Store) deleteResolvedBatch(cutoff uint64) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// readHead decodes the head of the incident stored under id; ok is false when there is none.
+func readHead(b *bolt.Bucket, id []byte) (h incidentHead, ok bool, err error) {
+	v := b.Get(id)
+	if v == nil {
+		return h, false, nil
+	}
+	if err := json.Unmarshal(v, &h); err != nil {
+		return h, false, fmt.Errorf("incident %s: %w", id, err)
+	}
+	return h, true, nil
 }
