@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.series, "series", 2500, "series per cluster")
 	flag.IntVar(&o.warmup, "warmup", 1, "scrapes sent before measuring (they create the series)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 5*time.Second, "before each target's ingest, wait up to this long for other processes to use less than half a core")
-	flag.IntVar(&o.samples, "samples", 120, "samples per series in each measured phase (RW 1.0, then RW 2.0)")
+	flag.IntVar(&o.samples, "samples", 100, "samples per series in each measured phase (RW 1.0, then RW 2.0); the whole data set must span under "+maxSpan.String()+" at -interval")
 	flag.IntVar(&o.perRequest, "per-request", 2000, "samples per remote-write request")
 	flag.DurationVar(&o.interval, "interval", 15*time.Second, "scrape interval of the generated data")
 	flag.IntVar(&o.concurrency, "concurrency", 4, "concurrent senders (each owns a shard of every cluster's series)")
@@ -132,6 +132,10 @@ type row struct {
 	Note       string  `json:"note,omitempty"`
 }
 
+// maxSpan is how far back the generated data may start: under the TSDB head's one-hour
+// appendable window, with room for the time the bench itself takes.
+const maxSpan = 55 * time.Minute
+
 func run(ctx context.Context, o options) error {
 	began := time.Now()
 	if o.prometheus == "" {
@@ -149,6 +153,9 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.concurrency < 1 || o.rounds < 1 || o.queryRuns < 1 || o.samples < 1 || o.warmup < 1 {
 		return errors.New("-concurrency, -rounds, -query-runs, -samples and -warmup must be >= 1")
+	}
+	if span := time.Duration(o.warmup+2*o.samples+2) * o.interval; span > maxSpan {
+		return fmt.Errorf("-warmup, -samples and -interval span %s of data, over %s: both servers' TSDB heads accept samples only within an hour of their newest, and fleetwatch writes series of its own at the current time (last ingest, rules), so the oldest samples would be refused as out of bounds", span, maxSpan)
 	}
 	root, err := os.MkdirTemp("", "fleetwatch-bench-")
 	if err != nil {
