@@ -226,7 +226,9 @@ correlate:
 		}
 		return nil
 	})
-	testenv.Eventually(t, 30*time.Second, func() error {
+	// Alertmanager learns the new annotations with the next resend (Prometheus's resend delay,
+	// one minute), as it would from Prometheus.
+	testenv.Eventually(t, 2*time.Minute, func() error {
 		b, ok := amAlerts()["b"]
 		if !ok {
 			return fmt.Errorf("Alertmanager lost b")
