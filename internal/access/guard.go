@@ -164,10 +164,6 @@ func compile(s Settings) (*state, error) {
 		if _, dup := st.byName[u.Name]; dup {
 			return nil, fmt.Errorf("access: identity %q defined more than once", u.Name)
 		}
-		if u.Scope != nil && len(u.Scope) == 0 {
-			// Allowed (a selector may match no cluster yet), but it sees nothing.
-			u.Scope = []string{}
-		}
 		st.byName[u.Name] = u
 		if u.BearerToken != "" {
 			st.byToken[sha256.Sum256([]byte(u.BearerToken))] = u
@@ -204,9 +200,6 @@ func (g *Guard) Apply(s Settings) error {
 func (g *Guard) RefusedCounter(endpoint, reason string) prometheus.Counter {
 	return g.refused.WithLabelValues(endpoint, reason)
 }
-
-// Open says whether no identity is configured (reads open, state changes refused).
-func (g *Guard) Open() bool { return g.st.Load().open }
 
 // errBadCredentials is a request whose credentials match nothing.
 var errBadCredentials = errors.New("the credentials match no identity")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"strings"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // Role is a set of permissions an identity holds.
@@ -13,18 +15,15 @@ type Role string
 // configuration may also look at what they act on.
 const (
 	// RoleRead: PromQL, rules, alerts, incidents, placement answers, /metrics.
-	RoleRead Role = "read"
+	RoleRead Role = config.RoleRead
 	// RoleOperate: acknowledge and resolve incidents (later: approve remediation).
-	RoleOperate Role = "operate"
+	RoleOperate Role = config.RoleOperate
 	// RoleAdmin: configuration reload, shutdown (with --web.enable-lifecycle) and pprof.
-	RoleAdmin Role = "admin"
+	RoleAdmin Role = config.RoleAdmin
 	// RoleIngest is only ever held by a member cluster's remote-write credentials: remote-write
 	// and alerts in, nothing else.
 	RoleIngest Role = "ingest"
 )
-
-// Roles are the roles that can be given to an identity in fleetwatch.yml.
-var Roles = []Role{RoleRead, RoleOperate, RoleAdmin}
 
 // Kind says how an identity authenticated.
 type Kind string
@@ -72,19 +71,8 @@ func (id Identity) Has(r Role) bool {
 	return false
 }
 
-// Roles returns the identity's roles.
-func (id Identity) Roles() []Role { return slices.Clone(id.roles) }
-
 // Scoped says whether the identity sees only some clusters.
 func (id Identity) Scoped() bool { return id.scoped }
-
-// Clusters returns the clusters a scoped identity sees (sorted), or nil when it sees all.
-func (id Identity) Clusters() []string {
-	if !id.scoped {
-		return nil
-	}
-	return slices.Clone(id.clusters)
-}
 
 // AllowsCluster says whether the identity may see data of the named cluster.
 func (id Identity) AllowsCluster(cluster string) bool {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -53,11 +54,6 @@ func enforceSelector(sel string, m *labels.Matcher) (string, error) {
 	return "{" + strings.Join(parts, ",") + "}", nil
 }
 
-// errBadParam is a parameter that cannot be scoped because it is invalid: a 400, not a refusal.
-type errBadParam struct{ err error }
-
-func (e errBadParam) Error() string { return e.err.Error() }
-
 // scopeRequest serves r for a team-scoped identity: it rewrites what selects series, or
 // filters what the handler answers, then calls next. It returns an error for a refusal; it
 // answers bad parameters (400) itself.
@@ -76,86 +72,68 @@ func (g *Guard) scopeRequest(ep Endpoint, id Identity, w http.ResponseWriter, r 
 	if err != nil {
 		return err
 	}
-	var rewrite func(url.Values) error
+	var (
+		param   string
+		enforce func(string) (string, error)
+	)
 	switch ep.Scope {
 	case ScopeQuery:
-		rewrite = func(v url.Values) error {
-			for i, q := range v["query"] {
-				out, err := EnforceQuery(q, m)
-				if err != nil {
-					return errBadParam{fmt.Errorf("invalid parameter \"query\": %w", err)}
-				}
-				v["query"][i] = out
-			}
-			return nil
-		}
+		param, enforce = "query", func(q string) (string, error) { return EnforceQuery(q, m) }
 	case ScopeMatch, ScopeFederate:
-		rewrite = func(v url.Values) error {
-			for i, sel := range v["match[]"] {
-				out, err := enforceSelector(sel, m)
-				if err != nil {
-					return errBadParam{fmt.Errorf("invalid parameter \"match[]\": %w", err)}
-				}
-				v["match[]"][i] = out
-			}
-			return nil
-		}
+		param, enforce = "match[]", func(sel string) (string, error) { return enforceSelector(sel, m) }
 	case ScopeRules, ScopeAlerts:
 		filterAnswer(w, r, next, ep.Scope, g.label, id)
 		return nil
 	default:
 		return fmt.Errorf("%s cannot be limited to clusters", ep.Name)
 	}
-	if err := rewriteForm(r, rewrite); err != nil {
+	// Without any selector (labels, label values), the identity's clusters are the selector;
+	// /federate without match[] federates nothing, as in Prometheus.
+	var orElse string
+	if ep.Scope == ScopeMatch {
+		orElse = "{" + m.String() + "}"
+	}
+	if err := rewriteParam(r, param, enforce, orElse); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_data", err.Error())
 		return nil
-	}
-	if ep.Scope == ScopeMatch && len(r.Form["match[]"]) == 0 {
-		// No selector at all (labels, label values): the identity's clusters are the selector.
-		q := r.URL.Query()
-		q.Add("match[]", "{"+m.String()+"}")
-		r.URL.RawQuery = q.Encode()
-		r.Form = nil
-		if r.PostForm == nil {
-			r.PostForm = url.Values{}
-		}
 	}
 	next.ServeHTTP(w, r)
 	return nil
 }
 
-// rewriteForm applies f to the URL's query and, for a form POST, to the body, so that
-// whichever the handler reads is scoped; the parsed forms are reset for the handler to
-// parse the rewritten ones.
-func rewriteForm(r *http.Request, f func(url.Values) error) error {
+// rewriteParam replaces every value of param, in the URL's query and in a form body alike, so
+// that whichever the handler reads is scoped; when neither holds param and orElse is set, the
+// query gets orElse. The handler parses the rewritten request.
+func rewriteParam(r *http.Request, param string, enforce func(string) (string, error), orElse string) error {
 	q := r.URL.Query()
-	if err := f(q); err != nil {
-		return err
-	}
-	r.URL.RawQuery = q.Encode()
-	if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
-		r.Form, r.PostForm = nil, nil
+	var body url.Values
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" &&
+		(r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch) {
 		if err := r.ParseForm(); err != nil {
-			return errBadParam{err}
-		}
-		pf := r.PostForm
-		if err := f(pf); err != nil {
 			return err
 		}
-		body := pf.Encode()
-		r.Body = io.NopCloser(strings.NewReader(body))
-		r.ContentLength = int64(len(body))
-		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		body = r.PostForm
+	}
+	for _, v := range []url.Values{q, body} {
+		for i, val := range v[param] {
+			out, err := enforce(val)
+			if err != nil {
+				return fmt.Errorf("invalid parameter %q: %w", param, err)
+			}
+			v[param][i] = out
+		}
+	}
+	if orElse != "" && len(q[param]) == 0 && len(body[param]) == 0 {
+		q.Set(param, orElse)
+	}
+	r.URL.RawQuery = q.Encode()
+	if body != nil {
+		enc := body.Encode()
+		r.Body = io.NopCloser(strings.NewReader(enc))
+		r.ContentLength = int64(len(enc))
+		r.Header.Set("Content-Length", strconv.Itoa(len(enc)))
 	}
 	r.Form, r.PostForm = nil, nil
-	if err := r.ParseForm(); err != nil {
-		return errBadParam{err}
-	}
-	// ParseForm consumed the rewritten body; give it back for handlers that read it again.
-	if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
-		body := r.PostForm.Encode()
-		r.Body = io.NopCloser(strings.NewReader(body))
-	}
 	return nil
 }
 

@@ -6,7 +6,8 @@ import (
 	"slices"
 )
 
-// Role names an identity may be given (internal/access defines what each allows).
+// Role names an identity may be given; internal/access defines what each allows and takes
+// the names from here.
 const (
 	RoleRead    = "read"
 	RoleOperate = "operate"
