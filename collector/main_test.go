@@ -3,13 +3,8 @@ package collector
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
 
 // TestMain fails the package's tests when one leaves a goroutine behind.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Started once per process by libraries Prometheus pulls in; never stopped.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
-}
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }

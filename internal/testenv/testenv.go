@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // PeersBin is the directory holding the peer binaries.
@@ -268,4 +270,23 @@ func tail(s string) string {
 		return s
 	}
 	return "..." + s[len(s)-maxLogTail:]
+}
+
+// VerifyNoLeaks runs the package's tests and fails them when one leaves a goroutine behind
+// (goleak), past the goroutines that libraries Prometheus and Thanos pull in start once per
+// process and never stop. extra adds what a package knowingly leaves.
+func VerifyNoLeaks(m *testing.M, extra ...goleak.Option) {
+	goleak.VerifyTestMain(m, append([]goleak.Option{
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		// Thanos's libraries import objstore, whose Baidu client starts a logger at init.
+		goleak.IgnoreTopFunction("github.com/baidubce/bce-sdk-go/util/log.NewLogger.func1"),
+	}, extra...)...)
+}
+
+// IdleConnections ignores the goroutines of idle keep-alive connections of a shared HTTP
+// client, for VerifyNoLeaks: they are not leaks.
+var IdleConnections = []goleak.Option{
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 }

@@ -3,17 +3,8 @@ package e2e
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
 
-// TestMain fails the package's tests when one leaves a goroutine behind: a process wait, a
-// writer, a poller. Idle keep-alive connections of the shared HTTP client are not leaks.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreTopFunction("github.com/baidubce/bce-sdk-go/util/log.NewLogger.func1"),
-	)
-}
+// TestMain fails the package's tests when one leaves a goroutine behind (idle keep-alive connections of the shared HTTP client are not leaks).
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m, testenv.IdleConnections...) }
