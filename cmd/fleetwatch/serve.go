@@ -250,9 +250,16 @@ func newServer(o serverOptions) (*server, error) {
 		closeAll()
 		return nil, err
 	}
+	// The listener's TLS is set once; a reload may renew certificates and users, not turn TLS
+	// on or off.
+	wc, err := access.LoadWebConfig(o.WebConfigFile)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	s.tls = wc.TLS
 	s.guard, err = access.NewGuard(access.GuardOptions{
-		Endpoints: endpoints, ClusterLabel: config.ClusterLabel,
-		Logger: o.Logger.With("component", "access"), Registerer: reg,
+		Endpoints: endpoints, Logger: o.Logger.With("component", "access"), Registerer: reg,
 	})
 	if err != nil {
 		closeAll()
@@ -422,11 +429,8 @@ func (s *server) accessSettings(cfg *config.Config) (access.Settings, error) {
 	if err != nil {
 		return access.Settings{}, err
 	}
-	if (wc.TLS == nil) != (s.tls == nil) && s.http != nil {
+	if (wc.TLS == nil) != (s.tls == nil) {
 		return access.Settings{}, fmt.Errorf("web config %s: turning TLS on or off needs a restart", s.opts.WebConfigFile)
-	}
-	if s.http == nil {
-		s.tls = wc.TLS
 	}
 	st := access.Settings{Clusters: clusterauth.New(cfg.Clusters), Web: wc, Lifecycle: s.opts.EnableLifecycle}
 	for _, r := range cfg.Access.AnonymousRoles {

@@ -92,7 +92,6 @@ type state struct {
 type Guard struct {
 	logger    *slog.Logger
 	routes    *routes
-	label     string
 	st        atomic.Pointer[state]
 	refused   *prometheus.CounterVec
 	warnOnce  sync.Once
@@ -108,11 +107,9 @@ const cacheLimit = 1024
 type GuardOptions struct {
 	// Endpoints are the routes of the HTTP surface. A request that matches none needs the
 	// read role and is refused to team-scoped identities.
-	Endpoints []Endpoint
-	// ClusterLabel is the label that names a series' cluster.
-	ClusterLabel string
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	Endpoints  []Endpoint
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // NewGuard returns a guard over the endpoints. Until Apply is called it has no identities
@@ -122,16 +119,13 @@ func NewGuard(o GuardOptions) (*Guard, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if o.ClusterLabel == "" {
-		return nil, errors.New("access: GuardOptions.ClusterLabel must be set")
-	}
 	rt, err := newRoutes(o.Endpoints)
 	if err != nil {
 		return nil, err
 	}
 	reg := o.Registerer
 	g := &Guard{
-		logger: logger, routes: rt, label: o.ClusterLabel,
+		logger: logger, routes: rt,
 		refused: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetwatch_http_requests_refused_total",
 			Help: "HTTP requests refused by the access layer, by endpoint and reason (unauthenticated, forbidden, no_access_config, lifecycle_disabled, scope).",

@@ -23,7 +23,7 @@ func (c clusterTokens) Authenticate(r *http.Request) (string, bool) {
 
 // benchGuard is a guard with a cluster, a reader, a basic-auth web user and a team.
 func benchGuard(b *testing.B) *Guard {
-	g, err := NewGuard(GuardOptions{ClusterLabel: "cluster", Endpoints: []Endpoint{
+	g, err := NewGuard(GuardOptions{Endpoints: []Endpoint{
 		{Pattern: "/api/v1/write", Name: EndpointWrite, Need: RoleIngest},
 		{Pattern: "/api/v1/query", Name: "query", Need: RoleRead, Scope: ScopeQuery},
 		{Pattern: "/api/v1/query_range", Name: "query_range", Need: RoleRead, Scope: ScopeQuery},

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus-community/prom-label-proxy/injectproxy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // ClusterMatcher is the matcher that limits a selector to clusters: always a regular
@@ -68,7 +70,7 @@ func (g *Guard) scopeRequest(ep Endpoint, id Identity, w http.ResponseWriter, r 
 	if len(id.clusters) == 0 {
 		return fmt.Errorf("%s is limited to clusters, and its cluster_selector matches none", id)
 	}
-	m, err := ClusterMatcher(g.label, id.clusters)
+	m, err := ClusterMatcher(config.ClusterLabel, id.clusters)
 	if err != nil {
 		return err
 	}
@@ -82,7 +84,7 @@ func (g *Guard) scopeRequest(ep Endpoint, id Identity, w http.ResponseWriter, r 
 	case ScopeMatch, ScopeFederate:
 		param, enforce = "match[]", func(sel string) (string, error) { return enforceSelector(sel, m) }
 	case ScopeRules, ScopeAlerts:
-		filterAnswer(w, r, next, ep.Scope, g.label, id)
+		filterAnswer(w, r, next, ep.Scope, config.ClusterLabel, id)
 		return nil
 	default:
 		return fmt.Errorf("%s cannot be limited to clusters", ep.Name)
