@@ -1,10 +1,13 @@
 package correlate
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -116,6 +119,34 @@ func TestCorrelateSilentClusterExplainsAll(t *testing.T) {
 	require.Equal(t, []string{"cluster/eu-2", "nodes/eu-1"}, keysOf(gs))
 	require.Equal(t, "FleetClusterSilent in cluster eu-2", gs[0].RootCause, "silent is the deeper cause")
 	require.Len(t, gs[0].Alerts, 3)
+}
+
+// TestCorrelateAPIUnreachable: FleetClusterAPIUnreachable is about fleetwatch's own path to a
+// cluster's API server, so it has no role: it explains none of its cluster's other alerts, the
+// same alert in several clusters is one fleet incident (fleetwatch's own network, most
+// likely), and a control plane down in its cluster explains it.
+func TestCorrelateAPIUnreachable(t *testing.T) {
+	unreachable := func(c string) Alert {
+		return alert(0, "alertname", pack.AlertClusterAPIUnreachable, "cluster", c, "severity", "warning")
+	}
+	nodes := alert(0, "alertname", pack.AlertClusterNodesNotReady, "cluster", "eu-1", "severity", "critical")
+	gs := Correlate([]Alert{unreachable("eu-1"), unreachable("us-1"), nodes}, testTopology(), DefaultRules)
+	require.Len(t, gs, 2)
+	require.True(t, strings.HasPrefix(gs[0].Key, "alert/"+pack.AlertClusterAPIUnreachable+"/"), gs[0].Key)
+	require.Equal(t, "fleet", gs[0].Scope)
+	require.Equal(t, []string{"eu-1", "us-1"}, gs[0].Clusters)
+	require.Equal(t, "warning", gs[0].Severity)
+	require.Equal(t, "nodes/eu-1", gs[1].Key)
+	require.Len(t, gs[1].Alerts, 1, "the nodes do not explain fleetwatch's path to the API server, nor the reverse")
+
+	down := alert(0, "alertname", pack.AlertClusterControlPlaneDown, "cluster", "us-1", "severity", "critical")
+	gs = Correlate([]Alert{unreachable("eu-1"), unreachable("us-1"), down}, testTopology(), DefaultRules)
+	require.Len(t, gs, 2)
+	require.True(t, strings.HasPrefix(gs[0].Key, "alert/"+pack.AlertClusterAPIUnreachable+"/"), gs[0].Key)
+	require.Equal(t, []string{"eu-1"}, gs[0].Clusters)
+	require.Equal(t, "cluster", gs[0].Scope)
+	require.Equal(t, "cluster/us-1", gs[1].Key)
+	require.Len(t, gs[1].Alerts, 2, "a control plane down explains why fleetwatch cannot reach it")
 }
 
 func TestCorrelateSameAlertManyClusters(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
 )
@@ -166,7 +167,7 @@ func TestMetricsExist(t *testing.T) {
 			return "kube-state-metrics (simulator)"
 		case name == "ALERTS" || name == "ALERTS_FOR_STATE":
 			return "alert state fleetwatch's rules write into the view"
-		case name == "fleetwatch_cluster_last_ingest_timestamp_seconds":
+		case name == collector.LastIngestMetric || name == collector.APIUpMetric || name == collector.APIProbeDurationMetric:
 			return "written into the view by fleetwatch"
 		}
 		return ""

@@ -7,6 +7,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 
+	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
@@ -74,6 +75,13 @@ func fleetOverview(e *env) *dashboard.DashboardBuilder {
 			description: "Whether at least one API server of the cluster answers its scrape. " + pack.AlertClusterControlPlaneDown + " fires when none has for rules.pack.control_plane_for.",
 			mappings:    []dashboard.ValueMapping{textMapping(map[string][2]string{"0": {"down", e.color(pack.AlertClusterControlPlaneDown)}, "1": {"up", green}})},
 			thresholds:  ptr(thresholdsValue(e.color(pack.AlertClusterControlPlaneDown), step{1, green}))},
+		{ref: "I", name: "fleetwatch → API",
+			description: "Whether fleetwatch itself reaches the cluster's API server: its last probe (GET /readyz with the cluster's kubeconfig_file, every api_probe.interval) was answered 200 ok. " + pack.AlertClusterAPIUnreachable + " fires when it was not for rules.pack.api_unreachable_for while the cluster's data is fresh. \"not probed\": the cluster has no kubeconfig_file.",
+			mappings: []dashboard.ValueMapping{
+				textMapping(map[string][2]string{"0": {"unreachable", e.color(pack.AlertClusterAPIUnreachable)}, "1": {"reachable", green}}),
+				specialMapping(dashboard.SpecialValueMatchNullAndNan, "not probed", text),
+			},
+			thresholds: ptr(thresholdsValue(e.color(pack.AlertClusterAPIUnreachable), step{1, green}))},
 		{ref: "H", name: "Firing alerts",
 			description: "Alerts firing for the cluster on the fleet view (ALERTS). fleetwatch correlates them into incidents, but exports incident counts per severity and scope only, not per cluster: this is the per-cluster proxy.",
 			thresholds:  ptr(thresholdsValue(green, step{1, orange}))},
@@ -87,6 +95,12 @@ func fleetOverview(e *env) *dashboard.DashboardBuilder {
 		WithTarget(tableQuery("E", pack.RecordCrashLoopRate+`{`+cf+`}`)).
 		WithTarget(tableQuery("F", pack.RecordIngestAge+`{`+cf+`}`)).
 		WithTarget(tableQuery("G", pack.RecordAPIServerUp+`{`+cf+`}`)).
+		// Clusters without a kubeconfig_file are not probed; they get NaN ("not probed")
+		// rather than an empty cell.
+		WithTarget(tableQuery("I", `
+			  max by (cluster) (`+collector.APIUpMetric+`{`+cf+`})
+			or on (cluster)
+			  NaN * `+pack.RecordIngestAge+`{`+cf+`}`)).
 		// A cluster without firing alerts has no ALERTS series; it gets a 0 rather than an
 		// empty cell.
 		WithTarget(tableQuery("H", `

@@ -225,6 +225,14 @@ func textMapping(m map[string][2]string) dashboard.ValueMapping {
 	return dashboard.ValueMapping{ValueMap: &dashboard.ValueMap{Type: dashboard.MappingTypeValueToText, Options: opts}}
 }
 
+// specialMapping shows a special value (null, NaN, ...) as text in a color.
+func specialMapping(match dashboard.SpecialValueMatch, txt, color string) dashboard.ValueMapping {
+	return dashboard.ValueMapping{SpecialValueMap: &dashboard.SpecialValueMap{
+		Type:    dashboard.MappingTypeSpecialValue,
+		Options: dashboard.DashboardSpecialValueMapOptions{Match: match, Result: dashboard.ValueMappingResult{Text: ptr(txt), Color: ptr(color)}},
+	}}
+}
+
 // linkToCluster is a data link from a cell to the cluster dashboard, filtered to the cell's
 // cluster, keeping the time range.
 func linkToCluster() []map[string]any {

@@ -14,10 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // Annotations fleetwatch adds to an alert it holds.
@@ -42,7 +44,11 @@ const (
 //     gone, and the series is put back with its last value, so its alert stays firing.
 //
 // A series without a cluster label, of a cluster that is not configured, or of a cluster the
-// view has no ingest time for is never held: nothing says its data stopped. When the ingest
+// view has no ingest time for is never held: nothing says its data stopped. Nor is a series of
+// a rule that judges its clusters' data freshness itself (its expression reads
+// collector.LastIngestMetric or the pack's pack.RecordIngestAge, as FleetClusterAPIUnreachable
+// does to fire only while the cluster's data is fresh): when its cluster goes silent, its
+// condition is false by its own definition, and FleetClusterSilent says what happened. When the ingest
 // times cannot be read, the series is held until the next evaluation reads them.
 //
 // A held series keeps its alert firing with its original active-since time; the alert gets
@@ -170,7 +176,7 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 		}
 	}
 	var kept map[uint64]heldAlert // by series
-	if len(missing) > 0 {
+	if len(missing) > 0 && !judgesFreshness(q) {
 		res, kept = h.keep(ctx, ts, res, missing)
 	}
 	newLast := make(map[uint64]promql.Sample, len(res))
@@ -205,6 +211,35 @@ func (h *holder) query(ctx context.Context, q string, ts time.Time) (promql.Vect
 	}
 	h.heldG.Set(float64(len(h.held)))
 	return res, nil
+}
+
+// freshnessSeries say how fresh each cluster's data is in the view.
+var freshnessSeries = map[string]bool{collector.LastIngestMetric: true, pack.RecordIngestAge: true}
+
+// judgesFreshness says whether the expression reads one of freshnessSeries. It is parsed only
+// when a firing alert's series vanished, which is rare.
+func judgesFreshness(q string) bool {
+	expr, err := parser.ParseExpr(q)
+	if err != nil {
+		return false
+	}
+	found := false
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		if freshnessSeries[vs.Name] {
+			found = true
+		}
+		for _, m := range vs.LabelMatchers {
+			if m.Name == labels.MetricName && m.Type == labels.MatchEqual && freshnessSeries[m.Value] {
+				found = true
+			}
+		}
+		return nil
+	})
+	return found
 }
 
 // keep decides which missing series to put back into res (see holder) and says why, by

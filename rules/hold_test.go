@@ -264,6 +264,9 @@ func TestHoldDecidesFromLastIngest(t *testing.T) {
 			vanish: func(f *fleet) { f.silence("a"); f.stale["a"] = true }, held: false, wantValue: "5"},
 		{name: "no cluster label: never held, though every cluster went silent", expr: `max(broken) > 3`, cluster: "",
 			vanish: func(f *fleet) { f.silence("a"); f.silence("b") }, wantValue: "5"},
+		{name: "a rule that requires fresh data from its cluster: resolved when it goes silent", cluster: "a",
+			expr:   `broken > 3 and on (cluster) time() - fleetwatch_cluster_last_ingest_timestamp_seconds <= 120`,
+			vanish: func(f *fleet) { f.silence("a") }, wantValue: "5"},
 		{name: "cluster label kept by the rule: held when every cluster went silent", expr: `max by (cluster) (broken) > 3`, cluster: "a",
 			vanish: func(f *fleet) { f.silence("a"); f.silence("b") }, held: true, wantValue: "5"},
 	} {
@@ -343,6 +346,22 @@ func TestHoldDecidesFromLastIngest(t *testing.T) {
 				require.Greater(t, stale, 1, "firing re-sends of the held alert")
 			}
 		})
+	}
+}
+
+// TestJudgesFreshness: the rules the holder leaves to themselves are those reading a cluster's
+// data freshness, however they name it.
+func TestJudgesFreshness(t *testing.T) {
+	for expr, want := range map[string]bool{
+		`broken > 3`: false,
+		`max by (cluster) (fleetwatch_cluster_api_up) == 0 and on (cluster) cluster:fleetwatch_cluster_ingest_age_seconds:max <= 120`: true,
+		`cluster:fleetwatch_cluster_ingest_age_seconds:max > 120`:                                                                     true,
+		`time() - fleetwatch_cluster_last_ingest_timestamp_seconds > 60`:                                                              true,
+		`broken unless on (cluster) {__name__="fleetwatch_cluster_last_ingest_timestamp_seconds"} < 0`:                                true,
+		`broken unless on (cluster) {__name__=~"fleetwatch_cluster_last_ingest_timestamp_seconds"} < 0`:                               false,
+		`broken >`: false,
+	} {
+		require.Equal(t, want, judgesFreshness(expr), expr)
 	}
 }
 

@@ -122,6 +122,8 @@ type server struct {
 	receiver *collector.Receiver
 	fed      *collector.Federator
 	ingest   *collector.IngestRecorder
+	// apiProbe probes each cluster's API server with its kubeconfig_file.
+	apiProbe *collector.APIProber
 	rules    *fwrules.Evaluator
 	// incidents is the correlation engine; correlating says whether the rules feed it.
 	incidents   *correlate.Engine
@@ -183,6 +185,11 @@ func newServer(o serverOptions) (*server, error) {
 	}
 	s.ingest = collector.NewIngestRecorder(collector.Options{Appendable: s.view.Appendable(), Logger: o.Logger, Registerer: reg})
 	if err := s.ingest.Restore(context.Background(), s.view); err != nil {
+		s.view.Close()
+		return nil, err
+	}
+	s.apiProbe, err = collector.NewAPIProber(collector.Options{Appendable: s.view.Appendable(), Logger: o.Logger, Registerer: reg})
+	if err != nil {
 		s.view.Close()
 		return nil, err
 	}
@@ -346,9 +353,9 @@ var endpoints = []access.Endpoint{
 }
 
 // apply hands a loaded configuration to every component, all or nothing: everything that can
-// be refused (rule files, federation scrape configs, remote sources, OCM hub, placement
-// settings, identities and the web config) is checked first, so a bad file leaves the whole
-// running configuration in force; only then does each component switch.
+// be refused (rule files, federation scrape configs, API server clients, remote sources, OCM
+// hub, placement settings, identities and the web config) is checked first, so a bad file
+// leaves the whole running configuration in force; only then does each component switch.
 func (s *server) apply(cfg *config.Config) error {
 	rc, err := rulesConfig(cfg)
 	if err != nil {
@@ -359,6 +366,9 @@ func (s *server) apply(cfg *config.Config) error {
 	}
 	if err := s.fed.CheckConfig(cfg); err != nil {
 		return fmt.Errorf("apply federation config: %w", err)
+	}
+	if err := s.apiProbe.CheckConfig(cfg); err != nil {
+		return fmt.Errorf("apply API probe config: %w", err)
 	}
 	if err := s.view.CheckConfig(cfg.Query); err != nil {
 		return fmt.Errorf("apply query config: %w", err)
@@ -397,6 +407,9 @@ func (s *server) apply(cfg *config.Config) error {
 		return fmt.Errorf("apply federation config: %w", err)
 	}
 	s.ingest.ApplyConfig(cfg)
+	if err := s.apiProbe.ApplyConfig(cfg); err != nil {
+		return fmt.Errorf("apply API probe config: %w", err)
+	}
 	if err := s.alertsIn.ApplyConfig(cfg); err != nil {
 		return fmt.Errorf("apply alert input config: %w", err)
 	}
@@ -610,6 +623,12 @@ func (s *server) Run(ctx context.Context) error {
 		// Each cluster's last ingest time, written into the view for the silent-cluster rule.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return s.ingest.Run(ctx, lastIngestInterval) }, func(error) { cancel() })
+	}
+	{
+		// Each cluster's API server probed, the results written into the view; Run returns
+		// once every probe in flight stopped, before the TSDB closes.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return s.apiProbe.Run(ctx) }, func(error) { cancel() })
 	}
 	{
 		// Rule evaluation, which writes recording rules and alert state into the view.

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v2"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // ClusterLabel is the label fleetwatch stamps on every series with the name of the cluster that
@@ -47,6 +49,11 @@ var (
 	}
 
 	DefaultRemoteSourceTimeout = model.Duration(30 * time.Second)
+
+	DefaultAPIProbe = APIProbeConfig{
+		Interval: model.Duration(15 * time.Second),
+		Timeout:  model.Duration(5 * time.Second),
+	}
 )
 
 // Query engines.
@@ -59,8 +66,11 @@ const (
 type Config struct {
 	Clusters []*ClusterConfig `yaml:"clusters"`
 	Ingest   IngestConfig     `yaml:"ingest,omitempty"`
-	Query    QueryConfig      `yaml:"query,omitempty"`
-	Rules    RulesConfig      `yaml:"rules,omitempty"`
+	// APIProbe says how fleetwatch probes the API server of every cluster with a
+	// kubeconfig_file.
+	APIProbe APIProbeConfig `yaml:"api_probe,omitempty"`
+	Query    QueryConfig    `yaml:"query,omitempty"`
+	Rules    RulesConfig    `yaml:"rules,omitempty"`
 	// Correlate configures the correlation of alerts into incidents.
 	Correlate CorrelateConfig `yaml:"correlate,omitempty"`
 	// Schedule configures cross-cluster placement and what-if capacity.
@@ -399,6 +409,15 @@ type ClusterConfig struct {
 	// Exactly one of RemoteWrite and Federate is set.
 	RemoteWrite *RemoteWriteConfig `yaml:"remote_write,omitempty"`
 	Federate    *FederateConfig    `yaml:"federate,omitempty"`
+
+	// KubeconfigFile is a kubeconfig (relative to the config file) whose current context
+	// reaches the cluster's API server with fleetwatch's credentials. Optional: with it,
+	// fleetwatch probes the API server (api_probe), so that losing its own way to the cluster
+	// shows while the cluster's metrics still arrive.
+	KubeconfigFile string `yaml:"kubeconfig_file,omitempty"`
+	// KubeConfig is the client configuration of KubeconfigFile's current context, read by Load
+	// (so a reload reads the file again); never read from YAML.
+	KubeConfig *rest.Config `yaml:"-"`
 }
 
 // RemoteWriteConfig holds the credentials a cluster's Prometheus presents when it remote-writes
@@ -427,6 +446,46 @@ type FederateConfig struct {
 	Timeout  model.Duration `yaml:"timeout,omitempty"`
 	// HTTPClientConfig has Prometheus's client settings: TLS, basic auth, bearer token, proxy.
 	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
+}
+
+// APIProbeConfig says how often fleetwatch asks the API server of each cluster with a
+// kubeconfig_file whether it is ready (GET /readyz), and how long it waits for the answer.
+type APIProbeConfig struct {
+	Interval model.Duration `yaml:"interval,omitempty"`
+	// Timeout is at most Interval, so a cluster is never probed twice at once. Omitted, it is
+	// the default capped at Interval.
+	Timeout model.Duration `yaml:"timeout,omitempty"`
+}
+
+// UnmarshalYAML sets the defaults and validates.
+func (c *APIProbeConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultAPIProbe
+	type plain APIProbeConfig
+	if err := unmarshal((*plain)(c)); err != nil {
+		return fmt.Errorf("api_probe: %w", err)
+	}
+	// A shorter interval alone shortens the default timeout with it, as federate's does.
+	var keys map[string]any
+	if err := unmarshal(&keys); err == nil {
+		if _, ok := keys["timeout"]; !ok {
+			c.Timeout = min(DefaultAPIProbe.Timeout, c.Interval)
+		}
+	}
+	return c.Validate()
+}
+
+// Validate reports the first out-of-range field, named by its key in fleetwatch.yml.
+func (c APIProbeConfig) Validate() error {
+	if c.Interval <= 0 {
+		return fmt.Errorf("api_probe.interval: must be > 0, got %s", c.Interval)
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("api_probe.timeout: must be > 0, got %s", c.Timeout)
+	}
+	if c.Timeout > c.Interval {
+		return fmt.Errorf("api_probe.timeout: %s is longer than interval %s", c.Timeout, c.Interval)
+	}
+	return nil
 }
 
 // IngestConfig bounds what the remote-write receiver accepts.
@@ -710,7 +769,7 @@ func (c *QueryConfig) validate() error {
 // Load parses and validates a configuration. dir is the directory relative paths (token and
 // password files, TLS files) are resolved against; it is usually the config file's directory.
 func Load(data []byte, dir string) (*Config, error) {
-	cfg := &Config{Ingest: DefaultIngest, Query: DefaultQuery, Rules: DefaultRules, Correlate: DefaultCorrelate, Schedule: DefaultSchedule}
+	cfg := &Config{Ingest: DefaultIngest, APIProbe: DefaultAPIProbe, Query: DefaultQuery, Rules: DefaultRules, Correlate: DefaultCorrelate, Schedule: DefaultSchedule}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, err
 	}
@@ -719,6 +778,9 @@ func Load(data []byte, dir string) (*Config, error) {
 	// as an empty `global:` does in Prometheus.
 	if reflect.ValueOf(cfg.Ingest).IsZero() {
 		cfg.Ingest = DefaultIngest
+	}
+	if reflect.ValueOf(cfg.APIProbe).IsZero() {
+		cfg.APIProbe = DefaultAPIProbe
 	}
 	if reflect.ValueOf(cfg.Query).IsZero() {
 		cfg.Query = DefaultQuery
@@ -780,6 +842,14 @@ func Load(data []byte, dir string) (*Config, error) {
 		if f := c.Federate; f != nil {
 			f.HTTPClientConfig.SetDirectory(dir)
 		}
+		if c.KubeconfigFile != "" {
+			c.KubeconfigFile = resolve(dir, c.KubeconfigFile)
+			rc, err := loadKubeconfig(c.KubeconfigFile)
+			if err != nil {
+				return nil, fmt.Errorf("cluster %q: kubeconfig_file: %w", c.Name, err)
+			}
+			c.KubeConfig = rc
+		}
 	}
 	for _, a := range append(slices.Clone(cfg.Rules.Alertmanagers), cfg.Correlate.Alertmanagers...) {
 		a.HTTPClientConfig.SetDirectory(dir)
@@ -826,6 +896,40 @@ func resolve(dir, p string) string {
 		return p
 	}
 	return filepath.Join(dir, p)
+}
+
+// loadKubeconfig reads a kubeconfig as kubectl would (the files it names relative to its own
+// directory) and returns the client configuration of its current context, with the TLS files
+// and the token it names read and its server URL parsed, so that a kubeconfig fleetwatch could
+// not use is refused when the configuration is loaded, not at the first probe.
+func loadKubeconfig(path string) (*rest.Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kc, err := clientcmd.Load(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := clientcmd.ResolveConfigPaths(kc, filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// Without a current context client-go falls back to $KUBERNETES_MASTER or localhost:8080,
+	// which is never the cluster that was meant.
+	if kc.CurrentContext == "" {
+		return nil, fmt.Errorf("%s: current-context is not set", path)
+	}
+	rc, err := clientcmd.NewNonInteractiveClientConfig(*kc, kc.CurrentContext, &clientcmd.ConfigOverrides{}, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, _, err := rest.DefaultServerUrlFor(rc); err != nil {
+		return nil, fmt.Errorf("%s: server: %w", path, err)
+	}
+	if _, err := rest.TLSConfigFor(rc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rc, nil
 }
 
 // readSecret reads a credential file; surrounding white space (a trailing newline from `echo`)

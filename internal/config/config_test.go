@@ -73,7 +73,8 @@ func TestLoadFleet(t *testing.T) {
 				},
 			},
 		},
-		Ingest: IngestConfig{MaxBodyBytes: 16 << 20, MaxInflightBytes: 256 << 20},
+		Ingest:   IngestConfig{MaxBodyBytes: 16 << 20, MaxInflightBytes: 256 << 20},
+		APIProbe: DefaultAPIProbe,
 		Query: QueryConfig{
 			Engine:        EngineThanos,
 			LookbackDelta: model.Duration(5 * time.Minute),
@@ -186,6 +187,68 @@ func TestLoadDefaults(t *testing.T) {
 	})
 }
 
+// TestLoadKubeconfig: a cluster's kubeconfig_file is read at load into the client configuration
+// of its current context, with the files it names resolved against its own directory; a
+// reload (Load again) reads it again.
+func TestLoadKubeconfig(t *testing.T) {
+	cfg, err := LoadFile("testdata/kubeconfig.good.yml")
+	require.NoError(t, err)
+	eu1 := cfg.Cluster("eu-1")
+	require.Equal(t, "testdata/kubeconfig/eu-1.kubeconfig", eu1.KubeconfigFile)
+	require.NotNil(t, eu1.KubeConfig)
+	require.Equal(t, "https://eu-1.k8s.example.com:6443", eu1.KubeConfig.Host)
+	require.Equal(t, "testdata/secrets/ca.pem", eu1.KubeConfig.CAFile)
+	require.Equal(t, "testdata/secrets/eu-1-api.token", eu1.KubeConfig.BearerTokenFile)
+	require.Empty(t, cfg.Cluster("us-2").KubeconfigFile)
+	require.Nil(t, cfg.Cluster("us-2").KubeConfig)
+	require.Equal(t, APIProbeConfig{Interval: model.Duration(30 * time.Second), Timeout: model.Duration(10 * time.Second)}, cfg.APIProbe)
+
+	// Relative to the config file's directory, like every other file.
+	dir := t.TempDir()
+	kc, err := os.ReadFile("testdata/kubeconfig/eu-1.kubeconfig")
+	require.NoError(t, err)
+	ca, err := os.ReadFile("testdata/secrets/ca.pem")
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "kube", "secrets"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "secrets"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kube", "kubeconfig"), kc, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "secrets", "ca.pem"), ca, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "secrets", "eu-1-api.token"), []byte("first\n"), 0o600))
+	yml := []byte("clusters:\n- name: a\n  remote_write: {bearer_token_file: " + filepath.Join(dir, "secrets", "eu-1-api.token") + "}\n  kubeconfig_file: kube/kubeconfig\n")
+	cfg, err = Load(yml, dir)
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(dir, "kube", "kubeconfig"), cfg.Cluster("a").KubeconfigFile)
+	require.Equal(t, filepath.Join(dir, "secrets", "ca.pem"), cfg.Cluster("a").KubeConfig.CAFile)
+
+	// Load reads the kubeconfig again: a changed server is the new one, a broken file an error.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kube", "kubeconfig"), []byte(strings.Replace(string(kc), "eu-1.k8s.example.com", "eu-1-new.k8s.example.com", 1)), 0o600))
+	cfg, err = Load(yml, dir)
+	require.NoError(t, err)
+	require.Equal(t, "https://eu-1-new.k8s.example.com:6443", cfg.Cluster("a").KubeConfig.Host)
+	require.NoError(t, os.Remove(filepath.Join(dir, "secrets", "ca.pem")))
+	_, err = Load(yml, dir)
+	require.ErrorContains(t, err, `cluster "a": kubeconfig_file: `+filepath.Join(dir, "kube", "kubeconfig")+": invalid configuration: unable to read certificate-authority")
+}
+
+func TestAPIProbeSection(t *testing.T) {
+	for in, want := range map[string]APIProbeConfig{
+		"clusters: []":                           DefaultAPIProbe,
+		"api_probe:":                             DefaultAPIProbe,
+		"api_probe: {}":                          DefaultAPIProbe,
+		"api_probe: {interval: 1m}":              {Interval: model.Duration(time.Minute), Timeout: DefaultAPIProbe.Timeout},
+		"api_probe: {interval: 2s}":              {Interval: model.Duration(2 * time.Second), Timeout: model.Duration(2 * time.Second)},
+		"api_probe: {timeout: 1s}":               {Interval: DefaultAPIProbe.Interval, Timeout: model.Duration(time.Second)},
+		"api_probe: {interval: 5s, timeout: 5s}": {Interval: model.Duration(5 * time.Second), Timeout: model.Duration(5 * time.Second)},
+	} {
+		cfg, err := Load([]byte(in), ".")
+		require.NoError(t, err, in)
+		require.Equal(t, want, cfg.APIProbe, in)
+	}
+	cfg, err := LoadFile("testdata/api_probe_short_interval.good.yml")
+	require.NoError(t, err)
+	require.Equal(t, APIProbeConfig{Interval: model.Duration(2 * time.Second), Timeout: model.Duration(2 * time.Second)}, cfg.APIProbe)
+}
+
 // TestLoadResolvesSecretsAgainstDir checks that relative secret paths follow the directory
 // Load is given and absolute ones are left alone.
 func TestLoadResolvesSecretsAgainstDir(t *testing.T) {
@@ -211,6 +274,16 @@ func TestSecretsAreNotMarshalled(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, string(out), "token-eu-1")
 	require.NotContains(t, string(out), "pw-us-2")
+
+	// The client configuration read from a kubeconfig (its token) is not dumped either; the
+	// file's path is.
+	cfg, err = LoadFile("testdata/kubeconfig.good.yml")
+	require.NoError(t, err)
+	require.Contains(t, cfg.Cluster("eu-1").KubeConfig.BearerToken, "api-token-eu-1")
+	out, err = yaml.Marshal(cfg)
+	require.NoError(t, err)
+	require.NotContains(t, string(out), "api-token-eu-1")
+	require.Contains(t, string(out), "kubeconfig_file: testdata/kubeconfig/eu-1.kubeconfig")
 }
 
 var badConfigs = []struct {
@@ -270,6 +343,25 @@ var badConfigs = []struct {
 	{"federate_negative_duration.bad.yml", "cluster \"eu-3\": not a valid duration string: \"-10s\""},
 	{"federate_http_client_invalid.bad.yml", "cluster \"eu-3\": federate.http client: at most one of basic_auth password, password_file & password_ref must be configured"},
 	{"federate_tls_invalid.bad.yml", "cluster \"eu-3\": exactly one of key or key_file must be configured when a client certificate is configured"},
+
+	// The kubeconfig fleetwatch reaches a cluster's API server with: read and checked at load,
+	// as kubectl would use it (the files it names relative to it).
+	{"kubeconfig_missing.bad.yml", "cluster \"eu-2\": kubeconfig_file: open testdata/kubeconfig/missing.kubeconfig: no such file or directory"},
+	{"kubeconfig_not_a_kubeconfig.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/not_a_kubeconfig.kubeconfig: json: cannot unmarshal string into Go struct field Config.clusters of type v1.NamedCluster"},
+	{"kubeconfig_no_context.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/no_context.kubeconfig: current-context is not set"},
+	{"kubeconfig_unknown_context.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/unknown_context.kubeconfig: invalid configuration: [context was not found for specified context: admin@eu-1, cluster has no server defined]"},
+	{"kubeconfig_no_server.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/no_server.kubeconfig: invalid configuration: no server found for cluster \"eu-1\""},
+	{"kubeconfig_bad_server_url.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/bad_server_url.kubeconfig: server: host must be a URL or a host:port pair: \"https://[::1:6443\""},
+	{"kubeconfig_ca_missing.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/ca_missing.kubeconfig: invalid configuration: unable to read certificate-authority testdata/secrets/missing-ca.pem for eu-1 due to open testdata/secrets/missing-ca.pem: no such file or directory"},
+	{"kubeconfig_ca_invalid.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/ca_invalid.kubeconfig: unable to load root certificates: unable to parse bytes as PEM block"},
+	{"kubeconfig_token_file_missing.bad.yml", "cluster \"eu-2\": kubeconfig_file: testdata/kubeconfig/token_file_missing.kubeconfig: open testdata/secrets/missing.token: no such file or directory"},
+
+	// The API server probe.
+	{"api_probe_timeout_over_interval.bad.yml", "api_probe.timeout: 10s is longer than interval 5s"},
+	{"api_probe_interval_zero.bad.yml", "api_probe.interval: must be > 0, got 0s"},
+	{"api_probe_timeout_zero.bad.yml", "api_probe.timeout: must be > 0, got 0s"},
+	{"api_probe_bad_duration.bad.yml", "api_probe: unknown unit \" seconds\" in duration \"15 seconds\""},
+	{"api_probe_unknown_field.bad.yml", "api_probe: yaml: unmarshal errors:\n  line 2: field every not found in type config.plain"},
 
 	// Ingest limits.
 	{"ingest_max_body_zero.bad.yml", "ingest: max_body_bytes: must be > 0, got 0"},
@@ -359,7 +451,15 @@ func checkInvariants(t *testing.T, cfg *Config) {
 			require.Positive(t, f.Timeout)
 			require.LessOrEqual(t, f.Timeout, f.Interval)
 		}
+		if c.KubeconfigFile != "" {
+			require.NotNil(t, c.KubeConfig, "cluster %q: kubeconfig_file not read", c.Name)
+			require.NotEmpty(t, c.KubeConfig.Host)
+		} else {
+			require.Nil(t, c.KubeConfig, "cluster %q: a client configuration without kubeconfig_file", c.Name)
+		}
 	}
+	require.Positive(t, cfg.APIProbe.Timeout)
+	require.LessOrEqual(t, cfg.APIProbe.Timeout, cfg.APIProbe.Interval)
 	require.Positive(t, cfg.Ingest.MaxBodyBytes)
 	require.GreaterOrEqual(t, cfg.Ingest.MaxInflightBytes, cfg.Ingest.MaxBodyBytes)
 	q := cfg.Query

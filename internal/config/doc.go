@@ -1,11 +1,12 @@
 // Package config loads and validates fleetwatch.yml: the clusters of the fleet, how each one
-// sends its metrics (or is pulled), and the settings of the global query view, the rules, the
-// correlation of alerts into incidents, placement and access.
+// sends its metrics (or is pulled) and how fleetwatch reaches its API server, and the settings of
+// the global query view, the API server probe, the rules, the correlation of alerts into
+// incidents, placement and access.
 //
 // Defaults are set and every field is validated in UnmarshalYAML (the `type plain` idiom of
 // Prometheus's config package), so a Config that loads without error is ready to use. Errors name
-// the cluster and the field that is wrong. Secrets (tokens, passwords) are read from files whose
-// paths are resolved against the directory of the config file.
+// the cluster and the field that is wrong. Secrets (tokens, passwords) and kubeconfigs are read
+// from files whose paths are resolved against the directory of the config file.
 //
 // Configuration flows one way, as in Prometheus. This package owns every type of fleetwatch.yml,
 // its default (defined here and nowhere else) and its validation, and it imports no fleetwatch

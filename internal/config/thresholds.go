@@ -34,6 +34,10 @@ type Thresholds struct {
 	// ControlPlaneFor: how long every apiserver of a cluster must be down before
 	// FleetClusterControlPlaneDown fires.
 	ControlPlaneFor model.Duration `yaml:"control_plane_for,omitempty"`
+	// APIUnreachableFor: how long fleetwatch's probe of a cluster's API server must fail, while
+	// the cluster's data is still fresh (not silent for longer than SilentAfter), before
+	// FleetClusterAPIUnreachable fires.
+	APIUnreachableFor model.Duration `yaml:"api_unreachable_for,omitempty"`
 	// DriftFor: how long a namespace/container must run different images in different
 	// clusters before FleetImageDrift fires.
 	DriftFor model.Duration `yaml:"drift_for,omitempty"`
@@ -44,6 +48,11 @@ type Thresholds struct {
 }
 
 // DefaultThresholds are the pack's defaults.
+//
+// APIUnreachableFor is 2m: with the default api_probe (every 15s, 5s timeout) that is eight
+// failed probes in a row, so an API server restarting or a load balancer failing over does not
+// warn, while fleetwatch losing its way to a cluster for good does before anyone needs to act
+// on the cluster.
 //
 // NodeReadyFor is 1m, not 0s: nodes that an autoscaler or an upgrade adds register NotReady
 // for the half minute or so their kubelet needs, and a scale-up of a few nodes at once would
@@ -62,6 +71,7 @@ var DefaultThresholds = Thresholds{
 	CrashLoopFor:       model.Duration(time.Minute),
 	SilentAfter:        model.Duration(2 * time.Minute),
 	ControlPlaneFor:    model.Duration(time.Minute),
+	APIUnreachableFor:  model.Duration(2 * time.Minute),
 	DriftFor:           model.Duration(30 * time.Minute),
 	EvaluationInterval: model.Duration(15 * time.Second),
 }
@@ -107,6 +117,7 @@ func (t Thresholds) Validate() error {
 		errs = append(errs, fmt.Errorf("rules.pack.silent_after: must be > 0, got %s", time.Duration(t.SilentAfter)))
 	}
 	duration("control_plane_for", t.ControlPlaneFor)
+	duration("api_unreachable_for", t.APIUnreachableFor)
 	duration("drift_for", t.DriftFor)
 	duration("evaluation_interval", t.EvaluationInterval)
 	return errors.Join(errs...)

@@ -20,7 +20,7 @@ func TestThresholdsValidate(t *testing.T) {
 		{"defaults", func(*Thresholds) {}, nil},
 		{"ratios at 1 and zero durations", func(th *Thresholds) {
 			th.NodeReadyRatio, th.SaturationRatio, th.CrashLoopPerMinute = 1, 1, 0
-			th.NodeReadyFor, th.SaturationFor, th.CrashLoopFor, th.ControlPlaneFor, th.DriftFor, th.EvaluationInterval = 0, 0, 0, 0, 0, 0
+			th.NodeReadyFor, th.SaturationFor, th.CrashLoopFor, th.ControlPlaneFor, th.APIUnreachableFor, th.DriftFor, th.EvaluationInterval = 0, 0, 0, 0, 0, 0, 0
 		}, nil},
 		{"node_ready_ratio 0", func(th *Thresholds) { th.NodeReadyRatio = 0 },
 			[]string{"rules.pack.node_ready_ratio: must be in (0, 1], got 0"}},
@@ -48,6 +48,8 @@ func TestThresholdsValidate(t *testing.T) {
 			[]string{"rules.pack.silent_after: must be > 0, got -1m0s"}},
 		{"control_plane_for negative", func(th *Thresholds) { th.ControlPlaneFor = model.Duration(-time.Second) },
 			[]string{"rules.pack.control_plane_for: must be >= 0, got -1s"}},
+		{"api_unreachable_for negative", func(th *Thresholds) { th.APIUnreachableFor = model.Duration(-time.Second) },
+			[]string{"rules.pack.api_unreachable_for: must be >= 0, got -1s"}},
 		{"drift_for negative", func(th *Thresholds) { th.DriftFor = model.Duration(-time.Hour) },
 			[]string{"rules.pack.drift_for: must be >= 0, got -1h0m0s"}},
 		{"evaluation_interval negative", func(th *Thresholds) { th.EvaluationInterval = model.Duration(-time.Second) },

@@ -1,8 +1,9 @@
 // Package pack is fleetwatch's built-in rule pack: Prometheus recording and alerting rules for
 // the fleet's kube-state-metrics series (node health, request saturation, crash loops, silent
-// clusters, control planes, image drift), written as rule-file templates whose thresholds and
-// "for" durations come from config.Thresholds (rules.pack in fleetwatch.yml; internal/config
-// owns that type, its defaults and its validation).
+// clusters, control planes, API servers fleetwatch cannot reach, image drift), written as
+// rule-file templates whose thresholds and "for" durations come from config.Thresholds
+// (rules.pack in fleetwatch.yml; internal/config owns that type, its defaults and its
+// validation).
 //
 // It owns the templates, their rendering into ordinary rule files, each checked with
 // Prometheus's rulefmt, and their promtool unit tests (testdata/*_test.yml); rules/README.md

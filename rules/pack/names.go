@@ -58,6 +58,10 @@ const (
 	AlertClusterSilent = "FleetClusterSilent"
 	// AlertClusterControlPlaneDown: every API server of a cluster is down (critical).
 	AlertClusterControlPlaneDown = "FleetClusterControlPlaneDown"
+	// AlertClusterAPIUnreachable: fleetwatch's own probe of a cluster's API server has failed
+	// for rules.pack.api_unreachable_for while the cluster's data is still fresh, a one-sided
+	// partition: actions on the cluster cannot run (warning).
+	AlertClusterAPIUnreachable = "FleetClusterAPIUnreachable"
 	// AlertImageDrift: a namespace/container runs different images in different clusters
 	// (info).
 	AlertImageDrift = "FleetImageDrift"

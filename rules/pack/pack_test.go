@@ -93,6 +93,7 @@ func TestPromtoolTestsPinThresholds(t *testing.T) {
 		{"crash_loop_for", "crashloop_test.yml", func(th *config.Thresholds) { th.CrashLoopFor = model.Duration(45 * time.Second) }},
 		{"silent_after", "control_test.yml", func(th *config.Thresholds) { th.SilentAfter = model.Duration(105 * time.Second) }},
 		{"control_plane_for", "control_test.yml", func(th *config.Thresholds) { th.ControlPlaneFor = model.Duration(45 * time.Second) }},
+		{"api_unreachable_for", "control_test.yml", func(th *config.Thresholds) { th.APIUnreachableFor = model.Duration(105 * time.Second) }},
 		{"drift_for", "drift_test.yml", func(th *config.Thresholds) { th.DriftFor = model.Duration(29*time.Minute + 45*time.Second) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,6 +198,7 @@ func TestRenderThresholds(t *testing.T) {
 		CrashLoopFor:       model.Duration(3 * time.Minute),
 		SilentAfter:        model.Duration(5 * time.Minute),
 		ControlPlaneFor:    model.Duration(4 * time.Minute),
+		APIUnreachableFor:  model.Duration(7 * time.Minute),
 		DriftFor:           model.Duration(time.Hour),
 		EvaluationInterval: model.Duration(30 * time.Second),
 	}
@@ -218,6 +220,7 @@ func TestRenderThresholds(t *testing.T) {
 		{"FleetWorkloadCrashLooping", "namespace_workload:kube_pod_container_crashloop_restarts_per_minute:rate2m > 5", 3 * time.Minute, "above the threshold of 5 for more than 3m."},
 		{"FleetClusterSilent", "cluster:fleetwatch_cluster_ingest_age_seconds:max > 300", 0, "longer than 5m."},
 		{"FleetClusterControlPlaneDown", "cluster:apiserver_up:max == 0", 4 * time.Minute, "for more than 4m."},
+		{"FleetClusterAPIUnreachable", "  max by (cluster) (fleetwatch_cluster_api_up) == 0\nand on (cluster)\n  cluster:fleetwatch_cluster_ingest_age_seconds:max <= 300\n", 7 * time.Minute, "has failed for more than 7m, while"},
 		{"FleetImageDrift", "", time.Hour, "for more than 1h."},
 	} {
 		t.Run(tc.alert, func(t *testing.T) {
