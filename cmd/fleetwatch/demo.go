@@ -26,21 +26,24 @@ import (
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/agent"
 	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/internal/kubelab"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
 type demoCmd struct {
-	cmd         *kingpin.CmdClause
-	listen      string
-	tsdbPath    string
-	scenario    string
-	clusters    int
-	nodes       int
-	podsPerNode int
-	interval    time.Duration
-	log         *logFlags
+	cmd           *kingpin.CmdClause
+	listen        string
+	tsdbPath      string
+	scenario      string
+	clusters      int
+	nodes         int
+	podsPerNode   int
+	interval      time.Duration
+	controlPlanes bool
+	cpBinDir      string
+	log           *logFlags
 }
 
 func newDemoCmd(app *kingpin.Application) *demoCmd {
@@ -52,6 +55,8 @@ func newDemoCmd(app *kingpin.Application) *demoCmd {
 	d.cmd.Flag("nodes", "Nodes per simulated cluster.").Default("50").IntVar(&d.nodes)
 	d.cmd.Flag("pods-per-node", "Pods per simulated node.").Default("30").IntVar(&d.podsPerNode)
 	d.cmd.Flag("scrape-interval", "How often each simulated cluster's Prometheus agent scrapes.").Default("5s").DurationVar(&d.interval)
+	d.cmd.Flag("control-planes", "Run the same fleet on real Kubernetes control planes (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kube-state-metrics per cluster; `make peers` builds them) and print a kubectl command per cluster.").BoolVar(&d.controlPlanes)
+	d.cmd.Flag("control-planes.bin-dir", "Directory holding the control-plane binaries.").Default(kubelab.DefaultBinDir()).StringVar(&d.cpBinDir)
 	d.log = addLogFlags(d.cmd)
 	return d
 }
@@ -74,6 +79,11 @@ var demoSignals = []struct{ name, query string }{
 
 func (d *demoCmd) run() error {
 	logger := d.log.logger()
+	if d.controlPlanes {
+		if missing := kubelab.MissingBinaries(d.cpBinDir); len(missing) > 0 {
+			return fmt.Errorf("--control-planes needs %s in %s: run `make peers` first (it builds them from the Go module proxy, about 15 minutes the first time)", strings.Join(missing, ", "), d.cpBinDir)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -103,6 +113,14 @@ func (d *demoCmd) run() error {
 		return err
 	}
 	defer s.Close()
+	var fleet *kubelab.Fleet
+	if d.controlPlanes {
+		fmt.Fprintf(os.Stdout, "starting %d control planes (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-state-metrics each)...\n", len(names))
+		if fleet, err = startControlPlanes(s, filepath.Join(dir, "clusters"), d.cpBinDir, quiet); err != nil {
+			return err
+		}
+		defer fleet.Close()
+	}
 	simLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -123,6 +141,9 @@ func (d *demoCmd) run() error {
 		}
 		fmt.Fprintf(&cfg, "  - name: %s\n    labels: {region: %s, tier: %s}\n    cost_per_cpu_hour: %.3f\n    remote_write: {bearer_token_file: %s.token}\n",
 			c, strings.SplitN(c, "-", 2)[0], []string{"prod", "staging"}[i%2], 0.03+0.002*float64(i), c)
+		if fleet != nil {
+			fmt.Fprintf(&cfg, "    kubeconfig_file: %s\n", fleet.Cluster(c).FleetwatchKubeconfig)
+		}
 	}
 	cfgPath := filepath.Join(dir, "demo", "fleetwatch.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
@@ -156,7 +177,11 @@ func (d *demoCmd) run() error {
 		return <-srvDone
 	}
 	for _, c := range names {
-		a, err := agent.Start(agentConfig(c, simLn.Addr().String(), fwURL, filepath.Join(dir, "demo", c+".token"), d.interval),
+		scrapes := simScrapeConfigs(c, simLn.Addr().String())
+		if fleet != nil {
+			scrapes = fleet.Endpoint(c).ScrapeConfigs(d.interval)
+		}
+		a, err := agent.Start(agentConfig(scrapes, fwURL, filepath.Join(dir, "demo", c+".token"), d.interval),
 			filepath.Join(dir, "demo", "agent-"+c), quiet.With("component", "agent", "cluster", c))
 		if err != nil {
 			_ = stopAll()
@@ -170,6 +195,11 @@ func (d *demoCmd) run() error {
 	}
 
 	printBanner(os.Stdout, fwURL, d, names)
+	if fleet != nil {
+		fmt.Fprintln(os.Stdout, "\nEach cluster has a real API server; try kubectl (cordon a node, scale or roll back a Deployment) and watch it arrive:")
+		printControlPlanes(os.Stdout, fleet)
+		fmt.Fprintln(os.Stdout)
+	}
 	incidents, unsubscribe := srv.incidents.Subscribe()
 	go printIncidents(ctx, os.Stdout, incidents)
 	go printPlacements(ctx, os.Stdout, srv.schedule, d.interval)
@@ -179,24 +209,29 @@ func (d *demoCmd) run() error {
 	return stopAll()
 }
 
-func agentConfig(cluster, simAddr, fwURL, tokenFile string, interval time.Duration) string {
+// simScrapeConfigs scrape the simulator's series of a cluster.
+func simScrapeConfigs(cluster, simAddr string) string {
+	return fmt.Sprintf(`  - job_name: kube-state-metrics
+    metrics_path: /clusters/%[1]s/metrics
+    static_configs: [{targets: ['%[2]s']}]
+  - job_name: apiserver
+    metrics_path: /clusters/%[1]s/apiserver/metrics
+    static_configs: [{targets: ['%[2]s']}]
+`, cluster, simAddr)
+}
+
+func agentConfig(scrapeConfigs, fwURL, tokenFile string, interval time.Duration) string {
 	return fmt.Sprintf(`global:
   scrape_interval: %[1]s
   scrape_timeout: %[1]s
 scrape_configs:
-  - job_name: kube-state-metrics
-    metrics_path: /clusters/%[2]s/metrics
-    static_configs: [{targets: ['%[3]s']}]
-  - job_name: apiserver
-    metrics_path: /clusters/%[2]s/apiserver/metrics
-    static_configs: [{targets: ['%[3]s']}]
-remote_write:
-  - url: %[4]s/api/v1/write
+%[2]sremote_write:
+  - url: %[3]s/api/v1/write
     protobuf_message: io.prometheus.write.v2.Request
-    authorization: {credentials_file: %[5]s}
+    authorization: {credentials_file: %[4]s}
     queue_config: {batch_send_deadline: 1s}
     metadata_config: {send: false} # 2.0 carries metadata with every series
-`, model.Duration(interval), cluster, simAddr, fwURL, tokenFile)
+`, model.Duration(interval), scrapeConfigs, fwURL, tokenFile)
 }
 
 // printIncidents prints each incident as it opens, changes cause or resolves.

@@ -25,6 +25,7 @@ import (
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	pmodel "github.com/prometheus/common/model"
 
+	"github.com/fleetwatch/fleetwatch/internal/kubelab"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
@@ -47,6 +48,12 @@ type Options struct {
 	// MemberRules, when set, is a Prometheus rule file every cluster's Prometheus evaluates;
 	// its alerts go to fleetwatch's Alertmanager API with the cluster's token.
 	MemberRules string
+	// ControlPlanes gives every cluster a real control plane (`fleetwatch sim
+	// --control-planes`): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+	// kube-state-metrics. Each member Prometheus then scrapes the real kube-state-metrics and
+	// API server, fleetwatch reaches each API server through a proxy the test can cut (and its
+	// kubeconfig_file), and each Prometheus remote-writes through a proxy of its own.
+	ControlPlanes bool
 }
 
 // Lab is a running fleet lab.
@@ -66,6 +73,8 @@ type Lab struct {
 	Members map[string]*Member
 	// Clusters are the simulated clusters' names, in order.
 	Clusters []string
+	// ControlPlanes are the clusters' control planes, by name (Options.ControlPlanes).
+	ControlPlanes map[string]*ControlPlane
 }
 
 // Member is one cluster's Prometheus.
@@ -73,6 +82,9 @@ type Member struct {
 	Cluster string
 	Process *testenv.Process
 	URL     string
+	// MetricsPath is the proxy the member remote-writes through (Options.ControlPlanes).
+	MetricsPath *kubelab.Proxy
+	args        []string
 }
 
 // Start starts the whole lab and waits until every cluster's data has arrived in fleetwatch.
@@ -98,11 +110,24 @@ func Start(t testing.TB, o Options) *Lab {
 
 	// The simulator.
 	simAddr := testenv.FreePort(t)
-	l.Sim = testenv.Start(t, "sim", fw, "sim", "--web.listen-address="+simAddr,
+	simArgs := []string{"sim", "--web.listen-address=" + simAddr,
 		fmt.Sprintf("--clusters=%d", o.Clusters), fmt.Sprintf("--nodes=%d", o.Nodes),
-		fmt.Sprintf("--pods-per-node=%d", o.PodsPerNode), "--cluster.names="+strings.Join(l.Clusters, ","))
+		fmt.Sprintf("--pods-per-node=%d", o.PodsPerNode), "--cluster.names=" + strings.Join(l.Clusters, ",")}
+	if o.ControlPlanes {
+		for _, b := range append(kubelab.Binaries, kubelab.BinKubectl) {
+			testenv.Peer(t, b)
+		}
+		simArgs = append(simArgs, "--control-planes", "--control-planes.dir="+filepath.Join(l.dir, "clusters"),
+			"--control-planes.bin-dir="+testenv.PeersBin())
+	}
+	l.Sim = testenv.Start(t, "sim", fw, simArgs...)
 	l.SimURL = "http://" + simAddr
-	l.Sim.WaitReady(t, l.SimURL+"/clusters", 30*time.Second)
+	if o.ControlPlanes {
+		l.Sim.WaitReady(t, l.SimURL+"/control-planes", 5*time.Minute)
+		l.readControlPlanes()
+	} else {
+		l.Sim.WaitReady(t, l.SimURL+"/clusters", 30*time.Second)
+	}
 
 	// A real Alertmanager, for what comes after the view.
 	amAddr := testenv.FreePort(t)
@@ -120,6 +145,9 @@ func Start(t testing.TB, o Options) *Lab {
 		testenv.WriteFile(t, l.dir, c+".token", "token-"+c+"\n")
 		fmt.Fprintf(&cfg, "  - name: %s\n    labels: {region: %s, tier: %s}\n    cost_per_cpu_hour: %g\n    remote_write: {bearer_token_file: %s.token}\n",
 			c, strings.SplitN(c, "-", 2)[0], []string{"prod", "staging"}[i%2], 0.03+0.001*float64(i), c)
+		if cp := l.ControlPlanes[c]; cp != nil {
+			fmt.Fprintf(&cfg, "    kubeconfig_file: %s\n", cp.FleetwatchKubeconfig)
+		}
 	}
 	fmt.Fprintf(&cfg, "rules:\n  alertmanagers: [%s]\n%s", l.AlertmanagerURL, o.Rules)
 	fmt.Fprintf(&cfg, "correlate:\n  alertmanagers: [%s]\n%s", l.AlertmanagerURL, o.Correlate)
@@ -295,18 +323,30 @@ func (l *Lab) startMember(prom, cluster string) *Member {
 	dir := filepath.Join(l.dir, "prometheus-"+cluster)
 	addr := testenv.FreePort(t)
 	simHost := strings.TrimPrefix(l.SimURL, "http://")
+	scrapes := fmt.Sprintf(`  - job_name: kube-state-metrics
+    metrics_path: /clusters/%[1]s/metrics
+    static_configs: [{targets: ['%[2]s']}]
+  - job_name: apiserver
+    metrics_path: /clusters/%[1]s/apiserver/metrics
+    static_configs: [{targets: ['%[2]s']}]
+`, cluster, simHost)
+	fwURL := l.FleetwatchURL
+	var metricsPath *kubelab.Proxy
+	if cp := l.ControlPlanes[cluster]; cp != nil {
+		scrapes = cp.Endpoint.ScrapeConfigs(l.opts.ScrapeInterval)
+		var err error
+		if metricsPath, err = kubelab.NewProxy(strings.TrimPrefix(l.FleetwatchURL, "http://")); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(metricsPath.Close)
+		fwURL = "http://" + metricsPath.Addr()
+	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: %[1]s
   scrape_timeout: %[1]s
   evaluation_interval: %[1]s
 scrape_configs:
-  - job_name: kube-state-metrics
-    metrics_path: /clusters/%[2]s/metrics
-    static_configs: [{targets: ['%[3]s']}]
-  - job_name: apiserver
-    metrics_path: /clusters/%[2]s/apiserver/metrics
-    static_configs: [{targets: ['%[3]s']}]
-remote_write:
+%[2]sremote_write:
   - url: %[4]s/api/v1/write
     authorization: {credentials_file: %[5]s}
     queue_config: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}
@@ -315,18 +355,18 @@ alerting:
   alertmanagers:
     - static_configs: [{targets: ['%[6]s']}]
       authorization: {credentials_file: %[5]s}
-`, promDuration(l.opts.ScrapeInterval), cluster, simHost, l.FleetwatchURL, filepath.Join(l.dir, cluster+".token"),
-		strings.TrimPrefix(l.FleetwatchURL, "http://"))
+`, promDuration(l.opts.ScrapeInterval), scrapes, "", fwURL, filepath.Join(l.dir, cluster+".token"),
+		strings.TrimPrefix(fwURL, "http://"))
 	if l.opts.MemberRules != "" {
 		cfg += "rule_files: [" + testenv.WriteFile(t, l.dir, "member-rules.yml", l.opts.MemberRules) + "]\n"
 	}
 	cfgPath := testenv.WriteFile(t, l.dir, "prometheus-"+cluster+".yml", cfg)
 	// A short resend delay: Prometheus's first send precedes its discovery of the
 	// Alertmanager and is lost; the next one would otherwise come a minute later.
-	p := testenv.Start(t, "prometheus-"+cluster, prom, "--config.file="+cfgPath,
-		"--storage.tsdb.path="+dir, "--web.listen-address="+addr, "--rules.alert.resend-delay=2s")
+	args := []string{"--config.file=" + cfgPath, "--storage.tsdb.path=" + dir, "--web.listen-address=" + addr, "--rules.alert.resend-delay=2s"}
+	p := testenv.Start(t, "prometheus-"+cluster, prom, args...)
 	p.WaitReady(t, "http://"+addr+"/-/ready", 60*time.Second)
-	return &Member{Cluster: cluster, Process: p, URL: "http://" + addr}
+	return &Member{Cluster: cluster, Process: p, URL: "http://" + addr, MetricsPath: metricsPath, args: append([]string{prom}, args...)}
 }
 
 // promDuration renders a duration the way Prometheus's config wants it.

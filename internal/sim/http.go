@@ -18,6 +18,7 @@ const maxScenarioBytes = 1 << 20
 //	GET  /clusters/{name}/metrics            kube-state-metrics v2 series of a cluster
 //	GET  /clusters/{name}/apiserver/metrics  200 while the control plane is up, 503 while down
 //	POST /clusters/{name}/recover            back to baseline ("all" for every cluster)
+//	     /control-planes/...                 with real control planes: their endpoints and faults
 //	GET  /scenarios                          scenarios and their state
 //	POST /scenarios                          upload a scenario (YAML body)
 //	GET  /scenarios/{name}                   one scenario's status and steps
@@ -40,6 +41,8 @@ func (s *Sim) routes() *http.ServeMux {
 	mux.HandleFunc("POST /scenarios/{name}/start", s.handleScenario(s.StartScenario, http.StatusOK))
 	mux.HandleFunc("POST /scenarios/{name}/stop", s.handleScenario(s.StopScenario, http.StatusOK))
 	mux.HandleFunc("POST /scenarios/{name}/step", s.handleScenario(s.StepScenario, http.StatusOK))
+	mux.HandleFunc("/control-planes/", s.handleControlPlanes)
+	mux.HandleFunc("/control-planes", s.handleControlPlanes)
 	return mux
 }
 
@@ -54,6 +57,18 @@ func (s *Sim) handleIndex(w http.ResponseWriter, _ *http.Request) {
 	_, _ = io.WriteString(w, b.String())
 }
 
+// handleControlPlanes hands /control-planes to the actuator, if there is one.
+func (s *Sim) handleControlPlanes(w http.ResponseWriter, r *http.Request) {
+	s.mu.RLock()
+	a := s.actuator
+	s.mu.RUnlock()
+	if a == nil {
+		http.Error(w, "this fleet lab has no control planes (fleetwatch sim --control-planes)", http.StatusNotFound)
+		return
+	}
+	a.Handler().ServeHTTP(w, r)
+}
+
 func (s *Sim) handleClusters(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.Truth())
 }
@@ -61,6 +76,13 @@ func (s *Sim) handleClusters(w http.ResponseWriter, _ *http.Request) {
 func (s *Sim) handleMetrics(pick func(*clusterEndpoints) http.Handler, apiserver bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
+		s.mu.RLock()
+		real := s.actuator != nil
+		s.mu.RUnlock()
+		if real {
+			http.Error(w, "cluster "+name+" has a real control plane: scrape its kube-state-metrics and API server (GET /control-planes)", http.StatusNotFound)
+			return
+		}
 		e, ok := s.endpoints[name]
 		if !ok {
 			writeError(w, fmt.Errorf("%w %q", ErrUnknownCluster, name))

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -179,8 +180,17 @@ func (s *Sim) StopScenario(name string) (ScenarioStatus, error) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	var errs []error
 	for _, n := range names {
+		if s.actuator != nil {
+			errs = append(errs, s.actuate(n, Step{Action: ActionRecover}, now))
+			continue
+		}
 		s.byName[n].recover(now)
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.logger.Warn("Scenario stopped, recovering failed", "scenario", name, "err", err)
+		r.lastErr = err.Error()
 	}
 	if r.state != StateIdle {
 		s.logger.Info("Scenario stopped", "scenario", name, "recovered", names)
@@ -280,6 +290,12 @@ func (s *Sim) applyStep(st *Step) ([]string, error) {
 	names := make([]string, 0, len(cs))
 	for _, c := range cs {
 		names = append(names, c.name)
+		if s.actuator != nil {
+			if err := s.actuate(c.name, *st, now); err != nil {
+				return names, err
+			}
+			continue
+		}
 		switch st.Action {
 		case ActionNodesNotReady:
 			c.nodesNotReady(st.Count, st.Crash, st.RestartsPerMinute, now)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,6 +111,8 @@ type Sim struct {
 	byName   map[string]*cluster
 	runs     map[string]*run
 	order    []string // scenario names in the order they were added
+	// actuator, when set, carries steps out on real clusters (see Actuator).
+	actuator Actuator
 
 	// Set in New and never changed: safe to read without mu.
 	endpoints map[string]*clusterEndpoints
@@ -226,6 +229,21 @@ type ClusterTruth struct {
 // Truth returns the current truth of every cluster, in cluster order.
 func (s *Sim) Truth() []ClusterTruth {
 	s.mu.RLock()
+	a := s.actuator
+	if a != nil {
+		// The actuator reads its clusters' objects; it must not wait for a step in progress.
+		s.mu.RUnlock()
+		out := make([]ClusterTruth, 0, len(s.opts.Clusters))
+		for _, name := range s.opts.Clusters {
+			t, err := a.Truth(name)
+			if err != nil {
+				s.logger.Warn("Truth of a cluster", "cluster", name, "err", err)
+				t = ClusterTruth{Name: name}
+			}
+			out = append(out, t)
+		}
+		return out
+	}
 	defer s.mu.RUnlock()
 	now := s.now()
 	out := make([]ClusterTruth, 0, len(s.clusters))
@@ -290,7 +308,23 @@ func (s *Sim) Recover(clusterName string) error {
 	}
 	now := s.now()
 	for _, c := range cs {
+		if s.actuator != nil {
+			if err := s.actuate(c.name, Step{Action: ActionRecover}, now); err != nil {
+				return err
+			}
+			continue
+		}
 		c.recover(now)
+	}
+	return nil
+}
+
+// actuate carries one step out on one cluster through the actuator.
+func (s *Sim) actuate(cluster string, st Step, now time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), actuatorTimeout)
+	defer cancel()
+	if err := s.actuator.Apply(ctx, cluster, st, now); err != nil {
+		return fmt.Errorf("cluster %s: %w", cluster, err)
 	}
 	return nil
 }

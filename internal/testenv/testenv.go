@@ -23,16 +23,12 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/fleetwatch/fleetwatch/internal/kubelab"
 )
 
-// PeersBin is the directory holding the peer binaries.
-func PeersBin() string {
-	if d := os.Getenv("FLEETWATCH_PEERS_BIN"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "fleetwatch", "peers", "bin")
-}
+// PeersBin is the directory holding the peer binaries (kubelab.DefaultBinDir).
+func PeersBin() string { return kubelab.DefaultBinDir() }
 
 // Peer returns the path of a peer binary, skipping the test when it is not installed and the
 // test runs with -short; without -short a missing peer fails the test, so CI cannot go green

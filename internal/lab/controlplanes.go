@@ -1,0 +1,92 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os/exec"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/fleetwatch/fleetwatch/internal/kubelab"
+	"github.com/fleetwatch/fleetwatch/internal/testenv"
+)
+
+// ControlPlane is one lab cluster's real control plane (Options.ControlPlanes).
+type ControlPlane struct {
+	kubelab.Endpoint
+	// Client is an admin client of the API server (directly, not through fleetwatch's path).
+	Client kubernetes.Interface
+}
+
+func (l *Lab) readControlPlanes() {
+	var eps []kubelab.Endpoint
+	l.getJSON("/control-planes", &eps)
+	l.ControlPlanes = map[string]*ControlPlane{}
+	for _, e := range eps {
+		cfg, err := clientcmd.BuildConfigFromFlags("", e.Kubeconfig)
+		if err != nil {
+			l.t.Fatalf("kubeconfig of %s: %v", e.Name, err)
+		}
+		cfg.QPS, cfg.Burst = 50, 100
+		c, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		l.ControlPlanes[e.Name] = &ControlPlane{Endpoint: e, Client: c}
+	}
+	if len(l.ControlPlanes) != len(l.Clusters) {
+		l.t.Fatalf("%d control planes for %d clusters", len(l.ControlPlanes), len(l.Clusters))
+	}
+}
+
+// Kubectl runs the real kubectl against a cluster's API server and returns its output.
+func (l *Lab) Kubectl(cluster string, args ...string) string {
+	l.t.Helper()
+	cp := l.ControlPlanes[cluster]
+	if cp == nil {
+		l.t.Fatalf("cluster %s has no control plane", cluster)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.Peer(l.t, kubelab.BinKubectl), append([]string{"--kubeconfig", cp.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("kubectl %s (cluster %s): %v\n%s", strings.Join(args, " "), cluster, err, out)
+	}
+	return string(out)
+}
+
+// Fault posts a fault to the simulator's control planes: part/op is apiserver/stop,
+// apiserver/start, fleetwatch-path/cut, fleetwatch-path/heal or fleetwatch-path/latency
+// (query: duration=2s).
+func (l *Lab) Fault(cluster, partOp string, query url.Values) {
+	l.t.Helper()
+	path := "/control-planes/" + url.PathEscape(cluster) + "/" + partOp
+	if len(query) > 0 {
+		path += "?" + query.Encode()
+	}
+	l.post(path, nil)
+}
+
+// StopPrometheus stops a cluster's Prometheus (SIGKILL): the cluster goes silent.
+func (l *Lab) StopPrometheus(cluster string) {
+	l.Members[cluster].Process.Kill()
+}
+
+// StartPrometheus starts a stopped cluster's Prometheus again, on the same address,
+// configuration and data.
+func (l *Lab) StartPrometheus(cluster string) {
+	l.t.Helper()
+	m := l.Members[cluster]
+	m.Process = testenv.Start(l.t, "prometheus-"+cluster, m.args[0], m.args[1:]...)
+	m.Process.WaitReady(l.t, m.URL+"/-/ready", 60*time.Second)
+}
+
+// String describes the control plane for a test log.
+func (cp *ControlPlane) String() string {
+	return fmt.Sprintf("%s: API server %s, fleetwatch's path %s, kube-state-metrics %s", cp.Name, cp.APIServer, cp.FleetwatchAPIServer, cp.KubeStateMetrics)
+}
