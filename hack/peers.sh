@@ -15,7 +15,7 @@ ALERTMANAGER_VERSION=v0.30.0
 THANOS_VERSION=v0.42.4
 KUBERNETES_VERSION=v1.34.3
 ETCD_VERSION=v3.6.6
-KUBE_STATE_METRICS_VERSION=v2.20.0
+KUBE_STATE_METRICS_VERSION=v2.18.0
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=${FLEETWATCH_PEERS_DIR:-$HOME/.cache/fleetwatch/peers}
@@ -101,13 +101,16 @@ prometheus_tools() {
 alertmanager_tools() {
 	install_go alertmanager github.com/prometheus/alertmanager/cmd/alertmanager "$ALERTMANAGER_VERSION"
 	install_go amtool github.com/prometheus/alertmanager/cmd/amtool "$ALERTMANAGER_VERSION"
-	# kube-state-metrics' go.mod has no replace directives: go install takes it as published.
-	install_go kube-state-metrics k8s.io/kube-state-metrics/v2 "$KUBE_STATE_METRICS_VERSION"
 	install_wrapped etcd etcd github.com/fleetwatch/fleetwatch/hack/peers/etcd/cmd/etcd "$ETCD_VERSION"
 }
-job kubernetes install_wrapped_many kubernetes "$KUBERNETES_VERSION" \
-	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-	k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+kubernetes_tools() {
+	install_wrapped_many kubernetes "$KUBERNETES_VERSION" \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+	# After the Kubernetes commands: the same client-go and apimachinery, from the build cache.
+	install_wrapped kube-state-metrics kube-state-metrics k8s.io/kube-state-metrics/v2 "$KUBE_STATE_METRICS_VERSION"
+}
+job kubernetes kubernetes_tools
 job prometheus prometheus_tools
 job alertmanager alertmanager_tools
 # Thanos is built with the slicelabels tag, as its own release build (.promu.yml) is: its

@@ -48,3 +48,17 @@ func TestDemoReadsThePacksSeries(t *testing.T) {
 	require.Equal(t, "CPU requests at 86% of allocatable", lines["cluster eu-1 cpu"])
 	require.NotContains(t, lines, "cluster eu-1 memory")
 }
+
+// TestDemoControlPlanesWithoutBinaries: without the control-plane binaries, `demo
+// --control-planes` says in one line which are missing and how to get them, before it starts
+// anything.
+func TestDemoControlPlanesWithoutBinaries(t *testing.T) {
+	d := &demoCmd{controlPlanes: true, cpBinDir: t.TempDir(), log: &logFlags{level: "info", format: "logfmt"}}
+	err := d.run()
+	require.Error(t, err)
+	msg := err.Error()
+	require.NotContains(t, msg, "\n")
+	for _, want := range []string{"etcd", "kube-apiserver", "kube-state-metrics", "make peers", d.cpBinDir} {
+		require.Contains(t, msg, want)
+	}
+}
