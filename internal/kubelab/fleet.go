@@ -245,7 +245,9 @@ func DeploymentObject(d sim.InventoryDeployment) *appsv1.Deployment {
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: containers, TerminationGracePeriodSeconds: ptr.To[int64](0)},
+				// The default grace period (30s): a deleted or evicted pod waits for its kubelet,
+				// which stops the containers at once and confirms the deletion.
+				Spec: corev1.PodSpec{Containers: containers},
 			},
 		},
 	}

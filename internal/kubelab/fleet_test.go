@@ -195,6 +195,10 @@ func TestFleetDataPlane(t *testing.T) {
 					return errors.New("the evicted pod still runs")
 				}
 			}
+			// Its kubelet confirmed the deletion: the pod is gone, not left terminating.
+			if _, err := c.Client.CoreV1().Pods("shop").Get(ctx, pods[0].Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("the evicted pod is still in the API (%v)", err)
+			}
 			return nil
 		})
 	})
