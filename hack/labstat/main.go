@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -36,6 +37,8 @@ func main() {
 	window := flag.Duration("window", 60*time.Second, "CPU measuring window")
 	binDir := flag.String("bin-dir", kubelab.DefaultBinDir(), "control-plane binaries")
 	flag.Parse()
+	// A closed stdout (| head) must not kill labstat before it stops the lab.
+	signal.Ignore(syscall.SIGPIPE)
 	if err := run(*fw, *binDir, *clusters, *nodes, *pods, *settle, *window); err != nil {
 		fmt.Fprintln(os.Stderr, "labstat:", err)
 		os.Exit(1)
