@@ -17,6 +17,10 @@
 // Everything time-dependent (restart counters, saturation ramps, apiserver counters, scenario
 // steps) is computed from Options.Now, so tests drive it with a fake clock.
 //
-// The package must not touch anything outside its own model: it never talks to a real
-// cluster, never registers metrics in a global registry and reads no flags.
+// With an Actuator (SetActuator; internal/kubelab gives every cluster a real control plane),
+// steps act on real clusters through their API servers instead, the truth comes from their
+// objects, and the real kube-state-metrics serves the series.
+//
+// The package itself never talks to a real cluster (an Actuator does), never registers
+// metrics in a global registry and reads no flags.
 package sim
