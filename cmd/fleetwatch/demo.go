@@ -177,7 +177,7 @@ func (d *demoCmd) run() error {
 		return <-srvDone
 	}
 	for _, c := range names {
-		scrapes := simScrapeConfigs(c, simLn.Addr().String())
+		scrapes := sim.ScrapeConfigs(c, simLn.Addr().String())
 		if fleet != nil {
 			scrapes = fleet.Endpoint(c).ScrapeConfigs(d.interval)
 		}
@@ -207,17 +207,6 @@ func (d *demoCmd) run() error {
 	unsubscribe()
 	fmt.Fprintln(os.Stdout, "stopping: agents, simulator, fleetwatch")
 	return stopAll()
-}
-
-// simScrapeConfigs scrape the simulator's series of a cluster.
-func simScrapeConfigs(cluster, simAddr string) string {
-	return fmt.Sprintf(`  - job_name: kube-state-metrics
-    metrics_path: /clusters/%[1]s/metrics
-    static_configs: [{targets: ['%[2]s']}]
-  - job_name: apiserver
-    metrics_path: /clusters/%[1]s/apiserver/metrics
-    static_configs: [{targets: ['%[2]s']}]
-`, cluster, simAddr)
 }
 
 func agentConfig(scrapeConfigs, fwURL, tokenFile string, interval time.Duration) string {

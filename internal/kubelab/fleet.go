@@ -621,14 +621,7 @@ func (c *Cluster) truth() (sim.ClusterTruth, error) {
 	for k, set := range images {
 		t.Images[k] = sortedImages(set)
 	}
-	t.AllocatableCPUCores, t.RequestedCPUCores = float64(allocCPU)/1000, float64(reqCPU)/1000
-	t.AllocatableMemoryBytes, t.RequestedMemoryBytes = float64(allocMem), float64(reqMem)
-	if allocCPU > 0 {
-		t.CPURequestRatio = float64(reqCPU) / float64(allocCPU)
-	}
-	if allocMem > 0 {
-		t.MemoryRequestRatio = float64(reqMem) / float64(allocMem)
-	}
+	t.SetResources(allocCPU, reqCPU, allocMem, reqMem)
 	return t, nil
 }
 

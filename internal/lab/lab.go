@@ -323,13 +323,7 @@ func (l *Lab) startMember(prom, cluster string) *Member {
 	dir := filepath.Join(l.dir, "prometheus-"+cluster)
 	addr := testenv.FreePort(t)
 	simHost := strings.TrimPrefix(l.SimURL, "http://")
-	scrapes := fmt.Sprintf(`  - job_name: kube-state-metrics
-    metrics_path: /clusters/%[1]s/metrics
-    static_configs: [{targets: ['%[2]s']}]
-  - job_name: apiserver
-    metrics_path: /clusters/%[1]s/apiserver/metrics
-    static_configs: [{targets: ['%[2]s']}]
-`, cluster, simHost)
+	scrapes := sim.ScrapeConfigs(cluster, simHost)
 	fwURL := l.FleetwatchURL
 	var metricsPath *kubelab.Proxy
 	if cp := l.ControlPlanes[cluster]; cp != nil {

@@ -57,6 +57,19 @@ func (s *Sim) handleIndex(w http.ResponseWriter, _ *http.Request) {
 	_, _ = io.WriteString(w, b.String())
 }
 
+// ScrapeConfigs is the scrape_configs part of a Prometheus configuration for one simulated
+// cluster served at simAddr (host:port): its kube-state-metrics series (job
+// kube-state-metrics) and its control-plane signal (job apiserver).
+func ScrapeConfigs(cluster, simAddr string) string {
+	return fmt.Sprintf(`  - job_name: kube-state-metrics
+    metrics_path: /clusters/%[1]s/metrics
+    static_configs: [{targets: ['%[2]s']}]
+  - job_name: apiserver
+    metrics_path: /clusters/%[1]s/apiserver/metrics
+    static_configs: [{targets: ['%[2]s']}]
+`, cluster, simAddr)
+}
+
 // handleControlPlanes hands /control-planes to the actuator, if there is one.
 func (s *Sim) handleControlPlanes(w http.ResponseWriter, r *http.Request) {
 	s.mu.RLock()

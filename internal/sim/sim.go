@@ -226,6 +226,19 @@ type ClusterTruth struct {
 	Images map[string][]string `json:"images"`
 }
 
+// SetResources sets the sums of allocatable and requested CPU (millicores) and memory (bytes),
+// and the ratios behind them.
+func (t *ClusterTruth) SetResources(allocCPUMilli, reqCPUMilli, allocMemBytes, reqMemBytes int64) {
+	t.AllocatableCPUCores, t.RequestedCPUCores = float64(allocCPUMilli)/1000, float64(reqCPUMilli)/1000
+	t.AllocatableMemoryBytes, t.RequestedMemoryBytes = float64(allocMemBytes), float64(reqMemBytes)
+	if allocCPUMilli > 0 {
+		t.CPURequestRatio = float64(reqCPUMilli) / float64(allocCPUMilli)
+	}
+	if allocMemBytes > 0 {
+		t.MemoryRequestRatio = float64(reqMemBytes) / float64(allocMemBytes)
+	}
+}
+
 // Truth returns the current truth of every cluster, in cluster order.
 func (s *Sim) Truth() []ClusterTruth {
 	s.mu.RLock()
@@ -287,14 +300,7 @@ func (c *cluster) truth(now time.Time) ClusterTruth {
 		}
 		sort.Strings(t.Images[d.key()])
 	}
-	t.AllocatableCPUCores, t.RequestedCPUCores = float64(allocCPU)/1000, float64(reqCPU)/1000
-	t.AllocatableMemoryBytes, t.RequestedMemoryBytes = float64(allocMem), float64(reqMem)
-	if allocCPU > 0 {
-		t.CPURequestRatio = float64(reqCPU) / float64(allocCPU)
-	}
-	if allocMem > 0 {
-		t.MemoryRequestRatio = float64(reqMem) / float64(allocMem)
-	}
+	t.SetResources(allocCPU, reqCPU, allocMem, reqMem)
 	return t
 }
 
