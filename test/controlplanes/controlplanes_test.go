@@ -285,5 +285,3 @@ func replicaSet(t *testing.T, l *lab.Lab, cluster, ns, deploy string) string {
 	}
 	return ""
 }
-
-
