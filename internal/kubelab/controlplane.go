@@ -248,9 +248,6 @@ func (cp *ControlPlane) KubeconfigFor(server string) []byte {
 	return b
 }
 
-// CACert is the PEM of the cluster's certificate authority.
-func (cp *ControlPlane) CACert() []byte { return cp.pki.caPEM }
-
 // ClientCert returns the paths of the admin client certificate and key (for a Prometheus
 // scraping the API server's /metrics).
 func (cp *ControlPlane) ClientCert() (cert, key, ca string) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -100,29 +99,6 @@ func (p *proc) stop(grace time.Duration) {
 		_ = cmd.Process.Kill()
 		<-done
 	}
-}
-
-// kill sends SIGKILL and waits for the exit.
-func (p *proc) kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
-
-// signal sends sig to a running process.
-func (p *proc) signal(sig os.Signal) error {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd == nil {
-		return errors.New(p.name + " is not running")
-	}
-	return cmd.Process.Signal(sig)
 }
 
 // pid of the running process, 0 if none.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/internal/sim"
@@ -55,16 +56,7 @@ func (e Endpoint) ScrapeConfigs(interval time.Duration) string {
     scheme: https
     tls_config: {ca_file: %[3]s, cert_file: %[4]s, key_file: %[5]s}
     static_configs: [{targets: ['%[6]s']}]
-`, promDuration(interval), e.KubeStateMetrics, e.CA, e.ClientCert, e.ClientKey, hostPort(e.APIServer))
-}
-
-func hostPort(url string) string {
-	for _, p := range []string{"https://", "http://"} {
-		if len(url) > len(p) && url[:len(p)] == p {
-			return url[len(p):]
-		}
-	}
-	return url
+`, promDuration(interval), e.KubeStateMetrics, e.CA, e.ClientCert, e.ClientKey, strings.TrimPrefix(e.APIServer, "https://"))
 }
 
 // promDuration renders a duration the way Prometheus's configuration wants it.
