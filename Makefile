@@ -12,14 +12,21 @@ all: build
 build:
 	$(GO) build -o bin/fleetwatch ./cmd/fleetwatch
 
-## peers: install the real Prometheus, Alertmanager and Thanos binaries into $(PEERS_DIR) (cached).
+## peers: install the real Prometheus, Alertmanager and Thanos binaries into $(PEERS_DIR) (cached),
+## and the lab's etcd, Kubernetes control plane and kube-state-metrics. The module downloads of
+## fleetwatch itself wait on the network, not the CPU, so they run beside the builds.
 peers:
-	bash hack/peers.sh
+	@$(GO) mod download & dl=$$!; bash hack/peers.sh; rc=$$?; wait $$dl && exit $$rc
+
+# The test packages that mostly wait on real peers are named first, so go test builds and starts
+# them first and compiles the rest while they run. A running test holds one of go test's -p
+# slots, so there are four: two cores stay busy compiling while the waiting packages run.
+WAITING_TESTS = ./test/e2e ./test/controlplanes ./test/integration
 
 ## test: vet, unit tests, and the integration/end-to-end tests against the real peers.
 test: peers
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -p 4 -count=1 -timeout 30m $(WAITING_TESTS) ./...
 
 ## unit: the tests that need no peer binaries.
 unit:
