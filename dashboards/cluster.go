@@ -21,7 +21,7 @@ func clusterDetail(e *env) *dashboard.DashboardBuilder {
 
 	b.WithRow(dashboard.NewRowBuilder("Nodes"))
 	b.WithPanel(thresholdLine(timeSeries("Nodes Ready",
-		"Share of each cluster's nodes that are Ready ("+pack.RecordNodeReadyRatio+"). "+pack.AlertClusterNodesNotReady+" fires below the dashed line, rules.pack.node_ready_ratio ("+strconv.FormatFloat(t.NodeReadyRatio*100, 'g', 4, 64)+"%), after node_ready_for.", 12, 8)).
+		"Share of each cluster's schedulable (not cordoned) nodes that are Ready ("+pack.RecordNodeReadyRatio+"). "+pack.AlertClusterNodesNotReady+" fires below the dashed line, rules.pack.node_ready_ratio ("+strconv.FormatFloat(t.NodeReadyRatio*100, 'g', 4, 64)+"%), after node_ready_for.", 12, 8)).
 		WithTarget(query("A", pack.RecordNodeReadyRatio+`{`+cf+`}`, "{{cluster}}")).
 		Unit("percentunit").Min(0).Max(1).
 		Thresholds(thresholds(e.color(pack.AlertClusterNodesNotReady), step{t.NodeReadyRatio, green})))

@@ -474,26 +474,34 @@ func simFamilies(t *testing.T) map[string]bool {
 // combination is used, so scraping an idle fleetwatch would not list them all.
 func ownMetrics(t *testing.T) map[string][]string {
 	t.Helper()
-	fset := token.NewFileSet()
 	out := map[string][]string{}
-	err := filepath.WalkDir("..", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			switch d.Name() {
-			case "testdata", "test", "hack", "deploy", ".git", "bin":
-				return filepath.SkipDir
+	// The metric names declared as constants (one home for a name), by the constant's name,
+	// for collectors whose Opts name the constant rather than a literal.
+	consts := map[string]string{}
+	walkGo(t, func(f *ast.File) {
+		ast.Inspect(f, func(n ast.Node) bool {
+			if vs, ok := n.(*ast.ValueSpec); ok {
+				for i, id := range vs.Names {
+					if i < len(vs.Values) {
+						if s := stringLit(vs.Values[i]); strings.HasPrefix(s, "fleetwatch_") {
+							consts[id.Name] = s
+						}
+					}
+				}
 			}
-			return nil
+			return true
+		})
+	})
+	nameOf := func(e ast.Expr) string {
+		switch e := e.(type) {
+		case *ast.Ident:
+			return consts[e.Name]
+		case *ast.SelectorExpr:
+			return consts[e.Sel.Name]
 		}
-		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
-			return nil
-		}
-		f, err := goparser.ParseFile(fset, p, nil, goparser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
+		return stringLit(e)
+	}
+	walkGo(t, func(f *ast.File) {
 		ast.Inspect(f, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
 			if !ok {
@@ -508,7 +516,7 @@ func ownMetrics(t *testing.T) map[string][]string {
 						for _, el := range a.Elts {
 							if kv, ok := el.(*ast.KeyValueExpr); ok {
 								if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "Name" {
-									name = stringLit(kv.Value)
+									name = nameOf(kv.Value)
 								}
 							}
 						}
@@ -531,10 +539,36 @@ func ownMetrics(t *testing.T) map[string][]string {
 			}
 			return true
 		})
+	})
+	return out
+}
+
+// walkGo parses every non-test Go file of the tree that ownMetrics scans.
+func walkGo(t *testing.T, f func(*ast.File)) {
+	t.Helper()
+	fset := token.NewFileSet()
+	err := filepath.WalkDir("..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case "testdata", "test", "hack", "deploy", ".git", "bin":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		file, err := goparser.ParseFile(fset, p, nil, goparser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		f(file)
 		return nil
 	})
 	require.NoError(t, err)
-	return out
 }
 
 func stringLit(e ast.Expr) string {

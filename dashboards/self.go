@@ -7,6 +7,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 
 	"github.com/fleetwatch/fleetwatch/internal/access"
+	"github.com/fleetwatch/fleetwatch/remediate"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
@@ -19,7 +20,7 @@ const reporting = ` or 0 * max(fleetwatch_config_last_reload_successful{` + jf +
 // incidents: what the correlation engine does, from fleetwatch's own metrics.
 func incidents(e *env) *dashboard.DashboardBuilder {
 	b := board(UIDIncidents, titleIncidents,
-		"fleetwatch's correlation engine from its own metrics, on a Prometheus that scrapes fleetwatch's /metrics (data source and job variables): open incidents, alerts taken in, delivery to Alertmanager.",
+		"fleetwatch's correlation and remediation engines from their own metrics, on a Prometheus that scrapes fleetwatch's /metrics (data source and job variables): open incidents, alerts taken in, delivery to Alertmanager, remediations and their guards.",
 		SourceMetrics).
 		WithVariable(jobVar())
 
@@ -57,6 +58,33 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (rate(fleetwatch_correlate_alert_to_incident_seconds_bucket{`+jf+`}[$__rate_interval])))`, "p50")).
 		WithTarget(query("B", `histogram_quantile(0.99, sum by (le) (rate(fleetwatch_correlate_alert_to_incident_seconds_bucket{`+jf+`}[$__rate_interval])))`, "p99")).
 		Unit("s").Min(0))
+
+	b.WithRow(dashboard.NewRowBuilder("Remediation"))
+	b.WithPanel(statPanel("Waiting for approval", "Remediations waiting for an operator with the operate role (remediate/README.md).", 6, 5).
+		WithTarget(instant("A", `sum(`+remediate.MetricActive+`{`+jf+`, state="`+remediate.StateWaiting+`"})`+reporting, "")).
+		Thresholds(thresholds(green, step{1, orange})))
+	b.WithPanel(statPanel("Held or inconclusive", "Remediations a guard holds, or whose verification had no data and waits for an operator.", 6, 5).
+		WithTarget(instant("A", `sum(`+remediate.MetricActive+`{`+jf+`, state=~"`+remediate.StateHeld+`|`+remediate.StateInconclusive+`"})`+reporting, "")).
+		Thresholds(thresholds(green, step{1, orange})))
+	b.WithPanel(statPanel("In flight", "Remediation ops that acted and are not verified yet: they count against the blast-radius budget.", 6, 5).
+		WithTarget(instant("A", `sum(`+remediate.MetricInFlight+`{`+jf+`})`, "")).
+		Thresholds(thresholds(text)))
+	b.WithPanel(statPanel("Budget left", "How many more nodes, workloads or clusters may be under remediation at once before the blast-radius budget holds new actions (remediation.budget).", 6, 5).
+		WithTarget(instant("A", `min by (resource) (`+remediate.MetricBudgetRemaining+`{`+jf+`})`, "{{resource}}")).
+		TextMode(common.BigValueTextModeValueAndName).Thresholds(thresholds(orange, step{1, green})))
+	b.WithPanel(timeSeries("Actions by result", "Remediation op attempts an hour, by action and result: done, dry_run, blocked (a PodDisruptionBudget refused an eviction), error (the API call failed; tried again), failed (verification failed at the timeout).", 12, 8).
+		WithTarget(query("A", `sum by (action, result) (increase(`+remediate.MetricActions+`{`+jf+`}[1h]))`, "{{action}} {{result}}")).
+		Unit("short").AxisLabel("actions / h").Min(0))
+	b.WithPanel(timeSeries("Recovery time", "From an incident's opening to the last verification of its remediation, for remediations that succeeded in the last 6 hours: median and 90th percentile. fleetwatch is built for under 15 minutes.", 12, 8).
+		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (increase(`+remediate.MetricRTO+`_bucket{`+jf+`}[6h])))`, "p50")).
+		WithTarget(query("B", `histogram_quantile(0.9, sum by (le) (increase(`+remediate.MetricRTO+`_bucket{`+jf+`}[6h])))`, "p90")).
+		Unit("s").Min(0))
+	b.WithPanel(timeSeries("Guard holds", "Times a guard held a remediation op an hour, by guard: pause, suppression, partition, budget, rate_limit.", 12, 8).
+		WithTarget(query("A", `sum by (guard) (increase(`+remediate.MetricHolds+`{`+jf+`}[1h]))`, "{{guard}}")).
+		Unit("short").AxisLabel("holds / h").Min(0))
+	b.WithPanel(timeSeries("Remediations ended", "Remediations that ended an hour, by playbook and final state.", 12, 8).
+		WithTarget(query("A", `sum by (playbook, state) (increase(`+remediate.MetricRemediations+`{`+jf+`}[1h]))`, "{{playbook}} {{state}}")).
+		Unit("short").AxisLabel("remediations / h").Min(0))
 	return b
 }
 

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -36,6 +37,7 @@ func main() {
 	amConfig := newAlertmanagerConfigCmd(app)
 	dashboardsCmd := newDashboardsCmd(app)
 	scheduleCmd := newScheduleCmd(app)
+	remediateCmd := newRemediateCmd(app)
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
@@ -57,6 +59,10 @@ func main() {
 		err = dashboardsCmd.run()
 	case scheduleCmd.place.FullCommand(), scheduleCmd.whatif.FullCommand():
 		err = scheduleCmd.run(cmd)
+	default:
+		if slices.Contains(remediateCmd.commands(), cmd) {
+			err = remediateCmd.run(cmd)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fleetwatch: %v\n", err)

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/prometheus/rules"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -38,6 +39,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/clusterauth"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/query"
+	"github.com/fleetwatch/fleetwatch/remediate"
 	fwrules "github.com/fleetwatch/fleetwatch/rules"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 	"github.com/fleetwatch/fleetwatch/schedule"
@@ -135,6 +137,11 @@ type server struct {
 	schedule   *schedule.Service
 	scheduling atomic.Bool
 	ocm        atomic.Pointer[ocm.Publisher]
+	// remediate acts on incidents through the clusters' API servers (remediation.enabled);
+	// kube holds a client per cluster with a kubeconfig_file, rebuilt on reload.
+	remediate  *remediate.Engine
+	remedStore *remediate.Store
+	kube       atomic.Pointer[map[string]kubernetes.Interface]
 	http       *http.Server
 	ready      atomic.Bool
 	// guard is the access layer in front of every handler; tls is the listener's TLS
@@ -199,7 +206,14 @@ func newServer(o serverOptions) (*server, error) {
 		s.view.Close()
 		return nil, err
 	}
+	s.remedStore, err = remediate.OpenStore(filepath.Join(o.TSDBPath, "fleetwatch-remediations.db"))
+	if err != nil {
+		s.store.Close()
+		s.view.Close()
+		return nil, err
+	}
 	closeAll := func() {
+		s.remedStore.Close()
 		s.store.Close()
 		s.view.Close()
 	}
@@ -257,6 +271,23 @@ func newServer(o serverOptions) (*server, error) {
 		closeAll()
 		return nil, err
 	}
+	s.remediate, err = remediate.New(remediate.Options{
+		Store: s.remedStore, Query: remediate.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
+		Incidents: func() []correlate.Incident {
+			if !s.correlating.Load() {
+				return nil
+			}
+			return s.incidents.Active()
+		},
+		Clients:  s.kubeClient,
+		Settings: cfg.Remediation,
+		Identify: func(ctx context.Context) (correlate.Caller, bool) { return access.FromContext(ctx) },
+		Logger:   o.Logger.With("component", "remediate"), Registerer: reg,
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	// The listener's TLS is set once; a reload may renew certificates and users, not turn TLS
 	// on or off.
 	wc, err := access.LoadWebConfig(o.WebConfigFile)
@@ -286,6 +317,8 @@ func newServer(o serverOptions) (*server, error) {
 	mux.Handle(input.PathWebhook, s.alertsIn)
 	mux.Handle("/api/v1/incidents", s.incidents.Handler())
 	mux.Handle("/api/v1/incidents/", s.incidents.Handler())
+	mux.Handle("/api/v1/remediations", s.remediate.Handler())
+	mux.Handle("/api/v1/remediations/", s.remediate.Handler())
 	mux.Handle("/api/v1/", s.view.Handler(query.APIOptions{
 		Ready:         s.ready.Load,
 		BuildInfo:     &v1.PrometheusVersion{Version: version, Revision: revision, GoVersion: runtime.Version()},
@@ -332,6 +365,13 @@ var endpoints = []access.Endpoint{
 	{Pattern: "POST /api/v1/incidents/{id}/resolve", Name: "incident_resolve", Need: access.RoleOperate, Scope: access.ScopeHandler},
 	{Pattern: "/api/v1/incidents", Name: "incidents", Need: access.RoleRead, Scope: access.ScopeHandler},
 	{Pattern: "/api/v1/incidents/", Name: "incidents", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "POST /api/v1/remediations/{id}/approve", Name: "remediation_approve", Need: access.RoleOperate, Scope: access.ScopeHandler},
+	{Pattern: "POST /api/v1/remediations/{id}/deny", Name: "remediation_deny", Need: access.RoleOperate, Scope: access.ScopeHandler},
+	{Pattern: "POST /api/v1/remediations/pause", Name: "remediation_pause", Need: access.RoleOperate, Scope: access.ScopeHandler},
+	{Pattern: "POST /api/v1/remediations/resume", Name: "remediation_resume", Need: access.RoleOperate, Scope: access.ScopeHandler},
+	{Pattern: "POST /api/v1/remediations/plan", Name: "remediation_plan", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "/api/v1/remediations", Name: "remediations", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "/api/v1/remediations/", Name: "remediations", Need: access.RoleRead, Scope: access.ScopeHandler},
 	{Pattern: "/api/v1/placements", Name: "placements", Need: access.RoleRead},
 	{Pattern: "/api/v1/placements/", Name: "placements", Need: access.RoleRead},
 	{Pattern: "/api/v1/whatif", Name: "whatif", Need: access.RoleRead},
@@ -391,6 +431,20 @@ func (s *server) apply(cfg *config.Config) error {
 		return err
 	}
 	cs := correlateSettings(cfg)
+	if err := cfg.Remediation.Validate(); err != nil {
+		return err
+	}
+	kube := map[string]kubernetes.Interface{}
+	for _, c := range cfg.Clusters {
+		if c.KubeConfig == nil {
+			continue
+		}
+		rc := rest.CopyConfig(c.KubeConfig)
+		rc.Timeout = remediationAPITimeout
+		if kube[c.Name], err = kubernetes.NewForConfig(rc); err != nil {
+			return fmt.Errorf("cluster %q: kubeconfig_file: %w", c.Name, err)
+		}
+	}
 
 	// Everything was checked: switch. The steps below only fail on what the checks above
 	// cover, so in practice they do not; they still report it.
@@ -425,7 +479,25 @@ func (s *server) apply(cfg *config.Config) error {
 	if err := s.schedule.ApplySettings(sched); err != nil {
 		return fmt.Errorf("apply schedule config: %w", err)
 	}
+	s.kube.Store(&kube)
+	if err := s.remediate.ApplySettings(cfg.Remediation); err != nil {
+		return fmt.Errorf("apply remediation config: %w", err)
+	}
 	return nil
+}
+
+// remediationAPITimeout bounds each request remediation makes to a cluster's API server: an
+// unreachable one holds an evaluation for no longer.
+const remediationAPITimeout = 10 * time.Second
+
+// kubeClient is the client of a cluster's API server, from its kubeconfig_file.
+func (s *server) kubeClient(cluster string) (kubernetes.Interface, error) {
+	if m := s.kube.Load(); m != nil {
+		if c, ok := (*m)[cluster]; ok {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("cluster %q has no kubeconfig_file: fleetwatch cannot act on it", cluster)
 }
 
 // correlateSettings is the correlation stage's part of the configuration: its section, and
@@ -584,6 +656,9 @@ func (s *server) serveReload(w http.ResponseWriter, r *http.Request) {
 // Run serves until ctx ends, then shuts down and closes the TSDB.
 func (s *server) Run(ctx context.Context) error {
 	defer func() {
+		if err := s.remedStore.Close(); err != nil {
+			s.logger.Error("closing the remediation store", "err", err)
+		}
 		if err := s.store.Close(); err != nil {
 			s.logger.Error("closing the incident store", "err", err)
 		}
@@ -647,6 +722,13 @@ func (s *server) Run(ctx context.Context) error {
 		g.Add(func() error {
 			return s.schedule.Run(ctx, func() bool { return s.scheduling.Load() })
 		}, func(error) { cancel() })
+	}
+	{
+		// Remediation: incidents matched to playbooks, actions on the clusters' API servers,
+		// verified in the view; it stops before the stores close.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		g.Add(func() error { s.remediate.Run(ctx); close(done); return nil }, func(error) { cancel(); <-done })
 	}
 	{
 		// Federation scrapes stop before the TSDB closes.

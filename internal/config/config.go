@@ -77,6 +77,8 @@ type Config struct {
 	Schedule ScheduleConfig `yaml:"schedule,omitempty"`
 	// Access says which identities may read, operate and administer fleetwatch.
 	Access AccessConfig `yaml:"access,omitempty"`
+	// Remediation says what fleetwatch may do about incidents, and the guards around it.
+	Remediation RemediationConfig `yaml:"remediation,omitempty"`
 }
 
 // DefaultSchedule are the placement defaults (schedule/README.md).
@@ -769,7 +771,7 @@ func (c *QueryConfig) validate() error {
 // Load parses and validates a configuration. dir is the directory relative paths (token and
 // password files, TLS files) are resolved against; it is usually the config file's directory.
 func Load(data []byte, dir string) (*Config, error) {
-	cfg := &Config{Ingest: DefaultIngest, APIProbe: DefaultAPIProbe, Query: DefaultQuery, Rules: DefaultRules, Correlate: DefaultCorrelate, Schedule: DefaultSchedule}
+	cfg := &Config{Ingest: DefaultIngest, APIProbe: DefaultAPIProbe, Query: DefaultQuery, Rules: DefaultRules, Correlate: DefaultCorrelate, Schedule: DefaultSchedule, Remediation: DefaultRemediation}
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, err
 	}
@@ -793,6 +795,9 @@ func Load(data []byte, dir string) (*Config, error) {
 	}
 	if reflect.ValueOf(cfg.Schedule).IsZero() {
 		cfg.Schedule = DefaultSchedule
+	}
+	if reflect.ValueOf(cfg.Remediation).IsZero() {
+		cfg.Remediation = DefaultRemediation
 	}
 	if o := cfg.Schedule.OCM; o != nil && o.Kubeconfig != "" {
 		o.Kubeconfig = resolve(dir, o.Kubeconfig)

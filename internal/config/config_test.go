@@ -86,9 +86,10 @@ func TestLoadFleet(t *testing.T) {
 				{Name: "thanos-store", Address: "thanos-store:10901", Timeout: model.Duration(30 * time.Second)},
 			},
 		},
-		Rules:     DefaultRules,
-		Correlate: DefaultCorrelate,
-		Schedule:  DefaultSchedule,
+		Rules:       DefaultRules,
+		Correlate:   DefaultCorrelate,
+		Schedule:    DefaultSchedule,
+		Remediation: DefaultRemediation,
 	}
 	require.Equal(t, want, cfg)
 	require.Same(t, cfg.Clusters[1], cfg.Cluster("us-2"))

@@ -1,0 +1,775 @@
+package remediate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/promql"
+	"golang.org/x/time/rate"
+
+	"github.com/fleetwatch/fleetwatch/collector"
+	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/schedule"
+)
+
+// QueryFunc evaluates an instant PromQL query over the global view.
+type QueryFunc func(ctx context.Context, q string, ts time.Time) (promql.Vector, error)
+
+// Options configure an Engine.
+type Options struct {
+	Store *Store
+	Query QueryFunc
+	// Incidents returns the active incidents (nil: correlation is off).
+	Incidents func() []correlate.Incident
+	Clients   Clients
+	Settings  config.RemediationConfig
+	// Identify names the caller of an API request (nil: everyone may do everything, for tests).
+	Identify   correlate.IdentifyFunc
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Engine matches incidents to playbooks, plans remediations, runs them through their guards,
+// verifies every action in the global view and keeps the audit. One goroutine (Run) advances
+// remediations; the API approves, denies and pauses through the same lock.
+type Engine struct {
+	o       Options
+	logger  *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	mu        sync.Mutex
+	settings  config.RemediationConfig
+	playbooks []config.PlaybookConfig
+	active    map[string]*Remediation // ID -> not final
+	// byIncident: incident ID -> its remediation's ID (final ones too, so that an incident is
+	// remediated once).
+	byIncident map[string]string
+	limits     *limits
+	paused     map[string]string // "" (the fleet) or a cluster -> who paused it
+	kick       chan struct{}
+}
+
+// actor is how the engine signs the audit entries it writes itself.
+const actor = "fleetwatch"
+
+// New returns an engine that continues the remediations in the store.
+func New(o Options) (*Engine, error) {
+	if o.Store == nil || o.Query == nil || o.Clients == nil {
+		return nil, errors.New("remediate: Store, Query and Clients are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Incidents == nil {
+		o.Incidents = func() []correlate.Incident { return nil }
+	}
+	e := &Engine{o: o, logger: o.Logger, now: o.Now, active: map[string]*Remediation{}, byIncident: map[string]string{},
+		paused: map[string]string{}, kick: make(chan struct{}, 1)}
+	if err := e.ApplySettings(o.Settings); err != nil {
+		return nil, err
+	}
+	all, err := o.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range all {
+		e.byIncident[r.IncidentID] = r.ID
+		if !Final(r.State) {
+			e.active[r.ID] = r
+		}
+	}
+	e.metrics = newMetrics(o.Registerer)
+	return e, nil
+}
+
+// ApplySettings switches to new settings (a reload); running remediations keep the steps they
+// were planned with.
+func (e *Engine) ApplySettings(s config.RemediationConfig) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.settings = s
+	e.playbooks = Playbooks(s.Playbooks)
+	e.limits = newLimits(s.RateLimits)
+	return nil
+}
+
+// Run evaluates every evaluation interval, and at once after an approval, until ctx ends.
+func (e *Engine) Run(ctx context.Context) {
+	for {
+		if err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
+			e.logger.Error("remediation evaluation failed", "err", err)
+		}
+		e.mu.Lock()
+		interval := time.Duration(e.settings.EvaluationInterval)
+		e.mu.Unlock()
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-e.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (e *Engine) wake() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Evaluate plans a remediation for every active incident a playbook matches and that has none
+// yet, and advances every remediation that is not over.
+func (e *Engine) Evaluate(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.settings.Enabled {
+		return nil
+	}
+	now := e.now()
+	incidents := e.o.Incidents()
+	open := map[string]*correlate.Incident{}
+	var errs []error
+	for i := range incidents {
+		inc := &incidents[i]
+		open[inc.ID] = inc
+		if _, done := e.byIncident[inc.ID]; done {
+			continue
+		}
+		pb, ok := e.match(inc)
+		if !ok {
+			continue
+		}
+		r, err := e.plan(ctx, inc, pb, now)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("plan for incident %s: %w", inc.ID, err))
+			continue
+		}
+		if r == nil {
+			continue // nothing to act on yet
+		}
+		if err := e.o.Store.Save(r, e.entry(r, "", EventPlan, actor, planSummary(r))); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.active[r.ID] = r
+		e.byIncident[inc.ID] = r.ID
+	}
+	ids := slices.Sorted(func(yield func(string) bool) {
+		for id := range e.active {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+	for _, id := range ids {
+		r := e.active[id]
+		if Final(r.State) { // decided over the API since
+			delete(e.active, id)
+			continue
+		}
+		if err := e.advance(ctx, r, open, now); err != nil {
+			errs = append(errs, fmt.Errorf("remediation %s: %w", id, err))
+		}
+		if Final(r.State) {
+			delete(e.active, id)
+		}
+	}
+	e.metrics.update(e, e.budgetItems(ctx, nil, now))
+	return errors.Join(errs...)
+}
+
+func (e *Engine) match(inc *correlate.Incident) (config.PlaybookConfig, bool) {
+	for _, p := range e.playbooks {
+		if matches(p.Match, inc) {
+			return p, true
+		}
+	}
+	return config.PlaybookConfig{}, false
+}
+
+// newID is time-ordered and unique: "rem-" + 8 bytes of time + 4 random bytes, in hex.
+func newID(now time.Time) string {
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	_, _ = rand.Read(b[8:])
+	return fmt.Sprintf("rem-%x", b)
+}
+
+// plan turns a playbook into a remediation for an incident: every step with the ops it will
+// run and the API calls each makes. It returns nil when the first step has nothing to act on.
+func (e *Engine) plan(ctx context.Context, inc *correlate.Incident, pb config.PlaybookConfig, now time.Time) (*Remediation, error) {
+	r := &Remediation{ID: newID(now), IncidentID: inc.ID, IncidentKey: inc.Key, Playbook: pb.Name, Clusters: slices.Clone(inc.Clusters),
+		State: StatePlanned, DryRun: e.settings.DryRun, CreatedAt: now, UpdatedAt: now, OpenedAt: inc.OpenedAt}
+	for si, sc := range pb.Steps {
+		targets, err := e.targets(ctx, inc, sc.Action, now)
+		if err != nil {
+			return nil, err
+		}
+		if si == 0 && len(targets) == 0 {
+			return nil, nil
+		}
+		st := &StepRun{StepConfig: sc, State: StepPending}
+		for oi, t := range targets {
+			op := &Op{ID: fmt.Sprintf("%s-%d-%d", r.ID, si, oi), Action: sc.Action, Cluster: t.cluster, Kind: t.kind,
+				Namespace: t.namespace, Name: t.name, Calls: describeCalls(sc.Action, t), State: OpPending}
+			if sc.Action == config.ActionRollback {
+				op.Image = inc.Image
+			}
+			if sc.Verify != "" {
+				q, err := config.RenderVerify(sc.Verify, config.VerifyTarget{Cluster: t.cluster, Node: t.name, Namespace: t.namespace, Name: t.name})
+				if err != nil {
+					return nil, fmt.Errorf("step %d (%s) verify: %w", si, sc.Action, err)
+				}
+				op.Verify = q
+			}
+			st.Ops = append(st.Ops, op)
+		}
+		r.Steps = append(r.Steps, st)
+	}
+	return r, nil
+}
+
+func planSummary(r *Remediation) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "playbook %s for incident %s (%s)", r.Playbook, r.IncidentID, r.IncidentKey)
+	if r.DryRun {
+		b.WriteString(", dry run")
+	}
+	for i, st := range r.Steps {
+		fmt.Fprintf(&b, "; step %d %s (%s, when %s): ", i+1, st.Action, st.Mode, st.When)
+		for j, op := range st.Ops {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(op.target())
+		}
+	}
+	return b.String()
+}
+
+func (op *Op) target() string {
+	if op.Namespace != "" {
+		return fmt.Sprintf("%s %s/%s in %s", op.Kind, op.Namespace, op.Name, op.Cluster)
+	}
+	return fmt.Sprintf("%s %s in %s", op.Kind, op.Name, op.Cluster)
+}
+
+func (e *Engine) entry(r *Remediation, op, event, who, detail string) *AuditEntry {
+	return &AuditEntry{Time: e.now(), RemediationID: r.ID, IncidentID: r.IncidentID, OpID: op, Event: event, Actor: who, Detail: detail}
+}
+
+// save stores a remediation's new state with the audit entries that say why.
+func (e *Engine) save(r *Remediation, now time.Time, entries ...*AuditEntry) error {
+	r.UpdatedAt = now
+	r.Revision++
+	return e.o.Store.Save(r, entries...)
+}
+
+// setState changes a remediation's state, audited.
+func (e *Engine) setState(r *Remediation, now time.Time, state, reason string) error {
+	r.State, r.Reason = state, reason
+	if Final(state) {
+		r.DoneAt = now
+		e.metrics.finished(r)
+	}
+	return e.save(r, now, e.entry(r, "", EventState, actor, state+": "+reason))
+}
+
+// acted reports whether any op of the remediation made a write.
+func (r *Remediation) acted() bool {
+	for _, st := range r.Steps {
+		for _, op := range st.Ops {
+			if !op.ActedAt.IsZero() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// advance moves a remediation on as far as it can go now.
+func (e *Engine) advance(ctx context.Context, r *Remediation, open map[string]*correlate.Incident, now time.Time) error {
+	if _, ok := open[r.IncidentID]; !ok && !r.acted() {
+		return e.setState(r, now, StateCancelled, "the incident resolved before anything was done")
+	}
+	for r.Current < len(r.Steps) && !Final(r.State) {
+		st := r.Steps[r.Current]
+		progressed, err := e.advanceStep(ctx, r, st, open, now)
+		if err != nil || !progressed {
+			return err
+		}
+	}
+	if r.Current >= len(r.Steps) && !Final(r.State) {
+		last := r.lastRun()
+		switch {
+		case last == nil:
+			return e.setState(r, now, StateFailed, "no step ran")
+		case last.State == StepNotified:
+			return e.setState(r, now, StateNotified, "notify only: nothing was changed")
+		case last.State == StepVerified && r.DryRun:
+			return e.setState(r, now, StateSucceeded, "dry run: every call was accepted with dryRun=All; nothing was changed")
+		case last.State == StepVerified:
+			return e.setState(r, now, StateSucceeded, fmt.Sprintf("every step verified, %s after the incident opened", now.Sub(r.OpenedAt).Round(time.Second)))
+		default:
+			return e.setState(r, now, StateFailed, fmt.Sprintf("step %s %s", last.Action, last.State))
+		}
+	}
+	return nil
+}
+
+// lastRun is the last step that was not skipped.
+func (r *Remediation) lastRun() *StepRun {
+	for i := len(r.Steps) - 1; i >= 0; i-- {
+		if r.Steps[i].State != StepSkipped && r.Steps[i].State != StepPending {
+			return r.Steps[i]
+		}
+	}
+	return nil
+}
+
+// next moves to the step after the current one that runs on outcome (verified or failed),
+// skipping the others.
+func (r *Remediation) next(outcome string) {
+	i := r.Current + 1
+	for ; i < len(r.Steps); i++ {
+		if r.Steps[i].When == outcome {
+			break
+		}
+		r.Steps[i].State = StepSkipped
+	}
+	if outcome == config.WhenFailed && i >= len(r.Steps) {
+		// No escalation: the remediation ends failed at this step.
+		r.Current = len(r.Steps)
+		return
+	}
+	r.Current = i
+}
+
+// advanceStep moves one step on; it reports whether the step finished, so the next may start.
+func (e *Engine) advanceStep(ctx context.Context, r *Remediation, st *StepRun, open map[string]*correlate.Incident, now time.Time) (bool, error) {
+	switch st.State {
+	case StepPending:
+		if st.Mode == config.ModeNotify || st.Action == config.ActionNotify {
+			for _, op := range st.Ops {
+				op.State, op.Detail = OpNotified, "advised: "+op.target()
+			}
+			st.State, st.DoneAt = StepNotified, now
+			r.next(config.WhenVerified)
+			return true, e.save(r, now, e.entry(r, "", EventState, actor, fmt.Sprintf("notified (%d targets), nothing changed", len(st.Ops))))
+		}
+		if st.Mode == config.ModeApprove && st.Approval == nil {
+			st.Approval = &Approval{RequestedAt: now, ExpiresAt: now.Add(time.Duration(e.settings.ApprovalTimeout))}
+			st.State = StepWaiting
+			r.State, r.Reason = StateWaiting, fmt.Sprintf("step %d (%s) waits for an operator's approval until %s", r.Current+1, st.Action, st.Approval.ExpiresAt.UTC().Format(time.RFC3339))
+			return false, e.save(r, now, e.entry(r, "", EventApproval, actor, r.Reason))
+		}
+		st.State, st.StartedAt, st.Attempts = StepActing, now, 1
+		r.State, r.Reason = StateRunning, ""
+		if err := e.save(r, now, e.entry(r, "", EventState, actor, fmt.Sprintf("step %d (%s) starts", r.Current+1, st.Action))); err != nil {
+			return false, err
+		}
+		return e.runOps(ctx, r, st, open, now)
+	case StepWaiting:
+		if now.After(st.Approval.ExpiresAt) {
+			return false, e.setState(r, now, StateExpired, fmt.Sprintf("nobody approved step %d (%s) by %s", r.Current+1, st.Action, st.Approval.ExpiresAt.UTC().Format(time.RFC3339)))
+		}
+		return false, nil
+	case StepActing, StepVerifying:
+		return e.runOps(ctx, r, st, open, now)
+	}
+	return false, fmt.Errorf("step %d in unexpected state %q", r.Current, st.State)
+}
+
+// runOps runs a step's ops one after the other, each verified before the next starts (node by
+// node, cluster by cluster, canary first).
+func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open map[string]*correlate.Incident, now time.Time) (bool, error) {
+	timeout := time.Duration(st.Timeout)
+	for _, op := range st.Ops {
+		switch op.State {
+		case OpVerified, OpDryRun, OpNotified:
+			continue
+		case OpUndecided:
+			return false, nil // waits for an operator (Decide)
+		case OpPending, OpBlocked:
+			if r.State == StateInconclusive {
+				return false, nil
+			}
+			if held, err := e.hold(r, op, open, now); held || err != nil {
+				return false, err
+			}
+			if err := e.act(ctx, r, st, op, now); err != nil {
+				return false, err
+			}
+			if op.State == OpPending || op.State == OpBlocked {
+				if now.Sub(st.StartedAt) > timeout*time.Duration(len(st.Ops)) {
+					return e.failOp(ctx, r, st, op, now, "could not act before the step's timeout: "+op.Detail)
+				}
+				return false, nil
+			}
+			if op.State == OpDryRun {
+				continue
+			}
+			return false, nil // verified from the next evaluation on: the view needs a scrape
+		case OpDone:
+			verdict, why := e.verify(ctx, op, now)
+			switch {
+			case verdict > 0:
+				op.State, op.VerifiedAt, op.Detail = OpVerified, now, why
+				e.metrics.verified(op, now)
+				if err := e.save(r, now, e.entry(r, op.ID, EventVerify, actor, "verified: "+why)); err != nil {
+					return false, err
+				}
+				continue
+			case now.Sub(op.ActedAt) <= timeout:
+				if st.State != StepVerifying {
+					st.State = StepVerifying
+				}
+				return false, nil
+			case verdict < 0:
+				op.State, op.Detail = OpUndecided, why
+				return false, e.setState(r, now, StateInconclusive, fmt.Sprintf("cannot verify %s %s: %s; an operator decides (approve: verify again, deny: stop)", op.Action, op.target(), why))
+			default:
+				return e.failOp(ctx, r, st, op, now, "verification failed at the timeout: "+why)
+			}
+		default:
+			return false, fmt.Errorf("op %s in unexpected state %q", op.ID, op.State)
+		}
+	}
+	st.State, st.DoneAt = StepVerified, now
+	r.next(config.WhenVerified)
+	return true, e.save(r, now, e.entry(r, "", EventState, actor, fmt.Sprintf("step %s verified", st.Action)))
+}
+
+// failOp undoes what a failed op did where that is safe, then retries the step or ends it.
+func (e *Engine) failOp(ctx context.Context, r *Remediation, st *StepRun, op *Op, now time.Time, why string) (bool, error) {
+	op.State, op.Detail = OpFailed, why
+	entries := []*AuditEntry{e.entry(r, op.ID, EventVerify, actor, "failed: "+why)}
+	if op.Undo == ActionUncordon {
+		if c, err := e.o.Clients(op.Cluster); err == nil {
+			before := func(call string) error { return e.o.Store.Audit(e.entry(r, op.ID, EventCall, actor, "undo: "+call)) }
+			detail, err := uncordon(ctx, c, op, r.DryRun, before)
+			if err != nil {
+				detail = "undo failed: " + err.Error()
+			} else {
+				op.State = OpUndone
+			}
+			op.Detail += "; " + detail
+			entries = append(entries, e.entry(r, op.ID, EventResult, actor, "undo: "+detail))
+		}
+	}
+	e.metrics.action(op.Action, "failed")
+	if st.Attempts <= st.Retries {
+		st.Attempts++
+		op.State, op.ActedAt = OpPending, time.Time{}
+		entries = append(entries, e.entry(r, op.ID, EventState, actor, fmt.Sprintf("retry %d of %d", st.Attempts-1, st.Retries)))
+		return false, e.save(r, now, entries...)
+	}
+	st.State, st.DoneAt, st.Reason = StepFailed, now, why
+	r.next(config.WhenFailed)
+	return true, e.save(r, now, entries...)
+}
+
+// act makes an op's writes, each audited before it goes out.
+func (e *Engine) act(ctx context.Context, r *Remediation, st *StepRun, op *Op, now time.Time) error {
+	c, err := e.o.Clients(op.Cluster)
+	if err != nil {
+		op.Detail = err.Error()
+		return e.save(r, now)
+	}
+	before := func(call string) error {
+		if r.DryRun {
+			call += " (dryRun=All)"
+		}
+		return e.o.Store.Audit(e.entry(r, op.ID, EventCall, actor, call))
+	}
+	var res actResult
+	switch op.Action {
+	case config.ActionCordon:
+		res, err = cordon(ctx, c, op, r.DryRun, before)
+	case config.ActionDrain:
+		res, err = drain(ctx, c, op, r.DryRun, before)
+	case config.ActionRollback:
+		res, err = rollback(ctx, c, op, r.DryRun, before)
+	default:
+		err = fmt.Errorf("unknown action %q", op.Action)
+	}
+	switch {
+	case err != nil:
+		op.Detail = "API error (tried again): " + err.Error()
+		e.metrics.action(op.Action, "error")
+		return e.save(r, now, e.entry(r, op.ID, EventResult, actor, op.Detail))
+	case res.blocked:
+		op.State, op.Detail = OpBlocked, res.detail
+		e.metrics.action(op.Action, "blocked")
+	case r.DryRun:
+		op.State, op.Detail, op.ActedAt = OpDryRun, "dry run accepted: "+res.detail, now
+		e.metrics.action(op.Action, "dry_run")
+	default:
+		op.State, op.Detail, op.ActedAt, op.Undo = OpDone, res.detail, now, res.undo
+		e.metrics.action(op.Action, "done")
+	}
+	return e.save(r, now, e.entry(r, op.ID, EventResult, actor, res.detail))
+}
+
+// verify evaluates an op's verification: 1 passed, 0 failed, -1 inconclusive (no data, NaN,
+// or the query failed).
+func (e *Engine) verify(ctx context.Context, op *Op, now time.Time) (int, string) {
+	v, err := e.query(ctx, op.Verify, now)
+	if err != nil {
+		return -1, "the verification query failed: " + err.Error()
+	}
+	if len(v) == 0 {
+		return -1, "no data for " + op.Verify
+	}
+	for _, s := range v {
+		if math.IsNaN(s.F) {
+			return -1, "NaN from " + op.Verify
+		}
+		if s.F == 0 {
+			return 0, "0 from " + op.Verify
+		}
+	}
+	return 1, op.Verify
+}
+
+func (e *Engine) query(ctx context.Context, q string, now time.Time) (promql.Vector, error) {
+	return e.o.Query(ctx, q, now)
+}
+
+// ErrConflict is returned when a decision does not fit the remediation's state.
+var ErrConflict = errors.New("conflict")
+
+// Decide records an operator's decision on a remediation that waits for one: an approve step
+// (approve: it runs; deny: the remediation ends denied) or an inconclusive verification
+// (approve: verify again for the step's timeout; deny: the remediation ends failed).
+func (e *Engine) Decide(id, who string, approve bool, comment string) (*Remediation, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.active[id]
+	if !ok {
+		if _, err := e.o.Store.Get(id); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: remediation %s is over", ErrConflict, id)
+	}
+	now := e.now()
+	decision := map[bool]string{true: "approved", false: "denied"}[approve]
+	detail := decision + " by " + who
+	if comment != "" {
+		detail += ": " + comment
+	}
+	if r.Current >= len(r.Steps) {
+		return nil, fmt.Errorf("%w: remediation %s has no step left", ErrConflict, id)
+	}
+	st := r.Steps[r.Current]
+	switch {
+	case r.State == StateWaiting && st.State == StepWaiting:
+		st.Approval.Decision, st.Approval.By, st.Approval.At = decision, who, now
+		entry := e.entry(r, "", EventApproval, who, detail)
+		if !approve {
+			if err := e.save(r, now, entry); err != nil {
+				return nil, err
+			}
+			if err := e.setState(r, now, StateDenied, detail); err != nil {
+				return nil, err
+			}
+			return r.clone(), nil
+		}
+		st.State, st.StartedAt, st.Attempts = StepActing, now, 1
+		r.State, r.Reason = StateRunning, ""
+		if err := e.save(r, now, entry); err != nil {
+			return nil, err
+		}
+	case r.State == StateInconclusive:
+		entry := e.entry(r, "", EventApproval, who, detail)
+		if !approve {
+			if err := e.save(r, now, entry); err != nil {
+				return nil, err
+			}
+			if err := e.setState(r, now, StateFailed, "stopped after an inconclusive verification: "+detail); err != nil {
+				return nil, err
+			}
+			return r.clone(), nil
+		}
+		for _, op := range st.Ops {
+			if op.State == OpUndecided {
+				op.State, op.ActedAt = OpDone, now
+			}
+		}
+		r.State, r.Reason = StateRunning, ""
+		if err := e.save(r, now, entry); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%w: remediation %s does not wait for a decision (state %s)", ErrConflict, id, r.State)
+	}
+	e.wake()
+	return r.clone(), nil
+}
+
+// clone is a deep copy, for an answer encoded outside the engine's lock.
+func (r *Remediation) clone() *Remediation {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // a Remediation always marshals
+	}
+	var c Remediation
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(err)
+	}
+	return &c
+}
+
+// Pause stops new actions on the fleet (cluster "") or on one cluster until Resume.
+func (e *Engine) Pause(cluster, who string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.paused[cluster] = who
+	return e.o.Store.Audit(&AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "paused " + scopeName(cluster)})
+}
+
+// Resume lifts a pause.
+func (e *Engine) Resume(cluster, who string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.paused, cluster)
+	e.wake()
+	return e.o.Store.Audit(&AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "resumed " + scopeName(cluster)})
+}
+
+func scopeName(cluster string) string {
+	if cluster == "" {
+		return "the fleet"
+	}
+	return "cluster " + cluster
+}
+
+// Paused lists what is paused: "" for the fleet, or cluster names, with who paused them.
+func (e *Engine) Paused() map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]string, len(e.paused))
+	for k, v := range e.paused {
+		out[k] = v
+	}
+	return out
+}
+
+// Plan says what the engine would do about an incident now, without keeping it.
+func (e *Engine) Plan(ctx context.Context, inc *correlate.Incident) (*Remediation, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	pb, ok := e.match(inc)
+	if !ok {
+		return nil, fmt.Errorf("no playbook matches incident %s (%s)", inc.ID, inc.Key)
+	}
+	now := e.now()
+	r, err := e.plan(ctx, inc, pb, now)
+	if err != nil || r == nil {
+		return r, err
+	}
+	open := map[string]*correlate.Incident{}
+	for _, i := range e.o.Incidents() {
+		open[i.ID] = &i
+	}
+	if st := r.Steps[0]; len(st.Ops) > 0 {
+		r.Guards = e.checks(r, st.Ops[0], open, now, false)
+	}
+	return r, nil
+}
+
+// ensure the kinds the engine reads are the ones correlate and schedule give.
+var _ = schedule.IncidentNodes
+
+// apiUp reads every cluster's API probe from the view: 1 reachable, 0 not.
+func (e *Engine) apiUp(ctx context.Context, now time.Time) (map[string]float64, error) {
+	v, err := e.query(ctx, collector.APIUpMetric, now)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, s := range v {
+		out[s.Metric.Get(config.ClusterLabel)] = s.F
+	}
+	return out, nil
+}
+
+// limits are the token buckets.
+type limits struct {
+	node, workload *rate.Limiter
+	perCluster     map[string]*rate.Limiter
+	cfg            config.RateLimitsConfig
+}
+
+func newLimits(c config.RateLimitsConfig) *limits {
+	return &limits{
+		node:       rate.NewLimiter(rate.Limit(c.Node.PerSecond), c.Node.Burst),
+		workload:   rate.NewLimiter(rate.Limit(c.Workload.PerSecond), c.Workload.Burst),
+		perCluster: map[string]*rate.Limiter{}, cfg: c,
+	}
+}
+
+// take takes a token from the op's class and its cluster, or from neither; degraded slows
+// both down by the configured factor.
+func (l *limits) take(op *Op, now time.Time, degraded bool) (bool, string) {
+	class, name := l.workload, "workload"
+	rc := l.cfg.Workload
+	if op.Kind == "Node" {
+		class, name, rc = l.node, "node", l.cfg.Node
+	}
+	cl := l.perCluster[op.Cluster]
+	if cl == nil {
+		cl = rate.NewLimiter(rate.Limit(l.cfg.PerCluster.PerSecond), l.cfg.PerCluster.Burst)
+		l.perCluster[op.Cluster] = cl
+	}
+	factor := 1.0
+	if degraded {
+		factor = l.cfg.Degraded
+	}
+	class.SetLimitAt(now, rate.Limit(rc.PerSecond*factor))
+	cl.SetLimitAt(now, rate.Limit(l.cfg.PerCluster.PerSecond*factor))
+	a := class.ReserveN(now, 1)
+	if d := a.DelayFrom(now); !a.OK() || d > 0 {
+		a.CancelAt(now)
+		return false, fmt.Sprintf("%s actions are over their rate (%.2f/s, burst %d%s); next in %s", name, rc.PerSecond*factor, rc.Burst, degradedNote(degraded), d.Round(time.Millisecond))
+	}
+	b := cl.ReserveN(now, 1)
+	if d := b.DelayFrom(now); !b.OK() || d > 0 {
+		b.CancelAt(now)
+		a.CancelAt(now)
+		return false, fmt.Sprintf("actions on cluster %s are over their rate (%.2f/s, burst %d%s); next in %s", op.Cluster, l.cfg.PerCluster.PerSecond*factor, l.cfg.PerCluster.Burst, degradedNote(degraded), d.Round(time.Millisecond))
+	}
+	return true, fmt.Sprintf("%s and cluster %s tokens taken", name, op.Cluster)
+}
+
+func degradedNote(degraded bool) string {
+	if degraded {
+		return ", slowed: the fleet is degraded"
+	}
+	return ""
+}

@@ -1,0 +1,109 @@
+package remediate
+
+import (
+	"math"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names, one home for the engine and the dashboards.
+const (
+	// MetricRemediations counts remediations that ended, by playbook and final state.
+	MetricRemediations = "fleetwatch_remediations_total"
+	// MetricActions counts op attempts by action and result (done, dry_run, blocked, error,
+	// failed).
+	MetricActions = "fleetwatch_remediation_actions_total"
+	// MetricActive is the remediations not over, by state (running, held, waiting_approval,
+	// inconclusive, planned).
+	MetricActive = "fleetwatch_remediations_active"
+	// MetricInFlight is the ops that acted and are not verified yet.
+	MetricInFlight = "fleetwatch_remediation_ops_in_flight"
+	// MetricHolds counts the times a guard held an op, by guard.
+	MetricHolds = "fleetwatch_remediation_guard_holds_total"
+	// MetricBudgetRemaining is how many more nodes, workloads or clusters may be under
+	// remediation at once before the blast-radius budget holds new actions.
+	MetricBudgetRemaining = "fleetwatch_remediation_budget_remaining"
+	// MetricVerifySeconds is how long an op took from its writes to its verification.
+	MetricVerifySeconds = "fleetwatch_remediation_verify_seconds"
+	// MetricRTO is the recovery time of a remediation that succeeded: from the incident's
+	// opening to its last verification.
+	MetricRTO = "fleetwatch_remediation_rto_seconds"
+)
+
+type metrics struct {
+	remediations *prometheus.CounterVec
+	actions      *prometheus.CounterVec
+	active       *prometheus.GaugeVec
+	inFlight     prometheus.Gauge
+	holds        *prometheus.CounterVec
+	budget       *prometheus.GaugeVec
+	verify       prometheus.Histogram
+	rto          prometheus.Histogram
+}
+
+// States reported by MetricActive, so that a state that empties shows 0.
+var activeStates = []string{StatePlanned, StateWaiting, StateRunning, StateHeld, StateInconclusive}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		remediations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRemediations, Help: "Remediations that ended, by playbook and final state."}, []string{"playbook", "state"}),
+		actions:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricActions, Help: "Remediation op attempts, by action and result."}, []string{"action", "result"}),
+		active:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricActive, Help: "Remediations not over, by state."}, []string{"state"}),
+		inFlight:     prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricInFlight, Help: "Remediation ops that acted and are not verified yet."}),
+		holds:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricHolds, Help: "Times a guard held a remediation op, by guard."}, []string{"guard"}),
+		budget: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricBudgetRemaining,
+			Help: "How many more nodes, workloads or clusters may be under remediation at once before the blast-radius budget holds new actions."}, []string{"resource"}),
+		verify: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricVerifySeconds, Help: "Time from a remediation op's writes to its verification in the global view.",
+			Buckets: []float64{5, 10, 15, 30, 60, 120, 300, 600}}),
+		rto: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricRTO, Help: "Recovery time of successful remediations: from the incident's opening to the last verification.",
+			Buckets: []float64{30, 60, 120, 300, 600, 900, 1800, 3600}}),
+	}
+	for _, s := range activeStates {
+		m.active.WithLabelValues(s)
+	}
+	if reg != nil {
+		reg.MustRegister(m.remediations, m.actions, m.active, m.inFlight, m.holds, m.budget, m.verify, m.rto)
+	}
+	return m
+}
+
+// update sets the gauges from the remediations not over and the budget's items.
+func (m *metrics) update(e *Engine, items []budgetItem) {
+	for _, it := range items {
+		m.budget.WithLabelValues(it.what).Set(math.Max(0, math.Floor(it.max*it.total)-float64(it.n)))
+	}
+	counts := map[string]int{}
+	inFlight := 0
+	for _, r := range e.active {
+		counts[r.State]++
+		for _, st := range r.Steps {
+			for _, op := range st.Ops {
+				if op.State == OpDone || op.State == OpBlocked {
+					inFlight++
+				}
+			}
+		}
+	}
+	for _, s := range activeStates {
+		m.active.WithLabelValues(s).Set(float64(counts[s]))
+	}
+	m.inFlight.Set(float64(inFlight))
+}
+
+func (m *metrics) finished(r *Remediation) {
+	m.remediations.WithLabelValues(r.Playbook, r.State).Inc()
+	if r.State == StateSucceeded && !r.DryRun && !r.OpenedAt.IsZero() {
+		m.rto.Observe(r.DoneAt.Sub(r.OpenedAt).Seconds())
+	}
+}
+
+func (m *metrics) action(action, result string) { m.actions.WithLabelValues(action, result).Inc() }
+
+func (m *metrics) held(guard string) { m.holds.WithLabelValues(guard).Inc() }
+
+func (m *metrics) verified(op *Op, now time.Time) {
+	if !op.ActedAt.IsZero() {
+		m.verify.Observe(now.Sub(op.ActedAt).Seconds())
+	}
+}

@@ -1,0 +1,168 @@
+package remediate
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Store keeps remediations and the audit in a bbolt file in the data directory. Every write is
+// one transaction, fsynced before it returns: an audit entry for an API call is on disk before
+// the call goes out, and a remediation's new state with it, so a kill -9 loses nothing that
+// happened and a restart knows which calls may have gone out.
+type Store struct {
+	db *bolt.DB
+}
+
+var (
+	bucketRemediations = []byte("remediations") // ID -> Remediation
+	bucketAudit        = []byte("audit")        // seq (8 bytes) -> AuditEntry
+	bucketByIncident   = []byte("by_incident")  // incident ID \x00 remediation ID -> nothing
+)
+
+// ErrNotFound is returned for an unknown remediation.
+var ErrNotFound = errors.New("remediation not found")
+
+// OpenStore opens (creating) the store at path. Another process holding it is an error after
+// a second, not a hang.
+func OpenStore(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open remediation store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRemediations, bucketAudit, bucketByIncident} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open remediation store %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Save stores a remediation and appends audit entries, in one transaction: the state and the
+// record of why it changed are kept together or not at all. The entries get their sequence
+// numbers here.
+func (s *Store) Save(r *Remediation, entries ...*AuditEntry) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketRemediations).Put([]byte(r.ID), data); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketByIncident).Put([]byte(r.IncidentID+"\x00"+r.ID), nil); err != nil {
+			return err
+		}
+		return appendAudit(tx, entries)
+	})
+}
+
+// Audit appends entries on their own (a plan that was not kept, a refused approval).
+func (s *Store) Audit(entries ...*AuditEntry) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return appendAudit(tx, entries) })
+}
+
+func appendAudit(tx *bolt.Tx, entries []*AuditEntry) error {
+	b := tx.Bucket(bucketAudit)
+	for _, e := range entries {
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		e.Seq = seq
+		data, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		var k [8]byte
+		binary.BigEndian.PutUint64(k[:], seq)
+		if err := b.Put(k[:], data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Get returns one remediation.
+func (s *Store) Get(id string) (*Remediation, error) {
+	var r *Remediation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketRemediations).Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		r = new(Remediation)
+		return json.Unmarshal(v, r)
+	})
+	return r, err
+}
+
+// List returns every remediation, oldest first (IDs are time-ordered).
+func (s *Store) List() ([]*Remediation, error) {
+	var out []*Remediation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRemediations).ForEach(func(k, v []byte) error {
+			r := new(Remediation)
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("remediation %s: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ForIncident lists the IDs of an incident's remediations.
+func (s *Store) ForIncident(incident string) ([]string, error) {
+	var ids []string
+	prefix := []byte(incident + "\x00")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketByIncident).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && len(k) > len(prefix) && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+			ids = append(ids, string(k[len(prefix):]))
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// AuditLog returns the audit entries after seq (0: from the start), of one remediation when id
+// is set, at most limit of them (0: all).
+func (s *Store) AuditLog(after uint64, id string, limit int) ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		var k [8]byte
+		binary.BigEndian.PutUint64(k[:], after+1)
+		for key, v := c.Seek(k[:]); key != nil; key, v = c.Next() {
+			var e AuditEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("audit entry %d: %w", binary.BigEndian.Uint64(key), err)
+			}
+			if id != "" && e.RemediationID != id {
+				continue
+			}
+			out = append(out, e)
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}

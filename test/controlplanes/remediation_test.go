@@ -1,0 +1,249 @@
+package controlplanes
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/fleetwatch/fleetwatch/internal/lab"
+	"github.com/fleetwatch/fleetwatch/internal/testenv"
+	"github.com/fleetwatch/fleetwatch/remediate"
+)
+
+// correlateConfig shortens correlation so that an incident opens and resolves within seconds.
+const correlateConfig = "  evaluation_interval: 1s\n  resolve_after: 5s\n"
+
+type client struct {
+	t     *testing.T
+	base  string
+	token string
+}
+
+// call sends a request to fleetwatch's API and decodes data into out; it returns the status.
+func (c client) call(method, path string, body any, out any) int {
+	c.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(c.t, err)
+		r = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	require.NoError(c.t, err)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(c.t, err)
+	defer resp.Body.Close()
+	var env struct {
+		Status string          `json:"status"`
+		Data   json.RawMessage `json:"data"`
+		Error  string          `json:"error"`
+	}
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(c.t, err)
+	require.NoError(c.t, json.Unmarshal(raw, &env), "%s %s: %s", method, path, raw)
+	if out != nil && env.Status == "success" {
+		require.NoError(c.t, json.Unmarshal(env.Data, out))
+	}
+	return resp.StatusCode
+}
+
+// TestRemediation runs fleetwatch's remediation on the lab's real control planes: incidents
+// from the view drive actions through each cluster's API server, and each action is verified
+// in the same view.
+func TestRemediation(t *testing.T) {
+	dir := t.TempDir()
+	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
+	viewer := testenv.WriteFile(t, dir, "viewer.token", "viewer-secret\n")
+	l := lab.Start(t, lab.Options{
+		Clusters: 3, ControlPlanes: true, Rules: cpRules, Correlate: correlateConfig,
+		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
+			"remediation:\n  enabled: true\n  evaluation_interval: 1s\n" +
+			"access:\n  anonymous_roles: [read]\n  identities:\n" +
+			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall) +
+			fmt.Sprintf("    - {name: viewer, roles: [read], bearer_token_file: %s}\n", viewer),
+	})
+	anon := client{t: t, base: l.FleetwatchURL}
+	reader := client{t: t, base: l.FleetwatchURL, token: "viewer-secret"}
+	truth := l.Truth()
+	testenv.Eventually(t, time.Minute, func() error {
+		pods := lab.VectorByCluster(queryVector(t, l, `count by (cluster) (kube_pod_status_phase{phase="Running"} == 1)`))
+		for _, c := range l.Clusters {
+			if pods[c] != float64(truth[c].Pods) || truth[c].Pods == 0 {
+				return fmt.Errorf("cluster %s: %v running pods in the view, %d in its API", c, pods[c], truth[c].Pods)
+			}
+		}
+		return nil
+	})
+
+	t.Run("NotReady nodes: approved, cordoned, drained, recovered in the view", func(t *testing.T) {
+		c := l.Clusters[0]
+		l.UploadScenario(fmt.Sprintf("name: nodes-down\nsteps:\n  - {after: 0s, action: nodes_not_ready, cluster: %s, count: 2}\n", c))
+		l.StartScenario("nodes-down")
+
+		// One incident, and a remediation waiting for an operator.
+		var rem remediate.Remediation
+		testenv.Eventually(t, 2*time.Minute, func() error {
+			var list []remediate.Remediation
+			require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations?state=active", nil, &list))
+			if len(list) != 1 || list[0].State != remediate.StateWaiting {
+				return fmt.Errorf("want one remediation waiting for approval, got %+v", list)
+			}
+			rem = list[0]
+			return nil
+		})
+		require.Equal(t, remediate.PlaybookNodesNotReady, rem.Playbook)
+		require.Equal(t, []string{c}, rem.Clusters)
+		incidents := l.Incidents("state=active")
+		require.Len(t, incidents, 1, "one incident per real problem: %+v", incidents)
+		require.Equal(t, incidents[0].ID, rem.IncidentID)
+		nodes := []string{rem.Steps[0].Ops[0].Name, rem.Steps[0].Ops[1].Name}
+		require.Len(t, rem.Steps[0].Ops, 2)
+
+		// Nothing acts without an identity with the operate role: none is 401, a reader 403.
+		require.Equal(t, http.StatusUnauthorized, anon.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
+		require.Equal(t, http.StatusForbidden, reader.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
+		cs := l.ControlPlanes[c].Client
+		for _, n := range nodes {
+			node, err := cs.CoreV1().Nodes().Get(context.Background(), n, metav1.GetOptions{})
+			require.NoError(t, err)
+			require.False(t, node.Spec.Unschedulable, "nothing is cordoned before the approval")
+		}
+		// The plan says what will be done, with every API call; then the operator approves with
+		// the CLI.
+		fw := testenv.Fleetwatch(t)
+		plan, err := exec.Command(fw, "remediate", "--url="+l.FleetwatchURL, "plan", "--incident="+rem.IncidentID).CombinedOutput()
+		require.NoError(t, err, "%s", plan)
+		for _, n := range nodes {
+			require.Contains(t, string(plan), "PATCH /api/v1/nodes/"+n+" spec.unschedulable=true")
+		}
+		require.Contains(t, string(plan), "verify: max(kube_node_spec_unschedulable{cluster=\""+c+"\",node=\""+nodes[0]+"\"}) == bool 1")
+		approved := time.Now()
+		out, err := exec.Command(fw, "remediate", "--url="+l.FleetwatchURL, "--bearer-token-file="+oncall, "approve", rem.ID, "--comment=e2e").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "approved by oncall")
+
+		testenv.Eventually(t, 3*time.Minute, func() error {
+			var d remediate.Detail
+			require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+rem.ID, nil, &d))
+			if d.State != remediate.StateSucceeded {
+				return fmt.Errorf("remediation %s: %s", d.ID, describe(t, l, anon, d.ID))
+			}
+			rem = *d.Remediation
+			require.True(t, slices.ContainsFunc(d.Audit, func(e remediate.AuditEntry) bool {
+				return e.Event == remediate.EventApproval && e.Actor == "oncall" && strings.Contains(e.Detail, "approved by oncall: e2e")
+			}), "the audit records who approved")
+			return nil
+		})
+		t.Logf("approval to verified recovery: %s", time.Since(approved).Round(time.Second))
+		out, err = exec.Command(fw, "remediate", "--url="+l.FleetwatchURL, "history").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Regexp(t, rem.ID+`\s+`+rem.IncidentID+`\s+`+remediate.PlaybookNodesNotReady+`\s+`+c+`\s+succeeded`, string(out))
+
+		// In the cluster's API: the nodes are cordoned by fleetwatch's ops and hold no pod.
+		for _, n := range nodes {
+			node, err := cs.CoreV1().Nodes().Get(context.Background(), n, metav1.GetOptions{})
+			require.NoError(t, err)
+			require.True(t, node.Spec.Unschedulable, n)
+			require.True(t, strings.HasPrefix(node.Annotations[remediate.ActionAnnotation], rem.ID), node.Annotations)
+			pods, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + n})
+			require.NoError(t, err)
+			require.Empty(t, pods.Items, "pods left on %s", n)
+		}
+		// In the view: every pod runs again, elsewhere.
+		testenv.Eventually(t, 2*time.Minute, func() error {
+			running := lab.VectorByCluster(queryVector(t, l, fmt.Sprintf(`count by (cluster) (kube_pod_status_phase{cluster=%q, phase="Running"} == 1)`, c)))
+			onDown := queryVector(t, l, fmt.Sprintf(`count(kube_pod_info{cluster=%q, node=~%q})`, c, strings.Join(nodes, "|")))
+			if running[c] != float64(truth[c].Pods) || len(onDown) != 0 {
+				return fmt.Errorf("running %v of %d, on the drained nodes %v", running[c], truth[c].Pods, onDown)
+			}
+			return nil
+		})
+		// The NotReady nodes are out of service (cordoned): the incident resolves.
+		testenv.Eventually(t, 2*time.Minute, func() error {
+			if act := l.Incidents("state=active"); len(act) != 0 {
+				return fmt.Errorf("active incidents: %+v", act)
+			}
+			return nil
+		})
+		l.StopScenario("nodes-down")
+	})
+
+	t.Run("bad rollout in 3 clusters: rolled back canary first, crash loops stop", func(t *testing.T) {
+		ns, deploy := "payments", "api"
+		for _, c := range l.Clusters {
+			l.Kubectl(c, "-n", ns, "set", "image", "deployment/"+deploy, deploy+"=registry.example/payments/api:v9.9.9-crashloop")
+		}
+		var rem remediate.Remediation
+		testenv.Eventually(t, 3*time.Minute, func() error {
+			var list []remediate.Remediation
+			require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations?incident=", nil, &list))
+			for _, r := range list {
+				if r.Playbook == remediate.PlaybookBadRollout {
+					rem = r
+				}
+			}
+			if rem.State != remediate.StateSucceeded {
+				return fmt.Errorf("bad-rollout remediation %s: %s", rem.ID, describe(t, l, anon, rem.ID))
+			}
+			return nil
+		})
+		require.Equal(t, "rollout/"+ns+"/"+deploy, rem.IncidentKey)
+		ops := rem.Steps[0].Ops
+		require.Len(t, ops, 3)
+		// Cluster by cluster: each rollback acted only after the one before it verified.
+		for i := 1; i < len(ops); i++ {
+			require.False(t, ops[i].ActedAt.Before(ops[i-1].VerifiedAt), "op %d acted at %s, before op %d verified at %s", i, ops[i].ActedAt, i-1, ops[i-1].VerifiedAt)
+		}
+		crashing := fmt.Sprintf(`sum by (cluster) (kube_pod_container_status_waiting_reason{namespace=%q, reason="CrashLoopBackOff"})`, ns)
+		testenv.Eventually(t, 2*time.Minute, func() error {
+			for c, v := range lab.VectorByCluster(queryVector(t, l, crashing)) {
+				if v != 0 {
+					return fmt.Errorf("%s still crash-loops: %v", c, v)
+				}
+			}
+			return nil
+		})
+		for _, c := range l.Clusters {
+			d, err := l.ControlPlanes[c].Client.AppsV1().Deployments(ns).Get(context.Background(), deploy, metav1.GetOptions{})
+			require.NoError(t, err)
+			require.NotContains(t, d.Spec.Template.Spec.Containers[0].Image, "crashloop", c)
+			require.True(t, strings.HasPrefix(d.Annotations[remediate.ActionAnnotation], rem.ID), c)
+		}
+	})
+}
+
+// describe says where a remediation is: its state, and each op's state, detail and the value
+// of its verification now.
+func describe(t *testing.T, l *lab.Lab, c client, id string) string {
+	var d remediate.Detail
+	if c.call("GET", "/api/v1/remediations/"+id, nil, &d) != http.StatusOK {
+		return "not found"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s)", d.State, d.Reason)
+	for _, st := range d.Steps {
+		for _, op := range st.Ops {
+			fmt.Fprintf(&b, "; %s %s/%s in %s: %s (%s)", op.Action, op.Namespace, op.Name, op.Cluster, op.State, op.Detail)
+			if op.Verify != "" {
+				fmt.Fprintf(&b, " verify now: %v", queryVector(t, l, op.Verify))
+			}
+		}
+	}
+	return b.String()
+}
