@@ -345,7 +345,16 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 		lo, hi := f.first[clusters[0]], f.first[clusters[len(clusters)-1]]
 		clusters = slices.Clone(clusters)
 		sort.Strings(clusters)
-		img := sharedImage(w, clusters, topo)
+		// The failing pods' own owners (the new ReplicaSet of a rolling update), where the
+		// alerts name them.
+		owners := map[string][]string{} // cluster -> cluster/ns/owner
+		for _, i := range f.idx {
+			l := alerts[i].Labels
+			if o := l["owner_name"]; o != "" && has(clusters, cluster[i]) {
+				owners[cluster[i]] = append(owners[cluster[i]], key(cluster[i], l["namespace"], o))
+			}
+		}
+		img := sharedImage(w, clusters, topo, owners)
 		k := "rollout/" + w
 		for _, i := range f.idx {
 			if !has(clusters, cluster[i]) {
@@ -529,7 +538,34 @@ func describe(a Alert) string {
 
 // sharedImage is the image every failing cluster runs for the workload, preferring one that
 // no cluster outside them runs; "" when they share none.
-func sharedImage(w string, clusters []string, topo *Topology) string {
+func sharedImage(w string, clusters []string, topo *Topology, owners map[string][]string) string {
+	// When the failing alerts name the pods' owners in every failing cluster, the suspects
+	// are those owners' images: the new ReplicaSet's, not the old one's that still runs
+	// beside it in a stalled rolling update.
+	if len(owners) == len(clusters) {
+		count := map[string]int{}
+		for _, c := range clusters {
+			imgs := map[string]bool{}
+			for _, o := range owners[c] {
+				for _, img := range topo.OwnerImages[o] {
+					imgs[img] = true
+				}
+			}
+			for img := range imgs {
+				count[img]++
+			}
+		}
+		var shared []string
+		for img, n := range count {
+			if n == len(clusters) {
+				shared = append(shared, img)
+			}
+		}
+		if len(shared) > 0 {
+			sort.Strings(shared)
+			return shared[0]
+		}
+	}
 	count := map[string]int{}
 	for _, c := range clusters {
 		for _, img := range topo.WorkloadImages[c+"/"+w] {

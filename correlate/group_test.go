@@ -86,6 +86,20 @@ func TestCorrelateBadRollout(t *testing.T) {
 	require.Len(t, g.Alerts, 6)
 	require.Equal(t, "critical", g.Severity)
 
+	// A stalled rolling update: every failing cluster runs the old image (3 pods of the old
+	// ReplicaSet) and the new one (the surge pod that crash-loops), and so does the healthy
+	// cluster. The alerts name the failing ReplicaSet: its image is the suspect, not the old one
+	// that sorts first.
+	stalled := testTopology()
+	stalled.OwnerImages = map[string][]string{}
+	for _, c := range []string{"eu-1", "us-1", "ap-1", "us-2"} {
+		stalled.WorkloadImages[c+"/catalog/search"] = []string{"search:v1", "search:v9-bad"}
+		stalled.OwnerImages[c+"/catalog/search-5d8f7c9b6"] = []string{"search:v9-bad"}
+		stalled.OwnerImages[c+"/catalog/search-6b7d9c8f5"] = []string{"search:v1"}
+	}
+	gs = Correlate(alerts, stalled, DefaultRules)
+	require.Equal(t, "search:v9-bad", gs[0].Image)
+
 	// The same workload failing on a NotReady node elsewhere is the node's problem.
 	withNodes := append([]Alert{
 		alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical"),

@@ -17,7 +17,11 @@ type Topology struct {
 	PodNode        map[string]string   // cluster/ns/pod -> node
 	PodWorkload    map[string]string   // cluster/ns/pod -> workload (Deployment, or the controller)
 	WorkloadImages map[string][]string // cluster/ns/workload -> images its containers run
-	NotReadyNodes  map[string]bool     // cluster/node
+	// OwnerImages are the images of the pods of each controlling owner as the view names it
+	// (a Deployment's ReplicaSet, with its pod-template hash): during a rolling update the old
+	// and the new ReplicaSet run side by side, each with its own images.
+	OwnerImages   map[string][]string // cluster/ns/owner -> images its pods run
+	NotReadyNodes map[string]bool     // cluster/node
 
 	workloadPods map[string][]string // cluster/ns/workload -> cluster/ns/pod, built on first use
 }
@@ -54,7 +58,8 @@ func key(parts ...string) string { return strings.Join(parts, keySep) }
 
 // LoadTopology reads the topology at ts.
 func LoadTopology(ctx context.Context, q QueryFunc, ts time.Time) (*Topology, error) {
-	t := &Topology{PodNode: map[string]string{}, PodWorkload: map[string]string{}, WorkloadImages: map[string][]string{}, NotReadyNodes: map[string]bool{}}
+	t := &Topology{PodNode: map[string]string{}, PodWorkload: map[string]string{}, WorkloadImages: map[string][]string{},
+		OwnerImages: map[string][]string{}, NotReadyNodes: map[string]bool{}}
 	run := func(query string) (promql.Vector, error) {
 		v, err := q(ctx, query, ts)
 		if err != nil {
@@ -81,9 +86,11 @@ func LoadTopology(ctx context.Context, q QueryFunc, ts time.Time) (*Topology, er
 	if v, err = run(qPodOwner); err != nil {
 		return nil, err
 	}
+	podOwner := map[string]string{} // cluster/ns/pod -> its controlling owner as named
 	for _, s := range v {
 		m := s.Metric
 		c, ns, owner := m.Get("cluster"), m.Get("namespace"), m.Get("owner_name")
+		podOwner[key(c, ns, m.Get("pod"))] = owner
 		if m.Get("owner_kind") == "ReplicaSet" {
 			if d, ok := rsDeploy[key(c, ns, owner)]; ok {
 				owner = d
@@ -106,6 +113,11 @@ func LoadTopology(ctx context.Context, q QueryFunc, ts time.Time) (*Topology, er
 		if !seen[wk+"\xff"+img] {
 			seen[wk+"\xff"+img] = true
 			t.WorkloadImages[wk] = append(t.WorkloadImages[wk], img)
+		}
+		if o := podOwner[key(c, ns, m.Get("pod"))]; o != "" && !seen["owner\xff"+key(c, ns, o)+"\xff"+img] {
+			seen["owner\xff"+key(c, ns, o)+"\xff"+img] = true
+			ok := key(c, ns, o)
+			t.OwnerImages[ok] = append(t.OwnerImages[ok], img)
 		}
 	}
 	if v, err = run(qNotReady); err != nil {

@@ -56,12 +56,14 @@ type Engine struct {
 	settings  config.RemediationConfig
 	playbooks []config.PlaybookConfig
 	active    map[string]*Remediation // ID -> not final
-	// byIncident: incident ID -> its remediation's ID (final ones too, so that an incident is
-	// remediated once).
-	byIncident map[string]string
-	limits     *limits
-	paused     map[string]string // "" (the fleet) or a cluster -> who paused it
-	kick       chan struct{}
+	// covered: incident ID -> the clusters its remediations (final ones too) were planned for.
+	// An incident is remediated once per cluster: when it grows to more clusters (a bad
+	// rollout reaching one more), the new ones get a remediation of their own once the
+	// incident's current one is over.
+	covered map[string]map[string]bool
+	limits  *limits
+	paused  map[string]string // "" (the fleet) or a cluster -> who paused it
+	kick    chan struct{}
 }
 
 // actor is how the engine signs the audit entries it writes itself.
@@ -81,7 +83,7 @@ func New(o Options) (*Engine, error) {
 	if o.Incidents == nil {
 		o.Incidents = func() []correlate.Incident { return nil }
 	}
-	e := &Engine{o: o, logger: o.Logger, now: o.Now, active: map[string]*Remediation{}, byIncident: map[string]string{},
+	e := &Engine{o: o, logger: o.Logger, now: o.Now, active: map[string]*Remediation{}, covered: map[string]map[string]bool{},
 		paused: map[string]string{}, kick: make(chan struct{}, 1)}
 	if err := e.ApplySettings(o.Settings); err != nil {
 		return nil, err
@@ -91,7 +93,7 @@ func New(o Options) (*Engine, error) {
 		return nil, err
 	}
 	for _, r := range all {
-		e.byIncident[r.IncidentID] = r.ID
+		e.cover(r)
 		if !Final(r.State) {
 			e.active[r.ID] = r
 		}
@@ -154,17 +156,27 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	incidents := e.o.Incidents()
 	open := map[string]*correlate.Incident{}
 	var errs []error
+	running := map[string]bool{} // incidents with a remediation not over
+	for _, r := range e.active {
+		running[r.IncidentID] = true
+	}
 	for i := range incidents {
 		inc := &incidents[i]
 		open[inc.ID] = inc
-		if _, done := e.byIncident[inc.ID]; done {
+		if running[inc.ID] {
+			continue
+		}
+		uncovered := slices.DeleteFunc(slices.Clone(inc.Clusters), func(c string) bool { return e.covered[inc.ID][c] })
+		if len(uncovered) == 0 {
 			continue
 		}
 		pb, ok := e.match(inc)
 		if !ok {
 			continue
 		}
-		r, err := e.plan(ctx, inc, pb, now)
+		part := *inc
+		part.Clusters = uncovered
+		r, err := e.plan(ctx, &part, pb, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("plan for incident %s: %w", inc.ID, err))
 			continue
@@ -177,7 +189,7 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 			continue
 		}
 		e.active[r.ID] = r
-		e.byIncident[inc.ID] = r.ID
+		e.cover(r)
 	}
 	ids := slices.Sorted(func(yield func(string) bool) {
 		for id := range e.active {
@@ -201,6 +213,16 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	}
 	e.metrics.update(e, e.budgetItems(ctx, nil, now))
 	return errors.Join(errs...)
+}
+
+// cover records the clusters a remediation was planned for.
+func (e *Engine) cover(r *Remediation) {
+	if e.covered[r.IncidentID] == nil {
+		e.covered[r.IncidentID] = map[string]bool{}
+	}
+	for _, c := range r.Clusters {
+		e.covered[r.IncidentID][c] = true
+	}
 }
 
 func (e *Engine) match(inc *correlate.Incident) (config.PlaybookConfig, bool) {

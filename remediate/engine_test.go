@@ -15,12 +15,14 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -69,6 +71,12 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 				OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: "agent", Controller: ptr(true)}}},
 				Spec: corev1.PodSpec{NodeName: node}})
 		}
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "shop", UID: types.UID("d-" + c), Annotations: map[string]string{revisionAnnotation: "2"}},
+			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}},
+				Template: replicaSet("x", "2", "api:v2-bad", "").Spec.Template},
+		}
+		objs = append(objs, d, replicaSet("api-1", "1", "api:v1", d.UID), replicaSet("api-2", "2", "api:v2-bad", d.UID))
 		cs := fake.NewClientset(objs...)
 		cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 			if a.GetSubresource() != "eviction" {
@@ -90,7 +98,9 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 			w.set(fmt.Sprintf(`kube_node_status_condition{cluster=%q,node=%q,condition="Ready",status="true"}`, c, node), 1)
 			w.set(fmt.Sprintf(`kube_node_spec_unschedulable{cluster=%q,node=%q}`, c, node), 0)
 		}
-		w.set(fmt.Sprintf(`kube_deployment_created{cluster=%q,namespace="shop",deployment="api"}`, c), 1)
+		for _, name := range []string{"api", "web", "db", "cache"} {
+			w.set(fmt.Sprintf(`kube_deployment_created{cluster=%q,namespace="shop",deployment=%q}`, c, name), 1)
+		}
 		w.set(fmt.Sprintf(`%s{cluster=%q}`, collector.APIUpMetric, c), 1)
 	}
 	s := config.DefaultRemediation
@@ -188,11 +198,7 @@ func (w *world) writes(cluster string) []string {
 		switch a := a.(type) {
 		case k8stesting.PatchAction:
 			name = a.GetName()
-		case k8stesting.CreateAction:
-			if ev, ok := a.GetObject().(*policyv1.Eviction); ok {
-				name = ev.Name
-			}
-		case k8stesting.UpdateAction:
+		case k8stesting.CreateAction: // an update's too
 			name = a.GetObject().(metav1.Object).GetName()
 		}
 		out = append(out, strings.TrimSuffix(a.GetVerb()+" "+a.GetResource().Resource+"/"+a.GetSubresource(), "/")+" "+name)
@@ -534,4 +540,117 @@ func TestNotifyOnlyChangesNothing(t *testing.T) {
 	for _, c := range clusters {
 		require.Empty(t, w.writes(c))
 	}
+}
+
+func rolloutIncident() correlate.Incident {
+	return correlate.Incident{ID: "inc-r", Group: correlate.Group{Key: "rollout/shop/api", Scope: "fleet", Clusters: []string{"c1", "c2", "c3"},
+		Severity: "warning", Image: "api:v2-bad", RootCause: "likely bad rollout of shop/api (image api:v2-bad)"}, State: correlate.StateOpen}
+}
+
+// rolledOut makes the view say the Deployment in cluster is (1) or is not (0) fully rolled out.
+func rolledOut(w *world, cluster string, ok float64) {
+	sel := fmt.Sprintf(`{cluster=%q,namespace="shop",deployment="api"}`, cluster)
+	w.set("kube_deployment_spec_replicas"+sel, 3)
+	w.set("kube_deployment_status_replicas_available"+sel, 2+ok)
+	w.set("kube_deployment_status_replicas_updated"+sel, 3)
+	w.set("kube_deployment_metadata_generation"+sel, 2)
+	w.set("kube_deployment_status_observed_generation"+sel, 2)
+}
+
+func TestBadRolloutRolledBackCanaryFirst(t *testing.T) {
+	w := newWorld(t, nil)
+	for _, c := range clusters {
+		rolledOut(w, c, 0)
+	}
+	// c3 runs the fewest replicas: it is the canary.
+	w.set(`kube_deployment_spec_replicas{cluster="c3",namespace="shop",deployment="api"}`, 1)
+	w.set(`kube_deployment_status_replicas_available{cluster="c3",namespace="shop",deployment="api"}`, 0)
+	w.set(`kube_deployment_status_replicas_updated{cluster="c3",namespace="shop",deployment="api"}`, 1)
+	w.incidents = []correlate.Incident{rolloutIncident()}
+	w.tick(time.Second)
+	r := w.only()
+	require.Equal(t, PlaybookBadRollout, r.Playbook)
+	var order []string
+	for _, op := range r.Steps[0].Ops {
+		order = append(order, op.Cluster)
+	}
+	require.Equal(t, []string{"c3", "c1", "c2"}, order)
+	require.Equal(t, []string{"update deployments api"}, w.writes("c3"), "auto mode: the canary is rolled back at once")
+	require.Empty(t, w.writes("c1"))
+	d, err := w.clients["c3"].AppsV1().Deployments("shop").Get(context.Background(), "api", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "api:v1", d.Spec.Template.Spec.Containers[0].Image)
+
+	w.tick(5 * time.Second)
+	require.Empty(t, w.writes("c1"), "the next cluster waits for the canary to verify")
+	w.set(`kube_deployment_status_replicas_available{cluster="c3",namespace="shop",deployment="api"}`, 1)
+	w.tick(5 * time.Second)
+	require.Equal(t, []string{"update deployments api"}, w.writes("c1"))
+	rolledOut(w, "c1", 1)
+	w.tick(5 * time.Second)
+	rolledOut(w, "c2", 1)
+	w.tick(5 * time.Second)
+	r = w.only()
+	require.Equal(t, StateSucceeded, r.State, r.Reason)
+	for _, c := range clusters {
+		require.Len(t, w.writes(c), 1, c)
+	}
+}
+
+func TestBadRolloutStopsAtTheFirstClusterThatDoesNotRecover(t *testing.T) {
+	w := newWorld(t, nil)
+	for _, c := range clusters {
+		rolledOut(w, c, 0)
+	}
+	w.incidents = []correlate.Incident{rolloutIncident()}
+	w.tick(time.Second)
+	require.Equal(t, []string{"update deployments api"}, w.writes("c1"))
+	// c1 never recovers within the step's 5 minutes.
+	for range 6 {
+		w.tick(time.Minute)
+	}
+	r := w.only()
+	require.Equal(t, StateFailed, r.State, r.Reason)
+	require.Equal(t, OpFailed, r.Steps[0].Ops[0].State)
+	require.Equal(t, OpPending, r.Steps[0].Ops[1].State)
+	require.Empty(t, w.writes("c2"), "no rollback after the cluster that did not recover")
+	require.Empty(t, w.writes("c3"))
+	require.Equal(t, []string{"update deployments api"}, w.writes("c1"), "a rollback is not undone")
+}
+
+func TestAnIncidentThatGrowsGetsTheNewClustersRemediated(t *testing.T) {
+	w := newWorld(t, nil)
+	for _, c := range clusters {
+		rolledOut(w, c, 0)
+	}
+	inc := rolloutIncident()
+	inc.Clusters = []string{"c1", "c2"}
+	w.incidents = []correlate.Incident{inc}
+	w.tick(time.Second)
+	rolledOut(w, "c1", 1)
+	w.tick(5 * time.Second)
+	// The rollout reaches c3 while c2's rollback is verifying: c3 waits for this remediation
+	// to end, then gets its own.
+	inc.Clusters = []string{"c1", "c2", "c3"}
+	w.incidents = []correlate.Incident{inc}
+	rolledOut(w, "c2", 1)
+	w.tick(5 * time.Second)
+	all, err := w.store.List()
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	require.Equal(t, StateSucceeded, all[0].State, all[0].Reason)
+	w.tick(5 * time.Second)
+	all, err = w.store.List()
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	require.Equal(t, []string{"c3"}, all[1].Clusters)
+	require.Equal(t, inc.ID, all[1].IncidentID)
+	require.Equal(t, []string{"update deployments api"}, w.writes("c3"))
+	rolledOut(w, "c3", 1)
+	w.tick(5 * time.Second)
+	w.tick(5 * time.Second)
+	all, err = w.store.List()
+	require.NoError(t, err)
+	require.Len(t, all, 2, "each cluster is remediated once")
+	require.Equal(t, StateSucceeded, all[1].State)
 }

@@ -25,6 +25,9 @@ const ActionAnnotation = "fleetwatch.io/remediation-op"
 // ReplicaSets (what `kubectl rollout undo` reads).
 const revisionAnnotation = "deployment.kubernetes.io/revision"
 
+// UserAgent is the user agent of remediation's requests to the clusters' API servers.
+const UserAgent = "fleetwatch-remediate"
+
 // Clients returns the client of a cluster's API server.
 type Clients func(cluster string) (kubernetes.Interface, error)
 

@@ -59,6 +59,16 @@ func TestRollbackToThePreviousRevision(t *testing.T) {
 	require.True(t, res.done)
 	require.Empty(t, calls)
 
+	// The incident's bad image is no longer in the template (rolled back by someone else):
+	// rolling back again would bring it back, so nothing is done.
+	calls = nil
+	other := &Op{ID: "rem-3-0-0", Namespace: "shop", Name: "api", Image: "api:v3-bad"}
+	res, err = rollback(context.Background(), cs, other, false, before)
+	require.NoError(t, err)
+	require.True(t, res.done)
+	require.Contains(t, res.detail, "the template no longer runs api:v3-bad")
+	require.Empty(t, calls)
+
 	// A Deployment with no earlier revision cannot be rolled back: an error, no write.
 	first := &Op{ID: "rem-2-0-0", Namespace: "shop", Name: "api"}
 	d2 := d.DeepCopy()

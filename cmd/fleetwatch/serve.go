@@ -441,6 +441,8 @@ func (s *server) apply(cfg *config.Config) error {
 		}
 		rc := rest.CopyConfig(c.KubeConfig)
 		rc.Timeout = remediationAPITimeout
+		// Its own user agent, so the clusters' audit logs tell remediation's requests apart.
+		rc.UserAgent = remediate.UserAgent
 		if kube[c.Name], err = kubernetes.NewForConfig(rc); err != nil {
 			return fmt.Errorf("cluster %q: kubeconfig_file: %w", c.Name, err)
 		}

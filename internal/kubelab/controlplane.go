@@ -81,6 +81,9 @@ type ControlPlane struct {
 	URL string
 	// Kubeconfig is the admin kubeconfig's path (client certificate in system:masters).
 	Kubeconfig string
+	// AuditLog is the API server's audit log (JSON lines, one event per write; see
+	// auditPolicyYAML).
+	AuditLog string
 
 	pki                             *pki
 	etcd, apiserver, kcm, scheduler *proc
@@ -133,6 +136,13 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (cp *ControlP
 
 	port := strconv.Itoa(ports[2])
 	cp.URL = "https://127.0.0.1:" + port
+	// The audit log records every write (not reads, leases, events or status updates): a test
+	// reads what was done to the cluster, by whom, and whether as a dry run.
+	cp.AuditLog = filepath.Join(o.Dir, "audit.log")
+	auditPolicy := filepath.Join(o.Dir, "audit-policy.yaml")
+	if err := os.WriteFile(auditPolicy, []byte(auditPolicyYAML), 0o600); err != nil {
+		return nil, err
+	}
 	cp.apiserver = newProc(o.Dir, "kube-apiserver", filepath.Join(o.BinDir, BinKubeAPIServer),
 		"--etcd-servers="+etcdURL,
 		"--cert-dir="+filepath.Join(o.Dir, "apiserver"),
@@ -145,6 +155,8 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (cp *ControlP
 		"--service-account-key-file="+p.path(saPublicKeyFile),
 		"--service-account-signing-key-file="+p.path(saPrivateKeyFile),
 		"--endpoint-reconciler-type=none",
+		"--audit-policy-file="+auditPolicy, "--audit-log-path="+cp.AuditLog, "--audit-log-format=json",
+		"--audit-log-maxbackup=1", "--audit-log-mode=blocking",
 	)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(p.caPEM)
@@ -317,3 +329,19 @@ func freePorts(n int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// auditPolicyYAML logs every write at the Metadata level (who, what, the request URI with its
+// dryRun parameter, the response code) and nothing else.
+const auditPolicyYAML = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    verbs: [get, list, watch]
+  - level: None
+    resources:
+      - {group: "", resources: [events, nodes/status, pods/status]}
+      - {group: coordination.k8s.io, resources: [leases]}
+      - {group: events.k8s.io, resources: [events]}
+  - level: Metadata
+`

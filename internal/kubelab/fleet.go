@@ -641,6 +641,8 @@ type Endpoint struct {
 	ClientCert string `json:"client_cert"`
 	ClientKey  string `json:"client_key"`
 	CA         string `json:"ca"`
+	// AuditLog is the API server's audit log: every write, as JSON lines.
+	AuditLog string `json:"audit_log"`
 
 	APIServerUp bool           `json:"api_server_up"`
 	PathCut     bool           `json:"fleetwatch_path_cut"`
@@ -660,7 +662,7 @@ func (f *Fleet) Endpoints() []Endpoint {
 		out = append(out, Endpoint{
 			Name: c.Name, APIServer: c.CP.URL, Kubeconfig: c.CP.Kubeconfig,
 			FleetwatchAPIServer: "https://" + c.Proxy.Addr(), FleetwatchKubeconfig: c.FleetwatchKubeconfig,
-			KubeStateMetrics: c.KubeStateMetrics, ClientCert: cert, ClientKey: key, CA: ca,
+			KubeStateMetrics: c.KubeStateMetrics, ClientCert: cert, ClientKey: key, CA: ca, AuditLog: c.CP.AuditLog,
 			APIServerUp: c.CP.APIServerRunning(), PathCut: c.Proxy.IsCut(), PathLatency: c.Proxy.Latency().String(),
 			Pids: pids,
 		})

@@ -1,9 +1,12 @@
 package lab
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -89,4 +92,44 @@ func (l *Lab) StartPrometheus(cluster string) {
 // String describes the control plane for a test log.
 func (cp *ControlPlane) String() string {
 	return fmt.Sprintf("%s: API server %s, fleetwatch's path %s, kube-state-metrics %s", cp.Name, cp.APIServer, cp.FleetwatchAPIServer, cp.KubeStateMetrics)
+}
+
+// AuditEvent is the part of an API server audit event the tests read.
+type AuditEvent struct {
+	Verb       string `json:"verb"`
+	RequestURI string `json:"requestURI"`
+	UserAgent  string `json:"userAgent"`
+	ObjectRef  struct {
+		Resource    string `json:"resource"`
+		Subresource string `json:"subresource"`
+		Namespace   string `json:"namespace"`
+		Name        string `json:"name"`
+	} `json:"objectRef"`
+	ResponseStatus struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
+}
+
+// Audit returns the writes a cluster's API server logged whose user agent starts with agent
+// ("" for all), in order.
+func (l *Lab) Audit(cluster, agent string) []AuditEvent {
+	l.t.Helper()
+	data, err := os.ReadFile(l.ControlPlanes[cluster].AuditLog)
+	if err != nil {
+		l.t.Fatalf("audit log of %s: %v", cluster, err)
+	}
+	var out []AuditEvent
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var e AuditEvent
+		if err := json.Unmarshal(line, &e); err != nil {
+			l.t.Fatalf("audit log of %s: %v: %s", cluster, err, line)
+		}
+		if strings.HasPrefix(e.UserAgent, agent) {
+			out = append(out, e)
+		}
+	}
+	return out
 }

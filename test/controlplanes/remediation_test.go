@@ -30,6 +30,9 @@ type client struct {
 	token string
 }
 
+// on is the client for another (sub)test.
+func (c client) on(t *testing.T) client { c.t = t; return c }
+
 // call sends a request to fleetwatch's API and decodes data into out; it returns the status.
 func (c client) call(method, path string, body any, out any) int {
 	c.t.Helper()
@@ -92,6 +95,7 @@ func TestRemediation(t *testing.T) {
 	})
 
 	t.Run("NotReady nodes: approved, cordoned, drained, recovered in the view", func(t *testing.T) {
+		anon, reader := anon.on(t), reader.on(t)
 		c := l.Clusters[0]
 		l.UploadScenario(fmt.Sprintf("name: nodes-down\nsteps:\n  - {after: 0s, action: nodes_not_ready, cluster: %s, count: 2}\n", c))
 		l.StartScenario("nodes-down")
@@ -184,31 +188,47 @@ func TestRemediation(t *testing.T) {
 		l.StopScenario("nodes-down")
 	})
 
+	t.Run("kill -9 during a drain: it resumes, nothing runs twice, nothing is lost", func(t *testing.T) {
+		killDuringDrain(t, l, anon.on(t), client{t: t, base: l.FleetwatchURL, token: "oncall-secret"})
+	})
+
 	t.Run("bad rollout in 3 clusters: rolled back canary first, crash loops stop", func(t *testing.T) {
+		anon := anon.on(t)
 		ns, deploy := "payments", "api"
 		for _, c := range l.Clusters {
 			l.Kubectl(c, "-n", ns, "set", "image", "deployment/"+deploy, deploy+"=registry.example/payments/api:v9.9.9-crashloop")
 		}
-		var rem remediate.Remediation
-		testenv.Eventually(t, 3*time.Minute, func() error {
+		// One incident; its remediations (one, or more when the rollout reached a cluster
+		// later) roll the Deployment back in every cluster, each verified.
+		var rems []remediate.Remediation
+		testenv.Eventually(t, 4*time.Minute, func() error {
 			var list []remediate.Remediation
-			require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations?incident=", nil, &list))
-			for _, r := range list {
-				if r.Playbook == remediate.PlaybookBadRollout {
-					rem = r
+			require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations", nil, &list))
+			rems = slices.DeleteFunc(list, func(r remediate.Remediation) bool { return r.Playbook != remediate.PlaybookBadRollout })
+			var rolledBack []string
+			for _, r := range rems {
+				if r.State != remediate.StateSucceeded {
+					return fmt.Errorf("bad-rollout remediation %s: %s", r.ID, describe(t, l, anon, r.ID))
+				}
+				for _, op := range r.Steps[0].Ops {
+					rolledBack = append(rolledBack, op.Cluster)
 				}
 			}
-			if rem.State != remediate.StateSucceeded {
-				return fmt.Errorf("bad-rollout remediation %s: %s", rem.ID, describe(t, l, anon, rem.ID))
+			slices.Sort(rolledBack)
+			if !slices.Equal(rolledBack, l.Clusters) {
+				return fmt.Errorf("rolled back in %v of %v", rolledBack, l.Clusters)
 			}
 			return nil
 		})
-		require.Equal(t, "rollout/"+ns+"/"+deploy, rem.IncidentKey)
-		ops := rem.Steps[0].Ops
-		require.Len(t, ops, 3)
-		// Cluster by cluster: each rollback acted only after the one before it verified.
-		for i := 1; i < len(ops); i++ {
-			require.False(t, ops[i].ActedAt.Before(ops[i-1].VerifiedAt), "op %d acted at %s, before op %d verified at %s", i, ops[i].ActedAt, i-1, ops[i-1].VerifiedAt)
+		for _, rem := range rems {
+			require.Equal(t, rems[0].IncidentID, rem.IncidentID, "one incident")
+			require.Equal(t, "rollout/"+ns+"/"+deploy, rem.IncidentKey)
+			ops := rem.Steps[0].Ops
+			// Cluster by cluster: each rollback acted only after the one before it verified.
+			for i := 1; i < len(ops); i++ {
+				require.False(t, ops[i].ActedAt.Before(ops[i-1].VerifiedAt), "op %d acted at %s, before op %d verified at %s", i, ops[i].ActedAt, i-1, ops[i-1].VerifiedAt)
+			}
+			t.Logf("remediation %s rolled back %d clusters, %s after the incident opened", rem.ID, len(ops), rem.DoneAt.Sub(rem.OpenedAt).Round(time.Second))
 		}
 		crashing := fmt.Sprintf(`sum by (cluster) (kube_pod_container_status_waiting_reason{namespace=%q, reason="CrashLoopBackOff"})`, ns)
 		testenv.Eventually(t, 2*time.Minute, func() error {
@@ -223,15 +243,83 @@ func TestRemediation(t *testing.T) {
 			d, err := l.ControlPlanes[c].Client.AppsV1().Deployments(ns).Get(context.Background(), deploy, metav1.GetOptions{})
 			require.NoError(t, err)
 			require.NotContains(t, d.Spec.Template.Spec.Containers[0].Image, "crashloop", c)
-			require.True(t, strings.HasPrefix(d.Annotations[remediate.ActionAnnotation], rem.ID), c)
+			require.True(t, slices.ContainsFunc(rems, func(r remediate.Remediation) bool {
+				return strings.HasPrefix(d.Annotations[remediate.ActionAnnotation], r.ID)
+			}), "%s: %v", c, d.Annotations)
 		}
 	})
+}
+
+// killDuringDrain: fleetwatch is killed (SIGKILL) in the middle of a drain; after the restart
+// the drain resumes, nothing the API server was asked to do twice succeeded twice, and every
+// write in the API server's audit log has its entry in fleetwatch's audit, made before it.
+func killDuringDrain(t *testing.T, l *lab.Lab, anon, op client) {
+	c := l.Clusters[1]
+	l.UploadScenario(fmt.Sprintf("name: nodes-down-2\nsteps:\n  - {after: 0s, action: nodes_not_ready, cluster: %s, count: 2}\n", c))
+	l.StartScenario("nodes-down-2")
+	defer l.StopScenario("nodes-down-2")
+	var rem remediate.Remediation
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		var list []remediate.Remediation
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations?state="+remediate.StateWaiting, nil, &list))
+		for _, r := range list {
+			if slices.Equal(r.Clusters, []string{c}) {
+				rem = r
+				return nil
+			}
+		}
+		return fmt.Errorf("no remediation waits for approval in %s: %+v", c, list)
+	})
+	require.Equal(t, http.StatusOK, op.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
+
+	// Killed as soon as the drain's first eviction is in fleetwatch's audit.
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		var d remediate.Detail
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+rem.ID, nil, &d))
+		if !slices.ContainsFunc(d.Audit, func(e remediate.AuditEntry) bool {
+			return e.Event == remediate.EventCall && strings.Contains(e.Detail, "/eviction")
+		}) {
+			return fmt.Errorf("no eviction yet: %s", d.State)
+		}
+		return nil
+	})
+	l.RestartFleetwatch()
+	var d remediate.Detail
+	testenv.Eventually(t, 3*time.Minute, func() error {
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+rem.ID, nil, &d))
+		if d.State != remediate.StateSucceeded {
+			return fmt.Errorf("remediation %s: %s", d.ID, describe(t, l, anon, d.ID))
+		}
+		return nil
+	})
+
+	// The API server's audit log: every write fleetwatch's remediation made.
+	writes := l.Audit(c, remediate.UserAgent)
+	require.NotEmpty(t, writes)
+	succeeded := map[string]int{}
+	for _, w := range writes {
+		target := w.ObjectRef.Resource + "/" + w.ObjectRef.Subresource + " " + w.ObjectRef.Namespace + "/" + w.ObjectRef.Name
+		if w.ResponseStatus.Code/100 == 2 {
+			succeeded[target]++
+		}
+		// Each write was in fleetwatch's audit first.
+		require.True(t, slices.ContainsFunc(d.Audit, func(e remediate.AuditEntry) bool {
+			return e.Event == remediate.EventCall && strings.Contains(e.Detail, "/"+w.ObjectRef.Name)
+		}), "%s %s is in the API server's audit log, not in fleetwatch's", w.Verb, w.RequestURI)
+	}
+	for target, n := range succeeded {
+		require.Equal(t, 1, n, "%s succeeded %d times", target, n)
+	}
+	t.Logf("%d writes to %s's API server, %d of them succeeded, across a kill -9", len(writes), c, len(succeeded))
 }
 
 // describe says where a remediation is: its state, and each op's state, detail and the value
 // of its verification now.
 func describe(t *testing.T, l *lab.Lab, c client, id string) string {
 	var d remediate.Detail
+	if id == "" {
+		return "none yet"
+	}
 	if c.call("GET", "/api/v1/remediations/"+id, nil, &d) != http.StatusOK {
 		return "not found"
 	}
