@@ -34,7 +34,10 @@ type Options struct {
 	// Incidents returns the active incidents (nil: correlation is off).
 	Incidents func() []correlate.Incident
 	Clients   Clients
-	Settings  config.RemediationConfig
+	// Alerts takes the engine's own alerts (a freeze, a remediation storm) to the correlation
+	// engine, which makes them incidents (nil: not raised).
+	Alerts   correlate.Sink
+	Settings config.RemediationConfig
 	// Identify names the caller of an API request (nil: everyone may do everything, for tests).
 	Identify   correlate.IdentifyFunc
 	Logger     *slog.Logger
@@ -64,7 +67,23 @@ type Engine struct {
 	limits  *limits
 	paused  map[string]string // "" (the fleet) or a cluster -> who paused it
 	kick    chan struct{}
+	// raised are the engine's own alerts (AlertFrozen, AlertStorm) found by this evaluation's
+	// guards, with why; sent when each was last sent as firing.
+	raised map[string]string
+	sent   map[string]time.Time
 }
+
+// The engine's own alerts, raised into the correlation engine while the guard holds.
+const (
+	// AlertFrozen: more than half of the fleet looks unreachable; every action is frozen.
+	AlertFrozen = "FleetRemediationFrozen"
+	// AlertStorm: the blast-radius budget holds new actions.
+	AlertStorm = "FleetRemediationStorm"
+)
+
+// alertResend is how often a raised alert is sent again; it ends by itself four resends
+// after the last one should the engine stop, and at once when its guard passes again.
+const alertResend = time.Minute
 
 // actor is how the engine signs the audit entries it writes itself.
 const actor = "fleetwatch"
@@ -84,7 +103,7 @@ func New(o Options) (*Engine, error) {
 		o.Incidents = func() []correlate.Incident { return nil }
 	}
 	e := &Engine{o: o, logger: o.Logger, now: o.Now, active: map[string]*Remediation{}, covered: map[string]map[string]bool{},
-		paused: map[string]string{}, kick: make(chan struct{}, 1)}
+		paused: map[string]string{}, kick: make(chan struct{}, 1), raised: map[string]string{}, sent: map[string]time.Time{}}
 	if err := e.ApplySettings(o.Settings); err != nil {
 		return nil, err
 	}
@@ -99,6 +118,7 @@ func New(o Options) (*Engine, error) {
 		}
 	}
 	e.metrics = newMetrics(o.Registerer)
+	e.metrics.init(e.playbooks)
 	return e, nil
 }
 
@@ -149,33 +169,45 @@ func (e *Engine) wake() {
 func (e *Engine) Evaluate(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := e.now()
 	if !e.settings.Enabled {
+		e.metrics.update(e, e.budgetItems(ctx, nil, now))
 		return nil
 	}
-	now := e.now()
 	incidents := e.o.Incidents()
 	open := map[string]*correlate.Incident{}
 	var errs []error
-	running := map[string]bool{} // incidents with a remediation not over
+	clear(e.raised)
+	defer func() {
+		if err := e.raise(ctx, now); err != nil {
+			e.logger.Error("raising remediation alerts", "err", err)
+		}
+	}()
+	running := map[string]*Remediation{} // incident -> its remediation not over
 	for _, r := range e.active {
-		running[r.IncidentID] = true
+		running[r.IncidentID] = r
 	}
 	for i := range incidents {
 		inc := &incidents[i]
 		open[inc.ID] = inc
-		if running[inc.ID] {
-			continue
-		}
 		uncovered := slices.DeleteFunc(slices.Clone(inc.Clusters), func(c string) bool { return e.covered[inc.ID][c] })
 		if len(uncovered) == 0 {
+			continue
+		}
+		part := *inc
+		part.Clusters = uncovered
+		if r := running[inc.ID]; r != nil {
+			// The incident grew (a rollout reached one more cluster): the new clusters join
+			// the remediation that runs, after the targets it has.
+			if err := e.extend(ctx, r, &part, now); err != nil {
+				errs = append(errs, fmt.Errorf("extend remediation %s: %w", r.ID, err))
+			}
 			continue
 		}
 		pb, ok := e.match(inc)
 		if !ok {
 			continue
 		}
-		part := *inc
-		part.Clusters = uncovered
 		r, err := e.plan(ctx, &part, pb, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("plan for incident %s: %w", inc.ID, err))
@@ -213,6 +245,71 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	}
 	e.metrics.update(e, e.budgetItems(ctx, nil, now))
 	return errors.Join(errs...)
+}
+
+// raise sends the engine's own alerts: each one a guard raised in this evaluation as firing
+// (again every alertResend), each one that no guard raised any more as resolved.
+func (e *Engine) raise(ctx context.Context, now time.Time) error {
+	if e.o.Alerts == nil {
+		return nil
+	}
+	var out []correlate.Alert
+	for _, name := range []string{AlertFrozen, AlertStorm} {
+		why, firing := e.raised[name]
+		last, sent := e.sent[name]
+		a := correlate.Alert{Labels: map[string]string{"alertname": name, "severity": "critical"}, Source: "rules",
+			Annotations: map[string]string{"summary": why}, StartsAt: now}
+		if name == AlertStorm {
+			a.Labels["severity"] = "warning"
+		}
+		switch {
+		case firing && (!sent || now.Sub(last) >= alertResend):
+			a.EndsAt = now.Add(4 * alertResend)
+			e.sent[name] = now
+		case !firing && sent:
+			a.EndsAt = now
+			a.Annotations["summary"] = "the guard passes again"
+			delete(e.sent, name)
+		default:
+			continue
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return e.o.Alerts.Ingest(ctx, out)
+}
+
+// extend adds the targets of an incident's new clusters to the steps of its running
+// remediation that have not finished, and records it.
+func (e *Engine) extend(ctx context.Context, r *Remediation, part *correlate.Incident, now time.Time) error {
+	pb := config.PlaybookConfig{Name: r.Playbook}
+	for _, st := range r.Steps {
+		pb.Steps = append(pb.Steps, st.StepConfig)
+	}
+	more, err := e.plan(ctx, part, pb, now)
+	if err != nil || more == nil {
+		return err
+	}
+	added := 0
+	for i := r.Current; i < len(r.Steps) && i < len(more.Steps); i++ {
+		st := r.Steps[i]
+		if st.State != StepPending && st.State != StepWaiting && st.State != StepActing && st.State != StepVerifying {
+			continue
+		}
+		for _, op := range more.Steps[i].Ops {
+			op.ID = fmt.Sprintf("%s-%d-%d", r.ID, i, len(st.Ops))
+			st.Ops = append(st.Ops, op)
+			added++
+		}
+	}
+	if added == 0 {
+		return nil
+	}
+	r.Clusters = append(r.Clusters, part.Clusters...)
+	e.cover(r)
+	return e.save(r, now, e.entry(r, "", EventPlan, actor, fmt.Sprintf("the incident grew to %s: %d more targets", strings.Join(part.Clusters, ", "), added)))
 }
 
 // cover records the clusters a remediation was planned for.

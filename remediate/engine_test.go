@@ -47,6 +47,8 @@ type world struct {
 	// current is every series the clusters export now, by its text; each tick writes them
 	// again, as scrapes would.
 	current map[string]float64
+	// alerts are the alerts the engine raised, as the correlation engine took them in.
+	alerts []correlate.Alert
 	// refuse makes the fake API server refuse evictions with 429, as a PodDisruptionBudget does.
 	refuse bool
 }
@@ -112,7 +114,7 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 	w.store, err = OpenStore(filepath.Join(t.TempDir(), "remediations.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { w.store.Close() })
-	w.engine, err = New(Options{Store: w.store, Query: w.query, Incidents: func() []correlate.Incident { return w.incidents },
+	w.engine, err = New(Options{Store: w.store, Query: w.query, Incidents: func() []correlate.Incident { return w.incidents }, Alerts: w,
 		Clients: func(c string) (kubernetes.Interface, error) {
 			if cs, ok := w.clients[c]; ok {
 				return cs, nil
@@ -125,6 +127,12 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Ingest takes the engine's alerts in, as correlate.Engine does.
+func (w *world) Ingest(_ context.Context, alerts []correlate.Alert) error {
+	w.alerts = append(w.alerts, alerts...)
+	return nil
+}
 
 // set makes a cluster export series with value v from now on: the next tick writes it.
 func (w *world) set(series string, v float64) { w.current[series] = v }
@@ -279,10 +287,7 @@ func TestNodesNotReadyApprovedCordonedAndDrained(t *testing.T) {
 
 func TestDeniedAndExpiredApprovalsActOnNothing(t *testing.T) {
 	w := newWorld(t, nil)
-	notReady(w, "c1", "n2")
-	w.incidents = []correlate.Incident{nodesIncident("c1")}
-	w.tick(time.Second)
-	r := w.only()
+	r := waiting(t, w, "c1", "n2")
 	_, err := w.engine.Decide(r.ID, "bob", false, "not now")
 	require.NoError(t, err)
 	require.Equal(t, StateDenied, w.only().State)
@@ -300,14 +305,28 @@ func TestDeniedAndExpiredApprovalsActOnNothing(t *testing.T) {
 	require.Empty(t, w2.writes("c2"))
 }
 
-// approveCordon runs the nodes playbook up to the cordon acting on c1/n2.
-func approveCordon(t *testing.T, w *world) *Remediation {
-	notReady(w, "c1", "n2")
-	w.incidents = []correlate.Incident{nodesIncident("c1")}
+// waiting makes node of cluster NotReady, with the nodes incident open, and returns the
+// remediation the first evaluation plans: waiting for an approval.
+func waiting(t *testing.T, w *world, cluster, node string) *Remediation {
+	t.Helper()
+	notReady(w, cluster, node)
+	w.incidents = []correlate.Incident{nodesIncident(cluster)}
 	w.tick(time.Second)
 	r := w.only()
+	require.Equal(t, StateWaiting, r.State, r.Reason)
+	return r
+}
+
+func approve(t *testing.T, w *world, r *Remediation) {
+	t.Helper()
 	_, err := w.engine.Decide(r.ID, "alice", true, "")
 	require.NoError(t, err)
+}
+
+// approveCordon runs the nodes playbook up to the cordon acting on c1/n2.
+func approveCordon(t *testing.T, w *world) *Remediation {
+	r := waiting(t, w, "c1", "n2")
+	approve(t, w, r)
 	w.tick(time.Second)
 	require.Equal(t, []string{"patch nodes n2"}, w.writes("c1"))
 	return r
@@ -355,12 +374,8 @@ func TestFailedVerificationUndoesTheCordon(t *testing.T) {
 
 func TestPartitionFreezesAndUnreachableClusterHolds(t *testing.T) {
 	w := newWorld(t, nil)
-	notReady(w, "c1", "n2")
-	w.incidents = []correlate.Incident{nodesIncident("c1")}
-	w.tick(time.Second)
-	r := w.only()
-	_, err := w.engine.Decide(r.ID, "alice", true, "")
-	require.NoError(t, err)
+	r := waiting(t, w, "c1", "n2")
+	approve(t, w, r)
 
 	// Two of three API servers unreachable: fleetwatch is likelier cut off; nothing acts.
 	w.set(collector.APIUpMetric+`{cluster="c2"}`, 0)
@@ -372,6 +387,11 @@ func TestPartitionFreezesAndUnreachableClusterHolds(t *testing.T) {
 	require.Empty(t, w.writes("c1"))
 	w.tick(time.Second)
 	require.Equal(t, 1.0, testutil.ToFloat64(w.engine.metrics.holds.WithLabelValues(GuardPartition)), "counted once per reason, not per evaluation")
+	// The freeze is an incident: an alert of the engine's own, firing.
+	require.Len(t, w.alerts, 1)
+	require.Equal(t, AlertFrozen, w.alerts[0].Labels["alertname"])
+	require.Contains(t, w.alerts[0].Annotations["summary"], "frozen: 2 of 3 clusters look unreachable (c2, c3)")
+	require.False(t, w.alerts[0].Resolved(w.now))
 
 	// Only c1's API is unreachable: still no action on it.
 	w.set(collector.APIUpMetric+`{cluster="c2"}`, 1)
@@ -380,6 +400,9 @@ func TestPartitionFreezesAndUnreachableClusterHolds(t *testing.T) {
 	w.tick(time.Second)
 	require.Contains(t, w.only().Reason, "cannot reach the API server of c1")
 	require.Empty(t, w.writes("c1"))
+	// No longer frozen (one cluster unreachable is that cluster's problem): resolved.
+	require.Len(t, w.alerts, 2)
+	require.True(t, w.alerts[1].Resolved(w.now))
 
 	w.set(collector.APIUpMetric+`{cluster="c1"}`, 1)
 	w.tick(time.Second)
@@ -437,6 +460,8 @@ func TestBudgetHoldsARemediationStorm(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, StateHeld, held.State)
 	require.Contains(t, held.Reason, "remediation storm: 2 of 12 nodes (17%) would be under remediation at once, above the budget of 10%")
+	require.Len(t, w.alerts, 1)
+	require.Equal(t, AlertStorm, w.alerts[0].Labels["alertname"])
 	require.Equal(t, 0.0, testutil.ToFloat64(w.engine.metrics.budget.WithLabelValues("nodes")), "budget left")
 
 	// The first cordon verifies, and its drain takes the budget next; once the drain verifies
@@ -480,11 +505,7 @@ func TestPodDisruptionBudgetRefusalIsRetriedNotForced(t *testing.T) {
 
 func TestDryRunSendsEveryWriteAsDryRun(t *testing.T) {
 	w := newWorld(t, func(s *config.RemediationConfig) { s.DryRun = true })
-	notReady(w, "c1", "n2")
-	w.incidents = []correlate.Incident{nodesIncident("c1")}
-	w.tick(time.Second)
-	_, err := w.engine.Decide(w.only().ID, "alice", true, "")
-	require.NoError(t, err)
+	approve(t, w, waiting(t, w, "c1", "n2"))
 	w.tick(time.Second)
 	r := w.only()
 	require.Equal(t, StateSucceeded, r.State, r.Reason)
@@ -627,30 +648,45 @@ func TestAnIncidentThatGrowsGetsTheNewClustersRemediated(t *testing.T) {
 	inc.Clusters = []string{"c1", "c2"}
 	w.incidents = []correlate.Incident{inc}
 	w.tick(time.Second)
-	rolledOut(w, "c1", 1)
-	w.tick(5 * time.Second)
-	// The rollout reaches c3 while c2's rollback is verifying: c3 waits for this remediation
-	// to end, then gets its own.
+	// The rollout reaches c3 while c1's rollback is verifying: c3 joins the running
+	// remediation, after c2.
 	inc.Clusters = []string{"c1", "c2", "c3"}
 	w.incidents = []correlate.Incident{inc}
-	rolledOut(w, "c2", 1)
 	w.tick(5 * time.Second)
-	all, err := w.store.List()
-	require.NoError(t, err)
-	require.Len(t, all, 1)
-	require.Equal(t, StateSucceeded, all[0].State, all[0].Reason)
+	r := w.only()
+	var order []string
+	for _, op := range r.Steps[0].Ops {
+		order = append(order, op.Cluster)
+	}
+	require.Equal(t, []string{"c1", "c2", "c3"}, order)
+	require.Equal(t, []string{"c1", "c2", "c3"}, r.Clusters)
+	for _, c := range clusters {
+		rolledOut(w, c, 1)
+		w.tick(5 * time.Second)
+		require.Len(t, w.writes(c), 1, c)
+	}
 	w.tick(5 * time.Second)
-	all, err = w.store.List()
+	require.Equal(t, StateSucceeded, w.only().State)
+
+	// Once the remediation is over, a cluster the incident reaches later gets one of its own;
+	// each cluster is remediated once.
+	w2 := newWorld(t, nil)
+	for _, c := range clusters {
+		rolledOut(w2, c, 0)
+	}
+	inc.Clusters = []string{"c1"}
+	w2.incidents = []correlate.Incident{inc}
+	w2.tick(time.Second)
+	rolledOut(w2, "c1", 1)
+	w2.tick(5 * time.Second)
+	require.Equal(t, StateSucceeded, w2.only().State)
+	inc.Clusters = []string{"c1", "c2"}
+	w2.incidents = []correlate.Incident{inc}
+	w2.tick(5 * time.Second)
+	all, err := w2.store.List()
 	require.NoError(t, err)
 	require.Len(t, all, 2)
-	require.Equal(t, []string{"c3"}, all[1].Clusters)
-	require.Equal(t, inc.ID, all[1].IncidentID)
-	require.Equal(t, []string{"update deployments api"}, w.writes("c3"))
-	rolledOut(w, "c3", 1)
-	w.tick(5 * time.Second)
-	w.tick(5 * time.Second)
-	all, err = w.store.List()
-	require.NoError(t, err)
-	require.Len(t, all, 2, "each cluster is remediated once")
-	require.Equal(t, StateSucceeded, all[1].State)
+	require.Equal(t, []string{"c2"}, all[1].Clusters)
+	require.Equal(t, []string{"update deployments api"}, w2.writes("c2"))
+	require.Len(t, w2.writes("c1"), 1)
 }

@@ -114,6 +114,7 @@ func (e *Engine) checks(r *Remediation, op *Op, open map[string]*correlate.Incid
 		switch v, probed := up[op.Cluster]; {
 		case len(up) > 0 && 2*len(down) > len(up):
 			add(GuardPartition, false, "frozen: %d of %d clusters look unreachable (%s); fleetwatch is likelier cut off than they are all down", len(down), len(up), strings.Join(down, ", "))
+			e.raised[AlertFrozen] = "Remediation is frozen: " + out[len(out)-1].Detail
 		case probed && v == 0:
 			add(GuardPartition, false, "fleetwatch cannot reach the API server of %s", op.Cluster)
 		case !probed:
@@ -125,6 +126,9 @@ func (e *Engine) checks(r *Remediation, op *Op, open map[string]*correlate.Incid
 
 	budget, detail := e.budget(ctx, op, now)
 	add(GuardBudget, budget, "%s", detail)
+	if !budget {
+		e.raised[AlertStorm] = "Remediation holds new actions: " + detail
+	}
 
 	for _, c := range out {
 		if !c.Passed {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // Metric names, one home for the engine and the dashboards.
@@ -69,6 +71,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // update sets the gauges from the remediations not over and the budget's items.
+// init makes every counter's known series exist at 0, so that a dashboard shows 0 rather than
+// no data before the first remediation.
+func (m *metrics) init(playbooks []config.PlaybookConfig) {
+	for _, p := range playbooks {
+		for _, st := range []string{StateSucceeded, StateFailed, StateDenied, StateExpired, StateNotified, StateCancelled} {
+			m.remediations.WithLabelValues(p.Name, st)
+		}
+	}
+	for _, a := range config.Actions {
+		if a == config.ActionNotify {
+			continue
+		}
+		for _, res := range []string{"done", "dry_run", "blocked", "error", "failed"} {
+			m.actions.WithLabelValues(a, res)
+		}
+	}
+	for _, g := range []string{GuardPause, GuardSuppression, GuardPartition, GuardBudget, GuardRateLimit} {
+		m.holds.WithLabelValues(g)
+	}
+}
+
 func (m *metrics) update(e *Engine, items []budgetItem) {
 	for _, it := range items {
 		m.budget.WithLabelValues(it.what).Set(math.Max(0, math.Floor(it.max*it.total)-float64(it.n)))

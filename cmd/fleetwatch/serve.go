@@ -279,7 +279,9 @@ func newServer(o serverOptions) (*server, error) {
 			}
 			return s.incidents.Active()
 		},
-		Clients:  s.kubeClient,
+		Clients: s.kubeClient,
+		// A freeze or a remediation storm is an incident like any other.
+		Alerts:   s.incidents,
 		Settings: cfg.Remediation,
 		Identify: func(ctx context.Context) (correlate.Caller, bool) { return access.FromContext(ctx) },
 		Logger:   o.Logger.With("component", "remediate"), Registerer: reg,

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/internal/lab"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 	"github.com/fleetwatch/fleetwatch/remediate"
@@ -23,6 +24,11 @@ import (
 
 // correlateConfig shortens correlation so that an incident opens and resolves within seconds.
 const correlateConfig = "  evaluation_interval: 1s\n  resolve_after: 5s\n"
+
+// remediationRules are cpRules with a silent_after that outlasts a restart of fleetwatch: the
+// last-ingest times it writes into the view lag by up to two of their 15s intervals across a
+// kill -9, and the clusters must not look silent (and suppress remediation) for that.
+var remediationRules = strings.Replace(cpRules, "silent_after: 20s", "silent_after: 45s", 1)
 
 type client struct {
 	t     *testing.T
@@ -74,7 +80,7 @@ func TestRemediation(t *testing.T) {
 	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
 	viewer := testenv.WriteFile(t, dir, "viewer.token", "viewer-secret\n")
 	l := lab.Start(t, lab.Options{
-		Clusters: 3, ControlPlanes: true, Rules: cpRules, Correlate: correlateConfig,
+		Clusters: 3, ControlPlanes: true, Rules: remediationRules, Correlate: correlateConfig,
 		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
 			"remediation:\n  enabled: true\n  evaluation_interval: 1s\n" +
 			"access:\n  anonymous_roles: [read]\n  identities:\n" +
@@ -192,6 +198,10 @@ func TestRemediation(t *testing.T) {
 		killDuringDrain(t, l, anon.on(t), client{t: t, base: l.FleetwatchURL, token: "oncall-secret"})
 	})
 
+	t.Run("fleetwatch cut off from 2 of 3 clusters: zero actions, a freeze incident", func(t *testing.T) {
+		partitioned(t, l, anon.on(t), client{t: t, base: l.FleetwatchURL, token: "oncall-secret"})
+	})
+
 	t.Run("bad rollout in 3 clusters: rolled back canary first, crash loops stop", func(t *testing.T) {
 		anon := anon.on(t)
 		ns, deploy := "payments", "api"
@@ -250,14 +260,14 @@ func TestRemediation(t *testing.T) {
 	})
 }
 
-// killDuringDrain: fleetwatch is killed (SIGKILL) in the middle of a drain; after the restart
-// the drain resumes, nothing the API server was asked to do twice succeeded twice, and every
-// write in the API server's audit log has its entry in fleetwatch's audit, made before it.
-func killDuringDrain(t *testing.T, l *lab.Lab, anon, op client) {
-	c := l.Clusters[1]
-	l.UploadScenario(fmt.Sprintf("name: nodes-down-2\nsteps:\n  - {after: 0s, action: nodes_not_ready, cluster: %s, count: 2}\n", c))
-	l.StartScenario("nodes-down-2")
-	defer l.StopScenario("nodes-down-2")
+// nodesDown makes count nodes of cluster NotReady (until the test ends) and returns the
+// remediation that then waits for an operator's approval.
+func nodesDown(t *testing.T, l *lab.Lab, anon client, c string, count int) remediate.Remediation {
+	t.Helper()
+	name := "nodes-down-" + c
+	l.UploadScenario(fmt.Sprintf("name: %s\nsteps:\n  - {after: 0s, action: nodes_not_ready, cluster: %s, count: %d}\n", name, c, count))
+	l.StartScenario(name)
+	t.Cleanup(func() { l.StopScenario(name) })
 	var rem remediate.Remediation
 	testenv.Eventually(t, 2*time.Minute, func() error {
 		var list []remediate.Remediation
@@ -270,6 +280,15 @@ func killDuringDrain(t *testing.T, l *lab.Lab, anon, op client) {
 		}
 		return fmt.Errorf("no remediation waits for approval in %s: %+v", c, list)
 	})
+	return rem
+}
+
+// killDuringDrain: fleetwatch is killed (SIGKILL) in the middle of a drain; after the restart
+// the drain resumes, nothing the API server was asked to do twice succeeded twice, and every
+// write in the API server's audit log has its entry in fleetwatch's audit, made before it.
+func killDuringDrain(t *testing.T, l *lab.Lab, anon, op client) {
+	c := l.Clusters[1]
+	rem := nodesDown(t, l, anon, c, 2)
 	require.Equal(t, http.StatusOK, op.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
 
 	// Killed as soon as the drain's first eviction is in fleetwatch's audit.
@@ -311,6 +330,60 @@ func killDuringDrain(t *testing.T, l *lab.Lab, anon, op client) {
 		require.Equal(t, 1, n, "%s succeeded %d times", target, n)
 	}
 	t.Logf("%d writes to %s's API server, %d of them succeeded, across a kill -9", len(writes), c, len(succeeded))
+}
+
+// partitioned: fleetwatch's own path to the API servers of 2 of the 3 clusters is cut (their
+// data still arrives). A remediation waiting in the third cluster is approved, and nothing
+// acts: fleetwatch is likelier the one cut off, so it freezes and says so in an incident. Once
+// the paths heal, it goes on.
+func partitioned(t *testing.T, l *lab.Lab, anon, op client) {
+	c, cut := l.Clusters[2], l.Clusters[:2]
+	rem := nodesDown(t, l, anon, c, 2)
+	for _, p := range cut {
+		l.Fault(p, "fleetwatch-path/cut", nil)
+	}
+	testenv.Eventually(t, time.Minute, func() error {
+		up := lab.VectorByCluster(queryVector(t, l, collector.APIUpMetric))
+		for _, p := range cut {
+			if v, ok := up[p]; !ok || v != 0 {
+				return fmt.Errorf("%s: %v", collector.APIUpMetric, up)
+			}
+		}
+		return nil
+	})
+	require.Equal(t, http.StatusOK, op.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
+	testenv.Eventually(t, time.Minute, func() error {
+		var d remediate.Detail
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+rem.ID, nil, &d))
+		if d.State != remediate.StateHeld || !strings.Contains(d.Reason, "frozen: 2 of 3 clusters look unreachable") {
+			return fmt.Errorf("remediation %s: %s (%s)", d.ID, d.State, d.Reason)
+		}
+		for _, i := range l.Incidents("state=active") {
+			if i.RootCause == remediate.AlertFrozen {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s incident", remediate.AlertFrozen)
+	})
+	require.Empty(t, l.Audit(c, remediate.UserAgent), "zero actions while frozen")
+
+	for _, p := range cut {
+		l.Fault(p, "fleetwatch-path/heal", nil)
+	}
+	testenv.Eventually(t, 3*time.Minute, func() error {
+		var d remediate.Detail
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+rem.ID, nil, &d))
+		if d.State != remediate.StateSucceeded {
+			return fmt.Errorf("remediation %s: %s", d.ID, describe(t, l, anon, d.ID))
+		}
+		for _, i := range l.Incidents("state=active") {
+			if i.RootCause == remediate.AlertFrozen {
+				return fmt.Errorf("%s incident still open", remediate.AlertFrozen)
+			}
+		}
+		return nil
+	})
+	require.NotEmpty(t, l.Audit(c, remediate.UserAgent))
 }
 
 // describe says where a remediation is: its state, and each op's state, detail and the value
