@@ -124,12 +124,7 @@ func (c *remediateCmd) do(ctx context.Context, cmd string, out io.Writer) error 
 		}
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
+	code, raw, err := roundTrip(req)
 	if err != nil {
 		return err
 	}
@@ -143,7 +138,7 @@ func (c *remediateCmd) do(ctx context.Context, cmd string, out io.Writer) error 
 		if msg == "" {
 			msg = strings.TrimSpace(string(raw))
 		}
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, code, msg)
 	}
 	if c.jsonOut {
 		_, err = out.Write(append(env.Data, '\n'))
@@ -228,4 +223,15 @@ func printRemediation(out io.Writer, d *remediate.Detail) {
 	for _, e := range d.Audit {
 		fmt.Fprintf(out, "audit %d %s %s %s: %s\n", e.Seq, e.Time.UTC().Format(time.RFC3339), e.Actor, e.Event, e.Detail)
 	}
+}
+
+// roundTrip sends a request of a CLI command to fleetwatch's API and reads the whole answer.
+func roundTrip(req *http.Request) (int, []byte, error) {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, err
 }

@@ -115,19 +115,14 @@ func (c *scheduleCmd) do(ctx context.Context, cmd string, out io.Writer) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
+	code, raw, err := roundTrip(req)
 	if err != nil {
 		return err
 	}
 	if c.jsonOut {
 		_, err = out.Write(raw)
-		if err == nil && resp.StatusCode/100 != 2 {
-			err = fmt.Errorf("POST %s: HTTP %d", path, resp.StatusCode)
+		if err == nil && code/100 != 2 {
+			err = fmt.Errorf("POST %s: HTTP %d", path, code)
 		}
 		return err
 	}
@@ -138,7 +133,7 @@ func (c *scheduleCmd) do(ctx context.Context, cmd string, out io.Writer) error {
 		Data      json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return fmt.Errorf("POST %s: HTTP %d: %s", path, resp.StatusCode, bytes.TrimSpace(raw))
+		return fmt.Errorf("POST %s: HTTP %d: %s", path, code, bytes.TrimSpace(raw))
 	}
 	if path == "/api/v1/placements" {
 		if len(env.Data) > 0 && env.Data[0] == '{' {
@@ -156,7 +151,7 @@ func (c *scheduleCmd) do(ctx context.Context, cmd string, out io.Writer) error {
 		printWhatIf(out, &r)
 	}
 	if env.Status != "success" {
-		return fmt.Errorf("%s (HTTP %d, %s)", env.Error, resp.StatusCode, env.ErrorType)
+		return fmt.Errorf("%s (HTTP %d, %s)", env.Error, code, env.ErrorType)
 	}
 	return nil
 }
