@@ -538,6 +538,9 @@ func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open m
 			if r.State == StateInconclusive {
 				return false, nil
 			}
+			if op.State == OpBlocked && now.Sub(op.TriedAt) < blockedRetry {
+				return false, nil // as kubectl drain waits between evictions a PDB refused
+			}
 			if held, err := e.hold(r, op, open, now); held || err != nil {
 				return false, err
 			}
@@ -627,6 +630,7 @@ func (e *Engine) act(ctx context.Context, r *Remediation, st *StepRun, op *Op, n
 		return e.o.Store.Audit(e.entry(r, op.ID, EventCall, actor, call))
 	}
 	var res actResult
+	op.TriedAt = now
 	switch op.Action {
 	case config.ActionCordon:
 		res, err = cordon(ctx, c, op, r.DryRun, before)
@@ -679,6 +683,10 @@ func (e *Engine) verify(ctx context.Context, op *Op, now time.Time) (int, string
 func (e *Engine) query(ctx context.Context, q string, now time.Time) (promql.Vector, error) {
 	return e.o.Query(ctx, q, now)
 }
+
+// blockedRetry is how long an op whose writes were refused for now (an eviction a
+// PodDisruptionBudget refused, a conflict) waits before it is tried again: kubectl drain's 5s.
+const blockedRetry = 5 * time.Second
 
 // ErrConflict is returned when a decision does not fit the remediation's state.
 var ErrConflict = errors.New("conflict")

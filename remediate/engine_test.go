@@ -482,7 +482,8 @@ func mustGet(t *testing.T, w *world, id string) *Remediation {
 }
 
 func TestPodDisruptionBudgetRefusalIsRetriedNotForced(t *testing.T) {
-	w := newWorld(t, nil)
+	// Two node tokens, for the cordon and the drain: retries of the drain take none.
+	w := newWorld(t, func(s *config.RemediationConfig) { s.RateLimits.Node = config.RateConfig{PerSecond: 0.001, Burst: 2} })
 	approveCordon(t, w)
 	w.refuse = true
 	w.set(`kube_node_spec_unschedulable{cluster="c1",node="n2"}`, 1)
@@ -490,9 +491,11 @@ func TestPodDisruptionBudgetRefusalIsRetriedNotForced(t *testing.T) {
 	r := w.only()
 	require.Equal(t, OpBlocked, r.Steps[1].Ops[0].State, r.Steps[1].Ops[0].Detail)
 	require.Contains(t, r.Steps[1].Ops[0].Detail, "2 refused by a PodDisruptionBudget")
-	w.tick(6 * time.Second)
+	w.tick(time.Second)
+	require.Equal(t, 2, strings.Count(strings.Join(w.writes("c1"), ","), "eviction"), "not tried again within 5s")
+	w.tick(5 * time.Second)
 	require.Equal(t, OpBlocked, w.only().Steps[1].Ops[0].State)
-	require.Equal(t, 4, strings.Count(strings.Join(w.writes("c1"), ","), "eviction"), "tried again at the next evaluation")
+	require.Equal(t, 4, strings.Count(strings.Join(w.writes("c1"), ","), "eviction"), "tried again 5s later")
 	w.refuse = false
 	w.tick(6 * time.Second)
 	require.Equal(t, OpDone, w.only().Steps[1].Ops[0].State)

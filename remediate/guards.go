@@ -135,10 +135,15 @@ func (e *Engine) checks(r *Remediation, op *Op, open map[string]*correlate.Incid
 			return out
 		}
 	}
-	if take {
+	switch {
+	case take && !op.TriedAt.IsZero():
+		// A retry of an op already started (an eviction a PodDisruptionBudget refused) is the
+		// same action: it waits blockedRetry, not for a token.
+		add(GuardRateLimit, true, "a retry of an action already counted")
+	case take:
 		ok, detail := e.limits.take(op, now, degraded)
 		add(GuardRateLimit, ok, "%s", detail)
-	} else {
+	default:
 		add(GuardRateLimit, true, "checked when the op starts")
 	}
 	return out

@@ -107,7 +107,7 @@ func uncordon(ctx context.Context, c kubernetes.Interface, op *Op, dryRun bool, 
 
 // drain evicts every pod on a node through the Eviction API, as `kubectl drain` does: pods of
 // DaemonSets and mirror pods stay, pods already terminating are not evicted again, and an
-// eviction a PodDisruptionBudget refuses (429) is tried again at the next evaluation, never
+// eviction a PodDisruptionBudget refuses (429) is tried again after blockedRetry, never
 // forced. The node must be cordoned first (the playbook's step before), or the evicted pods
 // could come back to it.
 func drain(ctx context.Context, c kubernetes.Interface, op *Op, dryRun bool, before audited) (actResult, error) {

@@ -126,7 +126,9 @@ type Op struct {
 	State  string   `json:"state"`
 	Detail string   `json:"detail,omitempty"`
 	// ActedAt is when the op's writes went out; VerifiedAt when its verification passed.
-	ActedAt    time.Time `json:"acted_at,omitzero"`
+	ActedAt time.Time `json:"acted_at,omitzero"`
+	// TriedAt is the last attempt to act, refused or not.
+	TriedAt    time.Time `json:"tried_at,omitzero"`
 	VerifiedAt time.Time `json:"verified_at,omitzero"`
 	// Undo says what the op did that a failed verification takes back.
 	Undo string `json:"undo,omitempty"`
