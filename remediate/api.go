@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 
 	"github.com/fleetwatch/fleetwatch/correlate"
@@ -277,5 +276,3 @@ func (e *Engine) answer(w http.ResponseWriter, rem *Remediation, err error) {
 		apiresp.Error(w, http.StatusInternalServerError, "internal", err)
 	}
 }
-
-var _ = slices.Contains[[]string]

@@ -21,7 +21,6 @@ import (
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/config"
-	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
 // QueryFunc evaluates an instant PromQL query over the global view.
@@ -109,6 +108,9 @@ func New(o Options) (*Engine, error) {
 	}
 	all, err := o.Store.List()
 	if err != nil {
+		return nil, err
+	}
+	if e.paused, err = o.Store.Paused(); err != nil {
 		return nil, err
 	}
 	for _, r := range all {
@@ -697,63 +699,60 @@ var ErrConflict = errors.New("conflict")
 func (e *Engine) Decide(id, who string, approve bool, comment string) (*Remediation, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	r, ok := e.active[id]
+	cur, ok := e.active[id]
 	if !ok {
 		if _, err := e.o.Store.Get(id); err != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: remediation %s is over", ErrConflict, id)
 	}
+	if cur.Current >= len(cur.Steps) {
+		return nil, fmt.Errorf("%w: remediation %s has no step left", ErrConflict, id)
+	}
+	// The decision is made on a copy, stored with its audit in one transaction, and only then
+	// takes the running remediation's place: a failed write leaves both as they were.
+	r := cur.clone()
 	now := e.now()
 	decision := map[bool]string{true: "approved", false: "denied"}[approve]
 	detail := decision + " by " + who
 	if comment != "" {
 		detail += ": " + comment
 	}
-	if r.Current >= len(r.Steps) {
-		return nil, fmt.Errorf("%w: remediation %s has no step left", ErrConflict, id)
-	}
 	st := r.Steps[r.Current]
+	entries := []*AuditEntry{e.entry(r, "", EventApproval, who, detail)}
+	end := func(state, reason string) {
+		r.State, r.Reason, r.DoneAt = state, reason, now
+		entries = append(entries, e.entry(r, "", EventState, actor, state+": "+reason))
+	}
 	switch {
 	case r.State == StateWaiting && st.State == StepWaiting:
 		st.Approval.Decision, st.Approval.By, st.Approval.At = decision, who, now
-		entry := e.entry(r, "", EventApproval, who, detail)
-		if !approve {
-			if err := e.save(r, now, entry); err != nil {
-				return nil, err
-			}
-			if err := e.setState(r, now, StateDenied, detail); err != nil {
-				return nil, err
-			}
-			return r.clone(), nil
-		}
-		st.State, st.StartedAt, st.Attempts = StepActing, now, 1
-		r.State, r.Reason = StateRunning, ""
-		if err := e.save(r, now, entry); err != nil {
-			return nil, err
+		if approve {
+			st.State, st.StartedAt, st.Attempts = StepActing, now, 1
+			r.State, r.Reason = StateRunning, ""
+		} else {
+			end(StateDenied, detail)
 		}
 	case r.State == StateInconclusive:
-		entry := e.entry(r, "", EventApproval, who, detail)
-		if !approve {
-			if err := e.save(r, now, entry); err != nil {
-				return nil, err
+		if approve {
+			for _, op := range st.Ops {
+				if op.State == OpUndecided {
+					op.State, op.ActedAt = OpDone, now
+				}
 			}
-			if err := e.setState(r, now, StateFailed, "stopped after an inconclusive verification: "+detail); err != nil {
-				return nil, err
-			}
-			return r.clone(), nil
-		}
-		for _, op := range st.Ops {
-			if op.State == OpUndecided {
-				op.State, op.ActedAt = OpDone, now
-			}
-		}
-		r.State, r.Reason = StateRunning, ""
-		if err := e.save(r, now, entry); err != nil {
-			return nil, err
+			r.State, r.Reason = StateRunning, ""
+		} else {
+			end(StateFailed, "stopped after an inconclusive verification: "+detail)
 		}
 	default:
 		return nil, fmt.Errorf("%w: remediation %s does not wait for a decision (state %s)", ErrConflict, id, r.State)
+	}
+	if err := e.save(r, now, entries...); err != nil {
+		return nil, err
+	}
+	e.active[id] = r
+	if Final(r.State) {
+		e.metrics.finished(r)
 	}
 	e.wake()
 	return r.clone(), nil
@@ -772,21 +771,28 @@ func (r *Remediation) clone() *Remediation {
 	return &c
 }
 
-// Pause stops new actions on the fleet (cluster "") or on one cluster until Resume.
+// Pause stops new actions on the fleet (cluster "") or on one cluster until Resume. The pause
+// is stored (with its audit entry) before it takes effect, so a restart keeps it.
 func (e *Engine) Pause(cluster, who string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := e.o.Store.SetPaused(cluster, who, &AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "paused " + scopeName(cluster)}); err != nil {
+		return err
+	}
 	e.paused[cluster] = who
-	return e.o.Store.Audit(&AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "paused " + scopeName(cluster)})
+	return nil
 }
 
-// Resume lifts a pause.
+// Resume lifts a pause, stored first.
 func (e *Engine) Resume(cluster, who string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := e.o.Store.SetPaused(cluster, "", &AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "resumed " + scopeName(cluster)}); err != nil {
+		return err
+	}
 	delete(e.paused, cluster)
 	e.wake()
-	return e.o.Store.Audit(&AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "resumed " + scopeName(cluster)})
+	return nil
 }
 
 func scopeName(cluster string) string {
@@ -829,9 +835,6 @@ func (e *Engine) Plan(ctx context.Context, inc *correlate.Incident) (*Remediatio
 	}
 	return r, nil
 }
-
-// ensure the kinds the engine reads are the ones correlate and schedule give.
-var _ = schedule.IncidentNodes
 
 // apiUp reads every cluster's API probe from the view: 1 reachable, 0 not.
 func (e *Engine) apiUp(ctx context.Context, now time.Time) (map[string]float64, error) {

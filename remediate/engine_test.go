@@ -426,6 +426,12 @@ func TestPauseAndSuppressionHold(t *testing.T) {
 
 	w.incidents = []correlate.Incident{nodesIncident("c1")}
 	require.NoError(t, w.engine.Pause("c1", "carol"))
+	// A restart keeps the pause: it is stored.
+	var err2 error
+	w.engine, err2 = New(Options{Store: w.store, Query: w.query, Incidents: w.engine.o.Incidents, Clients: w.engine.o.Clients,
+		Settings: w.engine.settings, Now: func() time.Time { return w.now }})
+	require.NoError(t, err2)
+	require.Equal(t, map[string]string{"c1": "carol"}, w.engine.Paused())
 	w.tick(time.Second)
 	require.Contains(t, w.only().Reason, "cluster c1 is paused by carol")
 	require.Empty(t, w.writes("c1"))
@@ -692,4 +698,17 @@ func TestAnIncidentThatGrowsGetsTheNewClustersRemediated(t *testing.T) {
 	require.Equal(t, []string{"c2"}, all[1].Clusters)
 	require.Equal(t, []string{"update deployments api"}, w2.writes("c2"))
 	require.Len(t, w2.writes("c1"), 1)
+}
+
+func TestADecisionThatCannotBeStoredChangesNothing(t *testing.T) {
+	w := newWorld(t, nil)
+	r := waiting(t, w, "c1", "n2")
+	require.NoError(t, w.store.Close())
+	_, err := w.engine.Decide(r.ID, "alice", true, "")
+	require.Error(t, err)
+	cur := w.engine.active[r.ID]
+	require.Equal(t, StateWaiting, cur.State, "not stored, so not decided")
+	require.Empty(t, cur.Steps[0].Approval.By)
+	require.Error(t, w.engine.Pause("", "carol"))
+	require.Empty(t, w.engine.Paused(), "not stored, so not paused")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,6 +23,7 @@ var (
 	bucketRemediations = []byte("remediations") // ID -> Remediation
 	bucketAudit        = []byte("audit")        // seq (8 bytes) -> AuditEntry
 	bucketByIncident   = []byte("by_incident")  // incident ID \x00 remediation ID -> nothing
+	bucketPaused       = []byte("paused")       // "cluster/<name>" ("cluster/": the fleet) -> who paused it
 )
 
 // ErrNotFound is returned for an unknown remediation.
@@ -35,7 +37,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("open remediation store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRemediations, bucketAudit, bucketByIncident} {
+		for _, b := range [][]byte{bucketRemediations, bucketAudit, bucketByIncident, bucketPaused} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -163,6 +165,40 @@ func (s *Store) AuditLog(after uint64, id string, limit int) ([]AuditEntry, erro
 			}
 		}
 		return nil
+	})
+	return out, err
+}
+
+func pauseKey(cluster string) []byte {
+	return []byte("cluster/" + cluster) // bbolt keys are never empty: the fleet is "cluster/"
+}
+
+// SetPaused pauses (who != "") or resumes (who == "") the fleet (cluster "") or a cluster, with
+// its audit entry, in one transaction.
+func (s *Store) SetPaused(cluster, who string, entry *AuditEntry) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPaused)
+		var err error
+		if who == "" {
+			err = b.Delete(pauseKey(cluster))
+		} else {
+			err = b.Put(pauseKey(cluster), []byte(who))
+		}
+		if err != nil {
+			return err
+		}
+		return appendAudit(tx, []*AuditEntry{entry})
+	})
+}
+
+// Paused returns what is paused: "" for the fleet, or cluster names, with who paused them.
+func (s *Store) Paused() (map[string]string, error) {
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPaused).ForEach(func(k, v []byte) error {
+			out[strings.TrimPrefix(string(k), "cluster/")] = string(v)
+			return nil
+		})
 	})
 	return out, err
 }
