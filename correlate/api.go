@@ -39,15 +39,19 @@ type everyone struct{}
 func (everyone) String() string            { return "anonymous" }
 func (everyone) AllowsAny(_ []string) bool { return true }
 
-// caller returns the request's identity, or everyone and false.
-func (e *Engine) caller(r *http.Request) (Caller, bool) {
-	if e.o.Identify != nil {
-		if c, ok := e.o.Identify(r.Context()); ok && c != nil {
+// CallerOf returns the identity identify finds in r's context, or an unscoped anonymous
+// caller and false (identify nil or finding none). The remediation API uses it too.
+func CallerOf(identify IdentifyFunc, r *http.Request) (Caller, bool) {
+	if identify != nil {
+		if c, ok := identify(r.Context()); ok && c != nil {
 			return c, true
 		}
 	}
 	return everyone{}, false
 }
+
+// caller returns the request's identity, or everyone and false.
+func (e *Engine) caller(r *http.Request) (Caller, bool) { return CallerOf(e.o.Identify, r) }
 
 // Incident API limits.
 const (

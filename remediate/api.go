@@ -45,18 +45,8 @@ func (e *Engine) Handler() http.Handler {
 	return mux
 }
 
-type everyone struct{}
-
-func (everyone) String() string            { return "anonymous" }
-func (everyone) AllowsAny(_ []string) bool { return true }
-
 func (e *Engine) caller(r *http.Request) (correlate.Caller, bool) {
-	if e.o.Identify != nil {
-		if c, ok := e.o.Identify(r.Context()); ok && c != nil {
-			return c, true
-		}
-	}
-	return everyone{}, false
+	return correlate.CallerOf(e.o.Identify, r)
 }
 
 func (e *Engine) serveList(w http.ResponseWriter, r *http.Request) {

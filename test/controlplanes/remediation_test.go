@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fleetwatch/fleetwatch/collector"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/lab"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 	"github.com/fleetwatch/fleetwatch/remediate"
@@ -142,7 +143,9 @@ func TestRemediation(t *testing.T) {
 		for _, n := range nodes {
 			require.Contains(t, string(plan), "PATCH /api/v1/nodes/"+n+" spec.unschedulable=true")
 		}
-		require.Contains(t, string(plan), "verify: max(kube_node_spec_unschedulable{cluster=\""+c+"\",node=\""+nodes[0]+"\"}) == bool 1")
+		verify, err := config.RenderVerify(remediate.DefaultPlaybooks[0].Steps[0].Verify, config.VerifyTarget{Cluster: c, Node: nodes[0]})
+		require.NoError(t, err)
+		require.Contains(t, string(plan), "verify: "+verify)
 		approved := time.Now()
 		out, err := exec.Command(fw, "remediate", "--url="+l.FleetwatchURL, "--bearer-token-file="+oncall, "approve", rem.ID, "--comment=e2e").CombinedOutput()
 		require.NoError(t, err, "%s", out)
