@@ -537,39 +537,64 @@ func describe(a Alert) string {
 }
 
 // sharedImage is the image every failing cluster runs for the workload, preferring one that
-// no cluster outside them runs; "" when they share none.
+// the workload runs nowhere else (not in the clusters outside them, not in the ReplicaSets
+// that are not failing); "" when they share none.
 func sharedImage(w string, clusters []string, topo *Topology, owners map[string][]string) string {
+	failing := map[string]bool{}
+	for _, os := range owners {
+		for _, o := range os {
+			failing[o] = true
+		}
+	}
+	// Where else the workload runs an image: a sidecar the ReplicaSets that are not failing
+	// run too (or the clusters that are not failing) is no suspect beside the image only the
+	// failing pods run.
+	otherOwners, otherClusters := map[string]bool{}, map[string]bool{}
+	for o, wl := range topo.OwnerWorkload {
+		c, rest, _ := strings.Cut(o, keySep)
+		ns, _, _ := strings.Cut(rest, keySep)
+		if key(ns, wl) == w && has(clusters, c) && !failing[o] {
+			for _, img := range topo.OwnerImages[o] {
+				otherOwners[img] = true
+			}
+		}
+	}
+	for k, imgs := range topo.WorkloadImages {
+		c, rest, _ := strings.Cut(k, keySep)
+		if rest == w && !has(clusters, c) {
+			for _, img := range imgs {
+				otherClusters[img] = true
+			}
+		}
+	}
 	// When the failing alerts name the pods' owners in every failing cluster, the suspects
 	// are those owners' images: the new ReplicaSet's, not the old one's that still runs
 	// beside it in a stalled rolling update.
 	if len(owners) == len(clusters) {
-		count := map[string]int{}
-		for _, c := range clusters {
-			imgs := map[string]bool{}
+		if img := mostSuspect(clusters, func(c string) []string {
+			var imgs []string
 			for _, o := range owners[c] {
-				for _, img := range topo.OwnerImages[o] {
-					imgs[img] = true
-				}
+				imgs = append(imgs, topo.OwnerImages[o]...)
 			}
-			for img := range imgs {
-				count[img]++
-			}
-		}
-		var shared []string
-		for img, n := range count {
-			if n == len(clusters) {
-				shared = append(shared, img)
-			}
-		}
-		if len(shared) > 0 {
-			sort.Strings(shared)
-			return shared[0]
+			return imgs
+		}, otherOwners); img != "" {
+			return img
 		}
 	}
+	return mostSuspect(clusters, func(c string) []string { return topo.WorkloadImages[c+keySep+w] }, otherClusters)
+}
+
+// mostSuspect is the image every cluster runs (images(c)), the ones not run elsewhere
+// first, then by name; "" when they share none.
+func mostSuspect(clusters []string, images func(c string) []string, elsewhere map[string]bool) string {
 	count := map[string]int{}
 	for _, c := range clusters {
-		for _, img := range topo.WorkloadImages[c+"/"+w] {
-			count[img]++
+		seen := map[string]bool{}
+		for _, img := range images(c) {
+			if !seen[img] {
+				seen[img] = true
+				count[img]++
+			}
 		}
 	}
 	var shared []string
@@ -580,15 +605,6 @@ func sharedImage(w string, clusters []string, topo *Topology, owners map[string]
 	}
 	if len(shared) == 0 {
 		return ""
-	}
-	elsewhere := map[string]bool{}
-	for k, imgs := range topo.WorkloadImages {
-		c, rest, _ := strings.Cut(k, "/")
-		if rest == w && !has(clusters, c) {
-			for _, img := range imgs {
-				elsewhere[img] = true
-			}
-		}
 	}
 	sort.Slice(shared, func(i, j int) bool {
 		if elsewhere[shared[i]] != elsewhere[shared[j]] {

@@ -89,13 +89,16 @@ func TestCorrelateBadRollout(t *testing.T) {
 	// A stalled rolling update: every failing cluster runs the old image (3 pods of the old
 	// ReplicaSet) and the new one (the surge pod that crash-loops), and so does the healthy
 	// cluster. The alerts name the failing ReplicaSet: its image is the suspect, not the old one
-	// that sorts first.
+	// that sorts first, nor the sidecar both ReplicaSets run (which sorts first too).
 	stalled := testTopology()
 	stalled.OwnerImages = map[string][]string{}
+	stalled.OwnerWorkload = map[string]string{}
 	for _, c := range []string{"eu-1", "us-1", "ap-1", "us-2"} {
-		stalled.WorkloadImages[c+"/catalog/search"] = []string{"search:v1", "search:v9-bad"}
-		stalled.OwnerImages[c+"/catalog/search-5d8f7c9b6"] = []string{"search:v9-bad"}
-		stalled.OwnerImages[c+"/catalog/search-6b7d9c8f5"] = []string{"search:v1"}
+		stalled.WorkloadImages[c+"/catalog/search"] = []string{"envoy:v1", "search:v1", "search:v9-bad"}
+		stalled.OwnerImages[c+"/catalog/search-5d8f7c9b6"] = []string{"envoy:v1", "search:v9-bad"}
+		stalled.OwnerImages[c+"/catalog/search-6b7d9c8f5"] = []string{"envoy:v1", "search:v1"}
+		stalled.OwnerWorkload[c+"/catalog/search-5d8f7c9b6"] = "search"
+		stalled.OwnerWorkload[c+"/catalog/search-6b7d9c8f5"] = "search"
 	}
 	gs = Correlate(alerts, stalled, DefaultRules)
 	require.Equal(t, "search:v9-bad", gs[0].Image)

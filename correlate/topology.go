@@ -21,6 +21,7 @@ type Topology struct {
 	// (a Deployment's ReplicaSet, with its pod-template hash): during a rolling update the old
 	// and the new ReplicaSet run side by side, each with its own images.
 	OwnerImages   map[string][]string // cluster/ns/owner -> images its pods run
+	OwnerWorkload map[string]string   // cluster/ns/owner -> the workload it belongs to
 	NotReadyNodes map[string]bool     // cluster/node
 
 	workloadPods map[string][]string // cluster/ns/workload -> cluster/ns/pod, built on first use
@@ -59,7 +60,7 @@ func key(parts ...string) string { return strings.Join(parts, keySep) }
 // LoadTopology reads the topology at ts.
 func LoadTopology(ctx context.Context, q QueryFunc, ts time.Time) (*Topology, error) {
 	t := &Topology{PodNode: map[string]string{}, PodWorkload: map[string]string{}, WorkloadImages: map[string][]string{},
-		OwnerImages: map[string][]string{}, NotReadyNodes: map[string]bool{}}
+		OwnerImages: map[string][]string{}, OwnerWorkload: map[string]string{}, NotReadyNodes: map[string]bool{}}
 	run := func(query string) (promql.Vector, error) {
 		v, err := q(ctx, query, ts)
 		if err != nil {
@@ -91,12 +92,14 @@ func LoadTopology(ctx context.Context, q QueryFunc, ts time.Time) (*Topology, er
 		m := s.Metric
 		c, ns, owner := m.Get("cluster"), m.Get("namespace"), m.Get("owner_name")
 		podOwner[key(c, ns, m.Get("pod"))] = owner
+		ok := key(c, ns, owner)
 		if m.Get("owner_kind") == "ReplicaSet" {
-			if d, ok := rsDeploy[key(c, ns, owner)]; ok {
+			if d, found := rsDeploy[ok]; found {
 				owner = d
 			}
 		}
 		t.PodWorkload[key(c, ns, m.Get("pod"))] = owner
+		t.OwnerWorkload[ok] = owner
 	}
 	if v, err = run(qImages); err != nil {
 		return nil, err
