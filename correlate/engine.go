@@ -532,13 +532,23 @@ func (e *Engine) account(inc *Incident, how string) {
 // Active returns copies of the active (open or acknowledged) incidents, without their alerts,
 // labels or former labels, for consumers such as placement that read the fleet's health. It
 // does not wait for an evaluation in progress.
-func (e *Engine) Active() []Incident {
+func (e *Engine) Active() []Incident { return e.activeCopies(false) }
+
+// ActiveWithAlerts is Active with each incident's alerts, for consumers such as remediation
+// that act on what the alerts say (which cluster is silent, which workloads fail). The alerts
+// are shared with the engine, which never writes into them once stored: read them only.
+func (e *Engine) ActiveWithAlerts() []Incident { return e.activeCopies(true) }
+
+func (e *Engine) activeCopies(withAlerts bool) []Incident {
 	e.activeMtx.RLock()
 	defer e.activeMtx.RUnlock()
 	out := make([]Incident, 0, len(e.active))
 	for _, inc := range e.active {
 		c := *inc
-		c.Alerts, c.Labels, c.FormerLabels = nil, nil, nil
+		c.Labels, c.FormerLabels = nil, nil
+		if !withAlerts {
+			c.Alerts = nil
+		}
 		c.Clusters = append([]string(nil), inc.Clusters...)
 		out = append(out, c)
 	}
@@ -594,6 +604,14 @@ func (e *Engine) resolveAs(id string, allow func([]string) bool) (*Incident, err
 	return e.change(id, allow, func(now time.Time) (*Incident, error) { return e.tracker.resolved(id, now) }, "manual")
 }
 
+// Remediated records on an active incident what fleetwatch's remediation did about it; the
+// changed incident goes to Alertmanager again. An incident no longer active is left as it
+// was (ErrNotActive).
+func (e *Engine) Remediated(id, text string) error {
+	_, err := e.change(id, nil, func(now time.Time) (*Incident, error) { return e.tracker.remediated(id, text, now) }, "")
+	return err
+}
+
 // change applies one change to an active incident all or nothing: f makes the changed copy,
 // which is stored first and put in memory (tracker, active list, subscribers) only once
 // stored. A store failure returns an error and leaves memory as it was. An incident that
@@ -617,7 +635,7 @@ func (e *Engine) change(id string, allow func([]string) bool, f func(time.Time) 
 		return nil, notFound
 	}
 	inc, err := f(e.o.Now())
-	if err != nil {
+	if err != nil || inc == nil {
 		return nil, err
 	}
 	if err := e.o.Store.SaveIncidents([]*Incident{inc}, e.o.Alertmanagers); err != nil {
@@ -779,6 +797,9 @@ func (e *Engine) postable(inc *Incident, now time.Time, validFor time.Duration) 
 	}
 	if inc.AckedBy != "" {
 		ann["acknowledged_by"] = inc.AckedBy
+	}
+	if inc.Remediation != "" {
+		ann["remediation"] = inc.Remediation
 	}
 	end := now.Add(validFor)
 	if !inc.Active() {

@@ -354,3 +354,36 @@ func TestActiveListMatchesStore(t *testing.T) {
 	check()
 	require.Len(t, e.activeIncidents(Filter{State: "active"}), 1)
 }
+
+// What remediation did is on the incident (API and store) and goes to Alertmanager as the
+// incident's "remediation" annotation; saying the same again changes nothing.
+func TestRemediatedGoesToAlertmanager(t *testing.T) {
+	am := &recordingAM{}
+	clk := &clock{t: t0}
+	e, stop := startEngine(t, filepath.Join(t.TempDir(), "correlate.db"), am, clk)
+	defer stop()
+	require.NoError(t, e.Ingest(context.Background(), []Alert{alert(0, "alertname", "FleetClusterSilent", "cluster", "eu-2", "severity", "critical")}))
+	require.NoError(t, e.Evaluate(context.Background()))
+	inc := e.Active()[0]
+	require.Empty(t, inc.Alerts)
+	require.Equal(t, "FleetClusterSilent", e.ActiveWithAlerts()[0].Alerts[0].Labels["alertname"], "remediation reads which cluster is silent")
+	text := "fleetwatch remediation rem-1 (playbook cluster-lost) succeeded"
+	require.NoError(t, e.Remediated(inc.ID, text))
+	stored, err := e.o.Store.Incident(inc.ID)
+	require.NoError(t, err)
+	require.Equal(t, text, stored.Remediation)
+	require.Equal(t, inc.Revision+1, stored.Revision)
+	require.NoError(t, e.Remediated(inc.ID, text))
+	again, err := e.o.Store.Incident(inc.ID)
+	require.NoError(t, err)
+	require.Equal(t, stored.Revision, again.Revision, "the same text is no change")
+	require.Eventually(t, func() bool {
+		for _, a := range am.received() {
+			if ann, ok := a["annotations"].(map[string]any); ok && ann["remediation"] == text {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "Alertmanager gets the remediation annotation")
+	require.ErrorIs(t, e.Remediated("inc-nope", text), ErrNotFound)
+}

@@ -40,6 +40,9 @@ type Incident struct {
 	// a new alert, so the former label sets are kept to be sent as resolved.
 	Labels       map[string]string   `json:"labels"`
 	FormerLabels []map[string]string `json:"former_labels,omitempty"`
+	// Remediation is what fleetwatch's remediation did about the incident, as it last said
+	// (Engine.Remediated); it goes to Alertmanager as the "remediation" annotation.
+	Remediation string `json:"remediation,omitempty"`
 }
 
 // routingLabels are the labels of the incident's Alertmanager alert.
@@ -232,6 +235,23 @@ func (t *Tracker) acknowledged(id, who string, now time.Time) (*Incident, error)
 	cp := *inc
 	cp.State = StateAcknowledged
 	cp.AckedBy, cp.AckedAt = who, now
+	cp.UpdatedAt = now
+	cp.Revision++
+	return &cp, nil
+}
+
+// remediated returns a copy of an active incident that says what remediation did, without
+// changing the tracker (see commit); nil when it says so already.
+func (t *Tracker) remediated(id, text string, now time.Time) (*Incident, error) {
+	inc := t.find(id)
+	if inc == nil {
+		return nil, fmt.Errorf("incident %s: %w", id, ErrNotActive)
+	}
+	if inc.Remediation == text {
+		return nil, nil
+	}
+	cp := *inc
+	cp.Remediation = text
 	cp.UpdatedAt = now
 	cp.Revision++
 	return &cp, nil

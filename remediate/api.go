@@ -30,7 +30,8 @@ const MaxBodyBytes = 64 << 10
 //
 // Like the incident API it sits behind the access layer, which checks the role; here a
 // team-scoped identity sees and decides only remediations of its clusters (others are 404),
-// and nothing is approved, denied, paused or resumed without an identity (403).
+// and nothing is approved, denied, paused or resumed without an identity (403), nor by a
+// process that does not lead remediation (503, with leader election).
 func (e *Engine) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/remediations", e.serveList)
@@ -100,6 +101,9 @@ func (e *Engine) serveDecide(w http.ResponseWriter, r *http.Request, approve boo
 	id, ok := e.caller(r)
 	if !ok {
 		apiresp.Error(w, http.StatusForbidden, "forbidden", errors.New("no authenticated identity: approving and denying need one"))
+		return
+	}
+	if e.notLeading(w) {
 		return
 	}
 	var req struct {
@@ -202,6 +206,9 @@ func (e *Engine) servePause(w http.ResponseWriter, r *http.Request, pause bool) 
 	id, ok := e.caller(r)
 	if !ok {
 		apiresp.Error(w, http.StatusForbidden, "forbidden", errors.New("no authenticated identity: pausing and resuming need one"))
+		return
+	}
+	if e.notLeading(w) {
 		return
 	}
 	cluster := r.URL.Query().Get("cluster")

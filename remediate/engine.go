@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -33,6 +34,11 @@ type Options struct {
 	// Incidents returns the active incidents (nil: correlation is off).
 	Incidents func() []correlate.Incident
 	Clients   Clients
+	// WhatIf is placement's what-if, for failovers (nil: no failover is planned).
+	WhatIf WhatIfFunc
+	// Remediated tells the correlation engine what a remediation did about its incident, for
+	// the incident's explanation and its Alertmanager alert (nil: not told).
+	Remediated func(incidentID, text string) error
 	// Alerts takes the engine's own alerts (a freeze, a remediation storm) to the correlation
 	// engine, which makes them incidents (nil: not raised).
 	Alerts   correlate.Sink
@@ -70,6 +76,13 @@ type Engine struct {
 	// guards, with why; sent when each was last sent as firing.
 	raised map[string]string
 	sent   map[string]time.Time
+	// failovers are the failover remediations that are over with something to take back,
+	// and no failback planned yet.
+	failovers map[string]*Remediation
+	specsAt   time.Time // when keepSpecs last ran
+	// told is what each incident was last told (tell).
+	told map[string]string
+	lead leadership
 }
 
 // The engine's own alerts, raised into the correlation engine while the guard holds.
@@ -102,7 +115,8 @@ func New(o Options) (*Engine, error) {
 		o.Incidents = func() []correlate.Incident { return nil }
 	}
 	e := &Engine{o: o, logger: o.Logger, now: o.Now, active: map[string]*Remediation{}, covered: map[string]map[string]bool{},
-		paused: map[string]string{}, kick: make(chan struct{}, 1), raised: map[string]string{}, sent: map[string]time.Time{}}
+		paused: map[string]string{}, kick: make(chan struct{}, 1), raised: map[string]string{}, sent: map[string]time.Time{},
+		failovers: map[string]*Remediation{}, told: map[string]string{}}
 	if err := e.ApplySettings(o.Settings); err != nil {
 		return nil, err
 	}
@@ -118,9 +132,11 @@ func New(o Options) (*Engine, error) {
 		if !Final(r.State) {
 			e.active[r.ID] = r
 		}
+		e.awaitFailback(r)
 	}
 	e.metrics = newMetrics(o.Registerer)
 	e.metrics.init(e.playbooks)
+	e.setLeader(true, "") // until RunElected campaigns
 	return e, nil
 }
 
@@ -141,6 +157,19 @@ func (e *Engine) ApplySettings(s config.RemediationConfig) error {
 // Run evaluates every evaluation interval, and at once after an approval, until ctx ends.
 func (e *Engine) Run(ctx context.Context) {
 	for {
+		e.mu.Lock()
+		due := e.settings.Enabled && e.now().Sub(e.specsAt) >= time.Duration(e.settings.Specs.Interval)
+		if due {
+			e.specsAt = e.now()
+		}
+		e.mu.Unlock()
+		if due {
+			// Outside the lock: reading every cluster's Deployments must not hold up an
+			// approval.
+			if err := e.keepSpecs(ctx); err != nil && ctx.Err() == nil {
+				e.logger.Warn("keeping Deployment specs for failover", "err", err)
+			}
+		}
 		if err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
 			e.logger.Error("remediation evaluation failed", "err", err)
 		}
@@ -172,6 +201,9 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
+	if leading, _ := e.Leading(); !leading {
+		return nil // another process acts
+	}
 	if !e.settings.Enabled {
 		e.metrics.update(e, e.budgetItems(ctx, nil, now))
 		return nil
@@ -210,7 +242,7 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		r, err := e.plan(ctx, &part, pb, now)
+		r, err := e.plan(ctx, &part, pb, now, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("plan for incident %s: %w", inc.ID, err))
 			continue
@@ -218,12 +250,24 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		if r == nil {
 			continue // nothing to act on yet
 		}
-		if err := e.o.Store.Save(r, e.entry(r, "", EventPlan, actor, planSummary(r))); err != nil {
+		entries := []*AuditEntry{e.entry(r, "", EventPlan, actor, planSummary(r))}
+		if Final(r.State) {
+			entries = append(entries, e.entry(r, "", EventState, actor, r.State+": "+r.Reason))
+		}
+		if err := e.o.Store.Save(r, entries...); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		e.active[r.ID] = r
+		e.tell(r)
 		e.cover(r)
+		if Final(r.State) {
+			e.metrics.finished(r)
+			continue
+		}
+		e.active[r.ID] = r
+	}
+	if err := e.planFailbacks(ctx, open, now); err != nil {
+		errs = append(errs, err)
 	}
 	ids := slices.Sorted(func(yield func(string) bool) {
 		for id := range e.active {
@@ -243,10 +287,65 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		}
 		if Final(r.State) {
 			delete(e.active, id)
+			e.awaitFailback(r)
 		}
 	}
 	e.metrics.update(e, e.budgetItems(ctx, nil, now))
 	return errors.Join(errs...)
+}
+
+// awaitFailback remembers a failover that is over and has something to take back.
+func (e *Engine) awaitFailback(r *Remediation) {
+	if Final(r.State) && r.FailbackID == "" && r.FailbackOf == "" && len(failbackTargets(r)) > 0 {
+		e.failovers[r.ID] = r
+	}
+}
+
+// planFailbacks plans the failback of every failover that is over once all the clusters it
+// came from are back. The failback and the failover's link to it are stored together.
+func (e *Engine) planFailbacks(ctx context.Context, open map[string]*correlate.Incident, now time.Time) error {
+	if len(e.failovers) == 0 {
+		return nil
+	}
+	up, err := e.apiUp(ctx, now)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(e.playbooks, func(p config.PlaybookConfig) bool { return p.Name == PlaybookFailback })
+	if i < 0 {
+		return nil
+	}
+	pb := e.playbooks[i]
+	for _, id := range slices.Sorted(maps.Keys(e.failovers)) {
+		fo := e.failovers[id]
+		ready := true
+		for _, c := range fo.Clusters {
+			if ok, _ := back(c, open, up); !ok {
+				ready = false
+			}
+		}
+		if !ready {
+			continue
+		}
+		inc := &correlate.Incident{ID: fo.IncidentID, Group: correlate.Group{Key: KindFailback + "/" + strings.Join(fo.Clusters, ","), Clusters: fo.Clusters}}
+		r, err := e.plan(ctx, inc, pb, now, fo)
+		if err != nil {
+			return fmt.Errorf("plan the failback of %s: %w", fo.ID, err)
+		}
+		if r == nil {
+			delete(e.failovers, id)
+			continue
+		}
+		linked := fo.clone()
+		linked.FailbackID, linked.Revision = r.ID, linked.Revision+1
+		if err := e.o.Store.SaveAll([]*Remediation{r, linked}, e.entry(r, "", EventPlan, actor,
+			fmt.Sprintf("%s is back: failback of failover %s; %s", strings.Join(fo.Clusters, ", "), fo.ID, planSummary(r)))); err != nil {
+			return err
+		}
+		delete(e.failovers, id)
+		e.active[r.ID] = r
+	}
+	return nil
 }
 
 // raise sends the engine's own alerts: each one a guard raised in this evaluation as firing
@@ -290,7 +389,7 @@ func (e *Engine) extend(ctx context.Context, r *Remediation, part *correlate.Inc
 	for _, st := range r.Steps {
 		pb.Steps = append(pb.Steps, st.StepConfig)
 	}
-	more, err := e.plan(ctx, part, pb, now)
+	more, err := e.plan(ctx, part, pb, now, nil)
 	if err != nil || more == nil {
 		return err
 	}
@@ -343,11 +442,34 @@ func newID(now time.Time) string {
 
 // plan turns a playbook into a remediation for an incident: every step with the ops it will
 // run and the API calls each makes. It returns nil when the first step has nothing to act on.
-func (e *Engine) plan(ctx context.Context, inc *correlate.Incident, pb config.PlaybookConfig, now time.Time) (*Remediation, error) {
+// A failover whose what-if finds no room is planned refused (final, with the numbers). fo is
+// the failover a failback takes back (nil otherwise).
+func (e *Engine) plan(ctx context.Context, inc *correlate.Incident, pb config.PlaybookConfig, now time.Time, fo *Remediation) (*Remediation, error) {
 	r := &Remediation{ID: newID(now), IncidentID: inc.ID, IncidentKey: inc.Key, Playbook: pb.Name, Clusters: slices.Clone(inc.Clusters),
 		State: StatePlanned, DryRun: e.settings.DryRun, CreatedAt: now, UpdatedAt: now, OpenedAt: inc.OpenedAt}
+	if fo != nil {
+		r.FailbackOf, r.OpenedAt = fo.ID, time.Time{}
+	}
 	for si, sc := range pb.Steps {
-		targets, err := e.targets(ctx, inc, sc.Action, now)
+		var targets []target
+		var err error
+		switch {
+		case sc.Action == config.ActionFailover:
+			var capacity string
+			targets, capacity, err = e.failoverTargets(ctx, inc, now)
+			if ref := (*refusal)(nil); errors.As(err, &ref) {
+				r.State, r.Reason, r.Capacity, r.DoneAt = StateRefused, "failover refused: "+ref.Error(), ref.reason, now
+				e.metrics.held(ref.guard)
+				return r, nil
+			}
+			if capacity != "" {
+				r.Capacity = capacity
+			}
+		case sc.Action == config.ActionFailback && fo != nil:
+			targets = failbackTargets(fo)
+		default:
+			targets, err = e.targets(ctx, inc, sc.Action, now)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -357,12 +479,14 @@ func (e *Engine) plan(ctx context.Context, inc *correlate.Incident, pb config.Pl
 		st := &StepRun{StepConfig: sc, State: StepPending}
 		for oi, t := range targets {
 			op := &Op{ID: fmt.Sprintf("%s-%d-%d", r.ID, si, oi), Action: sc.Action, Cluster: t.cluster, Kind: t.kind,
-				Namespace: t.namespace, Name: t.name, Calls: describeCalls(sc.Action, t), State: OpPending}
+				Namespace: t.namespace, Name: t.name, Calls: describeCalls(sc.Action, t), State: OpPending,
+				From: t.from, Replicas: t.replicas, Of: t.of, TakeBack: t.undo}
 			if sc.Action == config.ActionRollback {
 				op.Image = inc.Image
 			}
 			if sc.Verify != "" {
-				q, err := config.RenderVerify(sc.Verify, config.VerifyTarget{Cluster: t.cluster, Node: t.name, Namespace: t.namespace, Name: t.name})
+				q, err := config.RenderVerify(sc.Verify, config.VerifyTarget{Cluster: t.cluster, Node: t.name, Namespace: t.namespace, Name: t.name,
+					From: t.from, Replicas: t.expect})
 				if err != nil {
 					return nil, fmt.Errorf("step %d (%s) verify: %w", si, sc.Action, err)
 				}
@@ -404,11 +528,52 @@ func (e *Engine) entry(r *Remediation, op, event, who, detail string) *AuditEntr
 	return &AuditEntry{Time: e.now(), RemediationID: r.ID, IncidentID: r.IncidentID, OpID: op, Event: event, Actor: who, Detail: detail}
 }
 
-// save stores a remediation's new state with the audit entries that say why.
+// save stores a remediation's new state with the audit entries that say why, then tells its
+// incident.
 func (e *Engine) save(r *Remediation, now time.Time, entries ...*AuditEntry) error {
 	r.UpdatedAt = now
 	r.Revision++
-	return e.o.Store.Save(r, entries...)
+	if err := e.o.Store.Save(r, entries...); err != nil {
+		return err
+	}
+	e.tell(r)
+	return nil
+}
+
+// tell says on the remediation's incident what the remediation did, when that changed.
+func (e *Engine) tell(r *Remediation) {
+	if e.o.Remediated == nil {
+		return
+	}
+	text := fmt.Sprintf("fleetwatch remediation %s (playbook %s) %s", r.ID, r.Playbook, r.State)
+	if r.Reason != "" {
+		text += ": " + r.Reason
+	}
+	if r.State == StateSucceeded || r.State == StateRunning {
+		var acted []string
+		for _, st := range r.Steps {
+			n := 0
+			for _, op := range st.Ops {
+				if !op.ActedAt.IsZero() {
+					n++
+				}
+			}
+			if n > 0 {
+				acted = append(acted, fmt.Sprintf("%s %d of %d targets", st.Action, n, len(st.Ops)))
+			}
+		}
+		if len(acted) > 0 {
+			text += " (" + strings.Join(acted, ", ") + ")"
+		}
+	}
+	if e.told[r.IncidentID] == text {
+		return
+	}
+	if err := e.o.Remediated(r.IncidentID, text); err != nil && !errors.Is(err, correlate.ErrNotActive) {
+		e.logger.Warn("telling the incident what remediation did", "incident", r.IncidentID, "err", err)
+		return
+	}
+	e.told[r.IncidentID] = text
 }
 
 // setState changes a remediation's state, audited.
@@ -435,7 +600,7 @@ func (r *Remediation) acted() bool {
 
 // advance moves a remediation on as far as it can go now.
 func (e *Engine) advance(ctx context.Context, r *Remediation, open map[string]*correlate.Incident, now time.Time) error {
-	if _, ok := open[r.IncidentID]; !ok && !r.acted() {
+	if _, ok := open[r.IncidentID]; !ok && !r.acted() && r.FailbackOf == "" {
 		return e.setState(r, now, StateCancelled, "the incident resolved before anything was done")
 	}
 	for r.Current < len(r.Steps) && !Final(r.State) {
@@ -503,10 +668,19 @@ func (e *Engine) advanceStep(ctx context.Context, r *Remediation, st *StepRun, o
 			r.next(config.WhenVerified)
 			return true, e.save(r, now, e.entry(r, "", EventState, actor, fmt.Sprintf("notified (%d targets), nothing changed", len(st.Ops))))
 		}
-		if st.Mode == config.ModeApprove && st.Approval == nil {
+		// The RPO gate: a failover whose replication lags past the RPO (or cannot be told)
+		// waits for an operator, as an approve step does.
+		gate := ""
+		if st.Action == config.ActionFailover && st.Approval == nil {
+			if ok, detail := e.rpo(ctx, st, now); !ok {
+				gate = "; " + GuardRPO + ": " + detail
+				e.metrics.held(GuardRPO)
+			}
+		}
+		if (st.Mode == config.ModeApprove || gate != "") && st.Approval == nil {
 			st.Approval = &Approval{RequestedAt: now, ExpiresAt: now.Add(time.Duration(e.settings.ApprovalTimeout))}
 			st.State = StepWaiting
-			r.State, r.Reason = StateWaiting, fmt.Sprintf("step %d (%s) waits for an operator's approval until %s", r.Current+1, st.Action, st.Approval.ExpiresAt.UTC().Format(time.RFC3339))
+			r.State, r.Reason = StateWaiting, fmt.Sprintf("step %d (%s) waits for an operator's approval until %s%s", r.Current+1, st.Action, st.Approval.ExpiresAt.UTC().Format(time.RFC3339), gate)
 			return false, e.save(r, now, e.entry(r, "", EventApproval, actor, r.Reason))
 		}
 		st.State, st.StartedAt, st.Attempts = StepActing, now, 1
@@ -527,9 +701,13 @@ func (e *Engine) advanceStep(ctx context.Context, r *Remediation, st *StepRun, o
 }
 
 // runOps runs a step's ops one after the other, each verified before the next starts (node by
-// node, cluster by cluster, canary first).
+// node, cluster by cluster, canary first). A failover's (and a failback's) ops all act as the
+// guards and rate limits let them and are verified together: a lost cluster's workloads do not
+// wait for each other.
 func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open map[string]*correlate.Incident, now time.Time) (bool, error) {
 	timeout := time.Duration(st.Timeout)
+	parallel := st.Action == config.ActionFailover || st.Action == config.ActionFailback
+	waiting := false // parallel: an op acted and is not verified yet
 	for _, op := range st.Ops {
 		switch op.State {
 		case OpVerified, OpDryRun, OpNotified:
@@ -558,6 +736,10 @@ func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open m
 			if op.State == OpDryRun {
 				continue
 			}
+			if parallel {
+				waiting = true
+				continue
+			}
 			return false, nil // verified from the next evaluation on: the view needs a scrape
 		case OpDone:
 			verdict, why := e.verify(ctx, op, now)
@@ -573,6 +755,10 @@ func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open m
 				if st.State != StepVerifying {
 					st.State = StepVerifying
 				}
+				if parallel {
+					waiting = true
+					continue
+				}
 				return false, nil
 			case verdict < 0:
 				op.State, op.Detail = OpUndecided, why
@@ -584,6 +770,9 @@ func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open m
 			return false, fmt.Errorf("op %s in unexpected state %q", op.ID, op.State)
 		}
 	}
+	if waiting {
+		return false, nil
+	}
 	st.State, st.DoneAt = StepVerified, now
 	r.next(config.WhenVerified)
 	return true, e.save(r, now, e.entry(r, "", EventState, actor, fmt.Sprintf("step %s verified", st.Action)))
@@ -593,10 +782,19 @@ func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open m
 func (e *Engine) failOp(ctx context.Context, r *Remediation, st *StepRun, op *Op, now time.Time, why string) (bool, error) {
 	op.State, op.Detail = OpFailed, why
 	entries := []*AuditEntry{e.entry(r, op.ID, EventVerify, actor, "failed: "+why)}
-	if op.Undo == ActionUncordon {
+	if op.Undo != "" {
 		if c, err := e.o.Clients(op.Cluster); err == nil {
 			before := func(call string) error { return e.o.Store.Audit(e.entry(r, op.ID, EventCall, actor, "undo: "+call)) }
-			detail, err := uncordon(ctx, c, op, r.DryRun, before)
+			var detail string
+			if op.Undo == ActionUncordon {
+				detail, err = uncordon(ctx, c, op, r.DryRun, before)
+			} else {
+				// A failover that did not verify: delete what it created, scale back what it
+				// scaled.
+				var res actResult
+				res, err = takeBack(ctx, c, op, op.ID, op.Undo, op.ID+"-undo", r.DryRun, before)
+				detail = res.detail
+			}
 			if err != nil {
 				detail = "undo failed: " + err.Error()
 			} else {
@@ -640,6 +838,19 @@ func (e *Engine) act(ctx context.Context, r *Remediation, st *StepRun, op *Op, n
 		res, err = drain(ctx, c, op, r.DryRun, before)
 	case config.ActionRollback:
 		res, err = rollback(ctx, c, op, r.DryRun, before)
+	case config.ActionFailover:
+		// Never a write to the cluster a failover comes from: it may be alive behind a
+		// partition, and whatever is there must be there when it comes back.
+		if op.Cluster == op.From || slices.Contains(r.Clusters, op.Cluster) {
+			err = fmt.Errorf("refusing to write to %s: the failover is from it", op.Cluster)
+			break
+		}
+		var sp *KeptSpec
+		if sp, err = e.o.Store.Spec(op.From, op.Namespace, op.Name); err == nil {
+			res, err = failover(ctx, c, op, sp, r.DryRun, before)
+		}
+	case config.ActionFailback:
+		res, err = takeBack(ctx, c, op, op.Of, op.TakeBack, op.ID, r.DryRun, before)
 	default:
 		err = fmt.Errorf("unknown action %q", op.Action)
 	}
@@ -822,8 +1033,8 @@ func (e *Engine) Plan(ctx context.Context, inc *correlate.Incident) (*Remediatio
 		return nil, fmt.Errorf("no playbook matches incident %s (%s)", inc.ID, inc.Key)
 	}
 	now := e.now()
-	r, err := e.plan(ctx, inc, pb, now)
-	if err != nil || r == nil {
+	r, err := e.plan(ctx, inc, pb, now, nil)
+	if err != nil || r == nil || Final(r.State) {
 		return r, err
 	}
 	open := map[string]*correlate.Incident{}

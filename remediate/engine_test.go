@@ -51,6 +51,10 @@ type world struct {
 	alerts []correlate.Alert
 	// refuse makes the fake API server refuse evictions with 429, as a PodDisruptionBudget does.
 	refuse bool
+	// fresh are the clusters whose data flows: each tick writes their last-ingest time.
+	fresh map[string]bool
+	// told is what each incident was last told about its remediation.
+	told map[string]string
 }
 
 var clusters = []string{"c1", "c2", "c3"}
@@ -58,7 +62,8 @@ var clusters = []string{"c1", "c2", "c3"}
 func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 	w := &world{t: t, now: time.Unix(1_800_000_000, 0), view: teststorage.New(t), clients: map[string]*fake.Clientset{},
 		promql: promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute}),
-		reg:    prometheus.NewRegistry(), current: map[string]float64{}}
+		reg:    prometheus.NewRegistry(), current: map[string]float64{}, told: map[string]string{},
+		fresh: map[string]bool{"c1": true, "c2": true, "c3": true}}
 	t.Cleanup(func() { w.view.Close() })
 	for _, c := range clusters {
 		var objs []runtime.Object
@@ -121,7 +126,8 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 			}
 			return nil, fmt.Errorf("no cluster %s", c)
 		},
-		Settings: s, Registerer: w.reg, Now: func() time.Time { return w.now }})
+		Remediated: func(id, text string) error { w.told[id] = text; return nil },
+		Settings:   s, Registerer: w.reg, Now: func() time.Time { return w.now }})
 	require.NoError(t, err)
 	return w
 }
@@ -170,6 +176,9 @@ func (w *world) tick(d time.Duration) {
 	w.now = w.now.Add(d)
 	for series, v := range w.current {
 		w.write(series, v)
+	}
+	for c := range w.fresh {
+		w.write(fmt.Sprintf(`%s{cluster=%q}`, collector.LastIngestMetric, c), float64(w.now.Unix()))
 	}
 	// kube-state-metrics' kube_pod_info, from each fake API server's pods now.
 	for _, c := range clusters {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/schedule"
@@ -122,6 +123,24 @@ func (e *Engine) checks(r *Remediation, op *Op, open map[string]*correlate.Incid
 		default:
 			add(GuardPartition, true, "%s's API server answers; %d of %d clusters unreachable", op.Cluster, len(down), len(up))
 		}
+		switch op.Action {
+		case config.ActionFailover:
+			ok, detail := lost(op.From, open[r.IncidentID], up)
+			add(GuardLost, ok, "%s", detail)
+		case config.ActionFailback:
+			ok, detail := back(op.From, open, up)
+			add(GuardLost, ok, "%s", detail)
+		}
+	}
+	if r.Capacity != "" {
+		add(GuardCapacity, true, "%s", r.Capacity)
+	}
+	if st := r.Steps[min(r.Current, len(r.Steps)-1)]; st.Action == config.ActionFailover {
+		ok, detail := e.rpo(ctx, st, now)
+		if !ok && st.Approval != nil && st.Approval.Decision != "" {
+			ok, detail = true, detail+"; approved by "+st.Approval.By
+		}
+		add(GuardRPO, ok, "%s", detail)
 	}
 
 	budget, detail := e.budget(ctx, op, now)
@@ -172,6 +191,12 @@ func (e *Engine) firing(ctx context.Context, names []string, now time.Time) ([]s
 func (e *Engine) inFlight(extra *Op) (nodes, workloads, clusters map[string]bool) {
 	nodes, workloads, clusters = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	count := func(o *Op) {
+		// A failover (and its failback) moves a cluster: it counts as that one cluster, the
+		// one unhealthy, not as each of its workloads.
+		if o.From != "" {
+			clusters[o.From] = true
+			return
+		}
 		key := o.Cluster + "/" + o.Namespace + "/" + o.Name
 		if o.Kind == "Node" {
 			nodes[key] = true
@@ -218,7 +243,9 @@ func (e *Engine) budgetItems(ctx context.Context, extra *Op, now time.Time) []bu
 	return []budgetItem{
 		{"nodes", len(nodes), total(`count(kube_node_info)`), b.MaxNodes},
 		{"workloads", len(workloads), total(`count(kube_deployment_created)`), b.MaxWorkloads},
-		{"clusters", len(clusters), total(`count(count by (cluster) (kube_node_info))`), b.MaxClusters},
+		// Every configured cluster has a last-ingest series, silent or not: a lost cluster
+		// still counts in the fleet it is part of.
+		{"clusters", len(clusters), total(`count(count by (cluster) (` + collector.LastIngestMetric + `))`), b.MaxClusters},
 	}
 }
 

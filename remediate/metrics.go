@@ -31,6 +31,14 @@ const (
 	// MetricRTO is the recovery time of a remediation that succeeded: from the incident's
 	// opening to its last verification.
 	MetricRTO = "fleetwatch_remediation_rto_seconds"
+	// MetricSpecsKept is how many Deployments of each cluster fleetwatch keeps for a
+	// failover, and MetricSpecsKeptAt when they were last read (Unix seconds): its age is
+	// how old the manifests a failover would recreate are.
+	MetricSpecsKept   = "fleetwatch_remediation_specs_kept"
+	MetricSpecsKeptAt = "fleetwatch_remediation_specs_kept_timestamp_seconds"
+	// MetricLeader is 1 while this process acts (it holds the Lease, or there is no leader
+	// election), 0 while another does.
+	MetricLeader = "fleetwatch_remediation_leader"
 )
 
 type metrics struct {
@@ -42,6 +50,9 @@ type metrics struct {
 	budget       *prometheus.GaugeVec
 	verify       prometheus.Histogram
 	rto          prometheus.Histogram
+	specsKept    *prometheus.GaugeVec
+	specsKeptAt  *prometheus.GaugeVec
+	leader       prometheus.Gauge
 }
 
 // States reported by MetricActive, so that a state that empties shows 0.
@@ -60,12 +71,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{5, 10, 15, 30, 60, 120, 300, 600}}),
 		rto: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricRTO, Help: "Recovery time of successful remediations: from the incident's opening to the last verification.",
 			Buckets: []float64{30, 60, 120, 300, 600, 900, 1800, 3600}}),
+		specsKept: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricSpecsKept, Help: "Deployments of each cluster kept for a failover."}, []string{"cluster"}),
+		specsKeptAt: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricSpecsKeptAt,
+			Help: "When each cluster's Deployments were last read and kept for a failover (Unix seconds)."}, []string{"cluster"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricLeader, Help: "1 while this fleetwatch process acts on remediations (it holds the Lease, or there is no leader election), 0 while another does."}),
 	}
 	for _, s := range activeStates {
 		m.active.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(m.remediations, m.actions, m.active, m.inFlight, m.holds, m.budget, m.verify, m.rto)
+		reg.MustRegister(m.remediations, m.actions, m.active, m.inFlight, m.holds, m.budget, m.verify, m.rto, m.specsKept, m.specsKeptAt, m.leader)
 	}
 	return m
 }
@@ -75,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // no data before the first remediation.
 func (m *metrics) init(playbooks []config.PlaybookConfig) {
 	for _, p := range playbooks {
-		for _, st := range []string{StateSucceeded, StateFailed, StateDenied, StateExpired, StateNotified, StateCancelled} {
+		for _, st := range []string{StateSucceeded, StateFailed, StateDenied, StateExpired, StateNotified, StateCancelled, StateRefused} {
 			m.remediations.WithLabelValues(p.Name, st)
 		}
 	}
@@ -87,7 +102,7 @@ func (m *metrics) init(playbooks []config.PlaybookConfig) {
 			m.actions.WithLabelValues(a, res)
 		}
 	}
-	for _, g := range []string{GuardPause, GuardSuppression, GuardPartition, GuardBudget, GuardRateLimit} {
+	for _, g := range []string{GuardPause, GuardSuppression, GuardPartition, GuardBudget, GuardRateLimit, GuardLost, GuardCapacity, GuardRPO} {
 		m.holds.WithLabelValues(g)
 	}
 }

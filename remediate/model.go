@@ -25,12 +25,15 @@ const (
 	StateNotified = "notified"
 	// StateCancelled: the incident resolved before the remediation acted.
 	StateCancelled = "cancelled"
+	// StateRefused: a guard refused the plan outright (a failover the surviving clusters
+	// have no room for); nothing was done, and the reason has the numbers.
+	StateRefused = "refused"
 )
 
 // Final reports whether a remediation in state s is over.
 func Final(s string) bool {
 	switch s {
-	case StateSucceeded, StateFailed, StateDenied, StateExpired, StateNotified, StateCancelled:
+	case StateSucceeded, StateFailed, StateDenied, StateExpired, StateNotified, StateCancelled, StateRefused:
 		return true
 	}
 	return false
@@ -71,6 +74,12 @@ type Remediation struct {
 	Guards []Check `json:"guards,omitempty"`
 	// Revision counts stored changes.
 	Revision int `json:"revision"`
+	// FailbackOf is the failover remediation a failback takes back; FailbackID, on a
+	// failover, the failback planned for it.
+	FailbackOf string `json:"failback_of,omitempty"`
+	FailbackID string `json:"failback_id,omitempty"`
+	// Capacity is placement's what-if for a failover, as planned.
+	Capacity string `json:"capacity,omitempty"`
 }
 
 // StepRun is a step and what became of it.
@@ -120,6 +129,14 @@ type Op struct {
 	Name      string `json:"name"`
 	// Image is the bad image a rollback takes out (the rollout incident's).
 	Image string `json:"image,omitempty"`
+	// From is the lost cluster a failover op moves the workload from (Cluster is where it
+	// goes), and Replicas how many replicas it adds there.
+	From     string `json:"from,omitempty"`
+	Replicas int    `json:"replicas,omitempty"`
+	// Of is the failover op a failback op takes back, and TakeBack what that op did
+	// (its Undo).
+	Of       string `json:"of,omitempty"`
+	TakeBack string `json:"take_back,omitempty"`
 	// Calls are the API calls the op makes, as `VERB path`, for the plan and the audit.
 	Calls  []string `json:"calls"`
 	Verify string   `json:"verify,omitempty"`
@@ -150,6 +167,14 @@ const (
 	GuardPartition   = "partition"
 	GuardSuppression = "suppression"
 	GuardPause       = "pause"
+	// GuardLost: a failover acts only while its cluster is lost: silent, its API server
+	// unreachable, the rest of the fleet in sight.
+	GuardLost = "lost"
+	// GuardCapacity: a failover is refused when the surviving clusters would go past the
+	// saturation ceiling.
+	GuardCapacity = "capacity"
+	// GuardRPO: a failover waits for an operator while replication lags past the RPO.
+	GuardRPO = "rpo"
 )
 
 // AuditEntry is one line of the audit: a plan, an approval, an API call before it is made and

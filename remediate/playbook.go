@@ -21,7 +21,13 @@ const (
 	PlaybookNodesNotReady = "nodes-not-ready"
 	PlaybookBadRollout    = "bad-rollout"
 	PlaybookCrashLoop     = "crash-loop"
+	PlaybookClusterLost   = "cluster-lost"
+	PlaybookFailback      = "failback"
 )
+
+// KindFailback is the incident kind the failback playbook matches: no incident has it; the
+// engine plans a failback itself once a cluster it failed over from is back.
+const KindFailback = "failback"
 
 // Verifications of the built-in playbooks, over kube-state-metrics series in the global view.
 // Each returns one sample, 1 when the step worked; an empty answer (the cluster's data stopped)
@@ -37,6 +43,12 @@ const (
 		` * (kube_deployment_status_replicas_updated` + deployment + ` >= bool kube_deployment_spec_replicas` + deployment + `)` +
 		` * (kube_deployment_status_observed_generation` + deployment + ` >= bool kube_deployment_metadata_generation` + deployment + `))`
 	deployment = `{cluster="{{.Cluster}}",namespace="{{.Namespace}}",deployment="{{.Name}}"}`
+	// The receiving cluster runs the replicas it had plus the ones the failover added, all
+	// available.
+	verifyFailedOver = `max(kube_deployment_status_replicas_available` + deployment + `) >= bool {{.Replicas}}`
+	// The cluster that came back runs the Deployment with every replica available.
+	verifyFailedBack = `min(kube_deployment_status_replicas_available` + origin + ` >= bool kube_deployment_spec_replicas` + origin + `)`
+	origin           = `{cluster="{{.From}}",namespace="{{.Namespace}}",deployment="{{.Name}}"}`
 )
 
 // DefaultPlaybooks are the built-in playbooks (remediate/README.md); fleetwatch.yml's playbooks
@@ -60,6 +72,27 @@ var DefaultPlaybooks = []config.PlaybookConfig{
 		Match: config.MatchConfig{Kinds: []string{schedule.IncidentRollout}},
 		Steps: []config.StepConfig{
 			{Action: config.ActionRollback, Mode: config.ModeAuto, When: config.WhenVerified, Timeout: model.Duration(5 * time.Minute), Verify: verifyRolledOut},
+		},
+	},
+	{
+		// A cluster lost (silent, its API server unreachable, the rest of the fleet in
+		// sight): its Deployments, as fleetwatch kept them while it was healthy, are created
+		// or scaled up in the clusters placement picks, biggest first. Nothing is written to
+		// the lost cluster.
+		Name:  PlaybookClusterLost,
+		Match: config.MatchConfig{Kinds: []string{schedule.IncidentClusterDown}},
+		Steps: []config.StepConfig{
+			{Action: config.ActionFailover, Mode: config.ModeAuto, When: config.WhenVerified, Timeout: model.Duration(10 * time.Minute), Verify: verifyFailedOver, RPO: config.DefaultRPO},
+		},
+	},
+	{
+		// A cluster fleetwatch failed over from is back: once an operator approves, what the
+		// failover created is deleted and what it scaled is scaled back, workload by
+		// workload, each once the cluster runs it again.
+		Name:  PlaybookFailback,
+		Match: config.MatchConfig{Kinds: []string{KindFailback}},
+		Steps: []config.StepConfig{
+			{Action: config.ActionFailback, Mode: config.ModeApprove, When: config.WhenVerified, Timeout: model.Duration(10 * time.Minute), Verify: verifyFailedBack},
 		},
 	},
 	{
@@ -109,6 +142,11 @@ func matches(m config.MatchConfig, inc *correlate.Incident) bool {
 // target is what an op acts on.
 type target struct {
 	cluster, kind, namespace, name string
+	// Failover: the cluster the workload comes from, the replicas it adds, the replicas the
+	// receiving cluster must then run, and a note for the plan. Failback: the failover op
+	// it takes back (of) and what that op did (undo).
+	from, note, of, undo string
+	replicas, expect     int
 	// order sorts the targets of a step (replicas, for canary-first rollbacks).
 	order float64
 }
@@ -154,6 +192,13 @@ func (e *Engine) targets(ctx context.Context, inc *correlate.Incident, action st
 		for _, c := range inc.Clusters {
 			out = append(out, target{cluster: c, kind: "Deployment", namespace: ns, name: name, order: replicas[c]})
 		}
+	case config.ActionFailover:
+		var err error
+		if out, _, err = e.failoverTargets(ctx, inc, now); err != nil {
+			return nil, err
+		}
+	case config.ActionFailback:
+		return nil, fmt.Errorf("a failback step is planned by the engine for a failover, not matched to incident %q", inc.Key)
 	case config.ActionNotify:
 		seen := map[target]bool{}
 		for _, a := range inc.Alerts {
@@ -190,6 +235,16 @@ func describeCalls(action string, t target) []string {
 	case config.ActionRollback:
 		return []string{fmt.Sprintf("GET /apis/apps/v1/namespaces/%s/replicasets (the Deployment's revisions)", t.namespace),
 			fmt.Sprintf("PUT /apis/apps/v1/namespaces/%s/deployments/%s spec.template=the previous revision's", t.namespace, t.name)}
+	case config.ActionFailover:
+		return []string{fmt.Sprintf("GET /apis/apps/v1/namespaces/%s/deployments/%s", t.namespace, t.name),
+			fmt.Sprintf("POST /apis/apps/v1/namespaces/%s/deployments %s with %d replicas from %s's spec (%s), or PUT spec.replicas +%d when it runs there (and POST /api/v1/namespaces %s when missing)",
+				t.namespace, t.name, t.replicas, t.from, t.note, t.replicas, t.namespace)}
+	case config.ActionFailback:
+		what := "DELETE /apis/apps/v1/namespaces/" + t.namespace + "/deployments/" + t.name
+		if strings.HasPrefix(t.undo, undoScale) {
+			what = fmt.Sprintf("PUT /apis/apps/v1/namespaces/%s/deployments/%s spec.replicas=%s", t.namespace, t.name, strings.TrimPrefix(t.undo, undoScale))
+		}
+		return []string{what + " (what failover op " + t.of + " did, while it still carries its annotation)"}
 	}
 	return nil
 }

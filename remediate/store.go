@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	appsv1 "k8s.io/api/apps/v1"
 )
 
 // Store keeps remediations and the audit in a bbolt file in the data directory. Every write is
@@ -24,6 +26,7 @@ var (
 	bucketAudit        = []byte("audit")        // seq (8 bytes) -> AuditEntry
 	bucketByIncident   = []byte("by_incident")  // incident ID \x00 remediation ID -> nothing
 	bucketPaused       = []byte("paused")       // "cluster/<name>" ("cluster/": the fleet) -> who paused it
+	bucketSpecs        = []byte("specs")        // cluster \x00 namespace/name -> KeptSpec
 )
 
 // ErrNotFound is returned for an unknown remediation.
@@ -37,7 +40,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("open remediation store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRemediations, bucketAudit, bucketByIncident, bucketPaused} {
+		for _, b := range [][]byte{bucketRemediations, bucketAudit, bucketByIncident, bucketPaused, bucketSpecs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -58,16 +61,27 @@ func (s *Store) Close() error { return s.db.Close() }
 // record of why it changed are kept together or not at all. The entries get their sequence
 // numbers here.
 func (s *Store) Save(r *Remediation, entries ...*AuditEntry) error {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketRemediations).Put([]byte(r.ID), data); err != nil {
+	return s.SaveAll([]*Remediation{r}, entries...)
+}
+
+// SaveAll stores remediations that change together (a failover and the failback planned
+// for it) with their audit entries, in one transaction.
+func (s *Store) SaveAll(rs []*Remediation, entries ...*AuditEntry) error {
+	data := make([][]byte, len(rs))
+	for i, r := range rs {
+		var err error
+		if data[i], err = json.Marshal(r); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketByIncident).Put([]byte(r.IncidentID+"\x00"+r.ID), nil); err != nil {
-			return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for i, r := range rs {
+			if err := tx.Bucket(bucketRemediations).Put([]byte(r.ID), data[i]); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketByIncident).Put([]byte(r.IncidentID+"\x00"+r.ID), nil); err != nil {
+				return err
+			}
 		}
 		return appendAudit(tx, entries)
 	})
@@ -201,4 +215,77 @@ func (s *Store) Paused() (map[string]string, error) {
 		})
 	})
 	return out, err
+}
+
+// KeptSpec is a Deployment as fleetwatch last read it from its cluster's API server: the
+// manifest a failover recreates elsewhere.
+type KeptSpec struct {
+	Cluster    string             `json:"cluster"`
+	KeptAt     time.Time          `json:"kept_at"`
+	Deployment *appsv1.Deployment `json:"deployment"`
+}
+
+func specPrefix(cluster string) []byte { return []byte(cluster + "\x00") }
+
+// ReplaceSpecs replaces the specs kept for a cluster with specs, in one transaction: a
+// Deployment deleted from the cluster is dropped, a cluster that could not be read keeps what
+// it had.
+func (s *Store) ReplaceSpecs(cluster string, specs []KeptSpec) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSpecs)
+		c := b.Cursor()
+		prefix := specPrefix(cluster)
+		var stale [][]byte
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			stale = append(stale, bytes.Clone(k))
+		}
+		for _, k := range stale {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, sp := range specs {
+			data, err := json.Marshal(sp)
+			if err != nil {
+				return err
+			}
+			k := append(specPrefix(cluster), sp.Deployment.Namespace+"/"+sp.Deployment.Name...)
+			if err := b.Put(k, data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Specs returns the specs kept for a cluster, by namespace and name.
+func (s *Store) Specs(cluster string) ([]KeptSpec, error) {
+	var out []KeptSpec
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketSpecs).Cursor()
+		prefix := specPrefix(cluster)
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var sp KeptSpec
+			if err := json.Unmarshal(v, &sp); err != nil {
+				return fmt.Errorf("spec %q: %w", k, err)
+			}
+			out = append(out, sp)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Spec returns one kept spec, or ErrNotFound.
+func (s *Store) Spec(cluster, namespace, name string) (*KeptSpec, error) {
+	var sp *KeptSpec
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSpecs).Get(append(specPrefix(cluster), namespace+"/"+name...))
+		if v == nil {
+			return fmt.Errorf("%w: no spec kept for Deployment %s/%s of %s", ErrNotFound, namespace, name, cluster)
+		}
+		sp = &KeptSpec{}
+		return json.Unmarshal(v, sp)
+	})
+	return sp, err
 }

@@ -278,6 +278,23 @@ func (s *Service) WhatIf(ctx context.Context, r WhatIfRequest) (*WhatIfResult, e
 	return WhatIf(snap, r, ws)
 }
 
+// WhatIfNow answers a what-if for workloads the caller knows (a failover's, from the specs it
+// kept) on a snapshot read now, whether placement's refresh runs or not: a failover decides
+// on the fleet as it is, not as the last refresh saw it.
+func (s *Service) WhatIfNow(ctx context.Context, fail []string, workloads []Workload) (*WhatIfResult, error) {
+	s.mtx.RLock()
+	st := s.settings
+	s.mtx.RUnlock()
+	snap, err := s.o.Source.Snapshot(ctx, s.o.Now(), st)
+	if err != nil {
+		return nil, err
+	}
+	if len(snap.Errors) > 0 {
+		return nil, fmt.Errorf("placement snapshot: %d queries failed: %v", len(snap.Errors), snap.Errors)
+	}
+	return WhatIf(snap, WhatIfRequest{Fail: fail, Weights: st.Schedule.Weights}, workloads)
+}
+
 // Handler serves, in the Prometheus API's envelope:
 //
 //	POST /api/v1/placements   Request -> Decision (422 "unsatisfiable" with the Decision when no placement fits)

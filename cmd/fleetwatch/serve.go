@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"sync"
@@ -47,7 +49,7 @@ import (
 )
 
 // lastIngestInterval is how often each cluster's last ingest time is written into the view.
-const lastIngestInterval = 15 * time.Second
+const lastIngestInterval = 5 * time.Second
 
 type serveCmd struct {
 	cmd        *kingpin.CmdClause
@@ -141,9 +143,14 @@ type server struct {
 	// kube holds a client per cluster with a kubeconfig_file, rebuilt on reload.
 	remediate  *remediate.Engine
 	remedStore *remediate.Store
-	kube       atomic.Pointer[map[string]kubernetes.Interface]
-	http       *http.Server
-	ready      atomic.Bool
+	// election is remediation.leader_election as the process started with (nil: none), and
+	// identity this process's name in the Lease and in remediation's user agent.
+	election *config.LeaderElectionConfig
+	identity string
+	hub      *rest.Config // the hub cluster's client configuration
+	kube     atomic.Pointer[map[string]kubernetes.Interface]
+	http     *http.Server
+	ready    atomic.Bool
 	// guard is the access layer in front of every handler; tls is the listener's TLS
 	// configuration from --web.config.file (nil: plain HTTP).
 	guard *access.Guard
@@ -277,9 +284,12 @@ func newServer(o serverOptions) (*server, error) {
 			if !s.correlating.Load() {
 				return nil
 			}
-			return s.incidents.Active()
+			return s.incidents.ActiveWithAlerts()
 		},
 		Clients: s.kubeClient,
+		WhatIf:  s.schedule.WhatIfNow,
+		// The incident says what remediation did about it.
+		Remediated: s.incidents.Remediated,
 		// A freeze or a remediation storm is an incident like any other.
 		Alerts:   s.incidents,
 		Settings: cfg.Remediation,
@@ -304,6 +314,15 @@ func newServer(o serverOptions) (*server, error) {
 	if err != nil {
 		closeAll()
 		return nil, err
+	}
+	if le := cfg.Remediation.LeaderElection; le != nil {
+		s.election, s.hub = le, cfg.Cluster(le.Cluster).KubeConfig
+		if s.identity = le.Identity; s.identity == "" {
+			host, _ := os.Hostname()
+			var b [4]byte
+			_, _ = rand.Read(b[:])
+			s.identity = fmt.Sprintf("%s_%x", host, b)
+		}
 	}
 	if err := s.apply(cfg); err != nil {
 		closeAll()
@@ -436,6 +455,9 @@ func (s *server) apply(cfg *config.Config) error {
 	if err := cfg.Remediation.Validate(); err != nil {
 		return err
 	}
+	if le := cfg.Remediation.LeaderElection; !reflect.DeepEqual(le, s.election) {
+		return errors.New("remediation.leader_election: a change needs a restart")
+	}
 	kube := map[string]kubernetes.Interface{}
 	for _, c := range cfg.Clusters {
 		if c.KubeConfig == nil {
@@ -443,8 +465,12 @@ func (s *server) apply(cfg *config.Config) error {
 		}
 		rc := rest.CopyConfig(c.KubeConfig)
 		rc.Timeout = remediationAPITimeout
-		// Its own user agent, so the clusters' audit logs tell remediation's requests apart.
+		// Its own user agent, so the clusters' audit logs tell remediation's requests apart
+		// (and, with leader election, which process made them).
 		rc.UserAgent = remediate.UserAgent
+		if s.identity != "" {
+			rc.UserAgent += "/" + s.identity
+		}
 		if kube[c.Name], err = kubernetes.NewForConfig(rc); err != nil {
 			return fmt.Errorf("cluster %q: kubeconfig_file: %w", c.Name, err)
 		}
@@ -495,6 +521,15 @@ func (s *server) apply(cfg *config.Config) error {
 const remediationAPITimeout = 10 * time.Second
 
 // kubeClient is the client of a cluster's API server, from its kubeconfig_file.
+// hubClient is the client of the cluster that holds remediation's Lease, with a timeout
+// shorter than the renew deadline.
+func (s *server) hubClient() (kubernetes.Interface, error) {
+	rc := rest.CopyConfig(s.hub)
+	rc.Timeout = time.Duration(s.election.RenewDeadline) / 2
+	rc.UserAgent = remediate.UserAgent + "/" + s.identity
+	return kubernetes.NewForConfig(rc)
+}
+
 func (s *server) kubeClient(cluster string) (kubernetes.Interface, error) {
 	if m := s.kube.Load(); m != nil {
 		if c, ok := (*m)[cluster]; ok {
@@ -732,7 +767,19 @@ func (s *server) Run(ctx context.Context) error {
 		// verified in the view; it stops before the stores close.
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		g.Add(func() error { s.remediate.Run(ctx); close(done); return nil }, func(error) { cancel(); <-done })
+		g.Add(func() error {
+			defer close(done)
+			if le := s.election; le != nil {
+				// Only the process that holds the Lease in the hub cluster acts.
+				hub, err := s.hubClient()
+				if err != nil {
+					return err
+				}
+				return s.remediate.RunElected(ctx, hub, *le, s.identity)
+			}
+			s.remediate.Run(ctx)
+			return nil
+		}, func(error) { cancel(); <-done })
 	}
 	{
 		// Federation scrapes stop before the TSDB closes.

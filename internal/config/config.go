@@ -862,6 +862,11 @@ func Load(data []byte, dir string) (*Config, error) {
 	if err := cfg.Access.validate(cfg.Clusters, dir); err != nil {
 		return nil, err
 	}
+	if le := cfg.Remediation.LeaderElection; le != nil {
+		if err := le.Validate(cfg.Clusters); err != nil {
+			return nil, err
+		}
+	}
 	for _, r := range cfg.Query.RemoteRead {
 		r.HTTPClientConfig.SetDirectory(dir)
 	}

@@ -22,10 +22,21 @@ const (
 	ActionRollback = "rollback"
 	// ActionNotify does nothing but say, in the audit and the incident, what it would advise.
 	ActionNotify = "notify"
+	// ActionFailover creates (or scales up) a lost cluster's Deployments in the clusters
+	// placement picks, from the specs fleetwatch kept while the cluster was healthy. It never
+	// writes to the lost cluster.
+	ActionFailover = "failover"
+	// ActionFailback takes back what a failover created or scaled once the lost cluster's
+	// own Deployments run again.
+	ActionFailback = "failback"
 )
 
 // Actions are every action a step may name.
-var Actions = []string{ActionCordon, ActionDrain, ActionRollback, ActionNotify}
+var Actions = []string{ActionCordon, ActionDrain, ActionRollback, ActionNotify, ActionFailover, ActionFailback}
+
+// DefaultRPO is a failover step's recovery point objective: with an rpo_query, a failover
+// waits for an operator while a workload's replication lag is above it.
+const DefaultRPO = model.Duration(5 * time.Minute)
 
 // Step modes.
 const (
@@ -61,6 +72,10 @@ var DefaultRemediation = RemediationConfig{
 		Degraded:   0.5,
 	},
 	Budget: BudgetConfig{MaxNodes: 0.2, MaxWorkloads: 0.25, MaxClusters: 0.34},
+	Specs: SpecsConfig{
+		Interval:          model.Duration(time.Minute),
+		ExcludeNamespaces: []string{"kube-system", "kube-public", "kube-node-lease"},
+	},
 }
 
 // RemediationConfig is fleetwatch.yml's remediation block: what fleetwatch may do about an
@@ -77,8 +92,71 @@ type RemediationConfig struct {
 	Budget          BudgetConfig     `yaml:"budget,omitempty"`
 	// PauseWhile names alerts: while any of them fires, no new action starts.
 	PauseWhile []string `yaml:"pause_while,omitempty"`
+	// Specs is how fleetwatch keeps every reachable cluster's Deployments, the manifests a
+	// failover recreates elsewhere when the cluster is lost.
+	Specs SpecsConfig `yaml:"specs,omitempty"`
+	// LeaderElection, when set, makes fleetwatch processes sharing it elect one that acts
+	// (a Lease in a hub cluster, client-go's leaderelection); the others only answer reads.
+	LeaderElection *LeaderElectionConfig `yaml:"leader_election,omitempty"`
 	// Playbooks replace the built-in playbook of the same name, or add one.
 	Playbooks []PlaybookConfig `yaml:"playbooks,omitempty"`
+}
+
+// LeaderElectionConfig is remediation.leader_election: a Lease in one of the configured
+// clusters (the hub), through that cluster's kubeconfig_file.
+type LeaderElectionConfig struct {
+	// Cluster is the hub: a configured cluster with a kubeconfig_file.
+	Cluster   string `yaml:"cluster"`
+	Namespace string `yaml:"namespace,omitempty"`
+	LeaseName string `yaml:"lease_name,omitempty"`
+	// Identity names this process in the Lease and in remediation's user agent (default:
+	// the host name and a random suffix).
+	Identity      string         `yaml:"identity,omitempty"`
+	LeaseDuration model.Duration `yaml:"lease_duration,omitempty"`
+	RenewDeadline model.Duration `yaml:"renew_deadline,omitempty"`
+	RetryPeriod   model.Duration `yaml:"retry_period,omitempty"`
+}
+
+// DefaultLeaderElection are client-go's usual leader election timings (kube-controller-
+// manager's), a Lease named fleetwatch-remediation in kube-system.
+var DefaultLeaderElection = LeaderElectionConfig{
+	Namespace: "kube-system", LeaseName: "fleetwatch-remediation",
+	LeaseDuration: model.Duration(15 * time.Second), RenewDeadline: model.Duration(10 * time.Second), RetryPeriod: model.Duration(2 * time.Second),
+}
+
+// UnmarshalYAML sets the defaults.
+func (l *LeaderElectionConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*l = DefaultLeaderElection
+	type plain LeaderElectionConfig
+	return unmarshal((*plain)(l))
+}
+
+// Validate checks the leader election against the configured clusters.
+func (l *LeaderElectionConfig) Validate(clusters []*ClusterConfig) error {
+	const where = "remediation.leader_election"
+	i := slices.IndexFunc(clusters, func(c *ClusterConfig) bool { return c != nil && c.Name == l.Cluster })
+	switch {
+	case l.Cluster == "":
+		return fmt.Errorf("%s.cluster: name the hub cluster that holds the Lease", where)
+	case i < 0:
+		return fmt.Errorf("%s.cluster: %q is not a configured cluster", where, l.Cluster)
+	case clusters[i].KubeconfigFile == "":
+		return fmt.Errorf("%s.cluster: cluster %q has no kubeconfig_file to reach its API server", where, l.Cluster)
+	case l.Namespace == "" || l.LeaseName == "":
+		return fmt.Errorf("%s: namespace and lease_name must not be empty", where)
+	case !(l.RetryPeriod > 0 && l.RetryPeriod < l.RenewDeadline && l.RenewDeadline < l.LeaseDuration):
+		return fmt.Errorf("%s: want 0 < retry_period < renew_deadline < lease_duration, got %s, %s, %s", where, l.RetryPeriod, l.RenewDeadline, l.LeaseDuration)
+	}
+	return nil
+}
+
+// SpecsConfig is remediation.specs.
+type SpecsConfig struct {
+	// Interval is how often each reachable cluster's Deployments are read and kept.
+	Interval model.Duration `yaml:"interval,omitempty"`
+	// ExcludeNamespaces are not kept (and so never failed over). A Deployment annotated
+	// fleetwatch.io/failover: "false" is not either.
+	ExcludeNamespaces []string `yaml:"exclude_namespaces,omitempty"`
 }
 
 // RateLimitsConfig are token buckets: one per action class, one per cluster.
@@ -141,11 +219,20 @@ type StepConfig struct {
 	Verify string `yaml:"verify,omitempty"`
 	// Retries is how many more times the step is tried after it failed.
 	Retries int `yaml:"retries,omitempty"`
+	// RPOQuery (failover steps) is PromQL for a workload's replication lag in seconds, a
+	// template like Verify with {{.Cluster}} the lost cluster. While a value is above RPO, or
+	// unknown, the failover waits for an operator's approval; the plan shows the values.
+	RPOQuery string `yaml:"rpo_query,omitempty"`
+	// RPO is the recovery point objective the RPOQuery is held to (default 5m).
+	RPO model.Duration `yaml:"rpo,omitempty"`
 }
 
-// VerifyTarget is what a verification template sees.
+// VerifyTarget is what a verification template sees: the target, and for failover ops the
+// cluster the workload came from and the replicas it must have there.
 type VerifyTarget struct {
 	Cluster, Node, Namespace, Name string
+	From                           string
+	Replicas                       int
 }
 
 // UnmarshalYAML sets the defaults and validates.
@@ -178,6 +265,9 @@ func (c RemediationConfig) Validate() error {
 		if !(v > 0 && v <= 1) {
 			return fmt.Errorf("remediation.budget.%s: must be in (0, 1], got %v", name, v)
 		}
+	}
+	if c.Specs.Interval <= 0 {
+		return fmt.Errorf("remediation.specs.interval: must be positive, got %s", c.Specs.Interval)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Playbooks {
@@ -230,18 +320,31 @@ func (p PlaybookConfig) Validate() error {
 		if s.Action != ActionNotify && s.Verify == "" {
 			return fmt.Errorf("steps[%d].verify: an action that changes a cluster needs a verification", i)
 		}
+		probe := VerifyTarget{Cluster: "c", Node: "n", Namespace: "ns", Name: "w", From: "f", Replicas: 1}
 		if s.Verify != "" {
-			if _, err := RenderVerify(s.Verify, VerifyTarget{Cluster: "c", Node: "n", Namespace: "ns", Name: "w"}); err != nil {
+			if _, err := RenderVerify(s.Verify, probe); err != nil {
 				return fmt.Errorf("steps[%d].verify: %w", i, err)
 			}
+		}
+		if s.RPOQuery != "" {
+			if s.Action != ActionFailover {
+				return fmt.Errorf("steps[%d].rpo_query: only a failover step has a recovery point", i)
+			}
+			if _, err := RenderVerify(s.RPOQuery, probe); err != nil {
+				return fmt.Errorf("steps[%d].rpo_query: %w", i, err)
+			}
+		}
+		if s.RPO < 0 {
+			return fmt.Errorf("steps[%d].rpo: must not be negative, got %s", i, s.RPO)
 		}
 	}
 	return nil
 }
 
-// UnmarshalYAML fills a step's defaults: mode auto, when verified, timeout 5 minutes.
+// UnmarshalYAML fills a step's defaults: mode auto, when verified, timeout 5 minutes, RPO 5
+// minutes.
 func (s *StepConfig) UnmarshalYAML(unmarshal func(any) error) error {
-	*s = StepConfig{Mode: ModeAuto, When: WhenVerified, Timeout: model.Duration(5 * time.Minute)}
+	*s = StepConfig{Mode: ModeAuto, When: WhenVerified, Timeout: model.Duration(5 * time.Minute), RPO: DefaultRPO}
 	type plain StepConfig
 	return unmarshal((*plain)(s))
 }

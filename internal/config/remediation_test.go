@@ -27,6 +27,11 @@ func TestRemediationConfig(t *testing.T) {
 	require.Equal(t, ModeAuto, st.Mode, "a step's mode defaults to auto")
 	require.Equal(t, WhenVerified, st.When)
 	require.Positive(t, st.Timeout)
+	require.Equal(t, DefaultRPO, st.RPO, "a step's RPO defaults to 5 minutes")
+
+	cfg, err = load("  enabled: true\n  specs: {interval: 15s}\n")
+	require.NoError(t, err)
+	require.Equal(t, DefaultRemediation.Specs.ExcludeNamespaces, cfg.Remediation.Specs.ExcludeNamespaces, "the defaults a block leaves out stay")
 
 	for _, tc := range []struct{ yaml, err string }{
 		{"  evaluation_interval: 0s\n", "remediation.evaluation_interval: must be positive"},
@@ -46,6 +51,12 @@ func TestRemediationConfig(t *testing.T) {
 		{"  playbooks: [{name: x, steps: [{action: notify, timeout: 0s}]}]\n", "steps[0].timeout: must be positive"},
 		{"  playbooks: [{name: x, steps: [{action: notify, retries: -1}]}]\n", "steps[0].retries: must be >= 0"},
 		{"  playbooks: [{name: x, steps: [{action: notify, nope: 1}]}]\n", "field nope not found"},
+		{"  specs: {interval: 0s}\n", "remediation.specs.interval: must be positive"},
+		{"  leader_election: {namespace: x}\n", "remediation.leader_election.cluster: name the hub cluster"},
+		{"  leader_election: {cluster: us-9}\n", `remediation.leader_election.cluster: "us-9" is not a configured cluster`},
+		{"  leader_election: {cluster: eu-1}\n", `remediation.leader_election.cluster: cluster "eu-1" has no kubeconfig_file`},
+		{"  playbooks: [{name: x, steps: [{action: cordon, verify: up, rpo_query: lag}]}]\n", "steps[0].rpo_query: only a failover step has a recovery point"},
+		{"  playbooks: [{name: x, steps: [{action: failover, verify: up, rpo_query: 'lag{'}]}]\n", "steps[0].rpo_query: \"lag{\": "},
 	} {
 		_, err := load(tc.yaml)
 		require.Error(t, err, tc.yaml)

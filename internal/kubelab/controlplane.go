@@ -331,7 +331,8 @@ func freePorts(n int) ([]int, error) {
 }
 
 // auditPolicyYAML logs every write at the Metadata level (who, what, the request URI with its
-// dryRun parameter, the response code) and nothing else.
+// dryRun parameter, the response code) and nothing else; evictions at the Request level, for
+// their body's deleteOptions.dryRun.
 const auditPolicyYAML = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
@@ -343,5 +344,8 @@ rules:
       - {group: "", resources: [events, nodes/status, pods/status]}
       - {group: coordination.k8s.io, resources: [leases]}
       - {group: events.k8s.io, resources: [events]}
+  - level: Request
+    resources:
+      - {group: "", resources: [pods/eviction]}
   - level: Metadata
 `

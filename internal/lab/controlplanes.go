@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,6 +109,22 @@ type AuditEvent struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// RequestObject is the body, for evictions (their deleteOptions.dryRun).
+	RequestObject json.RawMessage `json:"requestObject,omitempty"`
+}
+
+// DryRun reports whether the API server was asked not to persist the write: dryRun=All in the
+// request URI, or in an eviction's deleteOptions.
+func (e AuditEvent) DryRun() bool {
+	if u, err := url.Parse(e.RequestURI); err == nil && u.Query().Get("dryRun") == "All" {
+		return true
+	}
+	var body struct {
+		DeleteOptions struct {
+			DryRun []string `json:"dryRun"`
+		} `json:"deleteOptions"`
+	}
+	return json.Unmarshal(e.RequestObject, &body) == nil && slices.Contains(body.DeleteOptions.DryRun, "All")
 }
 
 // Audit returns the writes a cluster's API server logged whose user agent starts with agent

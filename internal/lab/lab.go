@@ -54,6 +54,10 @@ type Options struct {
 	// API server, fleetwatch reaches each API server through a proxy the test can cut (and its
 	// kubeconfig_file), and each Prometheus remote-writes through a proxy of its own.
 	ControlPlanes bool
+	// Standby starts a second fleetwatch with the same configuration and a data directory of
+	// its own, which every Prometheus remote-writes to as well (two replicas of one view, as
+	// Prometheus HA pairs are run): for leader election.
+	Standby bool
 }
 
 // Lab is a running fleet lab.
@@ -62,9 +66,12 @@ type Lab struct {
 	dir  string
 	opts Options
 
-	Fleetwatch      *testenv.Process
-	FleetwatchURL   string
-	fleetwatchArgs  []string
+	Fleetwatch     *testenv.Process
+	FleetwatchURL  string
+	fleetwatchArgs []string
+	// Standby is the second fleetwatch (Options.Standby).
+	Standby         *testenv.Process
+	StandbyURL      string
 	Sim             *testenv.Process
 	SimURL          string
 	Alertmanager    *testenv.Process
@@ -158,6 +165,13 @@ func Start(t testing.TB, o Options) *Lab {
 		"--web.listen-address=" + fwAddr, "--storage.tsdb.path=" + filepath.Join(l.dir, "fleetwatch-data")}
 	l.FleetwatchURL = "http://" + fwAddr
 	l.startFleetwatch()
+	if o.Standby {
+		addr := testenv.FreePort(t)
+		l.StandbyURL = "http://" + addr
+		l.Standby = testenv.Start(t, "fleetwatch-standby", fw, "serve", "--config.file="+cfgPath,
+			"--web.listen-address="+addr, "--storage.tsdb.path="+filepath.Join(l.dir, "fleetwatch-standby-data"))
+		l.Standby.WaitReady(t, l.StandbyURL+"/-/ready", 30*time.Second)
+	}
 
 	// One Prometheus per cluster.
 	for _, c := range l.Clusters {
@@ -335,6 +349,14 @@ func (l *Lab) startMember(prom, cluster string) *Member {
 		t.Cleanup(metricsPath.Close)
 		fwURL = "http://" + metricsPath.Addr()
 	}
+	standby := ""
+	if l.StandbyURL != "" {
+		standby = fmt.Sprintf(`  - url: %s/api/v1/write
+    authorization: {credentials_file: %s}
+    queue_config: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}
+    metadata_config: {send_interval: 5s}
+`, l.StandbyURL, filepath.Join(l.dir, cluster+".token"))
+	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: %[1]s
   scrape_timeout: %[1]s
@@ -345,12 +367,12 @@ scrape_configs:
     authorization: {credentials_file: %[5]s}
     queue_config: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}
     metadata_config: {send_interval: 5s}
-alerting:
+%[7]salerting:
   alertmanagers:
     - static_configs: [{targets: ['%[6]s']}]
       authorization: {credentials_file: %[5]s}
 `, promDuration(l.opts.ScrapeInterval), scrapes, "", fwURL, filepath.Join(l.dir, cluster+".token"),
-		strings.TrimPrefix(fwURL, "http://"))
+		strings.TrimPrefix(fwURL, "http://"), standby)
 	if l.opts.MemberRules != "" {
 		cfg += "rule_files: [" + testenv.WriteFile(t, l.dir, "member-rules.yml", l.opts.MemberRules) + "]\n"
 	}

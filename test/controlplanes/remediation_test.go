@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -21,15 +22,17 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/lab"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 	"github.com/fleetwatch/fleetwatch/remediate"
+	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
 
 // correlateConfig shortens correlation so that an incident opens and resolves within seconds.
 const correlateConfig = "  evaluation_interval: 1s\n  resolve_after: 5s\n"
 
 // remediationRules are cpRules with a silent_after that outlasts a restart of fleetwatch: the
-// last-ingest times it writes into the view lag by up to two of their 15s intervals across a
-// kill -9, and the clusters must not look silent (and suppress remediation) for that.
-var remediationRules = strings.Replace(cpRules, "silent_after: 20s", "silent_after: 45s", 1)
+// last-ingest times it writes into the view lag by up to two of their 5s intervals and the
+// restart across a kill -9, and the clusters must not look silent (and suppress remediation)
+// for that.
+var remediationRules = strings.Replace(cpRules, "silent_after: 20s", "silent_after: 30s", 1)
 
 type client struct {
 	t     *testing.T
@@ -83,7 +86,7 @@ func TestRemediation(t *testing.T) {
 	l := lab.Start(t, lab.Options{
 		Clusters: 3, ControlPlanes: true, Rules: remediationRules, Correlate: correlateConfig,
 		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
-			"remediation:\n  enabled: true\n  evaluation_interval: 1s\n" +
+			"remediation:\n  enabled: true\n  evaluation_interval: 1s\n  specs: {interval: 5s}\n" +
 			"access:\n  anonymous_roles: [read]\n  identities:\n" +
 			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall) +
 			fmt.Sprintf("    - {name: viewer, roles: [read], bearer_token_file: %s}\n", viewer),
@@ -261,6 +264,183 @@ func TestRemediation(t *testing.T) {
 			}), "%s: %v", c, d.Annotations)
 		}
 	})
+
+	t.Run("cluster lost: failed over to the others, RTO measured, failback approved", func(t *testing.T) {
+		clusterLost(t, l, anon.on(t), client{t: t, base: l.FleetwatchURL, token: "oncall-secret"})
+	})
+}
+
+// deployments lists a cluster's Deployments outside the kube-* namespaces: namespace/name ->
+// replicas.
+func deployments(t *testing.T, l *lab.Lab, c string) map[string]int32 {
+	list, err := l.ControlPlanes[c].Client.AppsV1().Deployments(metav1.NamespaceAll).List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	out := map[string]int32{}
+	for _, d := range list.Items {
+		if !strings.HasPrefix(d.Namespace, "kube-") {
+			out[d.Namespace+"/"+d.Name] = *d.Spec.Replicas
+		}
+	}
+	return out
+}
+
+// clusterLost: one cluster's API server and Prometheus stop. fleetwatch sees it silent and
+// unreachable while the others answer, and fails its Deployments over to them from the specs
+// it kept, never writing to the lost cluster; the RTO from the stop to the verified recovery
+// is reported in its parts. When the cluster is back, an operator approves the failback.
+func clusterLost(t *testing.T, l *lab.Lab, anon, op client) {
+	lost, survivors := l.Clusters[0], l.Clusters[1:]
+	// fleetwatch keeps the cluster's Deployments while it is healthy (its own /metrics).
+	kept := regexp.MustCompile(`(?m)^` + remediate.MetricSpecsKept + `\{cluster="` + lost + `"\} [1-9]`)
+	testenv.Eventually(t, time.Minute, func() error {
+		resp, err := http.Get(l.FleetwatchURL + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		if !kept.Match(body) {
+			return fmt.Errorf("no %s of %s above 0 yet", remediate.MetricSpecsKept, lost)
+		}
+		return nil
+	})
+	want := deployments(t, l, lost)
+	before := map[string]map[string]int32{}
+	writes := map[string]int{}
+	for _, c := range l.Clusters {
+		before[c] = deployments(t, l, c)
+		writes[c] = len(l.Audit(c, remediate.UserAgent))
+	}
+
+	// Only fleetwatch's path to the cluster's API server is cut; its data still flows: an
+	// incident of its own (the API unreachable), which no playbook fails over.
+	l.Fault(lost, "fleetwatch-path/cut", nil)
+	var unreachable lab.Incident
+	testenv.Eventually(t, time.Minute, func() error {
+		for _, i := range l.Incidents("state=active") {
+			if slices.Equal(i.Clusters, []string{lost}) && slices.ContainsFunc(i.Alerts, func(a struct {
+				Labels map[string]string `json:"labels"`
+				Source string            `json:"source"`
+			}) bool {
+				return a.Labels["alertname"] == pack.AlertClusterAPIUnreachable
+			}) {
+				unreachable = i
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s incident for %s", pack.AlertClusterAPIUnreachable, lost)
+	})
+	require.NotEqual(t, "cluster", strings.Split(unreachable.Key, "/")[0], "an unreachable API with data flowing is not a lost cluster")
+	require.Equal(t, http.StatusUnprocessableEntity, anon.call("POST", "/api/v1/remediations/plan?incident="+unreachable.ID, nil, nil), "no failover is planned")
+	l.Fault(lost, "fleetwatch-path/heal", nil)
+	testenv.Eventually(t, time.Minute, func() error {
+		if up := lab.VectorByCluster(queryVector(t, l, collector.APIUpMetric)); up[lost] != 1 {
+			return fmt.Errorf("%s: %v", collector.APIUpMetric, up)
+		}
+		return nil
+	})
+	for _, c := range l.Clusters {
+		require.Len(t, l.Audit(c, remediate.UserAgent), writes[c], "no write to %s while only the API path was cut", c)
+	}
+
+	stopped := time.Now()
+	l.StopPrometheus(lost)
+	l.Fault(lost, "apiserver/stop", nil)
+
+	var rem remediate.Detail
+	testenv.Eventually(t, 4*time.Minute, func() error {
+		var list []remediate.Remediation
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations", nil, &list))
+		for _, r := range list {
+			if r.Playbook != remediate.PlaybookClusterLost || !slices.Equal(r.Clusters, []string{lost}) {
+				continue
+			}
+			require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+r.ID, nil, &rem))
+			if rem.State != remediate.StateSucceeded {
+				return fmt.Errorf("remediation %s: %s", r.ID, describe(t, l, anon, r.ID))
+			}
+			return nil
+		}
+		return fmt.Errorf("no failover of %s yet (%d remediations)", lost, len(list))
+	})
+	recovered := time.Now()
+
+	// Every replica of the lost cluster is placed on a survivor, and runs there.
+	ops := rem.Steps[0].Ops
+	placed := map[string]int32{}
+	var firstAct, lastAct, lastVerified time.Time
+	for _, o := range ops {
+		require.Equal(t, lost, o.From)
+		require.Contains(t, survivors, o.Cluster)
+		placed[o.Namespace+"/"+o.Name] += int32(o.Replicas)
+		if firstAct.IsZero() || o.ActedAt.Before(firstAct) {
+			firstAct = o.ActedAt
+		}
+		lastAct = maxTime(lastAct, o.ActedAt)
+		lastVerified = maxTime(lastVerified, o.VerifiedAt)
+		d, err := l.ControlPlanes[o.Cluster].Client.AppsV1().Deployments(o.Namespace).Get(context.Background(), o.Name, metav1.GetOptions{})
+		require.NoError(t, err)
+		require.Equal(t, o.ID, d.Annotations[remediate.ActionAnnotation])
+		require.Equal(t, before[o.Cluster][o.Namespace+"/"+o.Name]+int32(o.Replicas), *d.Spec.Replicas, "%s in %s", o.Name, o.Cluster)
+	}
+	for w, n := range want {
+		if n > 0 {
+			require.Equal(t, n, placed[w], "replicas of %s failed over", w)
+		}
+	}
+	require.Contains(t, rem.Capacity, "the rest of the fleet absorbs them all")
+	// Nothing was written to the lost cluster; every write to the others was in fleetwatch's
+	// audit before it went out.
+	require.Len(t, l.Audit(lost, remediate.UserAgent), writes[lost])
+	for _, c := range survivors {
+		for _, w := range l.Audit(c, remediate.UserAgent)[writes[c]:] {
+			require.True(t, slices.ContainsFunc(rem.Audit, func(e remediate.AuditEntry) bool {
+				return e.Event == remediate.EventCall && strings.Contains(e.Detail, "/deployments") && strings.Contains(e.Detail, w.ObjectRef.Name)
+			}), "%s %s is in %s's audit log, not in fleetwatch's", w.Verb, w.RequestURI, c)
+		}
+	}
+	t.Logf("RTO %s from the stop of %s's API server and Prometheus to the verified recovery of %d Deployments (%d ops): "+
+		"detection %s (incident opened), decision %s (to the first write), actions %s, verification %s",
+		lastVerified.Sub(stopped).Round(time.Second), lost, len(placed), len(ops), rem.OpenedAt.Sub(stopped).Round(time.Second),
+		firstAct.Sub(rem.OpenedAt).Round(time.Second), lastAct.Sub(firstAct).Round(time.Second), lastVerified.Sub(lastAct).Round(time.Second))
+	require.False(t, lastVerified.After(recovered))
+
+	// The cluster comes back: a failback waits for an operator, then takes back what the
+	// failover did, once the cluster runs its Deployments again.
+	l.Fault(lost, "apiserver/start", nil)
+	l.StartPrometheus(lost)
+	var fb remediate.Remediation
+	testenv.Eventually(t, 3*time.Minute, func() error {
+		var list []remediate.Remediation
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations?state="+remediate.StateWaiting, nil, &list))
+		for _, r := range list {
+			if r.FailbackOf == rem.ID {
+				fb = r
+				return nil
+			}
+		}
+		return fmt.Errorf("no failback waits for approval: %+v", list)
+	})
+	require.Equal(t, remediate.PlaybookFailback, fb.Playbook)
+	require.Equal(t, http.StatusOK, op.call("POST", "/api/v1/remediations/"+fb.ID+"/approve", nil, nil))
+	testenv.Eventually(t, 3*time.Minute, func() error {
+		var d remediate.Detail
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+fb.ID, nil, &d))
+		if d.State != remediate.StateSucceeded {
+			return fmt.Errorf("failback %s: %s", d.ID, describe(t, l, anon, d.ID))
+		}
+		return nil
+	})
+	for _, c := range survivors {
+		require.Equal(t, before[c], deployments(t, l, c), "%s runs what it ran before the failover", c)
+	}
+	require.Len(t, l.Audit(lost, remediate.UserAgent), writes[lost], "the failback wrote nothing to the cluster that came back")
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // nodesDown makes count nodes of cluster NotReady (until the test ends) and returns the
@@ -410,4 +590,116 @@ func describe(t *testing.T, l *lab.Lab, c client, id string) string {
 		}
 	}
 	return b.String()
+}
+
+// scrape reads fleetwatch's own /metrics at base.
+func scrape(t *testing.T, base string) string {
+	resp, err := http.Get(base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+// TestRemediationLeaderElectionAndDryRun runs two fleetwatch processes on one lab, both fed by
+// every cluster's Prometheus and both campaigning for remediation's Lease in a hub cluster,
+// with dry_run on. Exactly one acts; the other refuses decisions; killing the leader (SIGKILL)
+// hands over. Every request either sent to the API servers is a dry run, as their own audit
+// logs record, and nothing changed.
+func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
+	dir := t.TempDir()
+	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
+	l := lab.Start(t, lab.Options{
+		Clusters: 3, Nodes: 4, PodsPerNode: 5, ControlPlanes: true, Standby: true, Rules: remediationRules, Correlate: correlateConfig,
+		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
+			"remediation:\n  enabled: true\n  dry_run: true\n  evaluation_interval: 1s\n" +
+			"  leader_election: {cluster: eu-1, lease_duration: 6s, renew_deadline: 4s, retry_period: 1s}\n" +
+			"access:\n  anonymous_roles: [read]\n  identities:\n" +
+			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall),
+	})
+	leaderRe := regexp.MustCompile(`(?m)^` + remediate.MetricLeader + ` 1$`)
+	procs := map[string]*testenv.Process{l.FleetwatchURL: l.Fleetwatch, l.StandbyURL: l.Standby}
+	var leader, follower string
+	electedOne := func() error {
+		var leading []string
+		for u := range procs {
+			if leaderRe.MatchString(scrape(t, u)) {
+				leading = append(leading, u)
+			}
+		}
+		if len(leading) != 1 {
+			return fmt.Errorf("%d processes lead: %v", len(leading), leading)
+		}
+		leader = leading[0]
+		for u := range procs {
+			if u != leader {
+				follower = u
+			}
+		}
+		return nil
+	}
+	testenv.Eventually(t, time.Minute, electedOne)
+
+	c := l.Clusters[1]
+	rem := nodesDown(t, l, client{t: t, base: leader}, c, 1)
+	require.True(t, rem.DryRun)
+	var none []remediate.Remediation
+	require.Equal(t, http.StatusOK, client{t: t, base: follower}.call("GET", "/api/v1/remediations", nil, &none))
+	require.Empty(t, none, "the follower plans nothing")
+	require.Equal(t, http.StatusServiceUnavailable, client{t: t, base: follower, token: "oncall-secret"}.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil),
+		"the follower refuses decisions")
+	require.Equal(t, http.StatusOK, client{t: t, base: leader, token: "oncall-secret"}.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
+	succeeded := func(base, id string) {
+		testenv.Eventually(t, 2*time.Minute, func() error {
+			var d remediate.Detail
+			require.Equal(t, http.StatusOK, client{t: t, base: base}.call("GET", "/api/v1/remediations/"+id, nil, &d))
+			if d.State != remediate.StateSucceeded {
+				return fmt.Errorf("remediation %s: %s (%s)", id, d.State, d.Reason)
+			}
+			require.Contains(t, d.Reason, "dry run")
+			return nil
+		})
+	}
+	succeeded(leader, rem.ID)
+	agents := func() map[string]int {
+		out := map[string]int{}
+		for _, w := range l.Audit(c, remediate.UserAgent) {
+			require.True(t, w.DryRun(), "%s %s was not a dry run", w.Verb, w.RequestURI)
+			out[strings.Fields(w.UserAgent)[0]]++
+		}
+		return out
+	}
+	first := agents()
+	require.Len(t, first, 1, "one process acted: %v", first)
+
+	// The leader dies without releasing the Lease: the other takes over once it expires, and
+	// plans the incident's remediation again (its own store), which an operator approves.
+	procs[leader].Kill()
+	delete(procs, leader)
+	killed := time.Now()
+	testenv.Eventually(t, time.Minute, electedOne)
+	t.Logf("handover %s after the leader's kill -9", time.Since(killed).Round(time.Second))
+	var rem2 remediate.Remediation
+	testenv.Eventually(t, time.Minute, func() error {
+		var list []remediate.Remediation
+		require.Equal(t, http.StatusOK, client{t: t, base: leader}.call("GET", "/api/v1/remediations?state="+remediate.StateWaiting, nil, &list))
+		if len(list) != 1 {
+			return fmt.Errorf("the new leader has %d remediations waiting", len(list))
+		}
+		rem2 = list[0]
+		return nil
+	})
+	require.Equal(t, http.StatusOK, client{t: t, base: leader, token: "oncall-secret"}.call("POST", "/api/v1/remediations/"+rem2.ID+"/approve", nil, nil))
+	succeeded(leader, rem2.ID)
+	second := agents()
+	require.Len(t, second, 2, "the new leader acted under its own name: %v", second)
+
+	// Dry runs all: nothing changed in the cluster.
+	nodes, err := l.ControlPlanes[c].Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	for _, n := range nodes.Items {
+		require.False(t, n.Spec.Unschedulable, "%s was cordoned by a dry run", n.Name)
+	}
+	t.Logf("dry-run requests to %s's API server, by user agent: %v", c, second)
 }
