@@ -79,12 +79,15 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (increase(`+remediate.MetricRTO+`_bucket{`+jf+`}[6h])))`, "p50")).
 		WithTarget(query("B", `histogram_quantile(0.9, sum by (le) (increase(`+remediate.MetricRTO+`_bucket{`+jf+`}[6h])))`, "p90")).
 		Unit("s").Min(0))
-	b.WithPanel(timeSeries("Guard holds", "Times a guard held a remediation op an hour, by guard: pause, suppression, partition, budget, rate_limit.", 12, 8).
+	b.WithPanel(timeSeries("Guard holds", "Times a guard held a remediation op an hour, by guard: pause, suppression, partition, budget, rate_limit, lost (a failover whose cluster is not lost), capacity (a failover refused), rpo (a failover waiting for an approval).", 12, 8).
 		WithTarget(query("A", `sum by (guard) (increase(`+remediate.MetricHolds+`{`+jf+`}[1h]))`, "{{guard}}")).
 		Unit("short").AxisLabel("holds / h").Min(0))
 	b.WithPanel(timeSeries("Remediations ended", "Remediations that ended an hour, by playbook and final state.", 12, 8).
 		WithTarget(query("A", `sum by (playbook, state) (increase(`+remediate.MetricRemediations+`{`+jf+`}[1h]))`, "{{playbook}} {{state}}")).
 		Unit("short").AxisLabel("remediations / h").Min(0))
+	b.WithPanel(statPanel("Processes acting", "fleetwatch processes that act on remediations: 1 is right; 0 means no process holds the Lease (remediation.leader_election), more than 1 that two act.", 6, 5).
+		WithTarget(instant("A", `sum(`+remediate.MetricLeader+`{`+jf+`})`+reporting, "")).
+		Thresholds(thresholds(red, step{1, green}, step{2, red})))
 	return b
 }
 
@@ -206,5 +209,9 @@ func self(e *env) *dashboard.DashboardBuilder {
 	b.WithPanel(timeSeries("Samples appended", "Samples appended to the TSDB a second: remote write, federation, recording rules and alert state.", 8, 8).
 		WithTarget(query("A", `sum by (instance) (rate(prometheus_tsdb_head_samples_appended_total{`+jf+`}[$__rate_interval]))`, "{{instance}}")).
 		Unit("short").AxisLabel("samples / s").Min(0))
+	b.WithRow(dashboard.NewRowBuilder("Failover"))
+	b.WithPanel(timeSeries("Age of the specs kept for failover", "How old each cluster's Deployments as fleetwatch last read them are: what a failover would recreate (remediation.specs.interval). A lost cluster's grows from the moment it was lost (remediate/README.md).", 24, 8).
+		WithTarget(query("A", `time() - max by (cluster) (`+remediate.MetricSpecsKeptAt+`{`+jf+`, `+cf+`})`, "{{cluster}}")).
+		Unit("s").Min(0))
 	return b
 }
