@@ -51,6 +51,10 @@ type Options struct {
 	// Identify reads the caller's identity from an incident API request's context (see
 	// Handler); nil: no request has one, so nothing is acknowledged or resolved over the API.
 	Identify IdentifyFunc
+	// Actions returns what remediation does now (nil: nothing): alerts those actions cause
+	// join the incident they remediate. It must not wait for anything that waits for this
+	// engine.
+	Actions func() []Action
 	// ExternalURL is fleetwatch's URL, for the incidents' links.
 	ExternalURL string
 	Logger      *slog.Logger
@@ -413,7 +417,18 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	}
 	// Stored first, then in memory: if the store fails, the next evaluation finds the same
 	// changes to make and stores them then.
-	changed := e.tracker.plan(now, Correlate(alerts, e.topo, e.o.Rules))
+	topo := e.topo
+	if e.o.Actions != nil {
+		// This evaluation's view of the topology with what remediation does now; the
+		// remembered topology is left as it was.
+		t := Topology{}
+		if topo != nil {
+			t = *topo
+		}
+		t.Actions = e.o.Actions()
+		topo = &t
+	}
+	changed := e.tracker.plan(now, Correlate(alerts, topo, e.o.Rules))
 	if err := e.o.Store.SaveIncidents(changed, e.o.Alertmanagers); err != nil {
 		return fmt.Errorf("store incidents: %w", err)
 	}

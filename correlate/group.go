@@ -460,6 +460,41 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 		}
 	}
 
+	// 3b. Alerts fleetwatch's own remediation causes (pods Pending while a drain moves them, a
+	// workload failing while it is rolled back or failed over) join the incident the action
+	// remediates instead of opening new ones, and its explanation says so.
+	caused := map[string][]string{} // group key -> what caused its alerts
+	for i, a := range alerts {
+		if taken[i] || (!has(r.Pending, name[i]) && !has(r.WorkloadFailure, name[i])) {
+			continue
+		}
+		for _, act := range topo.Actions {
+			if act.Cluster != cluster[i] {
+				continue
+			}
+			switch {
+			case act.Node != "" && has(r.Pending, name[i]):
+				// Pods evicted from a drained node wait for a place elsewhere.
+			case act.Workload != "" && workloadOf(a, topo) == act.Namespace+"/"+act.Workload:
+			default:
+				continue
+			}
+			g := groups[act.IncidentKey]
+			had := g != nil && has(g.Clusters, cluster[i])
+			add(act.IncidentKey, i, func(g *Group) { g.RootCause = act.What })
+			// A failover's alerts in the clusters it moves workloads to do not make those
+			// clusters part of the lost cluster's incident.
+			if kind, rest, _ := strings.Cut(act.IncidentKey, "/"); !had && kind != "rollout" && strings.Split(rest, "/")[0] != cluster[i] {
+				g = groups[act.IncidentKey]
+				g.Clusters = slices.DeleteFunc(g.Clusters, func(c string) bool { return c == cluster[i] })
+			}
+			if !has(caused[act.IncidentKey], act.What) {
+				caused[act.IncidentKey] = append(caused[act.IncidentKey], act.What)
+			}
+			break
+		}
+	}
+
 	// 4. Crash loops left in a cluster are one incident per cluster.
 	for c, idx := range byCluster {
 		k := "failures/" + c
@@ -496,6 +531,7 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 	out := make([]Group, 0, len(groups))
 	for _, k := range slices.Sorted(maps.Keys(groups)) {
 		g := groups[k]
+
 		sort.Strings(g.Clusters) // add collected them
 		if len(g.Clusters) > 1 {
 			g.Scope = "fleet"
@@ -505,6 +541,9 @@ func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
 			if len(g.Clusters) > 1 {
 				g.Explanation += fmt.Sprintf(" The same alert fires in %d clusters (%s); it is one incident.", len(g.Clusters), strings.Join(g.Clusters, ", "))
 			}
+		}
+		if what := caused[k]; len(what) > 0 {
+			g.Explanation = strings.TrimSpace(g.Explanation + " Alerts about pending or failing pods here are expected while fleetwatch acts: " + strings.Join(what, "; ") + ".")
 		}
 		g.Severity = maxSeverity(g.Alerts)
 		for _, a := range g.Alerts {
@@ -567,26 +606,27 @@ func sharedImage(w string, clusters []string, topo *Topology, owners map[string]
 			}
 		}
 	}
-	// When the failing alerts name the pods' owners in every failing cluster, the suspects
-	// are those owners' images: the new ReplicaSet's, not the old one's that still runs
-	// beside it in a stalled rolling update.
-	if len(owners) == len(clusters) {
+	// When the failing alerts name the pods' owners, the suspects are those owners' images:
+	// the new ReplicaSet's, not the old one's that still runs beside it in a stalled rolling
+	// update. The one most of the failing clusters' owners run: an owner rolled back already
+	// runs no pod, and so no image, while its alert resolves.
+	if len(owners) > 0 {
 		if img := mostSuspect(clusters, func(c string) []string {
 			var imgs []string
 			for _, o := range owners[c] {
 				imgs = append(imgs, topo.OwnerImages[o]...)
 			}
 			return imgs
-		}, otherOwners); img != "" {
+		}, otherOwners, false); img != "" {
 			return img
 		}
 	}
-	return mostSuspect(clusters, func(c string) []string { return topo.WorkloadImages[c+keySep+w] }, otherClusters)
+	return mostSuspect(clusters, func(c string) []string { return topo.WorkloadImages[c+keySep+w] }, otherClusters, true)
 }
 
-// mostSuspect is the image every cluster runs (images(c)), the ones not run elsewhere
-// first, then by name; "" when they share none.
-func mostSuspect(clusters []string, images func(c string) []string, elsewhere map[string]bool) string {
+// mostSuspect is the image that the most clusters run (images(c); every one of them with
+// all), the ones not run elsewhere first, then by name; "" when there is none.
+func mostSuspect(clusters []string, images func(c string) []string, elsewhere map[string]bool, all bool) string {
 	count := map[string]int{}
 	for _, c := range clusters {
 		seen := map[string]bool{}
@@ -599,7 +639,7 @@ func mostSuspect(clusters []string, images func(c string) []string, elsewhere ma
 	}
 	var shared []string
 	for img, n := range count {
-		if n == len(clusters) {
+		if n == len(clusters) || !all {
 			shared = append(shared, img)
 		}
 	}
@@ -607,6 +647,9 @@ func mostSuspect(clusters []string, images func(c string) []string, elsewhere ma
 		return ""
 	}
 	sort.Slice(shared, func(i, j int) bool {
+		if count[shared[i]] != count[shared[j]] {
+			return count[shared[i]] > count[shared[j]]
+		}
 		if elsewhere[shared[i]] != elsewhere[shared[j]] {
 			return !elsewhere[shared[i]]
 		}

@@ -102,6 +102,13 @@ func TestCorrelateBadRollout(t *testing.T) {
 	}
 	gs = Correlate(alerts, stalled, DefaultRules)
 	require.Equal(t, "search:v9-bad", gs[0].Image)
+	// eu-1 is rolled back already: its failing ReplicaSet runs no pod any more while its
+	// alert resolves, and the workload runs only the old image there. The incident still
+	// names the bad image, not the old one every cluster runs.
+	delete(stalled.OwnerImages, "eu-1/catalog/search-5d8f7c9b6")
+	stalled.WorkloadImages["eu-1/catalog/search"] = []string{"envoy:v1", "search:v1"}
+	gs = Correlate(alerts, stalled, DefaultRules)
+	require.Equal(t, "search:v9-bad", gs[0].Image)
 
 	// The same workload failing on a NotReady node elsewhere is the node's problem.
 	withNodes := append([]Alert{
@@ -185,4 +192,50 @@ func TestCorrelateSameAlertManyClusters(t *testing.T) {
 	require.Equal(t, []string{"eu-1", "us-1"}, fleet.Clusters)
 	require.Contains(t, fleet.Explanation, "fires in 2 clusters (eu-1, us-1)")
 	require.Equal(t, DefaultRules.Fingerprint(alerts[1]), DefaultRules.Fingerprint(alerts[2]), "replica labels do not count")
+}
+
+// Alerts fleetwatch's own remediation causes join the incident it remediates: pods Pending
+// while a drain moves them, a workload failing while it is rolled back. Without the actions
+// they are incidents of their own.
+func TestCorrelateOwnActions(t *testing.T) {
+	alerts := []Alert{
+		alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical"),
+		alert(time.Minute, "alertname", "KubePodPending", "cluster", "eu-2", "namespace", "web", "pod", "front-1", "severity", "warning"),
+		alert(time.Minute, "alertname", "KubePodPending", "cluster", "eu-2", "namespace", "web", "pod", "front-2", "severity", "warning"),
+		alert(time.Minute, "alertname", "KubePodCrashLooping", "cluster", "eu-1", "namespace", "catalog", "pod", "search-1", "severity", "warning"),
+	}
+	topo := testTopology()
+	topo.PodWorkload["eu-1/catalog/search-1"] = "search"
+	gs := Correlate(alerts, topo, DefaultRules)
+	keys := keysOf(gs)
+	require.Len(t, keys, 4, "without the actions, each is its own incident: %v", keys)
+	require.True(t, strings.HasPrefix(keys[0], "alert/KubePodPending/") && strings.HasPrefix(keys[1], "alert/KubePodPending/"), "%v", keys)
+	require.Equal(t, []string{"failures/eu-1", "nodes/eu-2"}, keys[2:])
+
+	topo.Actions = []Action{
+		{Cluster: "eu-2", Node: "n1", IncidentKey: "nodes/eu-2", What: "drain of Node n1 in eu-2 (remediation rem-1)"},
+		{Cluster: "eu-1", Namespace: "catalog", Workload: "search", IncidentKey: "rollout/catalog/search", What: "rollback of Deployment catalog/search in eu-1 (remediation rem-2)"},
+		{Cluster: "us-1", Node: "n1", IncidentKey: "nodes/us-1", What: "drain of Node n1 in us-1 (remediation rem-3)"},
+	}
+	gs = Correlate(alerts, topo, DefaultRules)
+	require.Equal(t, []string{"nodes/eu-2", "rollout/catalog/search"}, keysOf(gs), "one incident per real problem")
+	require.Len(t, gs[0].Alerts, 3)
+	require.Equal(t, "FleetClusterNodesNotReady in cluster eu-2", gs[0].RootCause)
+	require.Contains(t, gs[0].Explanation, "Alerts about pending or failing pods here are expected while fleetwatch acts: drain of Node n1 in eu-2 (remediation rem-1).")
+	// The rollout incident's own alerts are gone (the rollback works); the crash loop it
+	// causes meanwhile keeps it, and says what fleetwatch does.
+	require.Equal(t, "rollback of Deployment catalog/search in eu-1 (remediation rem-2)", gs[1].RootCause)
+	require.Equal(t, []string{"eu-1"}, gs[1].Clusters)
+
+	// A failover's workload failing in the cluster it moves to joins the lost cluster's
+	// incident, without making that cluster part of it.
+	lost := []Alert{
+		alert(0, "alertname", "FleetClusterSilent", "cluster", "us-1", "severity", "critical"),
+		alert(time.Minute, "alertname", "KubePodCrashLooping", "cluster", "eu-1", "namespace", "catalog", "pod", "search-1", "severity", "warning"),
+	}
+	topo.Actions = []Action{{Cluster: "eu-1", Namespace: "catalog", Workload: "search", IncidentKey: "cluster/us-1", What: "failover of Deployment catalog/search in eu-1 (remediation rem-4)"}}
+	gs = Correlate(lost, topo, DefaultRules)
+	require.Equal(t, []string{"cluster/us-1"}, keysOf(gs))
+	require.Len(t, gs[0].Alerts, 2)
+	require.Equal(t, []string{"us-1"}, gs[0].Clusters)
 }

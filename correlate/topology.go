@@ -23,6 +23,9 @@ type Topology struct {
 	OwnerImages   map[string][]string // cluster/ns/owner -> images its pods run
 	OwnerWorkload map[string]string   // cluster/ns/owner -> the workload it belongs to
 	NotReadyNodes map[string]bool     // cluster/node
+	// Actions are what fleetwatch's remediation is doing (or just did) to the fleet: alerts
+	// they cause join the incident they remediate instead of opening new ones.
+	Actions []Action
 
 	workloadPods map[string][]string // cluster/ns/workload -> cluster/ns/pod, built on first use
 }
@@ -39,6 +42,20 @@ func (t *Topology) podsOf(cluster, ns, workload string) []string {
 		}
 	}
 	return t.workloadPods[key(cluster, ns, workload)]
+}
+
+// Action is one remediation action in flight or just verified: a node drained or cordoned, a
+// Deployment rolled back or failed over, for the incident whose group key is IncidentKey.
+type Action struct {
+	Cluster string `json:"cluster"`
+	// Node is set for a node action; Namespace and Workload for a workload action.
+	Node      string `json:"node,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Workload  string `json:"workload,omitempty"`
+	// IncidentKey is the group key of the incident the action remediates.
+	IncidentKey string `json:"incident_key"`
+	// What says what fleetwatch does ("drain of node n2 (remediation rem-…)").
+	What string `json:"what"`
 }
 
 // QueryFunc answers an instant PromQL query (rules.EngineQueryFunc over the view).

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,7 +84,15 @@ type Engine struct {
 	// told is what each incident was last told (tell).
 	told map[string]string
 	lead leadership
+	// ended are the remediations that ended in the last causedFor, and actions what the last
+	// evaluation found remediation doing (Actions), read without the lock.
+	ended   []*Remediation
+	actions atomic.Pointer[[]correlate.Action]
 }
+
+// causedFor is how long after its verification an action still explains alerts (pods evicted
+// by a drain can pend for a while after the node is empty).
+const causedFor = 5 * time.Minute
 
 // The engine's own alerts, raised into the correlation engine while the guard holds.
 const (
@@ -288,10 +297,51 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		if Final(r.State) {
 			delete(e.active, id)
 			e.awaitFailback(r)
+			e.ended = append(e.ended, r)
 		}
 	}
 	e.metrics.update(e, e.budgetItems(ctx, nil, now))
+	e.publishActions(now)
 	return errors.Join(errs...)
+}
+
+// publishActions records what remediation does now, for the correlation engine (Actions):
+// every op that acted, until causedFor after it verified.
+func (e *Engine) publishActions(now time.Time) {
+	e.ended = slices.DeleteFunc(e.ended, func(r *Remediation) bool { return now.Sub(r.DoneAt) > causedFor })
+	var out []correlate.Action
+	for _, r := range append(slices.Collect(maps.Values(e.active)), e.ended...) {
+		if r.FailbackOf != "" {
+			continue // its incident is over
+		}
+		for _, st := range r.Steps {
+			for _, op := range st.Ops {
+				if op.ActedAt.IsZero() || (!op.VerifiedAt.IsZero() && now.Sub(op.VerifiedAt) > causedFor) {
+					continue
+				}
+				a := correlate.Action{Cluster: op.Cluster, IncidentKey: r.IncidentKey,
+					What: fmt.Sprintf("%s of %s (remediation %s)", op.Action, op.target(), r.ID)}
+				if op.Kind == "Node" {
+					a.Node = op.Name
+				} else {
+					a.Namespace, a.Workload = op.Namespace, op.Name
+				}
+				out = append(out, a)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b correlate.Action) int { return strings.Compare(a.What, b.What) })
+	e.actions.Store(&out)
+}
+
+// Actions is what remediation does now or did in the last 5 minutes, for the correlation
+// engine: the alerts these actions cause join the incident they remediate. It does not take
+// the engine's lock (the correlation engine asks while remediation may wait for it).
+func (e *Engine) Actions() []correlate.Action {
+	if p := e.actions.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // awaitFailback remembers a failover that is over and has something to take back.
@@ -868,6 +918,15 @@ func (e *Engine) act(ctx context.Context, r *Remediation, st *StepRun, op *Op, n
 	default:
 		op.State, op.Detail, op.ActedAt, op.Undo = OpDone, res.detail, now, res.undo
 		e.metrics.action(op.Action, "done")
+		if res.expect > 0 && st.Verify != "" {
+			// The replicas the plan expected came from the view; the API server's answer
+			// at the write is what the verification waits for.
+			q, err := config.RenderVerify(st.Verify, config.VerifyTarget{Cluster: op.Cluster, Node: op.Name, Namespace: op.Namespace, Name: op.Name,
+				From: op.From, Replicas: res.expect})
+			if err == nil {
+				op.Verify = q
+			}
+		}
 	}
 	return e.save(r, now, e.entry(r, op.ID, EventResult, actor, res.detail))
 }

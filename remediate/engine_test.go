@@ -265,12 +265,21 @@ func TestNodesNotReadyApprovedCordonedAndDrained(t *testing.T) {
 	r = w.only()
 	require.Equal(t, StateRunning, r.State, r.Reason)
 	require.Equal(t, StepVerified, r.Steps[0].State)
+	// What remediation does, for the correlation engine: the alerts it causes (pods pending
+	// while they move) belong to the incident it remediates.
+	require.Equal(t, []correlate.Action{
+		{Cluster: "c1", Node: "n2", IncidentKey: "nodes/c1", What: "cordon of Node n2 in c1 (remediation " + r.ID + ")"},
+		{Cluster: "c1", Node: "n2", IncidentKey: "nodes/c1", What: "drain of Node n2 in c1 (remediation " + r.ID + ")"},
+	}, w.engine.Actions())
 
 	// The evicted pods are gone from the node in the view after the lookback (only the
 	// DaemonSet's remains): verified.
 	w.tick(5 * time.Minute)
 	r = w.only()
 	require.Equal(t, StateSucceeded, r.State, r.Reason)
+	require.Len(t, w.engine.Actions(), 2, "the cordon and the drain still explain alerts for a while after they verified")
+	w.tick(causedFor + time.Second)
+	require.Empty(t, w.engine.Actions(), "and then no longer")
 	require.Empty(t, w.writes("c2"))
 	require.Equal(t, 1.0, testutil.ToFloat64(w.engine.metrics.remediations.WithLabelValues(PlaybookNodesNotReady, StateSucceeded)))
 

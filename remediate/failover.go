@@ -344,7 +344,7 @@ func failover(ctx context.Context, c kubernetes.Interface, op *Op, sp *KeptSpec,
 		if err != nil {
 			return actResult{calls: []string{call}}, err
 		}
-		return actResult{done: true, detail: fmt.Sprintf("created with %d replicas from %s's spec", op.Replicas, op.From), undo: undoDelete, calls: []string{call}}, nil
+		return actResult{done: true, detail: fmt.Sprintf("created with %d replicas from %s's spec", op.Replicas, op.From), undo: undoDelete, calls: []string{call}, expect: op.Replicas}, nil
 	case err != nil:
 		return actResult{}, err
 	}
@@ -360,7 +360,7 @@ func failover(ctx context.Context, c kubernetes.Interface, op *Op, sp *KeptSpec,
 			detail = fmt.Sprintf("already failed over from %s by op %s; not again", op.From, cur.Annotations[ActionAnnotation])
 			undo = "" // that op's to take back, not this one's
 		}
-		return actResult{done: true, detail: detail, undo: undo}, nil
+		return actResult{done: true, detail: detail, undo: undo, expect: replicasOf(cur)}, nil
 	}
 	before0 := replicasOf(cur)
 	call := fmt.Sprintf("PUT /apis/apps/v1/namespaces/%s/deployments/%s spec.replicas=%d (from %d)", op.Namespace, op.Name, before0+op.Replicas, before0)
@@ -382,7 +382,8 @@ func failover(ctx context.Context, c kubernetes.Interface, op *Op, sp *KeptSpec,
 	if err != nil {
 		return actResult{calls: []string{call}}, err
 	}
-	return actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", before0, before0+op.Replicas), undo: undoScale + strconv.Itoa(before0), calls: []string{call}}, nil
+	return actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", before0, before0+op.Replicas), undo: undoScale + strconv.Itoa(before0), calls: []string{call},
+		expect: before0 + op.Replicas}, nil
 }
 
 func ptrInt32(n int) *int32 {

@@ -38,6 +38,9 @@ type actResult struct {
 	done, blocked bool
 	detail        string
 	undo          string
+	// expect (failover) is how many replicas the Deployment has after the op: what its
+	// verification waits for, as the API server said at the write.
+	expect int
 	// calls are the API calls made, `VERB path`, for the audit.
 	calls []string
 }

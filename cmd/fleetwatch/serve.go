@@ -225,6 +225,13 @@ func newServer(o serverOptions) (*server, error) {
 		s.view.Close()
 	}
 	s.incidents, err = correlate.New(correlate.Options{
+		// Alerts remediation's own actions cause join the incident they remediate.
+		Actions: func() []correlate.Action {
+			if s.remediate == nil {
+				return nil
+			}
+			return s.remediate.Actions()
+		},
 		Store: s.store, Query: correlate.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
 		Rules: correlate.DefaultRules, ExternalURL: externalURL, Logger: o.Logger.With("component", "correlate"), Registerer: reg,
 		// The incident API records the authenticated identity as the actor and shows a team

@@ -606,14 +606,16 @@ func scrape(t *testing.T, base string) string {
 // every cluster's Prometheus and both campaigning for remediation's Lease in a hub cluster,
 // with dry_run on. Exactly one acts; the other refuses decisions; killing the leader (SIGKILL)
 // hands over. Every request either sent to the API servers is a dry run, as their own audit
-// logs record, and nothing changed.
+// logs record, and nothing changed. Placement keeps 90% headroom here: a lost cluster's
+// failover finds no room, and is refused with the numbers, in its incident too.
 func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 	dir := t.TempDir()
 	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
 	l := lab.Start(t, lab.Options{
 		Clusters: 3, Nodes: 4, PodsPerNode: 5, ControlPlanes: true, Standby: true, Rules: remediationRules, Correlate: correlateConfig,
 		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
-			"remediation:\n  enabled: true\n  dry_run: true\n  evaluation_interval: 1s\n" +
+			"schedule: {headroom: 0.9}\n" +
+			"remediation:\n  enabled: true\n  dry_run: true\n  evaluation_interval: 1s\n  specs: {interval: 5s}\n" +
 			"  leader_election: {cluster: eu-1, lease_duration: 6s, renew_deadline: 4s, retry_period: 1s}\n" +
 			"access:\n  anonymous_roles: [read]\n  identities:\n" +
 			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall),
@@ -702,4 +704,39 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 		require.False(t, n.Spec.Unschedulable, "%s was cordoned by a dry run", n.Name)
 	}
 	t.Logf("dry-run requests to %s's API server, by user agent: %v", c, second)
+
+	// A cluster is lost, and the survivors are past the 10% ceiling already: the failover is
+	// refused, with the numbers, and its incident says so.
+	lost := l.Clusters[2]
+	l.StopPrometheus(lost)
+	l.Fault(lost, "apiserver/stop", nil)
+	var refused remediate.Remediation
+	testenv.Eventually(t, 3*time.Minute, func() error {
+		var list []remediate.Remediation
+		require.Equal(t, http.StatusOK, client{t: t, base: leader}.call("GET", "/api/v1/remediations", nil, &list))
+		for _, r := range list {
+			if r.Playbook == remediate.PlaybookClusterLost && slices.Equal(r.Clusters, []string{lost}) {
+				refused = r
+				return nil
+			}
+		}
+		return fmt.Errorf("no failover of %s planned yet", lost)
+	})
+	require.Equal(t, remediate.StateRefused, refused.State, refused.Reason)
+	require.Regexp(t, `failover refused: capacity: the surviving clusters would go past the 10% saturation ceiling: .*pods of \d+ workloads.*; `+l.Clusters[0]+` CPU \d+% -> \d+%`, refused.Reason)
+	testenv.Eventually(t, time.Minute, func() error {
+		var inc struct {
+			Remediation string `json:"remediation"`
+		}
+		require.Equal(t, http.StatusOK, client{t: t, base: leader}.call("GET", "/api/v1/incidents/"+refused.IncidentID, nil, &inc))
+		if !strings.Contains(inc.Remediation, "refused: failover refused: capacity") {
+			return fmt.Errorf("incident %s says %q", refused.IncidentID, inc.Remediation)
+		}
+		return nil
+	})
+	for _, c := range l.Clusters {
+		for _, w := range l.Audit(c, remediate.UserAgent) {
+			require.NotEqual(t, "deployments", w.ObjectRef.Resource, "no failover write, dry or not: %s %s", w.Verb, w.RequestURI)
+		}
+	}
 }
