@@ -23,6 +23,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
 // QueryFunc evaluates an instant PromQL query over the global view.
@@ -346,7 +347,9 @@ func (e *Engine) Actions() []correlate.Action {
 
 // awaitFailback remembers a failover that is over and has something to take back.
 func (e *Engine) awaitFailback(r *Remediation) {
-	if Final(r.State) && r.FailbackID == "" && r.FailbackOf == "" && len(failbackTargets(r)) > 0 {
+	// Only a lost cluster's failover is taken back: a saturated cluster's replicas stay where
+	// they moved.
+	if Final(r.State) && r.FailbackID == "" && r.FailbackOf == "" && schedule.IncidentKind(r.IncidentKey) == schedule.IncidentClusterDown && len(failbackTargets(r)) > 0 {
 		e.failovers[r.ID] = r
 	}
 }
@@ -500,10 +503,13 @@ func (e *Engine) plan(ctx context.Context, inc *correlate.Incident, pb config.Pl
 	if fo != nil {
 		r.FailbackOf, r.OpenedAt = fo.ID, time.Time{}
 	}
+	var prev []target // the step before's targets
 	for si, sc := range pb.Steps {
 		var targets []target
 		var err error
 		switch {
+		case sc.Action == config.ActionShed:
+			targets = shedTargets(prev)
 		case sc.Action == config.ActionFailover:
 			var capacity string
 			targets, capacity, err = e.failoverTargets(ctx, inc, now)
@@ -526,6 +532,7 @@ func (e *Engine) plan(ctx context.Context, inc *correlate.Incident, pb config.Pl
 		if si == 0 && len(targets) == 0 {
 			return nil, nil
 		}
+		prev = targets
 		st := &StepRun{StepConfig: sc, State: StepPending}
 		for oi, t := range targets {
 			op := &Op{ID: fmt.Sprintf("%s-%d-%d", r.ID, si, oi), Action: sc.Action, Cluster: t.cluster, Kind: t.kind,
@@ -901,6 +908,8 @@ func (e *Engine) act(ctx context.Context, r *Remediation, st *StepRun, op *Op, n
 		}
 	case config.ActionFailback:
 		res, err = takeBack(ctx, c, op, op.Of, op.TakeBack, op.ID, r.DryRun, before)
+	case config.ActionShed:
+		res, err = shed(ctx, c, op, r.DryRun, before)
 	default:
 		err = fmt.Errorf("unknown action %q", op.Action)
 	}

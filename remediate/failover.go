@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -142,10 +143,12 @@ func (r *refusal) Error() string { return r.guard + ": " + r.reason }
 // failoverTargets places the kept Deployments of the incident's lost clusters on the rest of
 // the fleet with placement's what-if: one target per Deployment and receiving cluster, with
 // the replicas it gets there. When the survivors have no room for all of them below the
-// saturation ceiling, the failover is refused with the numbers.
+// saturation ceiling, the failover is refused with the numbers. For a saturated cluster, only
+// the replicas that bring it back under the ceiling move (shedFrom).
 func (e *Engine) failoverTargets(ctx context.Context, inc *correlate.Incident, now time.Time) ([]target, string, error) {
-	if schedule.IncidentKind(inc.Key) != schedule.IncidentClusterDown {
-		return nil, "", fmt.Errorf("a failover step needs a cluster incident, not %q", inc.Key)
+	kind := schedule.IncidentKind(inc.Key)
+	if kind != schedule.IncidentClusterDown && kind != schedule.IncidentSaturation {
+		return nil, "", fmt.Errorf("a failover step needs a cluster or saturation incident, not %q", inc.Key)
 	}
 	var ws []schedule.Workload
 	kept := map[string]KeptSpec{}
@@ -166,6 +169,12 @@ func (e *Engine) failoverTargets(ctx context.Context, inc *correlate.Incident, n
 	}
 	if e.o.WhatIf == nil {
 		return nil, "", errors.New("a failover needs placement (schedule) to pick the clusters")
+	}
+	if kind == schedule.IncidentSaturation {
+		var err error
+		if ws, err = e.shedFrom(ctx, inc.Clusters, ws, now); err != nil || len(ws) == 0 {
+			return nil, "", err
+		}
 	}
 	res, err := e.o.WhatIf(ctx, inc.Clusters, ws)
 	if err != nil {
@@ -196,12 +205,116 @@ func (e *Engine) failoverTargets(ctx context.Context, inc *correlate.Incident, n
 		sp := kept[mv.From+"/"+mv.Namespace+"/"+mv.Name]
 		for _, p := range mv.Placements {
 			out = append(out, target{cluster: p.Cluster, kind: "Deployment", namespace: mv.Namespace, name: mv.Name, from: mv.From,
-				replicas: p.Replicas, expect: running[p.Cluster+"/"+mv.Namespace+"/"+mv.Name] + p.Replicas,
+				replicas: p.Replicas, expect: running[p.Cluster+"/"+mv.Namespace+"/"+mv.Name] + p.Replicas, fromReplicas: replicasOf(sp.Deployment),
 				// The biggest workloads first, as placement placed them.
 				order: -mv.CPUPerReplica * float64(mv.Replicas), note: fmt.Sprintf("spec kept %s before the plan", now.Sub(sp.KeptAt).Round(time.Second))})
 		}
 	}
 	return out, fmt.Sprintf("capacity: %s", res.Summary), nil
+}
+
+// shedFrom picks what of saturated clusters' workloads moves: replicas of the Deployments that
+// request the most CPU per replica first (one replica of each always stays), until what is
+// left requests no more than the saturation ceiling of the clusters' allocatable CPU and
+// memory, as the view says.
+func (e *Engine) shedFrom(ctx context.Context, clusters []string, ws []schedule.Workload, now time.Time) ([]schedule.Workload, error) {
+	probe, err := e.o.WhatIf(ctx, clusters, nil) // the ceiling placement holds clusters to
+	if err != nil {
+		return nil, fmt.Errorf("placement what-if: %w", err)
+	}
+	value := func(q, c string) (float64, error) {
+		v, err := e.query(ctx, fmt.Sprintf(`max(%s{%s=%q})`, q, config.ClusterLabel, c), now)
+		if err != nil || len(v) == 0 {
+			return 0, fmt.Errorf("the view has no %s for %s (%v)", q, c, err)
+		}
+		return v[0].F, nil
+	}
+	slices.SortFunc(ws, func(a, b schedule.Workload) int {
+		return cmp.Or(cmp.Compare(b.CPU/float64(b.Pods), a.CPU/float64(a.Pods)), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	var out []schedule.Workload
+	for _, c := range clusters {
+		var over [2]float64
+		for i, q := range [][2]string{{pack.RecordCPURequests, pack.RecordCPUAllocatable}, {pack.RecordMemoryRequests, pack.RecordMemoryAllocatable}} {
+			req, err := value(q[0], c)
+			if err != nil {
+				return nil, err
+			}
+			alloc, err := value(q[1], c)
+			if err != nil {
+				return nil, err
+			}
+			over[i] = req - probe.Ceiling*alloc
+		}
+		for _, w := range ws {
+			if w.Cluster != c || (over[0] <= 0 && over[1] <= 0) {
+				continue
+			}
+			cpu, mem := w.CPU/float64(w.Pods), w.Memory/float64(w.Pods)
+			n := 0
+			for n < w.Pods-1 && (over[0] > 0 && cpu > 0 || over[1] > 0 && mem > 0) {
+				n++
+				over[0] -= cpu
+				over[1] -= mem
+			}
+			if n > 0 {
+				out = append(out, schedule.Workload{Cluster: c, Namespace: w.Namespace, Kind: w.Kind, Name: w.Name, Pods: n, CPU: cpu * float64(n), Memory: mem * float64(n)})
+			}
+		}
+	}
+	return out, nil
+}
+
+// shedTargets are the Deployments of the saturated cluster the failover step before moved
+// replicas of, each with how many.
+func shedTargets(moved []target) []target {
+	index := map[string]int{}
+	var out []target
+	for _, t := range moved {
+		k := t.from + "/" + t.namespace + "/" + t.name
+		i, ok := index[k]
+		if !ok {
+			i = len(out)
+			index[k] = i
+			out = append(out, target{cluster: t.from, kind: "Deployment", namespace: t.namespace, name: t.name, order: t.order, expect: t.fromReplicas})
+		}
+		out[i].replicas += t.replicas
+		out[i].expect = max(out[i].expect-t.replicas, 1)
+	}
+	return out
+}
+
+// shed scales a Deployment of a saturated cluster down by the replicas a failover moved
+// elsewhere (never below one), with the op's annotation.
+func shed(ctx context.Context, c kubernetes.Interface, op *Op, dryRun bool, before audited) (actResult, error) {
+	d, err := c.AppsV1().Deployments(op.Namespace).Get(ctx, op.Name, metav1.GetOptions{})
+	if err != nil {
+		return actResult{}, err
+	}
+	cur := replicasOf(d)
+	if d.Annotations[ActionAnnotation] == op.ID {
+		return actResult{done: true, detail: "already scaled down by this op", undo: undoScale + d.Annotations[replicasBeforeAnnotation], expect: cur}, nil
+	}
+	n := max(cur-op.Replicas, 1)
+	call := fmt.Sprintf("PUT /apis/apps/v1/namespaces/%s/deployments/%s spec.replicas=%d (from %d: %d moved to other clusters)", op.Namespace, op.Name, n, cur, op.Replicas)
+	if err := before(call); err != nil {
+		return actResult{}, err
+	}
+	d = d.DeepCopy()
+	d.Spec.Replicas = ptrInt32(n)
+	if d.Annotations == nil {
+		d.Annotations = map[string]string{}
+	}
+	d.Annotations[ActionAnnotation] = op.ID
+	d.Annotations[replicasBeforeAnnotation] = strconv.Itoa(cur)
+	_, err = c.AppsV1().Deployments(op.Namespace).Update(ctx, d, metav1.UpdateOptions{DryRun: writeOptions(dryRun)})
+	if apierrors.IsConflict(err) {
+		return actResult{blocked: true, detail: "the Deployment changed meanwhile; tried again", calls: []string{call}}, nil
+	}
+	if err != nil {
+		return actResult{calls: []string{call}}, err
+	}
+	return actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", cur, n), undo: undoScale + strconv.Itoa(cur), calls: []string{call}, expect: n}, nil
 }
 
 // failbackTargets are the ops of a failover that acted, each to be taken back.

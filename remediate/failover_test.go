@@ -220,3 +220,50 @@ func TestFailoverThatDoesNotVerifyIsTakenBack(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int32(1), *d.Spec.Replicas, "scaled back to what it ran before")
 }
+
+// A saturated cluster (c1: 15 of 16 cores requested, above the 85% ceiling): once an operator
+// approves, replicas of its Deployment move to the others until it is back under the
+// ceiling, one replica staying, and then c1 is scaled down by as many. Nothing is failed back.
+func TestSaturatedClusterShedsToTheOthers(t *testing.T) {
+	w := failoverWorld(t, 4, nil)
+	w.set(fmt.Sprintf(`%s{cluster="c1"}`, pack.RecordCPURequests), 15)
+	w.incidents = []correlate.Incident{{ID: "inc-sat", Group: correlate.Group{Key: "saturation/c1", Scope: "cluster", Clusters: []string{"c1"},
+		Severity: "warning", RootCause: "FleetClusterCPURequestsSaturated in cluster c1"}, State: correlate.StateOpen, OpenedAt: w.now}}
+	w.tick(time.Second)
+	r := w.only()
+	require.Equal(t, PlaybookSaturated, r.Playbook)
+	require.Equal(t, StateWaiting, r.State, r.Reason)
+	moved := 0
+	for _, op := range r.Steps[0].Ops {
+		require.Equal(t, "c1", op.From)
+		moved += op.Replicas
+	}
+	// 15 - 0.85 x 16 = 1.4 cores over: three replicas of 500m move, one stays.
+	require.Equal(t, 3, moved)
+	require.Len(t, r.Steps[1].Ops, 1)
+	require.Equal(t, `max(kube_deployment_spec_replicas{cluster="c1",namespace="shop",deployment="api"}) <= bool 1`, r.Steps[1].Ops[0].Verify)
+	for _, c := range clusters {
+		require.Empty(t, w.writes(c), "nothing before the approval")
+	}
+
+	_, err := w.engine.Decide(r.ID, "alice", true, "")
+	require.NoError(t, err)
+	w.tick(time.Second)
+	r = w.only()
+	require.Empty(t, w.writes("c1"), "the saturated cluster is scaled down only once the replicas run elsewhere")
+	for _, op := range r.Steps[0].Ops {
+		w.set(fmt.Sprintf(`kube_deployment_status_replicas_available{cluster=%q,namespace="shop",deployment="api"}`, op.Cluster), float64(1+op.Replicas))
+	}
+	w.tick(time.Second)
+	require.Equal(t, []string{"update deployments api"}, w.writes("c1"))
+	d, err := w.clients["c1"].AppsV1().Deployments("shop").Get(context.Background(), "api", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, int32(1), *d.Spec.Replicas)
+	w.set(`kube_deployment_spec_replicas{cluster="c1",namespace="shop",deployment="api"}`, 1)
+	w.tick(time.Second)
+	r = w.only()
+	require.Equal(t, StateSucceeded, r.State, r.Reason)
+	w.incidents = nil
+	w.tick(time.Second)
+	w.only() // no failback
+}

@@ -123,11 +123,11 @@ func (e *Engine) checks(r *Remediation, op *Op, open map[string]*correlate.Incid
 		default:
 			add(GuardPartition, true, "%s's API server answers; %d of %d clusters unreachable", op.Cluster, len(down), len(up))
 		}
-		switch op.Action {
-		case config.ActionFailover:
+		switch {
+		case op.Action == config.ActionFailover && schedule.IncidentKind(r.IncidentKey) == schedule.IncidentClusterDown:
 			ok, detail := lost(op.From, open[r.IncidentID], up)
 			add(GuardLost, ok, "%s", detail)
-		case config.ActionFailback:
+		case op.Action == config.ActionFailback:
 			ok, detail := back(op.From, open, up)
 			add(GuardLost, ok, "%s", detail)
 		}

@@ -23,6 +23,7 @@ const (
 	PlaybookCrashLoop     = "crash-loop"
 	PlaybookClusterLost   = "cluster-lost"
 	PlaybookFailback      = "failback"
+	PlaybookSaturated     = "saturated-cluster"
 )
 
 // KindFailback is the incident kind the failback playbook matches: no incident has it; the
@@ -49,6 +50,8 @@ const (
 	// The cluster that came back runs the Deployment with every replica available.
 	verifyFailedBack = `min(kube_deployment_status_replicas_available` + origin + ` >= bool kube_deployment_spec_replicas` + origin + `)`
 	origin           = `{cluster="{{.From}}",namespace="{{.Namespace}}",deployment="{{.Name}}"}`
+	// The saturated cluster runs no more replicas than it kept.
+	verifyShed = `max(kube_deployment_spec_replicas` + deployment + `) <= bool {{.Replicas}}`
 )
 
 // DefaultPlaybooks are the built-in playbooks (remediate/README.md); fleetwatch.yml's playbooks
@@ -93,6 +96,18 @@ var DefaultPlaybooks = []config.PlaybookConfig{
 		Match: config.MatchConfig{Kinds: []string{KindFailback}},
 		Steps: []config.StepConfig{
 			{Action: config.ActionFailback, Mode: config.ModeApprove, When: config.WhenVerified, Timeout: model.Duration(10 * time.Minute), Verify: verifyFailedBack},
+		},
+	},
+	{
+		// A cluster whose requests are past the saturation ceiling: once an operator
+		// approves, replicas of its Deployments that request the most move to the clusters
+		// placement picks until it is back under the ceiling (one replica of each stays), and
+		// once they run there, the cluster is scaled down by as many.
+		Name:  PlaybookSaturated,
+		Match: config.MatchConfig{Kinds: []string{schedule.IncidentSaturation}},
+		Steps: []config.StepConfig{
+			{Action: config.ActionFailover, Mode: config.ModeApprove, When: config.WhenVerified, Timeout: model.Duration(10 * time.Minute), Verify: verifyFailedOver, RPO: config.DefaultRPO},
+			{Action: config.ActionShed, Mode: config.ModeAuto, When: config.WhenVerified, Timeout: model.Duration(10 * time.Minute), Verify: verifyShed},
 		},
 	},
 	{
@@ -147,6 +162,8 @@ type target struct {
 	// it takes back (of) and what that op did (undo).
 	from, note, of, undo string
 	replicas, expect     int
+	// fromReplicas (failover) is what the cluster the workload comes from runs, as kept.
+	fromReplicas int
 	// order sorts the targets of a step (replicas, for canary-first rollbacks).
 	order float64
 }
@@ -239,6 +256,8 @@ func describeCalls(action string, t target) []string {
 		return []string{fmt.Sprintf("GET /apis/apps/v1/namespaces/%s/deployments/%s", t.namespace, t.name),
 			fmt.Sprintf("POST /apis/apps/v1/namespaces/%s/deployments %s with %d replicas from %s's spec (%s), or PUT spec.replicas +%d when it runs there (and POST /api/v1/namespaces %s when missing)",
 				t.namespace, t.name, t.replicas, t.from, t.note, t.replicas, t.namespace)}
+	case config.ActionShed:
+		return []string{fmt.Sprintf("PUT /apis/apps/v1/namespaces/%s/deployments/%s spec.replicas -%d (moved to other clusters by the step before)", t.namespace, t.name, t.replicas)}
 	case config.ActionFailback:
 		what := "DELETE /apis/apps/v1/namespaces/" + t.namespace + "/deployments/" + t.name
 		if strings.HasPrefix(t.undo, undoScale) {

@@ -29,10 +29,13 @@ const (
 	// ActionFailback takes back what a failover created or scaled once the lost cluster's
 	// own Deployments run again.
 	ActionFailback = "failback"
+	// ActionShed scales a saturated cluster's Deployments down by the replicas the failover
+	// step before it moved to other clusters.
+	ActionShed = "shed"
 )
 
 // Actions are every action a step may name.
-var Actions = []string{ActionCordon, ActionDrain, ActionRollback, ActionNotify, ActionFailover, ActionFailback}
+var Actions = []string{ActionCordon, ActionDrain, ActionRollback, ActionNotify, ActionFailover, ActionFailback, ActionShed}
 
 // DefaultRPO is a failover step's recovery point objective: with an rpo_query, a failover
 // waits for an operator while a workload's replication lag is above it.
