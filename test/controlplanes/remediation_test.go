@@ -736,7 +736,7 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 		return fmt.Errorf("no failover of %s planned yet", lost)
 	})
 	require.Equal(t, remediate.StateRefused, refused.State, refused.Reason)
-	require.Regexp(t, `failover refused: capacity: the surviving clusters would go past the 10% saturation ceiling: .*pods of \d+ workloads.*; `+l.Clusters[0]+` CPU \d+% -> \d+%`, refused.Reason)
+	require.Regexp(t, `failover refused: capacity: the surviving clusters would go past the 10% saturation ceiling: .*pods of \d+ workloads.*\(`+l.Clusters[0]+` CPU \d+% -> \d+%`, refused.Reason)
 	testenv.Eventually(t, time.Minute, func() error {
 		var inc struct {
 			Remediation string `json:"remediation"`
