@@ -672,6 +672,8 @@ func (e *Engine) advance(ctx context.Context, r *Remediation, open map[string]*c
 		switch {
 		case last == nil:
 			return e.setState(r, now, StateFailed, "no step ran")
+		case last.State == StepNotified && r.acted():
+			return e.setState(r, now, StateNotified, "escalated to an operator: the steps before did not recover it")
 		case last.State == StepNotified:
 			return e.setState(r, now, StateNotified, "notify only: nothing was changed")
 		case last.State == StepVerified && r.DryRun:
@@ -910,6 +912,8 @@ func (e *Engine) act(ctx context.Context, r *Remediation, st *StepRun, op *Op, n
 		res, err = takeBack(ctx, c, op, op.Of, op.TakeBack, op.ID, r.DryRun, before)
 	case config.ActionShed:
 		res, err = shed(ctx, c, op, r.DryRun, before)
+	case config.ActionRestart:
+		res, err = restart(ctx, c, op, st.Attempts, now, r.DryRun, before)
 	default:
 		err = fmt.Errorf("unknown action %q", op.Action)
 	}

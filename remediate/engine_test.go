@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/util/teststorage"
@@ -729,4 +730,42 @@ func TestADecisionThatCannotBeStoredChangesNothing(t *testing.T) {
 	require.Empty(t, cur.Steps[0].Approval.By)
 	require.Error(t, w.engine.Pause("", "carol"))
 	require.Empty(t, w.engine.Paused(), "not stored, so not paused")
+}
+
+// An escalation: a crash-looping Deployment is restarted (as kubectl rollout restart does),
+// tried once more when it does not recover within the step's timeout, then handed to an
+// operator (a notify step that runs only when the one before failed).
+func TestEscalationRestartThenNotify(t *testing.T) {
+	const rolledOut = `min(kube_deployment_status_replicas_available{cluster="{{.Cluster}}",namespace="{{.Namespace}}",deployment="{{.Name}}"}` +
+		` >= bool kube_deployment_spec_replicas{cluster="{{.Cluster}}",namespace="{{.Namespace}}",deployment="{{.Name}}"})`
+	w := newWorld(t, func(s *config.RemediationConfig) {
+		s.Playbooks = []config.PlaybookConfig{{Name: PlaybookCrashLoop, Match: config.MatchConfig{Kinds: []string{"failures"}}, Steps: []config.StepConfig{
+			{Action: config.ActionRestart, Mode: config.ModeAuto, When: config.WhenVerified, Timeout: model.Duration(2 * time.Minute), Verify: rolledOut, Retries: 1},
+			{Action: config.ActionNotify, Mode: config.ModeNotify, When: config.WhenFailed, Timeout: model.Duration(time.Minute)},
+		}}}
+	})
+	w.set(`kube_deployment_spec_replicas{cluster="c1",namespace="shop",deployment="api"}`, 2)
+	w.set(`kube_deployment_status_replicas_available{cluster="c1",namespace="shop",deployment="api"}`, 0)
+	w.incidents = []correlate.Incident{{ID: "inc-crash", Group: correlate.Group{Key: "failures/c1", Scope: "cluster", Clusters: []string{"c1"},
+		RootCause: "workload shop/api is failing in cluster c1", Alerts: []correlate.Alert{{Labels: map[string]string{
+			"alertname": "FleetWorkloadCrashLooping", "cluster": "c1", "namespace": "shop", "owner_kind": "ReplicaSet", "owner_name": "api-5d8f7c9b6"}}}},
+		State: correlate.StateOpen, OpenedAt: w.now}}
+	w.tick(time.Second)
+	require.Equal(t, []string{"patch deployments api"}, w.writes("c1"))
+	d, err := w.clients["c1"].AppsV1().Deployments("shop").Get(context.Background(), "api", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NotEmpty(t, d.Spec.Template.Annotations[restartedAtAnnotation])
+	w.tick(time.Second)
+	require.Len(t, w.writes("c1"), 1, "waits for the verification, not restarting again")
+
+	w.tick(3 * time.Minute) // not recovered at the timeout: tried once more
+	w.tick(time.Second)
+	require.Equal(t, []string{"patch deployments api", "patch deployments api"}, w.writes("c1"))
+	w.tick(3 * time.Minute) // nor then: the operator's turn
+	r := w.only()
+	require.Equal(t, StateNotified, r.State, r.Reason)
+	require.Equal(t, "escalated to an operator: the steps before did not recover it", r.Reason)
+	require.Equal(t, StepFailed, r.Steps[0].State)
+	require.Equal(t, StepNotified, r.Steps[1].State)
+	require.Len(t, w.writes("c1"), 2)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -256,4 +257,37 @@ func images(t *corev1.PodTemplateSpec) []string {
 		out = append(out, c.Image)
 	}
 	return out
+}
+
+// restartedAtAnnotation is the pod-template annotation `kubectl rollout restart` sets.
+const restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+
+// restart restarts a Deployment's pods as `kubectl rollout restart` does: a new pod-template
+// annotation makes the Deployment controller roll every pod. The op's annotation on the
+// Deployment makes it idempotent.
+//
+// attempt numbers the step's tries: a retry restarts again, a resumed try does not.
+func restart(ctx context.Context, c kubernetes.Interface, op *Op, attempt int, now time.Time, dryRun bool, before audited) (actResult, error) {
+	d, err := c.AppsV1().Deployments(op.Namespace).Get(ctx, op.Name, metav1.GetOptions{})
+	if err != nil {
+		return actResult{}, err
+	}
+	mark := fmt.Sprintf("%s/%d", op.ID, attempt)
+	if d.Annotations[ActionAnnotation] == mark {
+		return actResult{done: true, detail: "already restarted by this try of the op"}, nil
+	}
+	at := now.UTC().Format(time.RFC3339)
+	call := fmt.Sprintf("PATCH /apis/apps/v1/namespaces/%s/deployments/%s spec.template.metadata.annotations[%s]=%s", op.Namespace, op.Name, restartedAtAnnotation, at)
+	if err := before(call); err != nil {
+		return actResult{}, err
+	}
+	patch, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{ActionAnnotation: mark}},
+		"spec":     map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]string{restartedAtAnnotation: at}}}},
+	})
+	_, err = c.AppsV1().Deployments(op.Namespace).Patch(ctx, op.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{DryRun: writeOptions(dryRun)})
+	if err != nil {
+		return actResult{calls: []string{call}}, err
+	}
+	return actResult{done: true, detail: "restarted (a new pod template rolls every pod)", calls: []string{call}}, nil
 }

@@ -216,6 +216,19 @@ func (e *Engine) targets(ctx context.Context, inc *correlate.Incident, action st
 		}
 	case config.ActionFailback:
 		return nil, fmt.Errorf("a failback step is planned by the engine for a failover, not matched to incident %q", inc.Key)
+	case config.ActionRestart:
+		// The Deployments the incident's alerts name, in their clusters.
+		seen := map[target]bool{}
+		for _, a := range inc.Alerts {
+			name := a.Labels["deployment"]
+			if a.Labels["owner_kind"] == "ReplicaSet" {
+				name = correlate.ReplicaSetWorkload(a.Labels["owner_name"])
+			}
+			if c := a.Labels[config.ClusterLabel]; c != "" && name != "" && a.Labels["namespace"] != "" {
+				seen[target{cluster: c, kind: "Deployment", namespace: a.Labels["namespace"], name: name}] = true
+			}
+		}
+		out = slices.Collect(maps.Keys(seen))
 	case config.ActionNotify:
 		seen := map[target]bool{}
 		for _, a := range inc.Alerts {
@@ -256,6 +269,8 @@ func describeCalls(action string, t target) []string {
 		return []string{fmt.Sprintf("GET /apis/apps/v1/namespaces/%s/deployments/%s", t.namespace, t.name),
 			fmt.Sprintf("POST /apis/apps/v1/namespaces/%s/deployments %s with %d replicas from %s's spec (%s), or PUT spec.replicas +%d when it runs there (and POST /api/v1/namespaces %s when missing)",
 				t.namespace, t.name, t.replicas, t.from, t.note, t.replicas, t.namespace)}
+	case config.ActionRestart:
+		return []string{fmt.Sprintf("PATCH /apis/apps/v1/namespaces/%s/deployments/%s spec.template.metadata.annotations[%s]=<now>", t.namespace, t.name, restartedAtAnnotation)}
 	case config.ActionShed:
 		return []string{fmt.Sprintf("PUT /apis/apps/v1/namespaces/%s/deployments/%s spec.replicas -%d (moved to other clusters by the step before)", t.namespace, t.name, t.replicas)}
 	case config.ActionFailback:

@@ -32,10 +32,12 @@ const (
 	// ActionShed scales a saturated cluster's Deployments down by the replicas the failover
 	// step before it moved to other clusters.
 	ActionShed = "shed"
+	// ActionRestart restarts a failing Deployment's pods, as `kubectl rollout restart` does.
+	ActionRestart = "restart"
 )
 
 // Actions are every action a step may name.
-var Actions = []string{ActionCordon, ActionDrain, ActionRollback, ActionNotify, ActionFailover, ActionFailback, ActionShed}
+var Actions = []string{ActionCordon, ActionDrain, ActionRollback, ActionNotify, ActionFailover, ActionFailback, ActionShed, ActionRestart}
 
 // DefaultRPO is a failover step's recovery point objective: with an rpo_query, a failover
 // waits for an operator while a workload's replication lag is above it.
