@@ -210,8 +210,8 @@ func self(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `sum by (instance) (rate(prometheus_tsdb_head_samples_appended_total{`+jf+`}[$__rate_interval]))`, "{{instance}}")).
 		Unit("short").AxisLabel("samples / s").Min(0))
 	b.WithRow(dashboard.NewRowBuilder("Failover"))
-	b.WithPanel(timeSeries("Age of the specs kept for failover", "How old each cluster's Deployments as fleetwatch last read them are: what a failover would recreate (remediation.specs.interval). A lost cluster's grows from the moment it was lost (remediate/README.md).", 24, 8).
-		WithTarget(query("A", `time() - max by (cluster) (`+remediate.MetricSpecsKeptAt+`{`+jf+`, `+cf+`})`, "{{cluster}}")).
+	b.WithPanel(timeSeries("Age of the specs kept for failover", "How old each cluster's Deployments as fleetwatch last read them are: what a failover would recreate (remediation.specs.interval). A lost cluster's grows from the moment it was lost (remediate/README.md). A single 0 without a cluster: fleetwatch keeps no cluster's Deployments (remediation is off, or no cluster has a kubeconfig_file).", 24, 8).
+		WithTarget(query("A", `time() - max by (cluster) (`+remediate.MetricSpecsKeptAt+`{`+jf+`, `+cf+`})`+reporting, "{{cluster}}")).
 		Unit("s").Min(0))
 	return b
 }
