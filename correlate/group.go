@@ -605,6 +605,14 @@ func sharedImage(w string, clusters []string, topo *Topology, owners map[string]
 				otherClusters[img] = true
 			}
 		}
+		// An image other workloads run too (an injected sidecar) is what the workload
+		// shares with them, not what its rollout changed.
+		if rest != w {
+			for _, img := range imgs {
+				otherOwners[img] = true
+				otherClusters[img] = true
+			}
+		}
 	}
 	// When the failing alerts name the pods' owners, the suspects are those owners' images:
 	// the new ReplicaSet's, not the old one's that still runs beside it in a stalled rolling

@@ -102,6 +102,20 @@ func TestCorrelateBadRollout(t *testing.T) {
 	}
 	gs = Correlate(alerts, stalled, DefaultRules)
 	require.Equal(t, "search:v9-bad", gs[0].Image)
+	// A new workload with no earlier ReplicaSet: its failing pods run the app and a sidecar
+	// every cluster injects into other workloads too. The sidecar is not what the rollout
+	// changed.
+	fresh := testTopology()
+	fresh.OwnerImages, fresh.OwnerWorkload = map[string][]string{}, map[string]string{}
+	for _, c := range []string{"eu-1", "us-1", "ap-1"} {
+		fresh.WorkloadImages[c+"/catalog/search"] = []string{"envoy:v1", "search:v9-bad"}
+		fresh.OwnerImages[c+"/catalog/search-5d8f7c9b6"] = []string{"envoy:v1", "search:v9-bad"}
+		fresh.OwnerWorkload[c+"/catalog/search-5d8f7c9b6"] = "search"
+		fresh.WorkloadImages[c+"/web/front"] = []string{"envoy:v1", "front:v3"}
+	}
+	gs = Correlate(alerts, fresh, DefaultRules)
+	require.Equal(t, "search:v9-bad", gs[0].Image)
+
 	// eu-1 is rolled back already: its failing ReplicaSet runs no pod any more while its
 	// alert resolves, and the workload runs only the old image there. The incident still
 	// names the bad image, not the old one every cluster runs.

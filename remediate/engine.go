@@ -307,7 +307,8 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 }
 
 // publishActions records what remediation does now, for the correlation engine (Actions):
-// every op that acted, until causedFor after it verified.
+// every op of a remediation that runs (acted or about to), and of one that ended, until
+// causedFor after it verified.
 func (e *Engine) publishActions(now time.Time) {
 	e.ended = slices.DeleteFunc(e.ended, func(r *Remediation) bool { return now.Sub(r.DoneAt) > causedFor })
 	var out []correlate.Action
@@ -317,7 +318,8 @@ func (e *Engine) publishActions(now time.Time) {
 		}
 		for _, st := range r.Steps {
 			for _, op := range st.Ops {
-				if op.ActedAt.IsZero() || (!op.VerifiedAt.IsZero() && now.Sub(op.VerifiedAt) > causedFor) {
+				running := !Final(r.State) && op.State != OpFailed && op.State != OpUndone
+				if !running && (op.ActedAt.IsZero() || (!op.VerifiedAt.IsZero() && now.Sub(op.VerifiedAt) > causedFor)) {
 					continue
 				}
 				a := correlate.Action{Cluster: op.Cluster, IncidentKey: r.IncidentKey,
