@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/fleetwatch/fleetwatch/internal/kubelab"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
@@ -243,12 +244,18 @@ func TestFleetDataPlane(t *testing.T) {
 			return nil
 		})
 		// A rollback is the Deployment's previous template again: what `kubectl rollout undo` does.
-		d, err := c.Client.AppsV1().Deployments("shop").Get(ctx, "api", metav1.GetOptions{})
+		// The Deployment controller writes the object meanwhile (its status, the revision): a
+		// conflict reads it again, as kubectl does.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			d, err := c.Client.AppsV1().Deployments("shop").Get(ctx, "api", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			d.Spec.Template.Spec.Containers[0].Image = "registry.example/shop/api:v1"
+			_, err = c.Client.AppsV1().Deployments("shop").Update(ctx, d, metav1.UpdateOptions{})
+			return err
+		})
 		if err != nil {
-			t.Fatal(err)
-		}
-		d.Spec.Template.Spec.Containers[0].Image = "registry.example/shop/api:v1"
-		if _, err := c.Client.AppsV1().Deployments("shop").Update(ctx, d, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		testenv.Eventually(t, 2*time.Minute, func() error {
