@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
@@ -76,7 +77,7 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 					Spec: corev1.PodSpec{NodeName: node}})
 			}
 			objs = append(objs, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "agent-" + node, Namespace: "kube-system",
-				OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: "agent", Controller: ptr(true)}}},
+				OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: "agent", Controller: ptr.To(true)}}},
 				Spec: corev1.PodSpec{NodeName: node}})
 		}
 		d := &appsv1.Deployment{
@@ -132,8 +133,6 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 	require.NoError(t, err)
 	return w
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // Ingest takes the engine's alerts in, as correlate.Engine does.
 func (w *world) Ingest(_ context.Context, alerts []correlate.Alert) error {

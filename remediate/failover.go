@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/config"
@@ -301,7 +302,7 @@ func shed(ctx context.Context, c kubernetes.Interface, op *Op, dryRun bool, befo
 		return actResult{}, err
 	}
 	d = d.DeepCopy()
-	d.Spec.Replicas = ptrInt32(n)
+	d.Spec.Replicas = ptr.To(int32(n))
 	if d.Annotations == nil {
 		d.Annotations = map[string]string{}
 	}
@@ -384,7 +385,7 @@ func (e *Engine) rpo(ctx context.Context, st *StepRun, now time.Time) (bool, str
 	if st.RPOQuery == "" {
 		return true, "no rpo_query: the spec kept is the recovery point"
 	}
-	limit := time.Duration(cmpOr(st.RPO, config.DefaultRPO)).Seconds()
+	limit := time.Duration(cmp.Or(st.RPO, config.DefaultRPO)).Seconds()
 	ok := true
 	seen := map[string]bool{}
 	var parts []string
@@ -420,14 +421,6 @@ func (e *Engine) rpo(ctx context.Context, st *StepRun, now time.Time) (bool, str
 	return ok, fmt.Sprintf("replication lag %s the RPO of %.0fs: %s", verdict, limit, strings.Join(parts, ", "))
 }
 
-func cmpOr[T comparable](a, b T) T {
-	var zero T
-	if a != zero {
-		return a
-	}
-	return b
-}
-
 // failover creates the lost cluster's Deployment in the op's cluster from the kept spec with
 // the op's replicas, or scales the one running there up by them. The op's annotation makes
 // it idempotent: a Deployment that carries it was failed over by this op already.
@@ -440,7 +433,7 @@ func failover(ctx context.Context, c kubernetes.Interface, op *Op, sp *KeptSpec,
 		}
 		d := sp.Deployment.DeepCopy()
 		d.ResourceVersion, d.UID = "", ""
-		d.Spec.Replicas = ptrInt32(op.Replicas)
+		d.Spec.Replicas = ptr.To(int32(op.Replicas))
 		if d.Annotations == nil {
 			d.Annotations = map[string]string{}
 		}
@@ -481,7 +474,7 @@ func failover(ctx context.Context, c kubernetes.Interface, op *Op, sp *KeptSpec,
 		return actResult{}, err
 	}
 	d := cur.DeepCopy()
-	d.Spec.Replicas = ptrInt32(before0 + op.Replicas)
+	d.Spec.Replicas = ptr.To(int32(before0 + op.Replicas))
 	if d.Annotations == nil {
 		d.Annotations = map[string]string{}
 	}
@@ -497,11 +490,6 @@ func failover(ctx context.Context, c kubernetes.Interface, op *Op, sp *KeptSpec,
 	}
 	return actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", before0, before0+op.Replicas), undo: undoScale + strconv.Itoa(before0), calls: []string{call},
 		expect: before0 + op.Replicas}, nil
-}
-
-func ptrInt32(n int) *int32 {
-	v := int32(n)
-	return &v
 }
 
 // ensureNamespace creates a namespace that does not exist yet.
@@ -565,7 +553,7 @@ func takeBack(ctx context.Context, c kubernetes.Interface, op *Op, of, undo, mar
 			return actResult{}, err
 		}
 		d = d.DeepCopy()
-		d.Spec.Replicas = ptrInt32(n)
+		d.Spec.Replicas = ptr.To(int32(n))
 		d.Annotations[ActionAnnotation] = mark
 		delete(d.Annotations, FailoverAnnotation)
 		delete(d.Annotations, replicasBeforeAnnotation)

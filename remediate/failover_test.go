@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
@@ -42,9 +43,9 @@ func failoverWorld(t *testing.T, requestedCPU float64, settings func(*config.Rem
 		w.set(fmt.Sprintf(`kube_deployment_spec_replicas{cluster=%q,namespace="shop",deployment="api"}`, c), 1)
 		d, err := w.clients[c].AppsV1().Deployments("shop").Get(context.Background(), "api", metav1.GetOptions{})
 		require.NoError(t, err)
-		d.Spec.Replicas = ptr(int32(1))
+		d.Spec.Replicas = ptr.To(int32(1))
 		if c == "c1" {
-			d.Spec.Replicas = ptr(int32(4))
+			d.Spec.Replicas = ptr.To(int32(4))
 			w.set(`kube_deployment_spec_replicas{cluster="c1",namespace="shop",deployment="api"}`, 4)
 		}
 		d.Spec.Template.Spec.Containers[0].Resources.Requests = corev1.ResourceList{

@@ -10,13 +10,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 )
 
 func replicaSet(name, rev, image string, owner types.UID) *appsv1.ReplicaSet {
 	return &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{"app": "api"},
 			Annotations:     map[string]string{revisionAnnotation: rev},
-			OwnerReferences: []metav1.OwnerReference{{Kind: "Deployment", Name: "api", UID: owner, Controller: ptr(true)}}},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "Deployment", Name: "api", UID: owner, Controller: ptr.To(true)}}},
 		Spec: appsv1.ReplicaSetSpec{Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "api", appsv1.DefaultDeploymentUniqueLabelKey: name}},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: image}}},
@@ -93,7 +94,7 @@ func TestDrainLeavesDaemonSetMirrorAndTerminatingPods(t *testing.T) {
 	cs := fake.NewClientset(
 		pod("web", nil),
 		pod("ds", func(p *corev1.Pod) {
-			p.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "ds", Controller: ptr(true)}}
+			p.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "ds", Controller: ptr.To(true)}}
 		}),
 		pod("mirror", func(p *corev1.Pod) { p.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: "x"} }),
 		pod("leaving", func(p *corev1.Pod) { p.DeletionTimestamp = &now; p.Finalizers = []string{"x"} }),
