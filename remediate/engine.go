@@ -733,7 +733,9 @@ func (e *Engine) advanceStep(ctx context.Context, r *Remediation, st *StepRun, o
 		// waits for an operator, as an approve step does.
 		gate := ""
 		if st.Action == config.ActionFailover && st.Approval == nil {
-			if ok, detail := e.rpo(ctx, st, now); !ok {
+			ok, detail := e.rpo(ctx, st, now)
+			st.RPOReading = detail
+			if !ok {
 				gate = "; " + GuardRPO + ": " + detail
 				e.metrics.held(GuardRPO)
 			}

@@ -57,6 +57,8 @@ type world struct {
 	fresh map[string]bool
 	// told is what each incident was last told about its remediation.
 	told map[string]string
+	// queries counts the engine's queries of the view, by text.
+	queries map[string]int
 }
 
 var clusters = []string{"c1", "c2", "c3"}
@@ -157,6 +159,10 @@ func (w *world) write(series string, v float64) {
 }
 
 func (w *world) query(ctx context.Context, q string, ts time.Time) (promql.Vector, error) {
+	if w.queries == nil {
+		w.queries = map[string]int{}
+	}
+	w.queries[q]++
 	qry, err := w.promql.NewInstantQuery(ctx, w.view, nil, q, ts)
 	if err != nil {
 		return nil, err

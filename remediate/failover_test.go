@@ -200,7 +200,10 @@ func TestFailoverWaitsForApprovalAboveTheRPO(t *testing.T) {
 	}
 	_, err := w.engine.Decide(r.ID, "alice", true, "accept 7 minutes of lost writes")
 	require.NoError(t, err)
+	lag := `max(replication_lag_seconds{cluster="c1",namespace="shop",deployment="api"})`
+	read := w.queries[lag]
 	w.tick(time.Second)
+	require.Equal(t, read, w.queries[lag], "the gate read the lag when the step began; the ops acting do not read it again")
 	r = w.only()
 	require.Equal(t, StateRunning, r.State, r.Reason)
 	require.True(t, strings.HasPrefix(w.writes(r.Steps[0].Ops[0].Cluster)[0], "update deployments api"))

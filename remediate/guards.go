@@ -136,7 +136,12 @@ func (e *Engine) checks(r *Remediation, op *Op, open map[string]*correlate.Incid
 		add(GuardCapacity, true, "%s", r.Capacity)
 	}
 	if st := r.Steps[min(r.Current, len(r.Steps)-1)]; st.Action == config.ActionFailover {
-		ok, detail := e.rpo(ctx, st, now)
+		// The gate ran when the step began (StepRun.RPOReading); an op about to act reports that
+		// reading rather than querying every op's lag again before each op. A plan reads it now.
+		ok, detail := true, st.RPOReading
+		if !take || detail == "" {
+			ok, detail = e.rpo(ctx, st, now)
+		}
 		if !ok && st.Approval != nil && st.Approval.Decision != "" {
 			ok, detail = true, detail+"; approved by "+st.Approval.By
 		}

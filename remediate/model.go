@@ -90,6 +90,9 @@ type StepRun struct {
 	Ops      []*Op     `json:"ops"`
 	Reason   string    `json:"reason,omitempty"`
 	Approval *Approval `json:"approval,omitempty"`
+	// RPOReading is the replication lag a failover step's RPO gate read when the step began: once,
+	// not again before every op.
+	RPOReading string `json:"rpo_reading,omitempty"`
 	// StartedAt is when the step began acting; DoneAt when it verified, failed or was skipped.
 	StartedAt time.Time `json:"started_at,omitzero"`
 	DoneAt    time.Time `json:"done_at,omitzero"`
