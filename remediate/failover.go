@@ -308,14 +308,7 @@ func shed(ctx context.Context, c kubernetes.Interface, op *Op, dryRun bool, befo
 	}
 	d.Annotations[ActionAnnotation] = op.ID
 	d.Annotations[replicasBeforeAnnotation] = strconv.Itoa(cur)
-	_, err = c.AppsV1().Deployments(op.Namespace).Update(ctx, d, metav1.UpdateOptions{DryRun: writeOptions(dryRun)})
-	if apierrors.IsConflict(err) {
-		return actResult{blocked: true, detail: "the Deployment changed meanwhile; tried again", calls: []string{call}}, nil
-	}
-	if err != nil {
-		return actResult{calls: []string{call}}, err
-	}
-	return actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", cur, n), undo: undoScale + strconv.Itoa(cur), calls: []string{call}, expect: n}, nil
+	return updateDeployment(ctx, c, d, dryRun, call, actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", cur, n), undo: undoScale + strconv.Itoa(cur), expect: n})
 }
 
 // failbackTargets are the ops of a failover that acted, each to be taken back.
@@ -481,15 +474,8 @@ func failover(ctx context.Context, c kubernetes.Interface, op *Op, sp *KeptSpec,
 	d.Annotations[ActionAnnotation] = op.ID
 	d.Annotations[FailoverAnnotation] = op.From
 	d.Annotations[replicasBeforeAnnotation] = strconv.Itoa(before0)
-	_, err = c.AppsV1().Deployments(op.Namespace).Update(ctx, d, metav1.UpdateOptions{DryRun: writeOptions(dryRun)})
-	if apierrors.IsConflict(err) {
-		return actResult{blocked: true, detail: "the Deployment changed meanwhile; tried again", calls: []string{call}}, nil
-	}
-	if err != nil {
-		return actResult{calls: []string{call}}, err
-	}
-	return actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", before0, before0+op.Replicas), undo: undoScale + strconv.Itoa(before0), calls: []string{call},
-		expect: before0 + op.Replicas}, nil
+	return updateDeployment(ctx, c, d, dryRun, call, actResult{done: true, detail: fmt.Sprintf("scaled from %d to %d replicas", before0, before0+op.Replicas), undo: undoScale + strconv.Itoa(before0),
+		expect: before0 + op.Replicas})
 }
 
 // ensureNamespace creates a namespace that does not exist yet.
@@ -557,14 +543,7 @@ func takeBack(ctx context.Context, c kubernetes.Interface, op *Op, of, undo, mar
 		d.Annotations[ActionAnnotation] = mark
 		delete(d.Annotations, FailoverAnnotation)
 		delete(d.Annotations, replicasBeforeAnnotation)
-		_, err = c.AppsV1().Deployments(op.Namespace).Update(ctx, d, metav1.UpdateOptions{DryRun: opts})
-		if apierrors.IsConflict(err) {
-			return actResult{blocked: true, detail: "the Deployment changed meanwhile; tried again", calls: []string{call}}, nil
-		}
-		if err != nil {
-			return actResult{calls: []string{call}}, err
-		}
-		return actResult{done: true, detail: fmt.Sprintf("scaled back to %d replicas", n), calls: []string{call}}, nil
+		return updateDeployment(ctx, c, d, dryRun, call, actResult{done: true, detail: fmt.Sprintf("scaled back to %d replicas", n)})
 	}
 	return actResult{}, fmt.Errorf("no undo %q for a failover", undo)
 }

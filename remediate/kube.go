@@ -203,14 +203,7 @@ func rollback(ctx context.Context, c kubernetes.Interface, op *Op, dryRun bool, 
 		d.Annotations = map[string]string{}
 	}
 	d.Annotations[ActionAnnotation] = op.ID
-	_, err = c.AppsV1().Deployments(op.Namespace).Update(ctx, d, metav1.UpdateOptions{DryRun: writeOptions(dryRun)})
-	if apierrors.IsConflict(err) {
-		return actResult{blocked: true, detail: "the Deployment changed meanwhile; tried again", calls: []string{call}}, nil
-	}
-	if err != nil {
-		return actResult{calls: []string{call}}, err
-	}
-	return actResult{done: true, detail: fmt.Sprintf("rolled back to revision %d (images %v)", prev.rev, images(prev.template)), calls: []string{call}}, nil
+	return updateDeployment(ctx, c, d, dryRun, call, actResult{done: true, detail: fmt.Sprintf("rolled back to revision %d (images %v)", prev.rev, images(prev.template))})
 }
 
 type revision struct {
@@ -290,4 +283,19 @@ func restart(ctx context.Context, c kubernetes.Interface, op *Op, attempt int, n
 		return actResult{calls: []string{call}}, err
 	}
 	return actResult{done: true, detail: "restarted (a new pod template rolls every pod)", calls: []string{call}}, nil
+}
+
+// updateDeployment writes a changed Deployment (call is how the audit names the write) and
+// answers done, with the call, once it is accepted. A conflict (the Deployment changed since
+// it was read) is blocked: the op reads it again at its next try.
+func updateDeployment(ctx context.Context, c kubernetes.Interface, d *appsv1.Deployment, dryRun bool, call string, done actResult) (actResult, error) {
+	_, err := c.AppsV1().Deployments(d.Namespace).Update(ctx, d, metav1.UpdateOptions{DryRun: writeOptions(dryRun)})
+	if apierrors.IsConflict(err) {
+		return actResult{blocked: true, detail: "the Deployment changed meanwhile; tried again", calls: []string{call}}, nil
+	}
+	if err != nil {
+		return actResult{calls: []string{call}}, err
+	}
+	done.calls = []string{call}
+	return done, nil
 }

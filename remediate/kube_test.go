@@ -2,14 +2,19 @@ package remediate
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 )
 
@@ -106,4 +111,32 @@ func TestDrainLeavesDaemonSetMirrorAndTerminatingPods(t *testing.T) {
 	require.True(t, res.done)
 	require.Equal(t, []string{"POST /api/v1/namespaces/ns/pods/web/eviction"}, calls)
 	require.Contains(t, res.detail, "1 pods evicted, 0 refused by a PodDisruptionBudget (tried again), 3 left")
+}
+
+// A Deployment that changed between the read and the write (a conflict) blocks the op, to be
+// read again at its next try; it is not an error and not done.
+func TestDeploymentWriteConflictIsTriedAgain(t *testing.T) {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "shop"}, Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(4))}}
+	cs := fake.NewClientset(d)
+	conflict := true
+	cs.PrependReactor("update", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflict {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "api", errors.New("modified"))
+		}
+		return false, nil, nil
+	})
+	op := &Op{ID: "rem-1-1-0", Action: "shed", Cluster: "c1", Kind: "Deployment", Namespace: "shop", Name: "api", Replicas: 3}
+	var calls []string
+	before := func(call string) error { calls = append(calls, call); return nil }
+	res, err := shed(context.Background(), cs, op, false, before)
+	require.NoError(t, err)
+	require.True(t, res.blocked)
+	require.False(t, res.done)
+	require.Len(t, res.calls, 1)
+	conflict = false
+	res, err = shed(context.Background(), cs, op, false, before)
+	require.NoError(t, err)
+	require.True(t, res.done, res.detail)
+	require.Equal(t, 1, res.expect)
+	require.Len(t, calls, 2, "each write audited before it went out")
 }
