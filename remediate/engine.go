@@ -301,6 +301,12 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 			e.ended = append(e.ended, r)
 		}
 	}
+	// What an incident was told is kept while it is open or one of its remediations runs.
+	for id := range e.told {
+		if _, ok := open[id]; !ok && !slices.ContainsFunc(slices.Collect(maps.Values(e.active)), func(r *Remediation) bool { return r.IncidentID == id }) {
+			delete(e.told, id)
+		}
+	}
 	e.metrics.update(e, e.budgetItems(ctx, nil, now))
 	e.publishActions(now)
 	return errors.Join(errs...)

@@ -180,6 +180,10 @@ func TestFailoverRefusedWithoutCapacity(t *testing.T) {
 	// Refused once: no new plan at every evaluation.
 	w.tick(time.Second)
 	w.only()
+	// Once the incident is over, what it was told is not kept.
+	w.incidents = nil
+	w.tick(time.Second)
+	require.Empty(t, w.engine.told)
 }
 
 func TestFailoverWaitsForApprovalAboveTheRPO(t *testing.T) {
