@@ -110,10 +110,13 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (cp *ControlP
 	if err != nil {
 		return nil, fmt.Errorf("certificates of %s: %w", o.Name, err)
 	}
-	cp = &ControlPlane{Name: o.Name, Dir: o.Dir, pki: p}
+	started := &ControlPlane{Name: o.Name, Dir: o.Dir, pki: p}
+	cp = started
 	defer func() {
+		// A failure returns nil: what started is stopped through its own reference (cp.Close
+		// on the nil result panicked and hid the error).
 		if err != nil {
-			cp.Close()
+			started.Close()
 		}
 	}()
 	ports, err := freePorts(5)
