@@ -81,9 +81,6 @@ func (c client) call(method, path string, body any, out any) int {
 // from the view drive actions through each cluster's API server, and each action is verified
 // in the same view.
 func TestRemediation(t *testing.T) {
-	// Beside TestRemediationLeaderElectionAndDryRun, each on a lab of its own: both mostly
-	// wait (for scrapes, `for` durations, Leases).
-	t.Parallel()
 	dir := t.TempDir()
 	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
 	viewer := testenv.WriteFile(t, dir, "viewer.token", "viewer-secret\n")
@@ -625,7 +622,6 @@ func scrape(t *testing.T, base string) string {
 // logs record, and nothing changed. Placement keeps 90% headroom here: a lost cluster's
 // failover finds no room, and is refused with the numbers, in its incident too.
 func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
 	l := lab.Start(t, lab.Options{
