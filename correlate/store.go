@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/fleetwatch/fleetwatch/internal/journal"
 )
 
 // Store keeps the engine's state in a bbolt file in the data directory: the alerts received
@@ -29,7 +31,31 @@ var (
 	// that the history is listed and pruned without decoding the whole store. A store that
 	// predates it gets it filled from the incidents when it is first opened.
 	bucketResolved = []byte("resolved") // resolution time (8 bytes, Unix ns) + ID -> nothing
+	// bucketEvents is the journal of incident changes (internal/journal) the on-call hooks
+	// deliver: written with the change, trimmed once every receiver took it.
+	bucketEvents = []byte("events") // seq (8 bytes) -> journal.Entry
 )
+
+// Incident events, as the journal and the on-call hooks name them.
+const (
+	EventOpened       = "opened"
+	EventChanged      = "changed"
+	EventAcknowledged = "acknowledged"
+	EventResolved     = "resolved"
+)
+
+// eventOf names the change from prev (nil: not stored before) to inc.
+func eventOf(prev, inc *Incident) string {
+	switch {
+	case !inc.Active() && (prev == nil || prev.Active()):
+		return EventResolved
+	case prev == nil:
+		return EventOpened
+	case inc.AckedBy != "" && prev.AckedBy == "":
+		return EventAcknowledged
+	}
+	return EventChanged
+}
 
 type storedAlert struct {
 	Alert
@@ -184,9 +210,9 @@ func (s *Store) DeleteAlerts(fps []uint64) error {
 	})
 }
 
-// SaveIncidents stores the incidents and queues their new state for every destination, in
-// one transaction: an incident change is never stored without being queued, or queued
-// without being stored.
+// SaveIncidents stores the incidents, queues their new state for every destination and
+// journals the change for the on-call hooks, in one transaction: an incident change is never
+// stored without being queued and journaled, or announced without being stored.
 func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 	if len(incs) == 0 {
 		return nil
@@ -197,6 +223,21 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 			v, err := json.Marshal(inc)
 			if err != nil {
 				return err
+			}
+			var prev *Incident
+			if old := b.Get([]byte(inc.ID)); old != nil {
+				prev = &Incident{}
+				if err := json.Unmarshal(old, prev); err != nil {
+					return fmt.Errorf("incident %s: %w", inc.ID, err)
+				}
+			}
+			if prev == nil || prev.Revision != inc.Revision {
+				err := journal.Append(tx, bucketEvents, &journal.Entry{
+					Time: inc.UpdatedAt, Kind: eventOf(prev, inc), Subject: inc.ID, Incident: inc.ID, Clusters: inc.Clusters, Payload: v,
+				})
+				if err != nil {
+					return err
+				}
 			}
 			if err := b.Put([]byte(inc.ID), v); err != nil {
 				return err
@@ -215,6 +256,17 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 		return nil
 	})
 }
+
+// Events returns up to limit journaled incident changes after seq, in order.
+func (s *Store) Events(after uint64, limit int) ([]journal.Entry, error) {
+	return journal.Read(s.db, bucketEvents, after, limit)
+}
+
+// EventsHead is the sequence number of the last journaled change (0: none yet).
+func (s *Store) EventsHead() (uint64, error) { return journal.Head(s.db, bucketEvents) }
+
+// TrimEvents deletes the journaled changes up to seq: every reader has them.
+func (s *Store) TrimEvents(upTo uint64) error { return journal.Trim(s.db, bucketEvents, upTo) }
 
 // Enqueue queues the current state of incidents for destinations again (periodic resends).
 func (s *Store) Enqueue(ids []string, destinations []string) error {

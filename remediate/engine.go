@@ -990,6 +990,24 @@ var ErrConflict = errors.New("conflict")
 // (approve: it runs; deny: the remediation ends denied) or an inconclusive verification
 // (approve: verify again for the step's timeout; deny: the remediation ends failed).
 func (e *Engine) Decide(id, who string, approve bool, comment string) (*Remediation, error) {
+	return e.decide(id, who, approve, comment, nil)
+}
+
+// DecideApproval decides the approval request of step that was made at requested, and nothing
+// else: an approval link names the request it was sent for, so a link used twice, or after
+// the step was decided or asked again, is a conflict instead of a decision on something its
+// holder never saw.
+func (e *Engine) DecideApproval(id string, step int, requested time.Time, who string, approve bool, comment string) (*Remediation, error) {
+	return e.decide(id, who, approve, comment, func(r *Remediation) error {
+		if r.Current != step || r.State != StateWaiting || r.Steps[step].State != StepWaiting ||
+			r.Steps[step].Approval == nil || !r.Steps[step].Approval.RequestedAt.Equal(requested) {
+			return fmt.Errorf("%w: remediation %s: this approval request was already decided or replaced (state %s)", ErrConflict, id, r.State)
+		}
+		return nil
+	})
+}
+
+func (e *Engine) decide(id, who string, approve bool, comment string, check func(*Remediation) error) (*Remediation, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cur, ok := e.active[id]
@@ -1002,11 +1020,16 @@ func (e *Engine) Decide(id, who string, approve bool, comment string) (*Remediat
 	if cur.Current >= len(cur.Steps) {
 		return nil, fmt.Errorf("%w: remediation %s has no step left", ErrConflict, id)
 	}
+	if check != nil {
+		if err := check(cur); err != nil {
+			return nil, err
+		}
+	}
 	// The decision is made on a copy, stored with its audit in one transaction, and only then
 	// takes the running remediation's place: a failed write leaves both as they were.
 	r := cur.clone()
 	now := e.now()
-	decision := map[bool]string{true: "approved", false: "denied"}[approve]
+	decision := map[bool]string{true: EventApproved, false: EventDenied}[approve]
 	detail := decision + " by " + who
 	if comment != "" {
 		detail += ": " + comment

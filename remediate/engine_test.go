@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -773,4 +774,50 @@ func TestEscalationRestartThenNotify(t *testing.T) {
 	require.Equal(t, StepFailed, r.Steps[0].State)
 	require.Equal(t, StepNotified, r.Steps[1].State)
 	require.Len(t, w.writes("c1"), 2)
+}
+
+func TestApprovalRequestDecidedOnceAndJournaled(t *testing.T) {
+	w := newWorld(t, nil)
+	r := waiting(t, w, "c1", "n2")
+	requested := r.Steps[0].Approval.RequestedAt
+	_, err := w.engine.DecideApproval(r.ID, 0, requested.Add(time.Nanosecond), "alice", true, "")
+	require.ErrorIs(t, err, ErrConflict, "a link made for another request decides nothing")
+	_, err = w.engine.DecideApproval(r.ID, 1, requested, "alice", true, "")
+	require.ErrorIs(t, err, ErrConflict, "nor one for another step")
+	_, err = w.engine.DecideApproval(r.ID, 0, requested, "alice", true, "")
+	require.NoError(t, err)
+	_, err = w.engine.DecideApproval(r.ID, 0, requested, "mallory", false, "")
+	require.ErrorIs(t, err, ErrConflict, "a link is good once")
+	require.Equal(t, "alice", mustGet(t, w, r.ID).Steps[0].Approval.By)
+
+	w.tick(time.Second)
+	w.set(`kube_node_spec_unschedulable{cluster="c1",node="n2"}`, 1)
+	w.tick(5 * time.Second)
+	w.tick(5 * time.Minute)
+	require.Equal(t, StateSucceeded, w.only().State)
+
+	// Every change is journaled with the state it made, for the on-call hooks.
+	entries, err := w.store.Events(0, 100)
+	require.NoError(t, err)
+	var kinds []string
+	for i, e := range entries {
+		require.Equal(t, uint64(i+1), e.Seq)
+		require.Equal(t, r.ID, e.Subject)
+		require.Equal(t, []string{"c1"}, e.Clusters)
+		kinds = append(kinds, e.Kind)
+	}
+	require.Equal(t, []string{
+		EventPlanned, EventWaiting, EventApproved, EventExecuted, EventVerified, EventExecuted, EventVerified, StateSucceeded,
+	}, kinds)
+	var last Remediation
+	require.NoError(t, json.Unmarshal(entries[len(entries)-1].Payload, &last))
+	require.Equal(t, StateSucceeded, last.State)
+
+	head, err := w.store.EventsHead()
+	require.NoError(t, err)
+	require.NoError(t, w.store.TrimEvents(head-1))
+	entries, err = w.store.Events(0, 100)
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.Equal(t, head, entries[0].Seq)
 }

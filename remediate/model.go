@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"slices"
 	"time"
 
 	"github.com/fleetwatch/fleetwatch/internal/config"
@@ -102,7 +103,7 @@ type StepRun struct {
 type Approval struct {
 	RequestedAt time.Time `json:"requested_at"`
 	ExpiresAt   time.Time `json:"expires_at"`
-	Decision    string    `json:"decision,omitempty"` // approved, denied
+	Decision    string    `json:"decision,omitempty"` // EventApproved, EventDenied
 	By          string    `json:"by,omitempty"`
 	At          time.Time `json:"at,omitzero"`
 }
@@ -204,3 +205,69 @@ const (
 	EventState    = "state"
 	EventGuard    = "guard"
 )
+
+// Remediation events, as the journal and the on-call hooks name them. Besides these, a
+// remediation that ends journals its final state by name (succeeded, failed, expired,
+// cancelled, refused, notified, inconclusive), and one a guard holds, "held".
+const (
+	EventPlanned    = "planned"
+	EventWaiting    = "waiting_approval"
+	EventApproved   = "approved"
+	EventDenied     = "denied"
+	EventExecuted   = "executed"
+	EventVerified   = "verified"
+	EventRolledBack = "rolled_back"
+	// EventFrozen: the partition guard holds the remediation (most of the fleet looks
+	// unreachable: fleetwatch is likelier cut off than the clusters are down).
+	EventFrozen = "frozen"
+)
+
+// eventsOf names what changed from prev (nil: not stored before) to r, in the order it
+// happened: step by step, then the remediation's own state.
+func eventsOf(prev, r *Remediation) []string {
+	var out []string
+	add := func(kind string) {
+		if !slices.Contains(out, kind) {
+			out = append(out, kind)
+		}
+	}
+	if prev == nil {
+		add(EventPlanned)
+	}
+	for i, st := range r.Steps {
+		var ps *StepRun
+		if prev != nil && i < len(prev.Steps) {
+			ps = prev.Steps[i]
+		}
+		was := func(state string) bool { return ps != nil && ps.State == state }
+		if st.State == StepWaiting && !was(StepWaiting) {
+			add(EventWaiting)
+		}
+		if a := st.Approval; a != nil && a.Decision != "" && (ps == nil || ps.Approval == nil || ps.Approval.Decision == "") {
+			add(a.Decision)
+		}
+		// Executed: the step's writes went out; a step that went out and verified between two
+		// stores says both.
+		if (st.State == StepVerifying || st.State == StepVerified) && !was(StepVerifying) && !was(StepVerified) {
+			add(EventExecuted)
+		}
+		if st.State == StepVerified && !was(StepVerified) {
+			add(EventVerified)
+		}
+		for j, op := range st.Ops {
+			if op.State == OpUndone && (ps == nil || j >= len(ps.Ops) || ps.Ops[j].State != OpUndone) {
+				add(EventRolledBack)
+			}
+		}
+	}
+	if prev != nil && prev.State == r.State {
+		return out
+	}
+	switch {
+	case r.State == StateHeld && slices.ContainsFunc(r.Guards, func(c Check) bool { return c.Guard == GuardPartition && !c.Passed }):
+		add(EventFrozen)
+	case r.State == StateHeld || Final(r.State) || r.State == StateInconclusive:
+		add(r.State)
+	}
+	return out
+}

@@ -11,6 +11,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	appsv1 "k8s.io/api/apps/v1"
+
+	"github.com/fleetwatch/fleetwatch/internal/journal"
 )
 
 // Store keeps remediations and the audit in a bbolt file in the data directory. Every write is
@@ -27,6 +29,9 @@ var (
 	bucketByIncident   = []byte("by_incident")  // incident ID \x00 remediation ID -> nothing
 	bucketPaused       = []byte("paused")       // "cluster/<name>" ("cluster/": the fleet) -> who paused it
 	bucketSpecs        = []byte("specs")        // cluster \x00 namespace/name -> KeptSpec
+	// bucketEvents is the journal of remediation events (internal/journal) the on-call hooks
+	// deliver: written with the change, trimmed once every receiver took it.
+	bucketEvents = []byte("events") // seq (8 bytes) -> journal.Entry
 )
 
 // ErrNotFound is returned for an unknown remediation.
@@ -76,6 +81,21 @@ func (s *Store) SaveAll(rs []*Remediation, entries ...*AuditEntry) error {
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for i, r := range rs {
+			var prev *Remediation
+			if old := tx.Bucket(bucketRemediations).Get([]byte(r.ID)); old != nil {
+				prev = &Remediation{}
+				if err := json.Unmarshal(old, prev); err != nil {
+					return fmt.Errorf("remediation %s: %w", r.ID, err)
+				}
+			}
+			for _, kind := range eventsOf(prev, r) {
+				err := journal.Append(tx, bucketEvents, &journal.Entry{
+					Time: r.UpdatedAt, Kind: kind, Subject: r.ID, Incident: r.IncidentID, Clusters: r.Clusters, Payload: data[i],
+				})
+				if err != nil {
+					return err
+				}
+			}
 			if err := tx.Bucket(bucketRemediations).Put([]byte(r.ID), data[i]); err != nil {
 				return err
 			}
@@ -86,6 +106,17 @@ func (s *Store) SaveAll(rs []*Remediation, entries ...*AuditEntry) error {
 		return appendAudit(tx, entries)
 	})
 }
+
+// Events returns up to limit journaled remediation events after seq, in order.
+func (s *Store) Events(after uint64, limit int) ([]journal.Entry, error) {
+	return journal.Read(s.db, bucketEvents, after, limit)
+}
+
+// EventsHead is the sequence number of the last journaled event (0: none yet).
+func (s *Store) EventsHead() (uint64, error) { return journal.Head(s.db, bucketEvents) }
+
+// TrimEvents deletes the journaled events up to seq: every reader has them.
+func (s *Store) TrimEvents(upTo uint64) error { return journal.Trim(s.db, bucketEvents, upTo) }
 
 // Audit appends entries on their own (a plan that was not kept, a refused approval).
 func (s *Store) Audit(entries ...*AuditEntry) error {

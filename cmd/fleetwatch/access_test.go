@@ -194,6 +194,9 @@ func TestAccessMatrix(t *testing.T) {
 		{"GET", "/api/v1/incidents", "", all(allowed, map[string]int{"anonymous": 401, "cluster eu-1": 403, "bad token": 401, "bad password": 401})},
 		{"POST", "/api/v1/incidents/inc-x/ack", "", all(403, map[string]int{"anonymous": 401, "operator": allowed, "team-a": allowed, "bad token": 401, "bad password": 401})},
 		{"POST", "/api/v1/incidents/inc-x/resolve", "", all(403, map[string]int{"anonymous": 401, "operator": allowed, "team-a": allowed, "bad token": 401, "bad password": 401})},
+		{"POST", "/api/v1/approvals/fwa1.x.y", `{"decision":"approve"}`, all(403, map[string]int{"anonymous": 401, "operator": allowed, "team-a": allowed, "bad token": 401, "bad password": 401})},
+		{"GET", "/api/v1/approvals/fwa1.x.y", "", all(allowed, map[string]int{"anonymous": 401, "cluster eu-1": 403, "bad token": 401, "bad password": 401})},
+		{"GET", "/api/v1/hooks", "", all(allowed, map[string]int{"anonymous": 401, "cluster eu-1": 403, "bad token": 401, "bad password": 401, "team-a": 403, "team-b-selector": 403})},
 		{"GET", "/debug/pprof/", "", all(403, map[string]int{"anonymous": 401, "admin": allowed, "bad token": 401, "bad password": 401})},
 		{"POST", "/-/reload", "", all(403, map[string]int{"anonymous": 401, "admin": allowed, "bad token": 401, "bad password": 401})},
 		{"POST", "/api/v1/write", "not snappy", all(403, map[string]int{"anonymous": 401, "cluster eu-1": allowed, "bad token": 401, "bad password": 401})},
@@ -219,6 +222,39 @@ func TestAccessMatrix(t *testing.T) {
 	require.Positive(t, testutil.ToFloat64(f.srv.guard.RefusedCounter("reload", access.ReasonForbidden)))
 	require.Positive(t, testutil.ToFloat64(f.srv.guard.RefusedCounter("query", access.ReasonUnauthenticated)))
 	require.Positive(t, testutil.ToFloat64(f.srv.guard.RefusedCounter("metrics", access.ReasonScope)))
+}
+
+// TestCrossOriginChangesRefused: a browser's state-changing request from another site (a forged
+// form or script riding on saved basic-auth credentials) is refused before it is authenticated;
+// the same request from fleetwatch's own pages, or from an API client, is not.
+func TestCrossOriginChangesRefused(t *testing.T) {
+	f := startAccessFleet(t, testIdentities, false)
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"another site", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"an old browser's origin", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"its own page", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": f.url}, allowed},
+		{"an API client", nil, allowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := f.do(t, caller{"operator", func(r *http.Request) {
+				operator.set(r)
+				for k, v := range tc.header {
+					r.Header.Set(k, v)
+				}
+			}}, "POST", "/api/v1/incidents/inc-x/ack", "")
+			if tc.want == allowed {
+				require.NotContains(t, []int{401, 403}, code, body)
+				return
+			}
+			require.Equal(t, tc.want, code, body)
+			require.Contains(t, body, "fleetwatch takes changes from its own pages and from API clients only")
+		})
+	}
+	require.Equal(t, 2.0, testutil.ToFloat64(f.srv.guard.RefusedCounter("incident_ack", access.ReasonCrossOrigin)))
 }
 
 // TestOpenMode: without identities reads stay open, every state change is 403 naming the

@@ -37,6 +37,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/correlate/input"
+	"github.com/fleetwatch/fleetwatch/hooks"
 	"github.com/fleetwatch/fleetwatch/internal/access"
 	"github.com/fleetwatch/fleetwatch/internal/clusterauth"
 	"github.com/fleetwatch/fleetwatch/internal/config"
@@ -57,6 +58,7 @@ type serveCmd struct {
 	listen     string
 	webConfig  string
 	lifecycle  bool
+	grafanaURL string
 	tsdbPath   string
 	retention  model.Duration
 	log        *logFlags
@@ -68,6 +70,7 @@ func newServeCmd(app *kingpin.Application) *serveCmd {
 	s.cmd.Flag("web.listen-address", "Address to listen on for the API, remote-write and telemetry.").Default("0.0.0.0:9095").StringVar(&s.listen)
 	s.cmd.Flag("web.config.file", "Path to a configuration file that can enable TLS, client certificates and basic auth users (Prometheus's exporter-toolkit format).").Default("").StringVar(&s.webConfig)
 	s.cmd.Flag("web.enable-lifecycle", "Enable shutdown and reload via HTTP request (admin role).").Default("false").BoolVar(&s.lifecycle)
+	s.cmd.Flag("web.grafana-url", "The Grafana that has fleetwatch's dashboards (`fleetwatch dashboards generate`): the console links each cluster and incident to them. Empty: no links.").Default("").StringVar(&s.grafanaURL)
 	s.cmd.Flag("storage.tsdb.path", "Base path for metrics storage.").Default("data/").StringVar(&s.tsdbPath)
 	s.cmd.Flag("storage.tsdb.retention.time", "How long to retain samples in storage.").Default("15d").SetValue(&s.retention)
 	s.log = addLogFlags(s.cmd)
@@ -86,14 +89,15 @@ func (s *serveCmd) run() error {
 		ConfigFile:      s.configFile,
 		WebConfigFile:   s.webConfig,
 		EnableLifecycle: s.lifecycle,
+		GrafanaURL:      s.grafanaURL,
 		TSDBPath:        s.tsdbPath,
 		Retention:       time.Duration(s.retention),
 		Listener:        ln,
 		Logger:          logger,
 		Flags: map[string]string{
 			"config.file": s.configFile, "web.listen-address": s.listen, "web.config.file": s.webConfig,
-			"web.enable-lifecycle": fmt.Sprint(s.lifecycle),
-			"storage.tsdb.path":    s.tsdbPath, "storage.tsdb.retention.time": s.retention.String(),
+			"web.enable-lifecycle": fmt.Sprint(s.lifecycle), "web.grafana-url": s.grafanaURL,
+			"storage.tsdb.path": s.tsdbPath, "storage.tsdb.retention.time": s.retention.String(),
 		},
 	})
 	if err != nil {
@@ -110,11 +114,13 @@ type serverOptions struct {
 	WebConfigFile string
 	// EnableLifecycle is --web.enable-lifecycle: /-/reload and /-/quit over HTTP.
 	EnableLifecycle bool
-	TSDBPath        string
-	Retention       time.Duration
-	Listener        net.Listener
-	Logger          *slog.Logger
-	Flags           map[string]string
+	// GrafanaURL is --web.grafana-url: where the console's dashboard links lead.
+	GrafanaURL string
+	TSDBPath   string
+	Retention  time.Duration
+	Listener   net.Listener
+	Logger     *slog.Logger
+	Flags      map[string]string
 }
 
 // server wires the components into one process.
@@ -151,6 +157,12 @@ type server struct {
 	kube     atomic.Pointer[map[string]kubernetes.Interface]
 	http     *http.Server
 	ready    atomic.Bool
+	// cfg is the configuration in force (apply stores it), for the web console.
+	cfg atomic.Pointer[config.Config]
+	// hooks delivers incident and remediation events to webhook receivers; approvals serves
+	// the approval links their events carry.
+	hooks     *hooks.Dispatcher
+	approvals *hooks.Approvals
 	// guard is the access layer in front of every handler; tls is the listener's TLS
 	// configuration from --web.config.file (nil: plain HTTP).
 	guard *access.Guard
@@ -220,9 +232,40 @@ func newServer(o serverOptions) (*server, error) {
 		return nil, err
 	}
 	closeAll := func() {
+		if s.hooks != nil {
+			s.hooks.Close()
+		}
 		s.remedStore.Close()
 		s.store.Close()
 		s.view.Close()
+	}
+	var approvalKey string
+	if approvalKey = cfg.Hooks.ApprovalSecret; approvalKey == "" {
+		// Without a configured key, one of this data directory's own: its links are good
+		// only on this process (and its restarts).
+		if approvalKey, err = hooks.LoadOrCreateKey(filepath.Join(o.TSDBPath, "fleetwatch-approval.key")); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("approval key: %w", err)
+		}
+	}
+	tokens, err := hooks.NewTokens(approvalKey)
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("hooks.approval_secret_file: %w", err)
+	}
+	s.hooks, err = hooks.New(hooks.Options{
+		Path: filepath.Join(o.TSDBPath, "fleetwatch-hooks.db"),
+		Sources: []hooks.Source{
+			{Name: hooks.SourceIncident, Events: s.store.Events, Head: s.store.EventsHead, Trim: s.store.TrimEvents},
+			{Name: hooks.SourceRemediation, Events: s.remedStore.Events, Head: s.remedStore.EventsHead, Trim: s.remedStore.TrimEvents},
+		},
+		Incident: s.store.Incident, Tokens: tokens, ExternalURL: externalURL,
+		UserAgent: "fleetwatch-hooks/" + version,
+		Logger:    o.Logger.With("component", "hooks"), Registerer: reg,
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
 	}
 	s.incidents, err = correlate.New(correlate.Options{
 		// Alerts remediation's own actions cause join the incident they remediate.
@@ -307,6 +350,10 @@ func newServer(o serverOptions) (*server, error) {
 		closeAll()
 		return nil, err
 	}
+	s.approvals = &hooks.Approvals{
+		Tokens: tokens, Engine: s.remediate, Store: s.remedStore, Now: time.Now,
+		Identify: func(ctx context.Context) (correlate.Caller, bool) { return access.FromContext(ctx) },
+	}
 	// The listener's TLS is set once; a reload may renew certificates and users, not turn TLS
 	// on or off.
 	wc, err := access.LoadWebConfig(o.WebConfigFile)
@@ -347,6 +394,8 @@ func newServer(o serverOptions) (*server, error) {
 	mux.Handle("/api/v1/incidents/", s.incidents.Handler())
 	mux.Handle("/api/v1/remediations", s.remediate.Handler())
 	mux.Handle("/api/v1/remediations/", s.remediate.Handler())
+	mux.Handle("/api/v1/approvals/", s.approvals.Handler())
+	mux.Handle("/api/v1/hooks", s.hooks.Handler())
 	mux.Handle("/api/v1/", s.view.Handler(query.APIOptions{
 		Ready:         s.ready.Load,
 		BuildInfo:     &v1.PrometheusVersion{Version: version, Revision: revision, GoVersion: runtime.Version()},
@@ -368,6 +417,13 @@ func newServer(o serverOptions) (*server, error) {
 	mux.HandleFunc("/-/reload", s.serveReload)
 	mux.HandleFunc("/-/quit", s.serveQuit)
 	mux.Handle("/federate", s.view.FederateHandler())
+	// The web console serves every path no route here takes (unknown ones get a 404 page).
+	con, err := s.newConsole()
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	mux.Handle("/", con.Handler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -400,10 +456,23 @@ var endpoints = []access.Endpoint{
 	{Pattern: "POST /api/v1/remediations/plan", Name: "remediation_plan", Need: access.RoleRead, Scope: access.ScopeHandler},
 	{Pattern: "/api/v1/remediations", Name: "remediations", Need: access.RoleRead, Scope: access.ScopeHandler},
 	{Pattern: "/api/v1/remediations/", Name: "remediations", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /api/v1/approvals/{token}", Name: "approval", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "POST /api/v1/approvals/{token}", Name: "approval_decide", Need: access.RoleOperate, Scope: access.ScopeHandler},
+	{Pattern: "/api/v1/hooks", Name: "hooks", Need: access.RoleRead},
 	{Pattern: "/api/v1/placements", Name: "placements", Need: access.RoleRead},
 	{Pattern: "/api/v1/placements/", Name: "placements", Need: access.RoleRead},
 	{Pattern: "/api/v1/whatif", Name: "whatif", Need: access.RoleRead},
 	{Pattern: "/metrics", Name: "metrics", Need: access.RoleRead},
+	// The web console (console.Routes): its pages show a team only its clusters themselves.
+	{Pattern: "GET /{$}", Name: "console_fleet", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /static/", Name: "console_static", Need: access.RoleRead, Scope: access.ScopeNone},
+	{Pattern: "GET /graph", Name: "console_graph", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /clusters/{name}", Name: "console_cluster", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /incidents", Name: "console_incidents", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /incidents/{id}", Name: "console_incident", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /remediations", Name: "console_remediations", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /remediations/{id}", Name: "console_remediation", Need: access.RoleRead, Scope: access.ScopeHandler},
+	{Pattern: "GET /whatif", Name: "console_whatif", Need: access.RoleRead, Scope: access.ScopeHandler},
 	{Pattern: "/federate", Name: "federate", Need: access.RoleRead, Scope: access.ScopeFederate},
 	{Pattern: "/api/v1/query", Name: "query", Need: access.RoleRead, Scope: access.ScopeQuery},
 	{Pattern: "/api/v1/query_range", Name: "query_range", Need: access.RoleRead, Scope: access.ScopeQuery},
@@ -459,6 +528,9 @@ func (s *server) apply(cfg *config.Config) error {
 		return err
 	}
 	cs := correlateSettings(cfg)
+	if err := hooks.Check(cfg.Hooks); err != nil {
+		return err
+	}
 	if err := cfg.Remediation.Validate(); err != nil {
 		return err
 	}
@@ -513,12 +585,16 @@ func (s *server) apply(cfg *config.Config) error {
 	s.correlating.Store(cfg.Correlate.Enabled)
 	s.ocm.Store(ocmPub)
 	s.scheduling.Store(cfg.Schedule.Enabled)
+	s.cfg.Store(cfg)
 	if err := s.schedule.ApplySettings(sched); err != nil {
 		return fmt.Errorf("apply schedule config: %w", err)
 	}
 	s.kube.Store(&kube)
 	if err := s.remediate.ApplySettings(cfg.Remediation); err != nil {
 		return fmt.Errorf("apply remediation config: %w", err)
+	}
+	if err := s.hooks.ApplyConfig(cfg.Hooks); err != nil {
+		return fmt.Errorf("apply hooks config: %w", err)
 	}
 	return nil
 }
@@ -702,6 +778,9 @@ func (s *server) serveReload(w http.ResponseWriter, r *http.Request) {
 // Run serves until ctx ends, then shuts down and closes the TSDB.
 func (s *server) Run(ctx context.Context) error {
 	defer func() {
+		if err := s.hooks.Close(); err != nil {
+			s.logger.Error("closing the hooks store", "err", err)
+		}
 		if err := s.remedStore.Close(); err != nil {
 			s.logger.Error("closing the remediation store", "err", err)
 		}
@@ -785,6 +864,31 @@ func (s *server) Run(ctx context.Context) error {
 				return s.remediate.RunElected(ctx, hub, *le, s.identity)
 			}
 			s.remediate.Run(ctx)
+			return nil
+		}, func(error) { cancel(); <-done })
+	}
+	{
+		// Webhook deliveries, woken by every incident change (remediation's are polled); they
+		// stop before the stores close.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		g.Add(func() error {
+			defer close(done)
+			changes, unsubscribe := s.incidents.Subscribe()
+			defer unsubscribe()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			wg.Go(func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-changes:
+						s.hooks.Wake()
+					}
+				}
+			})
+			s.hooks.Run(ctx)
 			return nil
 		}, func(error) { cancel(); <-done })
 	}

@@ -43,6 +43,9 @@ const (
 	// ReasonScope: an endpoint a team-scoped identity may not use, or a request its scope
 	// cannot be enforced on (403).
 	ReasonScope = "scope"
+	// ReasonCrossOrigin: a browser sent a state-changing request from another site (what a
+	// forged form or script would do with the user's saved credentials).
+	ReasonCrossOrigin = "cross_origin"
 )
 
 // EndpointWrite is the endpoint name of the remote-write receiver, as refusals of a cluster's
@@ -98,6 +101,9 @@ type Guard struct {
 	bcryptMu  sync.Mutex // bcrypt is CPU-heavy: one comparison at a time, as the toolkit does
 	authCache sync.Map   // sha256(user, hash, password) -> bool; bounded by cacheLimit
 	cacheLen  atomic.Int64
+	// crossOrigin refuses state-changing browser requests from other sites (by their
+	// Sec-Fetch-Site and Origin headers); API clients that send neither pass.
+	crossOrigin *http.CrossOriginProtection
 }
 
 // cacheLimit bounds the remembered basic-auth outcomes; past it the cache starts over.
@@ -125,7 +131,7 @@ func NewGuard(o GuardOptions) (*Guard, error) {
 	}
 	reg := o.Registerer
 	g := &Guard{
-		logger: logger, routes: rt,
+		logger: logger, routes: rt, crossOrigin: http.NewCrossOriginProtection(),
 		refused: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetwatch_http_requests_refused_total",
 			Help: "HTTP requests refused by the access layer, by endpoint and reason (unauthenticated, forbidden, no_access_config, lifecycle_disabled, scope).",
@@ -280,6 +286,10 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 		ep := g.routes.classify(r)
 		if ep.Need == "" {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if err := g.crossOrigin.Check(r); err != nil {
+			g.refuse(w, r, ep, http.StatusForbidden, ReasonCrossOrigin, err.Error()+": fleetwatch takes changes from its own pages and from API clients only")
 			return
 		}
 		id, err := g.authenticate(st, r)

@@ -79,6 +79,8 @@ type Config struct {
 	Access AccessConfig `yaml:"access,omitempty"`
 	// Remediation says what fleetwatch may do about incidents, and the guards around it.
 	Remediation RemediationConfig `yaml:"remediation,omitempty"`
+	// Hooks are the signed outbound webhooks for incident and remediation events.
+	Hooks HooksConfig `yaml:"hooks,omitempty"`
 }
 
 // DefaultSchedule are the placement defaults (schedule/README.md).
@@ -860,6 +862,9 @@ func Load(data []byte, dir string) (*Config, error) {
 		a.HTTPClientConfig.SetDirectory(dir)
 	}
 	if err := cfg.Access.validate(cfg.Clusters, dir); err != nil {
+		return nil, err
+	}
+	if err := cfg.Hooks.load(dir); err != nil {
 		return nil, err
 	}
 	if le := cfg.Remediation.LeaderElection; le != nil {

@@ -266,6 +266,21 @@ func TestLoadResolvesSecretsAgainstDir(t *testing.T) {
 	require.EqualError(t, err, "read config: open testdata/does-not-exist.yml: no such file or directory")
 }
 
+func TestHooksSection(t *testing.T) {
+	cfg, err := LoadFile("testdata/hooks.good.yml")
+	require.NoError(t, err)
+	require.Equal(t, "token-eu-2", cfg.Hooks.ApprovalSecret)
+	r := cfg.Hooks.Receivers[0]
+	require.Equal(t, []string{"token-eu-1", "token-eu-2"}, r.Secrets, "the new secret first, as listed")
+	require.Equal(t, "testdata/secrets/eu-1.token", r.SecretFiles[0])
+	require.Equal(t, DefaultHookReceiver.Timeout, r.Timeout)
+	require.Equal(t, model.Duration(time.Minute), r.MaxBackoff)
+	require.Equal(t, []string{"critical"}, r.Match.Severity)
+	out, err := yaml.Marshal(cfg)
+	require.NoError(t, err)
+	require.NotContains(t, string(out), "token-eu-", "secrets read from files are not dumped")
+}
+
 // TestSecretsAreNotMarshalled guards the `yaml:"-"` tags: a config dumped for debugging must not
 // carry the credentials read from files.
 func TestSecretsAreNotMarshalled(t *testing.T) {
@@ -399,6 +414,10 @@ var badConfigs = []struct {
 	{"access_anonymous_operate.bad.yml", "access.anonymous_roles: \"operate\": only \"read\" may be given to requests without credentials"},
 	{"alertmanager_http_client_invalid.bad.yml", "rules: alertmanager https://am.example:9093: http client: at most one of basic_auth password, password_file & password_ref must be configured"},
 	{"access_token_shared.bad.yml", "access.identities: \"grafana\": bearer_token_file: the same token as cluster eu-1; each identity needs its own"},
+	{"hooks_bad_url.bad.yml", `hooks.receivers[0] ("pager"): url: "/relative" is not an absolute http or https URL`},
+	{"hooks_missing_secret.bad.yml", `hooks.receivers[0] ("pager"): secret_files[0]: open testdata/secrets/missing: no such file or directory`},
+	{"hooks_duplicate.bad.yml", `hooks.receivers[1] ("pager"): name: defined more than once`},
+	{"hooks_backoff.bad.yml", `hooks.receivers[0] ("pager"): min_backoff and max_backoff: need 0 < min_backoff <= max_backoff`},
 }
 
 func TestBadConfigs(t *testing.T) {

@@ -1,0 +1,113 @@
+// Package journal is the change feed of fleetwatch's bbolt stores: an append-only bucket of
+// events written in the same transaction as the state change they describe, so that a change
+// is never kept without its event or announced without being kept. The on-call hooks read
+// each store's journal from a cursor of their own and trim what every receiver has taken:
+// this is the transactional outbox pattern, and the reason a `kill -9` between a change and
+// its webhook loses nothing.
+package journal
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Entry is one event of a journal. Field names are the JSON the stores keep.
+type Entry struct {
+	// Seq is the entry's place in its journal: increasing, never reused (bbolt's bucket
+	// sequence), also after a trim.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Kind is what happened ("opened", "waiting_approval", ...), in the store's own words.
+	Kind string `json:"kind"`
+	// Subject is the ID of what changed (an incident, a remediation), Incident the incident it
+	// belongs to, Clusters the clusters it concerns: what receivers filter on.
+	Subject  string   `json:"subject"`
+	Incident string   `json:"incident,omitempty"`
+	Clusters []string `json:"clusters,omitempty"`
+	// Payload is the subject as it was stored by the change, in the store's JSON.
+	Payload json.RawMessage `json:"payload"`
+}
+
+// Append adds entries to the journal bucket inside tx (the transaction of the change they
+// describe), giving each its Seq.
+func Append(tx *bolt.Tx, bucket []byte, entries ...*Entry) error {
+	b, err := tx.CreateBucketIfNotExists(bucket)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Seq, err = b.NextSequence(); err != nil {
+			return err
+		}
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(key(e.Seq), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func key(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+// Read returns up to limit entries after seq, in order.
+func Read(db *bolt.DB, bucket []byte, after uint64, limit int) ([]Entry, error) {
+	var out []Entry
+	err := db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(key(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("journal %s entry %d: %w", bucket, binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Head is the Seq of the journal's last entry ever appended (0: none), trimmed or not.
+func Head(db *bolt.DB, bucket []byte) (uint64, error) {
+	var seq uint64
+	err := db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucket); b != nil {
+			seq = b.Sequence()
+		}
+		return nil
+	})
+	return seq, err
+}
+
+// Trim deletes the entries up to and including seq.
+func Trim(db *bolt.DB, bucket []byte, upTo uint64) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		if b == nil {
+			return nil
+		}
+		// Deleting under a cursor and then moving it skips keys (bbolt), so the cursor goes
+		// back to the first key after each delete.
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
