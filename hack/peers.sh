@@ -156,11 +156,20 @@ thanos_tools() {
 	build_wrapped "thanos-$THANOS_VERSION-slicelabels-filesystem" thanos slicelabels \
 		github.com/thanos-io/objstore objstore_filesystem_only github.com/thanos-io/thanos/cmd/thanos
 }
+# Debian's chromium for the console's browser tests: a download and an unpack, not a build, so it
+# runs beside the two build slots.
+bash "$here/chromium.sh" "$bin" >"$logs/chromium" 2>&1 &
+chromium_pid=$!
 job kubernetes kubernetes_tools
 job prometheus prometheus_tools
 job alertmanager alertmanager_tools
 job thanos thanos_tools
 while [ ${#running[@]} -gt 0 ]; do reap; done
+if ! wait $chromium_pid; then
+	echo "peers: chromium failed:" >&2
+	failed=1
+fi
+cat "$logs/chromium" >&2
 [ $failed = 0 ] || exit 1
 
 echo "$bin"
