@@ -102,6 +102,10 @@ func newChart(m promql.Matrix, start, end time.Time, step time.Duration, unit st
 	if hi <= lo {
 		hi = lo + 1
 	}
+	if unit != unitRatio {
+		// Headroom above the highest point, so a flat series is not drawn on the frame.
+		hi += (hi - lo) * 0.1
+	}
 	span := float64(end.Sub(start).Milliseconds())
 	if span <= 0 {
 		span = 1

@@ -226,10 +226,16 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 			}
 			var prev *Incident
 			if old := b.Get([]byte(inc.ID)); old != nil {
-				prev = &Incident{}
-				if err := json.Unmarshal(old, prev); err != nil {
+				// What eventOf compares, not the whole incident with its alerts.
+				var h struct {
+					State    string `json:"state"`
+					AckedBy  string `json:"acked_by"`
+					Revision int    `json:"revision"`
+				}
+				if err := json.Unmarshal(old, &h); err != nil {
 					return fmt.Errorf("incident %s: %w", inc.ID, err)
 				}
+				prev = &Incident{State: h.State, AckedBy: h.AckedBy, Revision: h.Revision}
 			}
 			if prev == nil || prev.Revision != inc.Revision {
 				err := journal.Append(tx, bucketEvents, &journal.Entry{

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -15,9 +17,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fleetwatch/fleetwatch/collector"
+	"github.com/fleetwatch/fleetwatch/hooks"
+	"github.com/fleetwatch/fleetwatch/hooks/hookstest"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/lab"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
@@ -84,13 +89,32 @@ func TestRemediation(t *testing.T) {
 	dir := t.TempDir()
 	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
 	viewer := testenv.WriteFile(t, dir, "viewer.token", "viewer-secret\n")
+	// A webhook receiver gets every incident and remediation event, signed.
+	hookSecret := testenv.WriteFile(t, dir, "hook.secret", "hook-secret-0123456789\n")
+	sink := &hookstest.Sink{Secret: "hook-secret-0123456789"}
+	receiver := httptest.NewServer(sink)
+	defer receiver.Close()
+	// The bad-rollout playbook as built in, but waiting for an operator: the on-call flow
+	// approves it in the console.
+	var rollout config.PlaybookConfig
+	for _, p := range remediate.DefaultPlaybooks {
+		if p.Name == remediate.PlaybookBadRollout {
+			rollout = p
+		}
+	}
+	rollout.Steps = slices.Clone(rollout.Steps)
+	rollout.Steps[0].Mode = config.ModeApprove
+	playbooks, err := yaml.Marshal([]config.PlaybookConfig{rollout})
+	require.NoError(t, err)
 	l := lab.Start(t, lab.Options{
 		Clusters: 3, ControlPlanes: true, Rules: remediationRules, Correlate: correlateConfig,
 		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
-			"remediation:\n  enabled: true\n  evaluation_interval: 1s\n  specs: {interval: 5s}\n" +
+			"remediation:\n  enabled: true\n  evaluation_interval: 1s\n  specs: {interval: 5s}\n  playbooks:\n" + indent(string(playbooks), "    ") +
 			"access:\n  anonymous_roles: [read]\n  identities:\n" +
 			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall) +
-			fmt.Sprintf("    - {name: viewer, roles: [read], bearer_token_file: %s}\n", viewer),
+			fmt.Sprintf("    - {name: viewer, roles: [read], bearer_token_file: %s}\n", viewer) +
+			"hooks:\n  receivers:\n" +
+			fmt.Sprintf("    - {name: chatops, url: %s, secret_files: [%s], min_backoff: 200ms, max_backoff: 2s}\n", receiver.URL, hookSecret),
 	})
 	anon := client{t: t, base: l.FleetwatchURL}
 	reader := client{t: t, base: l.FleetwatchURL, token: "viewer-secret"}
@@ -209,14 +233,36 @@ func TestRemediation(t *testing.T) {
 		partitioned(t, l, anon.on(t), client{t: t, base: l.FleetwatchURL, token: "oncall-secret"})
 	})
 
-	t.Run("bad rollout in 3 clusters: rolled back canary first, crash loops stop", func(t *testing.T) {
-		anon := anon.on(t)
+	t.Run("bad rollout in 3 clusters: approved in the console, rolled back canary first, crash loops stop", func(t *testing.T) {
+		anon, op := anon.on(t), client{t: t, base: l.FleetwatchURL, token: "oncall-secret"}
+		// The on-call flow in a real browser: the incident appears in the console, the
+		// operator approves the rollback there, a reader sees no button and is refused.
+		ui := openConsole(t, l.FleetwatchURL, "oncall-secret", "viewer-secret")
+		ui.fleet(l.Clusters)
 		ns, deploy := "payments", "api"
 		for _, c := range l.Clusters {
 			l.Kubectl(c, "-n", ns, "set", "image", "deployment/"+deploy, deploy+"=registry.example/payments/api:v9.9.9-crashloop")
 		}
+		incident := ui.incident("likely bad rollout of " + ns + "/" + deploy)
+		approved := ui.waitingApproval(remediate.PlaybookBadRollout)
+		var link hooks.Event
+		testenv.Eventually(t, time.Minute, func() error {
+			var ok bool
+			if link, ok = sink.Find("remediation.waiting_approval", approved, ""); !ok {
+				return fmt.Errorf("no remediation.waiting_approval delivered for %s", approved)
+			}
+			return nil
+		})
+		require.NotNil(t, link.Approval)
+		require.Equal(t, incident, link.Incident.ID)
+		linkURL, err := url.Parse(link.Approval.URL)
+		require.NoError(t, err)
+		ui.readerRefused(approved, linkURL.Path)
+		ui.approve(approved)
+
 		// One incident; its remediations (one, or more when the rollout reached a cluster
-		// later) roll the Deployment back in every cluster, each verified.
+		// later: the operator approves those with the API) roll the Deployment back in every
+		// cluster, each verified.
 		var rems []remediate.Remediation
 		testenv.Eventually(t, 4*time.Minute, func() error {
 			var list []remediate.Remediation
@@ -224,6 +270,9 @@ func TestRemediation(t *testing.T) {
 			rems = slices.DeleteFunc(list, func(r remediate.Remediation) bool { return r.Playbook != remediate.PlaybookBadRollout })
 			var rolledBack []string
 			for _, r := range rems {
+				if r.State == remediate.StateWaiting {
+					require.Equal(t, http.StatusOK, op.call("POST", "/api/v1/remediations/"+r.ID+"/approve", nil, nil))
+				}
 				if r.State != remediate.StateSucceeded {
 					return fmt.Errorf("bad-rollout remediation %s: %s", r.ID, describe(t, l, anon, r.ID))
 				}
@@ -264,6 +313,22 @@ func TestRemediation(t *testing.T) {
 				return strings.HasPrefix(d.Annotations[remediate.ActionAnnotation], r.ID)
 			}), "%s: %v", c, d.Annotations)
 		}
+		ui.verified(approved, "oncall")
+		// The approval link named that one request: now decided, it is a conflict.
+		require.Equal(t, http.StatusConflict, op.call("POST", linkURL.Path, map[string]string{"decision": "deny"}, nil))
+		testenv.Eventually(t, time.Minute, func() error {
+			for _, typ := range []string{"remediation.planned", "remediation.approved", "remediation.executed", "remediation.verified", "remediation.succeeded"} {
+				if _, ok := sink.Find(typ, approved, ""); !ok {
+					return fmt.Errorf("no %s delivered for %s", typ, approved)
+				}
+			}
+			if _, ok := sink.Find("incident.opened", "", incident); !ok {
+				return fmt.Errorf("no incident.opened delivered for %s", incident)
+			}
+			return nil
+		})
+		require.Zero(t, sink.Refused(), "every delivery's signature verified")
+		ui.whatif(l.Clusters[0])
 	})
 
 	t.Run("cluster lost: failed over to the others, RTO measured, failback approved", func(t *testing.T) {
@@ -752,4 +817,9 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 			require.NotEqual(t, "deployments", w.ObjectRef.Resource, "no failover write, dry or not: %s %s", w.Verb, w.RequestURI)
 		}
 	}
+}
+
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
 }

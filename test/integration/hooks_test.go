@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/hooks"
+	"github.com/fleetwatch/fleetwatch/hooks/hookstest"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
 
@@ -24,19 +25,9 @@ func TestHooksSurviveKill9(t *testing.T) {
 	dir := t.TempDir()
 	testenv.WriteFile(t, dir, "a.token", "token-a")
 	testenv.WriteFile(t, dir, "hook.secret", "hook-secret-0123456789")
-	sink := &hookSink{secret: "hook-secret-0123456789"}
-	var up bool
-	var mu = &sink.mu
-	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		isUp := up
-		mu.Unlock()
-		if !isUp {
-			http.Error(w, "receiver down", http.StatusServiceUnavailable)
-			return
-		}
-		sink.ServeHTTP(w, r)
-	}))
+	sink := &hookstest.Sink{Secret: "hook-secret-0123456789"}
+	sink.SetDown(true)
+	receiver := httptest.NewServer(sink)
 	defer receiver.Close()
 	cfg := "clusters:\n  - name: a\n    remote_write: {bearer_token_file: a.token}\n" +
 		"rules: {pack: {enabled: false}}\n" +
@@ -85,25 +76,21 @@ func TestHooksSurviveKill9(t *testing.T) {
 	})
 	require.NoError(t, p.Signal(syscall.SIGKILL))
 	p.Kill()
-	mu.Lock()
-	require.Empty(t, sink.events, "nothing was delivered before the kill")
-	up = true
-	mu.Unlock()
+	require.Empty(t, sink.Events(), "nothing was delivered before the kill")
+	sink.SetDown(false)
 
 	_, fw = startFleetwatch(t, dir, cfg)
 	testenv.Eventually(t, time.Minute, func() error {
 		for _, id := range ids {
-			if !sink.has("incident.opened", id) {
+			if _, ok := sink.Find("incident.opened", "", id); !ok {
 				return fmt.Errorf("no incident.opened for %s after the restart", id)
 			}
 		}
 		return nil
 	})
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
-	require.Zero(t, sink.bad)
+	require.Zero(t, sink.Refused())
 	seen := map[string]string{}
-	for _, ev := range sink.events {
+	for _, ev := range sink.Events() {
 		key := ev.Type + " " + ev.Incident.ID
 		if prev, ok := seen[ev.ID]; ok {
 			require.Equal(t, prev, key, "one idempotency key, one event")
@@ -113,18 +100,6 @@ func TestHooksSurviveKill9(t *testing.T) {
 	var st []hooks.ReceiverStatus
 	getData(t, fw+"/api/v1/hooks", &st)
 	require.Equal(t, "pager", st[0].Name)
-}
-
-// has reports whether an event of type typ about incident id was delivered.
-func (s *hookSink) has(typ, id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ev := range s.events {
-		if ev.Type == typ && ev.Incident != nil && ev.Incident.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 // getData GETs a Prometheus-style API answer and decodes its data.
