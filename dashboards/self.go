@@ -7,6 +7,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 
 	"github.com/fleetwatch/fleetwatch/internal/access"
+	"github.com/fleetwatch/fleetwatch/hooks"
 	"github.com/fleetwatch/fleetwatch/remediate"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
@@ -213,5 +214,15 @@ func self(e *env) *dashboard.DashboardBuilder {
 	b.WithPanel(timeSeries("Age of the specs kept for failover", "How old each cluster's Deployments as fleetwatch last read them are: what a failover would recreate (remediation.specs.interval). A lost cluster's grows from the moment it was lost (remediate/README.md). A single 0 without a cluster: fleetwatch keeps no cluster's Deployments (remediation is off, or no cluster has a kubeconfig_file).", 24, 8).
 		WithTarget(query("A", `time() - max by (cluster) (`+remediate.MetricSpecsKeptAt+`{`+jf+`, `+cf+`})`+reporting, "{{cluster}}")).
 		Unit("s").Min(0))
+	b.WithRow(dashboard.NewRowBuilder("Webhooks"))
+	b.WithPanel(timeSeries("Events waiting for each receiver", "Journaled incident and remediation events a webhook receiver has not taken yet (hooks/README.md): it grows while the receiver is down or refuses, and falls back to 0 once it answers 2xx again. Nothing is lost while it waits, up to max_event_age.", 8, 8).
+		WithTarget(query("A", `max by (receiver) (`+hooks.MetricPending+`{`+jf+`})`, "{{receiver}}")).
+		Unit("short").Min(0))
+	b.WithPanel(timeSeries("Deliveries", "Webhook delivery attempts a second, by receiver and result; failures are retried with backoff.", 8, 8).
+		WithTarget(query("A", `sum by (receiver, result) (rate(`+hooks.MetricDeliveries+`{`+jf+`}[$__rate_interval]))`, "{{receiver}} {{result}}")).
+		Unit("short").AxisLabel("attempts / s").Min(0))
+	b.WithPanel(timeSeries("Events dropped", "Events a receiver never got: undelivered past its max_event_age. Anything above 0 lost a page or an approval request.", 8, 8).
+		WithTarget(query("A", `sum by (receiver) (increase(`+hooks.MetricDropped+`{`+jf+`}[1h]))`, "{{receiver}}")).
+		Unit("short").AxisLabel("events / h").Min(0))
 	return b
 }

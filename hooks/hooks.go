@@ -247,6 +247,11 @@ func (d *Dispatcher) apply(ctx context.Context, wg *sync.WaitGroup) {
 			hc.Transport = d.o.Transport
 		}
 		hc.Timeout = time.Duration(rc.Timeout)
+		// Every series of the receiver exists from the start, at 0, so that a rate or an
+		// increase over it says 0 rather than nothing.
+		d.deliveries.WithLabelValues(rc.Name, "success")
+		d.deliveries.WithLabelValues(rc.Name, "failure")
+		d.dropped.WithLabelValues(rc.Name)
 		wctx, cancel := context.WithCancel(ctx)
 		w := &worker{cfg: rc, client: hc, wake: make(chan struct{}, 1), cancel: cancel, status: ReceiverStatus{Name: rc.Name, URL: rc.URL, Events: rc.Events}}
 		d.workers[rc.Name] = w
@@ -261,6 +266,10 @@ func (d *Dispatcher) apply(ctx context.Context, wg *sync.WaitGroup) {
 			w.cancel()
 			delete(d.workers, name)
 			d.pending.DeleteLabelValues(name)
+			d.lastSuccess.DeleteLabelValues(name)
+			d.dropped.DeleteLabelValues(name)
+			d.deliveries.DeleteLabelValues(name, "success")
+			d.deliveries.DeleteLabelValues(name, "failure")
 		}
 	}
 	if err := d.st.forget(keep); err != nil {

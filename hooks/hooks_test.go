@@ -172,17 +172,6 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return rec.Result(), nil
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A delivery is signed so that an independent implementation (openssl, through the shell
 // example the README gives receivers) verifies it, refuses it with another body, and refuses
 // it replayed after the tolerance.
@@ -198,9 +187,19 @@ func TestSignatureVerifiedByOpenSSLAndReplayRefused(t *testing.T) {
 	rc := f.receiver(t, "chatops", srv.URL, "new-secret-0123456789", "old-secret-9876543210")
 	require.NoError(t, f.dispatcher.ApplyConfig(config.HooksConfig{Receivers: []*config.HookReceiverConfig{rc}}))
 	f.run(t)
-	waitFor(t, "the receiver's cursor", func() bool { _, ok, _ := f.dispatcher.st.cursor("chatops", SourceIncident); return ok })
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if _, ok, _ := f.dispatcher.st.cursor("chatops", SourceIncident); !ok {
+			return errors.New("the receiver has no cursor yet")
+		}
+		return nil
+	})
 	f.incident(t, "inc-1", "eu-1", "critical", nil)
-	waitFor(t, "the delivery", func() bool { return len(s.deliveries()) == 1 })
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if n := len(s.deliveries()); n != 1 {
+			return fmt.Errorf("%d deliveries", n)
+		}
+		return nil
+	})
 
 	d := s.deliveries()[0]
 	require.Equal(t, "incident.opened", d.header.Get(HeaderEvent))

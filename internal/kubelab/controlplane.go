@@ -321,7 +321,7 @@ func freePorts(n int) ([]int, error) {
 	out := make([]int, 0, n)
 	seen := map[int]bool{}
 	for len(out) < n {
-		p, err := freePort()
+		p, err := FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -37,10 +38,15 @@ import (
 // test makes it happen rather than excusing the panel.
 func TestDashboards(t *testing.T) {
 	begin := time.Now()
+	// A webhook receiver, for the webhook panels: it takes every event.
+	receiver := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer receiver.Close()
+	secret := testenv.WriteFile(t, t.TempDir(), "hook.secret", "hook-secret-0123456789\n")
 	l := lab.Start(t, lab.Options{
-		Clusters:  3,
-		Rules:     "  evaluation_interval: 1s\n  pack: {node_ready_for: 5s, crash_loop_for: 5s, drift_for: 5s}\n",
-		Correlate: "  evaluation_interval: 1s\n",
+		Clusters:         3,
+		Rules:            "  evaluation_interval: 1s\n  pack: {node_ready_for: 5s, crash_loop_for: 5s, drift_for: 5s}\n",
+		Correlate:        "  evaluation_interval: 1s\n",
+		FleetwatchConfig: "hooks:\n  receivers:\n    - {name: e2e, url: " + receiver.URL + ", secret_files: [" + secret + "]}\n",
 	})
 	scraper := startFleetwatchScraper(t, l)
 	t.Logf("lab and the Prometheus scraping fleetwatch up after %s", time.Since(begin).Round(time.Second))
