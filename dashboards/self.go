@@ -6,8 +6,8 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 
-	"github.com/fleetwatch/fleetwatch/internal/access"
 	"github.com/fleetwatch/fleetwatch/hooks"
+	"github.com/fleetwatch/fleetwatch/internal/access"
 	"github.com/fleetwatch/fleetwatch/remediate"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
