@@ -313,8 +313,11 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 }
 
 // publishActions records what remediation does now, for the correlation engine (Actions):
-// every op of a remediation that runs (acted or about to), and of one that ended, until
-// causedFor after it verified.
+// every op of a remediation that runs (acted or about to), and every op that acted, until
+// causedFor after it verified. A remediation that waits (for an approval, behind a guard)
+// causes nothing yet: its plan must not take the alerts it means to cure away from their
+// incident (seen under load: a waiting rollback took a rollout's alerts, the rollout incident
+// resolved and another opened).
 func (e *Engine) publishActions(now time.Time) {
 	e.ended = slices.DeleteFunc(e.ended, func(r *Remediation) bool { return now.Sub(r.DoneAt) > causedFor })
 	var out []correlate.Action
@@ -324,7 +327,7 @@ func (e *Engine) publishActions(now time.Time) {
 		}
 		for _, st := range r.Steps {
 			for _, op := range st.Ops {
-				running := !Final(r.State) && op.State != OpFailed && op.State != OpUndone
+				running := r.State == StateRunning && op.State != OpFailed && op.State != OpUndone
 				if !running && (op.ActedAt.IsZero() || (!op.VerifiedAt.IsZero() && now.Sub(op.VerifiedAt) > causedFor)) {
 					continue
 				}

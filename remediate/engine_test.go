@@ -779,6 +779,7 @@ func TestEscalationRestartThenNotify(t *testing.T) {
 func TestApprovalRequestDecidedOnceAndJournaled(t *testing.T) {
 	w := newWorld(t, nil)
 	r := waiting(t, w, "c1", "n2")
+	require.Empty(t, w.engine.Actions(), "a plan waiting for approval causes no alert yet")
 	requested := r.Steps[0].Approval.RequestedAt
 	_, err := w.engine.DecideApproval(r.ID, 0, requested.Add(time.Nanosecond), "alice", true, "")
 	require.ErrorIs(t, err, ErrConflict, "a link made for another request decides nothing")
@@ -791,6 +792,7 @@ func TestApprovalRequestDecidedOnceAndJournaled(t *testing.T) {
 	require.Equal(t, "alice", mustGet(t, w, r.ID).Steps[0].Approval.By)
 
 	w.tick(time.Second)
+	require.Len(t, w.engine.Actions(), 2, "approved and running: its cordon and drain explain the alerts they cause")
 	w.set(`kube_node_spec_unschedulable{cluster="c1",node="n2"}`, 1)
 	w.tick(5 * time.Second)
 	w.tick(5 * time.Minute)
