@@ -44,14 +44,16 @@ const (
 	EventResolved     = "resolved"
 )
 
-// eventOf names the change from prev (nil: not stored before) to inc.
-func eventOf(prev, inc *Incident) string {
+// eventOf names the change that made inc. The tracker stamps every change with UpdatedAt and
+// the acknowledgement or resolution it is with the same instant, so the incident itself says
+// which it was, without reading the stored one on the alert-intake path.
+func eventOf(inc *Incident) string {
 	switch {
-	case !inc.Active() && (prev == nil || prev.Active()):
+	case !inc.Active() && inc.ResolvedAt.Equal(inc.UpdatedAt):
 		return EventResolved
-	case prev == nil:
+	case inc.Revision == 1:
 		return EventOpened
-	case inc.AckedBy != "" && prev.AckedBy == "":
+	case inc.AckedBy != "" && inc.AckedAt.Equal(inc.UpdatedAt):
 		return EventAcknowledged
 	}
 	return EventChanged
@@ -224,26 +226,11 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 			if err != nil {
 				return err
 			}
-			var prev *Incident
-			if old := b.Get([]byte(inc.ID)); old != nil {
-				// What eventOf compares, not the whole incident with its alerts.
-				var h struct {
-					State    string `json:"state"`
-					AckedBy  string `json:"acked_by"`
-					Revision int    `json:"revision"`
-				}
-				if err := json.Unmarshal(old, &h); err != nil {
-					return fmt.Errorf("incident %s: %w", inc.ID, err)
-				}
-				prev = &Incident{State: h.State, AckedBy: h.AckedBy, Revision: h.Revision}
-			}
-			if prev == nil || prev.Revision != inc.Revision {
-				err := journal.Append(tx, bucketEvents, &journal.Entry{
-					Time: inc.UpdatedAt, Kind: eventOf(prev, inc), Subject: inc.ID, Incident: inc.ID, Clusters: inc.Clusters, Payload: v,
-				})
-				if err != nil {
-					return err
-				}
+			err = journal.Append(tx, bucketEvents, &journal.Entry{
+				Time: inc.UpdatedAt, Kind: eventOf(inc), Subject: inc.ID, Incident: inc.ID, Clusters: inc.Clusters, Payload: v,
+			})
+			if err != nil {
+				return err
 			}
 			if err := b.Put([]byte(inc.ID), v); err != nil {
 				return err

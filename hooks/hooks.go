@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -458,7 +459,7 @@ func (d *Dispatcher) drainSource(ctx context.Context, w *worker, src Source, cur
 				d.logger.Warn("webhook event dropped: undelivered past max_event_age", "receiver", w.cfg.Name, "event", src.Name+"."+e.Kind, "seq", e.Seq, "age", age)
 			} else if ev, ok := d.event(w.cfg, src.Name, e); ok {
 				if err := d.deliver(ctx, w, ev); err != nil {
-					return cur, errorsJoin(err, save())
+					return cur, errors.Join(err, save())
 				}
 				cur = e.Seq
 				if err := save(); err != nil {
@@ -472,13 +473,6 @@ func (d *Dispatcher) drainSource(ctx context.Context, w *worker, src Source, cur
 			return cur, err
 		}
 	}
-}
-
-func errorsJoin(err, also error) error {
-	if also != nil {
-		return fmt.Errorf("%w (and saving the cursor: %v)", err, also)
-	}
-	return err
 }
 
 // Event is the JSON body of a delivery, version PayloadVersion (hooks/README.md).

@@ -271,7 +271,7 @@ func TestReceiverDownForAMinuteGetsEverythingAfter(t *testing.T) {
 		time.Sleep(20 * time.Second)
 		f.incident(t, "inc-1", "eu-1", "critical", func(i *correlate.Incident) { i.Remediation = "planned" })
 		time.Sleep(20 * time.Second)
-		f.incident(t, "inc-1", "eu-1", "critical", func(i *correlate.Incident) { i.AckedBy = "alice" })
+		f.incident(t, "inc-1", "eu-1", "critical", func(i *correlate.Incident) { i.AckedBy, i.AckedAt = "alice", i.UpdatedAt })
 		now := time.Now()
 		rem := &remediate.Remediation{
 			ID: "rem-1", IncidentID: "inc-1", Playbook: "nodes-not-ready", Clusters: []string{"eu-1"}, State: remediate.StateWaiting,
@@ -345,7 +345,7 @@ func TestFiltersNewReceiversAndRedelivery(t *testing.T) {
 		f.incident(t, "inc-us", "us-1", "critical", nil)  // cluster filtered out
 		f.incident(t, "inc-eu2", "eu-2", "critical", nil) // delivered
 		f.incident(t, "inc-eu2", "eu-2", "critical", nil) // changed: event type filtered out
-		f.incident(t, "inc-eu2", "eu-2", "critical", func(i *correlate.Incident) { i.State, i.ResolvedAt = correlate.StateResolved, time.Now() })
+		f.incident(t, "inc-eu2", "eu-2", "critical", func(i *correlate.Incident) { i.State, i.ResolvedAt = correlate.StateResolved, i.UpdatedAt })
 		time.Sleep(time.Second)
 		synctest.Wait()
 		require.Equal(t, []string{"incident.opened incident-4-inc-eu2", "incident.resolved incident-6-inc-eu2"}, types(s.deliveries()),
