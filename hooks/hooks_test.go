@@ -346,7 +346,9 @@ func TestFiltersNewReceiversAndRedelivery(t *testing.T) {
 		f.incident(t, "inc-eu2", "eu-2", "critical", nil) // delivered
 		f.incident(t, "inc-eu2", "eu-2", "critical", nil) // changed: event type filtered out
 		f.incident(t, "inc-eu2", "eu-2", "critical", func(i *correlate.Incident) { i.State, i.ResolvedAt = correlate.StateResolved, i.UpdatedAt })
-		time.Sleep(time.Second)
+		// What the incident engine does after a change: wake the receivers; then wait until
+		// they are idle again.
+		f.dispatcher.Wake()
 		synctest.Wait()
 		require.Equal(t, []string{"incident.opened incident-4-inc-eu2", "incident.resolved incident-6-inc-eu2"}, types(s.deliveries()),
 			"inc-old predates the receiver; the others are filtered")
@@ -355,7 +357,6 @@ func TestFiltersNewReceiversAndRedelivery(t *testing.T) {
 		// before the last delivery.
 		require.NoError(t, f.dispatcher.st.setCursor("payments", SourceIncident, 5))
 		f.dispatcher.Wake()
-		time.Sleep(time.Second)
 		synctest.Wait()
 		require.Equal(t, []string{"incident.opened incident-4-inc-eu2", "incident.resolved incident-6-inc-eu2", "incident.resolved incident-6-inc-eu2"},
 			types(s.deliveries()), "at least once: the same delivery, the same key")
