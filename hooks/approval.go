@@ -200,19 +200,14 @@ func (a *Approvals) serveDecide(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if leading, holder := a.Engine.Leading(); !leading {
-		apiresp.Error(w, http.StatusServiceUnavailable, "unavailable",
-			fmt.Errorf("this fleetwatch process does not lead remediation (the Lease is held by %s): send decisions to the leader", holder))
+	if a.Engine.NotLeading(w) {
 		return
 	}
 	var req struct {
 		Decision string `json:"decision"`
 		Comment  string `json:"comment"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, remediate.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		apiresp.Error(w, http.StatusBadRequest, "bad_data", fmt.Errorf("body: %w", err))
+	if !remediate.DecodeBody(w, r, &req) {
 		return
 	}
 	if req.Decision != "approve" && req.Decision != "deny" {

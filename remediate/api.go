@@ -103,13 +103,13 @@ func (e *Engine) serveDecide(w http.ResponseWriter, r *http.Request, approve boo
 		apiresp.Error(w, http.StatusForbidden, "forbidden", errors.New("no authenticated identity: approving and denying need one"))
 		return
 	}
-	if e.notLeading(w) {
+	if e.NotLeading(w) {
 		return
 	}
 	var req struct {
 		Comment string `json:"comment"`
 	}
-	if !decodeBody(w, r, &req) {
+	if !DecodeBody(w, r, &req) {
 		return
 	}
 	rid := r.PathValue("id")
@@ -208,7 +208,7 @@ func (e *Engine) servePause(w http.ResponseWriter, r *http.Request, pause bool) 
 		apiresp.Error(w, http.StatusForbidden, "forbidden", errors.New("no authenticated identity: pausing and resuming need one"))
 		return
 	}
-	if e.notLeading(w) {
+	if e.NotLeading(w) {
 		return
 	}
 	cluster := r.URL.Query().Get("cluster")
@@ -233,8 +233,8 @@ func (e *Engine) servePause(w http.ResponseWriter, r *http.Request, pause bool) 
 	apiresp.Success(w, http.StatusOK, e.Paused())
 }
 
-// decodeBody reads an optional JSON object body of at most MaxBodyBytes with known fields only.
-func decodeBody(w http.ResponseWriter, r *http.Request, into any) bool {
+// DecodeBody reads an optional JSON object body of at most MaxBodyBytes with known fields only.
+func DecodeBody(w http.ResponseWriter, r *http.Request, into any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {

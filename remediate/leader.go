@@ -93,9 +93,9 @@ func (e *Engine) RunElected(ctx context.Context, client kubernetes.Interface, cf
 	return nil
 }
 
-// notLeading answers a decision this process may not take (it does not hold the Lease): 503,
+// NotLeading answers a decision this process may not take (it does not hold the Lease): 503,
 // naming the process that does.
-func (e *Engine) notLeading(w http.ResponseWriter) bool {
+func (e *Engine) NotLeading(w http.ResponseWriter) bool {
 	leading, holder := e.Leading()
 	if leading {
 		return false
