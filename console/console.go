@@ -43,29 +43,33 @@ type RangeQueryFunc func(ctx context.Context, q string, start, end time.Time, st
 func EngineQueries(engine promql.QueryEngine, q storage.Queryable) (QueryFunc, RangeQueryFunc) {
 	instant := func(ctx context.Context, qs string, ts time.Time) (parser.Value, error) {
 		qry, err := engine.NewInstantQuery(ctx, q, nil, qs, ts)
+		res, err := exec(ctx, qry, err)
 		if err != nil {
 			return nil, err
-		}
-		defer qry.Close()
-		res := qry.Exec(ctx)
-		if res.Err != nil {
-			return nil, res.Err
 		}
 		return res.Value, nil
 	}
 	rng := func(ctx context.Context, qs string, start, end time.Time, step time.Duration) (promql.Matrix, error) {
 		qry, err := engine.NewRangeQuery(ctx, q, nil, qs, start, end, step)
+		res, err := exec(ctx, qry, err)
 		if err != nil {
 			return nil, err
-		}
-		defer qry.Close()
-		res := qry.Exec(ctx)
-		if res.Err != nil {
-			return nil, res.Err
 		}
 		return res.Matrix()
 	}
 	return instant, rng
+}
+
+// exec runs a query its engine made (or returns the error making it gave). It does not Close
+// the query: Prometheus's engine puts a range query's result slices back in its pools on
+// Close, and the page is rendered from them after this returns (rules.EngineQueryFunc does
+// not close its queries either).
+func exec(ctx context.Context, qry promql.Query, err error) (*promql.Result, error) {
+	if err != nil {
+		return nil, err
+	}
+	res := qry.Exec(ctx)
+	return res, res.Err
 }
 
 // Options configure a Console. The sources are fleetwatch's components or functions over
