@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
@@ -92,9 +91,6 @@ type Options struct {
 	// Schedule is placement and what-if; ScheduleEnabled says whether it runs (nil: always).
 	Schedule        *schedule.Service
 	ScheduleEnabled func() bool
-	// Metrics is the registry fleetwatch's own metrics are in, for what only they say (the
-	// blast-radius budget left, remediate.MetricBudgetRemaining); nil: not shown.
-	Metrics prometheus.Gatherer
 	// GrafanaURL is the base URL of the Grafana that has fleetwatch's dashboards (dashboards/);
 	// empty: no links to Grafana.
 	GrafanaURL string

@@ -150,7 +150,7 @@ func newFixture(t *testing.T) *fixture {
 	q, r := console.EngineQueries(v, v)
 	c, err := console.New(console.Options{
 		Query: q, Range: r, Config: func() *config.Config { return cfg },
-		Incidents: inc, IncidentStore: st, Remediations: rs, Remediator: rem, Schedule: sched, Metrics: reg,
+		Incidents: inc, IncidentStore: st, Remediations: rs, Remediator: rem, Schedule: sched,
 		GrafanaURL: grafanaURL,
 	})
 	require.NoError(t, err)

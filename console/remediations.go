@@ -7,8 +7,6 @@ import (
 	"slices"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/fleetwatch/fleetwatch/internal/access"
 	"github.com/fleetwatch/fleetwatch/remediate"
 )
@@ -107,44 +105,25 @@ func (c *Console) serveRemediations(w http.ResponseWriter, r *http.Request) {
 }
 
 // budget is the blast-radius budget: the configured shares, and what is left as remediation
-// last measured it (remediate.MetricBudgetRemaining, by resource).
+// last measured it (remediate.Engine.BudgetLeft).
 func (c *Console) budget() []budgetRow {
 	var rows []budgetRow
 	if cfg := c.o.Config(); cfg != nil {
 		b := cfg.Remediation.Budget
 		rows = []budgetRow{{"nodes", b.MaxNodes, math.NaN()}, {"workloads", b.MaxWorkloads, math.NaN()}, {"clusters", b.MaxClusters, math.NaN()}}
 	}
-	if c.o.Metrics == nil {
+	if c.o.Remediator == nil {
 		return rows
 	}
-	mfs, err := c.o.Metrics.Gather()
-	if err != nil {
-		c.logger.Warn("reading the remediation budget from the metrics", "err", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != remediate.MetricBudgetRemaining {
-			continue
+	for res, left := range c.o.Remediator.BudgetLeft() {
+		i := slices.IndexFunc(rows, func(b budgetRow) bool { return b.Resource == res })
+		if i < 0 {
+			rows = append(rows, budgetRow{Resource: res, Share: math.NaN()})
+			i = len(rows) - 1
 		}
-		for _, m := range mf.GetMetric() {
-			res := labelValue(m, "resource")
-			i := slices.IndexFunc(rows, func(b budgetRow) bool { return b.Resource == res })
-			if i < 0 {
-				rows = append(rows, budgetRow{Resource: res, Share: math.NaN()})
-				i = len(rows) - 1
-			}
-			rows[i].Left = m.GetGauge().GetValue()
-		}
+		rows[i].Left = left
 	}
 	return rows
-}
-
-func labelValue(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
 }
 
 // remediationPage is the content of one remediation's page.

@@ -89,6 +89,9 @@ type Engine struct {
 	// evaluation found remediation doing (Actions), read without the lock.
 	ended   []*Remediation
 	actions atomic.Pointer[[]correlate.Action]
+	// budgetLeft is the blast-radius budget left by resource, as the last evaluation
+	// measured it (BudgetLeft).
+	budgetLeft atomic.Pointer[map[string]float64]
 }
 
 // causedFor is how long after its verification an action still explains alerts (pods evicted
@@ -344,6 +347,16 @@ func (e *Engine) publishActions(now time.Time) {
 	}
 	slices.SortFunc(out, func(a, b correlate.Action) int { return strings.Compare(a.What, b.What) })
 	e.actions.Store(&out)
+}
+
+// BudgetLeft is how many more nodes, workloads and clusters may be under remediation at
+// once, as the last evaluation measured it (MetricBudgetRemaining); nil before the first.
+// It does not take the engine's lock.
+func (e *Engine) BudgetLeft() map[string]float64 {
+	if p := e.budgetLeft.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Actions is what remediation does now or did in the last 5 minutes, for the correlation

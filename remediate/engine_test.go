@@ -780,6 +780,12 @@ func TestApprovalRequestDecidedOnceAndJournaled(t *testing.T) {
 	w := newWorld(t, nil)
 	r := waiting(t, w, "c1", "n2")
 	require.Empty(t, w.engine.Actions(), "a plan waiting for approval causes no alert yet")
+	// The budget left, as the console shows it, is the metric's.
+	left := w.engine.BudgetLeft()
+	require.Len(t, left, 3)
+	for _, res := range []string{"nodes", "workloads", "clusters"} {
+		require.Equal(t, testutil.ToFloat64(w.engine.metrics.budget.WithLabelValues(res)), left[res], res)
+	}
 	requested := r.Steps[0].Approval.RequestedAt
 	_, err := w.engine.DecideApproval(r.ID, 0, requested.Add(time.Nanosecond), "alice", true, "")
 	require.ErrorIs(t, err, ErrConflict, "a link made for another request decides nothing")

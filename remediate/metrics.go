@@ -108,9 +108,12 @@ func (m *metrics) init(playbooks []config.PlaybookConfig) {
 }
 
 func (m *metrics) update(e *Engine, items []budgetItem) {
+	left := make(map[string]float64, len(items))
 	for _, it := range items {
-		m.budget.WithLabelValues(it.what).Set(math.Max(0, math.Floor(it.max*it.total)-float64(it.n)))
+		left[it.what] = math.Max(0, math.Floor(it.max*it.total)-float64(it.n))
+		m.budget.WithLabelValues(it.what).Set(left[it.what])
 	}
+	e.budgetLeft.Store(&left)
 	counts := map[string]int{}
 	inFlight := 0
 	for _, r := range e.active {

@@ -16,7 +16,7 @@ func (s *server) newConsole() (*console.Console, error) {
 		Incidents: s.incidents, IncidentStore: s.store,
 		Remediations: s.remedStore, Remediator: s.remediate,
 		Schedule: s.schedule, ScheduleEnabled: s.scheduling.Load,
-		Metrics: s.reg, GrafanaURL: s.opts.GrafanaURL,
-		Logger: s.logger.With("component", "console"),
+		GrafanaURL: s.opts.GrafanaURL,
+		Logger:     s.logger.With("component", "console"),
 	})
 }
