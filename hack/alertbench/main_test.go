@@ -13,7 +13,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.RemoveBuild) }
 
 // binaries builds fleetwatch from this tree and returns it with the Alertmanager `make peers`
 // installs (a missing peer fails the test outside -short, so CI cannot skip it).

@@ -64,11 +64,15 @@ func FreePort(t testing.TB) string {
 
 var (
 	buildOnce sync.Once
+	buildDir  string
 	buildPath string
 	buildErr  error
 )
 
-// Fleetwatch builds the fleetwatch binary once per test binary and returns its path.
+// Fleetwatch builds the fleetwatch binary once per test binary and returns its path. The
+// package's TestMain must be VerifyNoLeaks (or pass RemoveBuild to goleak.VerifyTestMain), which
+// deletes the binary when the test binary exits: at about 135 MB a package, they would otherwise
+// pile up in the temporary directory run after run.
 func Fleetwatch(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -77,6 +81,7 @@ func Fleetwatch(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		buildDir = dir
 		buildPath = filepath.Join(dir, "fleetwatch")
 		cmd := exec.Command("go", "build", "-o", buildPath, "github.com/fleetwatch/fleetwatch/cmd/fleetwatch")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -271,12 +276,24 @@ func tail(s string) string {
 // process and never stop. extra adds what a package knowingly leaves.
 func VerifyNoLeaks(m *testing.M, extra ...goleak.Option) {
 	goleak.VerifyTestMain(m, append([]goleak.Option{
+		RemoveBuild,
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
 		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
 		// Thanos's libraries import objstore, whose Baidu client starts a logger at init.
 		goleak.IgnoreTopFunction("github.com/baidubce/bce-sdk-go/util/log.NewLogger.func1"),
 	}, extra...)...)
 }
+
+// RemoveBuild is the goleak.VerifyTestMain option that deletes the binary Fleetwatch built, then
+// exits with the tests' code. VerifyNoLeaks includes it.
+var RemoveBuild = goleak.Cleanup(func(exitCode int) {
+	if buildDir != "" {
+		if err := os.RemoveAll(buildDir); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
+		}
+	}
+	os.Exit(exitCode)
+})
 
 // IdleConnections ignores the goroutines of idle keep-alive connections of a shared HTTP
 // client, for VerifyNoLeaks: they are not leaks.
