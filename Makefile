@@ -23,26 +23,36 @@ peers:
 # slots, so there are four: two cores stay busy compiling while the waiting packages run.
 WAITING_TESTS = ./test/e2e ./test/controlplanes ./test/integration
 
+# Test binaries are linked without symbol table and DWARF (-s -w): a fifth less link work for
+# each of the sixty or so, and stack traces keep their file:line (they come from pclntab).
+TESTFLAGS = -p 4 -count=1 -vet=off -timeout 30m -ldflags='-s -w'
+
 ## test: vet, unit tests, and the integration/end-to-end tests against the real peers.
 ##
 ## On a fresh machine the peers take most of the run. fleetwatch's own compile (prebuild) starts
 ## beside them at the lowest CPU priority, so it only takes the CPU the peer builds leave idle
-## (their module downloads, their links, the last build running alone) and does not slow them;
-## what it compiled is in the build cache when vet and the tests start. Its own output is not
-## shown: vet and go test below report the same errors.
+## (their links, the last build running alone) and does not slow them; it stops when the peers
+## are built, and what it compiled is in the build cache. Its output is not shown: the tests
+## report the same errors. Then the tests start at once, the packages that wait on the lab first,
+## and go vet runs beside them at the lowest priority, on the CPU the labs leave idle; it fails
+## the target as a test does. go vet runs every analyzer go test would run (a subset), so go
+## test does not vet again (-vet=off).
 test:
-	@nice -n 19 $(MAKE) --no-print-directory prebuild >/dev/null 2>&1 & pre=$$!; \
-	$(MAKE) --no-print-directory peers; rc=$$?; wait $$pre; exit $$rc
-	$(GO) vet ./...
-	$(GO) test -p 4 -count=1 -timeout 30m $(WAITING_TESTS) ./...
+	@setsid nice -n 19 $(MAKE) --no-print-directory prebuild >/dev/null 2>&1 & pre=$$!; \
+	$(MAKE) --no-print-directory peers; rc=$$?; kill -- -$$pre 2>/dev/null; wait $$pre; exit $$rc
+	@echo "go vet ./... (beside the tests, at the lowest CPU priority)"; \
+	vetlog=$$(mktemp); nice -n 19 $(GO) vet ./... >$$vetlog 2>&1 & vet=$$!; \
+	echo "$(GO) test $(TESTFLAGS) $(WAITING_TESTS) ./..."; \
+	$(GO) test $(TESTFLAGS) $(WAITING_TESTS) ./...; rc=$$?; \
+	if ! wait $$vet; then echo "go vet ./... failed:"; rc=1; fi; cat $$vetlog; rm -f $$vetlog; exit $$rc
 
-# prebuild compiles what `make test` runs, the packages that wait on peers first; -run '^$$' runs
-# no test, so it needs no peer.
+# prebuild compiles what `make test` runs, the packages that wait on peers first, into the build
+# cache: `go list -export -test` compiles every package and its test variants without linking
+# (test binaries are linked again by every go test, so linking them here would be work lost).
 prebuild:
-	$(GO) test -count=1 -run '^$$' $(WAITING_TESTS)
+	$(GO) list -export -test $(WAITING_TESTS) >/dev/null
 	$(GO) vet ./...
-	$(GO) test -count=1 -run '^$$' ./...
-	$(GO) build -o /dev/null ./cmd/fleetwatch
+	$(GO) list -export -test ./... >/dev/null
 
 ## unit: the tests that need no peer binaries.
 unit:

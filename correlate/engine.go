@@ -26,6 +26,9 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
+// MetricGroupings counts the evaluations that grouped the alerts again.
+const MetricGroupings = "fleetwatch_correlate_groupings_total"
+
 // IncidentAlertName is the alertname of the one Alertmanager alert each incident becomes.
 const IncidentAlertName = "FleetwatchIncident"
 
@@ -80,8 +83,12 @@ type Engine struct {
 
 	mtx     sync.Mutex // serializes evaluation and the tracker
 	tracker *Tracker
-	// lastPrune is when resolved incidents past the retention were last deleted.
-	lastPrune time.Time
+	// lastPrune is when resolved incidents past the retention were last deleted, lastSweep
+	// alerts long resolved.
+	lastPrune, lastSweep time.Time
+	// memo is the last evaluation's grouping; nil when the next one must group again (the
+	// rules changed, an incident was changed through the API, a store failed).
+	memo *memo
 	// clients are the HTTP clients of the configured Alertmanagers, by URL.
 	clients map[string]*http.Client
 	topo    *Topology
@@ -90,6 +97,9 @@ type Engine struct {
 	alertsMtx sync.Mutex
 	alerts    map[uint64]Alert     // the stored alerts, by fingerprint
 	unseen    map[uint64]time.Time // alerts taken in since the last evaluation, and when
+	// refreshed are those of them that only refresh an alert (see refreshes): the next
+	// evaluation need not group again for them.
+	refreshed map[uint64]time.Time
 	// fpRules are the rules the alerts' cached fingerprints (Alert.fp) were computed with; only
 	// their ReplicaLabels matter. Ingest reads them here rather than under mtx, so that it
 	// does not wait for an evaluation to finish.
@@ -101,6 +111,7 @@ type Engine struct {
 	duration  prometheus.Histogram
 	byCluster *prometheus.GaugeVec
 	pruned    prometheus.Counter
+	groupings prometheus.Counter
 
 	subMtx sync.Mutex
 	subs   map[chan *Incident]struct{}
@@ -160,7 +171,7 @@ func New(o Options) (*Engine, error) {
 		o: o, logger: o.Logger, kick: make(chan struct{}, 1), deliver: make(chan struct{}, 1),
 		tracker: NewTracker(o.ResolveAfter, o.Rules, active),
 		alerts:  alerts,
-		unseen:  map[uint64]time.Time{},
+		unseen:  map[uint64]time.Time{}, refreshed: map[uint64]time.Time{},
 		fpRules: o.Rules,
 		subs:    map[chan *Incident]struct{}{},
 		active:  map[string]*Incident{},
@@ -195,6 +206,7 @@ func New(o Options) (*Engine, error) {
 	}
 	e.byCluster = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_cluster_incidents", Help: "Active incidents that involve each cluster (a fleet incident counts for each of its clusters)."}, []string{"cluster"})
 	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: "fleetwatch_correlate_outbox", Help: "Incident states waiting to be delivered to Alertmanager."})
+	e.groupings = f.NewCounter(prometheus.CounterOpts{Name: MetricGroupings, Help: "Evaluations that grouped the alerts again; the others found nothing the grouping reads changed."})
 	e.pruned = f.NewCounter(prometheus.CounterOpts{Name: "fleetwatch_correlate_incidents_pruned_total", Help: "Resolved incidents deleted from the store after the resolved retention."})
 	return e, nil
 }
@@ -269,6 +281,7 @@ func (e *Engine) ApplySettings(s Settings) error {
 		e.alertsMtx.Unlock()
 	}
 	e.o.Rules = rules
+	e.memo = nil
 	e.tracker.fingerprint = rules.fingerprint
 	if d := time.Duration(c.ResolveAfter); d > 0 {
 		e.o.ResolveAfter, e.tracker.ResolveAfter = d, d
@@ -321,10 +334,20 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 			stored[fp] = a
 		}
 	}
+	now := e.o.Now()
 	for fp, a := range stored {
+		old, had := e.alerts[fp]
 		e.alerts[fp] = a
-		if _, ok := e.unseen[fp]; !ok {
+		_, pending := e.unseen[fp]
+		switch {
+		case pending:
+		case had && refreshes(old, a, now):
+			if _, ok := e.refreshed[fp]; !ok {
+				e.refreshed[fp] = taken
+			}
+		default:
 			e.unseen[fp] = taken
+			delete(e.refreshed, fp)
 		}
 	}
 	e.alertsMtx.Unlock()
@@ -342,6 +365,18 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 	default:
 	}
 	return nil
+}
+
+// refreshes reports whether a is old sent again with nothing grouping reads changed: both
+// active, the same labels, annotations, start and source, and an end no earlier (a member
+// Prometheus resends every active alert every minute with a later end). Such an alert does not
+// make the next evaluation group again; the earlier end it replaces is when the last grouping
+// expires at the latest, so it is grouped again by then.
+func refreshes(old, a Alert, now time.Time) bool {
+	return !old.Resolved(now) && !a.Resolved(now) && old.StartsAt.Equal(a.StartsAt) &&
+		old.EndsAt.IsZero() == a.EndsAt.IsZero() && !a.EndsAt.Before(old.EndsAt) &&
+		old.Source == a.Source && old.GeneratorURL == a.GeneratorURL &&
+		maps.Equal(old.Labels, a.Labels) && maps.Equal(old.Annotations, a.Annotations)
 }
 
 // Run evaluates and delivers until ctx is done.
@@ -384,29 +419,31 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// Evaluate recomputes the incidents from the stored alerts now.
-func (e *Engine) Evaluate(ctx context.Context) error {
+// Evaluate recomputes the incidents from the stored alerts now. When nothing the grouping
+// reads changed since the last evaluation (no alert taken in or expired, the same topology
+// and remediation actions, the same rules), it does not group again: holding many alerts
+// with nothing coming in costs next to nothing.
+func (e *Engine) Evaluate(ctx context.Context) (err error) {
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
 	now := e.o.Now()
-	var alerts []Alert
-	var gone []uint64
 	e.alertsMtx.Lock()
-	unseen := e.unseen
-	e.unseen = map[uint64]time.Time{}
-	for fp, a := range e.alerts {
-		switch {
-		case !a.Resolved(now):
-			alerts = append(alerts, a)
-		case a.EndsAt.Before(now.Add(-e.o.ResolveAfter - time.Hour)):
-			gone = append(gone, fp)
-			delete(e.alerts, fp)
-		}
-	}
+	unseen, refreshed := e.unseen, e.refreshed
+	e.unseen, e.refreshed = map[uint64]time.Time{}, map[uint64]time.Time{}
 	e.alertsMtx.Unlock()
-	if err := e.o.Store.DeleteAlerts(gone); err != nil {
-		return err
-	}
+	// Every alert taken in counts in the evaluation that had it, grouped again or not.
+	defer func() {
+		if err != nil {
+			return
+		}
+		done := time.Now()
+		for _, t := range unseen {
+			e.latency.Observe(done.Sub(t).Seconds())
+		}
+		for _, t := range refreshed {
+			e.latency.Observe(done.Sub(t).Seconds())
+		}
+	}()
 	if e.o.Query != nil {
 		topo, err := LoadTopology(ctx, e.o.Query, now)
 		if err != nil {
@@ -428,16 +465,45 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		t.Actions = e.o.Actions()
 		topo = &t
 	}
-	changed := e.tracker.plan(now, Correlate(alerts, topo, e.o.Rules))
-	if err := e.o.Store.SaveIncidents(changed, e.o.Alertmanagers); err != nil {
+	var groups []Group
+	if m := e.memo; m != nil && len(unseen) == 0 && (m.expires.IsZero() || now.Before(m.expires)) &&
+		m.topo.same(topo) && slices.Equal(m.topo.actions(), topo.actions()) {
+		// Nothing Correlate reads changed: its groups are the last ones. Only incidents
+		// clearing (waiting out ResolveAfter) can change with time alone.
+		if !e.tracker.clearing() {
+			e.sweepAlerts(now, false)
+			e.prune(now)
+			return nil
+		}
+		groups = m.groups
+	} else {
+		// Forgotten until this evaluation is stored: if it fails, the next one correlates
+		// again, whether or not more alerts came in.
+		e.memo = nil
+		var alerts []Alert
+		if alerts, err = e.sweepAlerts(now, true); err != nil {
+			return err
+		}
+		groups = Correlate(alerts, topo, e.o.Rules)
+		e.groupings.Inc()
+		m := &memo{groups: groups, topo: topo}
+		for _, a := range alerts {
+			if !a.EndsAt.IsZero() && (m.expires.IsZero() || a.EndsAt.Before(m.expires)) {
+				m.expires = a.EndsAt
+			}
+		}
+		defer func() {
+			if err == nil {
+				e.memo = m
+			}
+		}()
+	}
+	changed := e.tracker.plan(now, groups)
+	if err = e.o.Store.SaveIncidents(changed, e.o.Alertmanagers); err != nil {
 		return fmt.Errorf("store incidents: %w", err)
 	}
 	e.tracker.commit(changed...)
 	e.prune(now)
-	done := time.Now()
-	for _, t := range unseen {
-		e.latency.Observe(done.Sub(t).Seconds())
-	}
 	e.gauges()
 	for _, inc := range changed {
 		e.account(inc, "cleared")
@@ -451,6 +517,44 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// memo is what the last stored evaluation grouped, and from what.
+type memo struct {
+	groups []Group
+	topo   *Topology // with the evaluation's actions
+	// expires is the earliest end among the alerts grouped (zero: none ends): the first one to
+	// resolve then changes what is grouped.
+	expires time.Time
+}
+
+// sweepAlerts lists the active alerts (when list is set) and deletes the alerts that ended more
+// than ResolveAfter and an hour ago, from the store and memory. Without list it runs at most
+// every pruneEvery.
+func (e *Engine) sweepAlerts(now time.Time, list bool) ([]Alert, error) {
+	if !list && !e.lastSweep.IsZero() && now.Sub(e.lastSweep) < pruneEvery {
+		return nil, nil
+	}
+	var alerts []Alert
+	var gone []uint64
+	e.alertsMtx.Lock()
+	for fp, a := range e.alerts {
+		switch {
+		case !a.Resolved(now):
+			if list {
+				alerts = append(alerts, a)
+			}
+		case a.EndsAt.Before(now.Add(-e.o.ResolveAfter - time.Hour)):
+			gone = append(gone, fp)
+			delete(e.alerts, fp)
+		}
+	}
+	e.alertsMtx.Unlock()
+	if err := e.o.Store.DeleteAlerts(gone); err != nil {
+		return nil, err
+	}
+	e.lastSweep = now
+	return alerts, nil
 }
 
 // prune deletes the resolved incidents past the retention from the store, at most every
@@ -657,6 +761,8 @@ func (e *Engine) change(id string, allow func([]string) bool, f func(time.Time) 
 		return nil, fmt.Errorf("store incident %s: %w", id, err)
 	}
 	e.tracker.commit(inc)
+	// A resolved incident's group opens a new incident if its alerts still fire.
+	e.memo = nil
 	if how != "" {
 		e.account(inc, how)
 	}

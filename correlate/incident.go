@@ -204,6 +204,16 @@ func (t *Tracker) commit(changed ...*Incident) {
 	}
 }
 
+// clearing reports whether an active incident's alerts went away and it waits out ResolveAfter.
+func (t *Tracker) clearing() bool {
+	for _, inc := range t.active {
+		if !inc.ClearSince.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
 func resolve(inc *Incident, now time.Time) {
 	inc.State = StateResolved
 	inc.ResolvedAt = now

@@ -3,6 +3,8 @@ package correlate
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +44,30 @@ func (t *Topology) podsOf(cluster, ns, workload string) []string {
 		}
 	}
 	return t.workloadPods[key(cluster, ns, workload)]
+}
+
+// same reports whether t and o hold the same pods, owners, images and NotReady nodes (not
+// their actions); a nil topology is an empty one.
+func (t *Topology) same(o *Topology) bool {
+	if t == nil || o == nil {
+		return t.empty() && o.empty()
+	}
+	return maps.Equal(t.PodNode, o.PodNode) && maps.Equal(t.PodWorkload, o.PodWorkload) &&
+		maps.EqualFunc(t.WorkloadImages, o.WorkloadImages, slices.Equal) &&
+		maps.EqualFunc(t.OwnerImages, o.OwnerImages, slices.Equal) &&
+		maps.Equal(t.OwnerWorkload, o.OwnerWorkload) && maps.Equal(t.NotReadyNodes, o.NotReadyNodes)
+}
+
+func (t *Topology) empty() bool {
+	return t == nil || len(t.PodNode)+len(t.PodWorkload)+len(t.WorkloadImages)+len(t.OwnerImages)+len(t.OwnerWorkload)+len(t.NotReadyNodes) == 0
+}
+
+// actions are t's actions; none for a nil topology.
+func (t *Topology) actions() []Action {
+	if t == nil {
+		return nil
+	}
+	return t.Actions
 }
 
 // Action is one remediation action in flight or just verified: a node drained or cordoned, a

@@ -100,14 +100,24 @@ func (d *demoCmd) run() error {
 		return err
 	}
 
+	// The demo's output is the story; fleetwatch's own log (and the simulator's and agents')
+	// goes to a file the banner names, at --log.level. Warnings and errors also reach the
+	// terminal.
+	logPath := filepath.Join(dir, "demo", "fleetwatch.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	terminal := &logFlags{level: "warn", format: d.log.format}
+	if d.log.level == "error" {
+		terminal.level = "error"
+	}
+	logger = slog.New(slog.NewMultiHandler(d.log.handler(logFile), terminal.handler(os.Stderr)))
+	quiet := logger
+
 	// The simulated clusters, served on a loopback port of their own.
 	names := sim.DefaultClusterNames(d.clusters)
-	// The simulator and the agents log what they do at info; the demo's own output says it
-	// better, so they only speak up at warn unless asked for debug.
-	quiet := logger
-	if d.log.level == "info" {
-		quiet = (&logFlags{level: "warn", format: d.log.format}).logger()
-	}
 	s, err := sim.New(sim.Options{Clusters: names, Nodes: d.nodes, PodsPerNode: d.podsPerNode, Seed: 1, Logger: quiet})
 	if err != nil {
 		return err
@@ -194,7 +204,7 @@ func (d *demoCmd) run() error {
 		return fmt.Errorf("start scenario %q: %w", d.scenario, err)
 	}
 
-	printBanner(os.Stdout, fwURL, d, names)
+	printBanner(os.Stdout, fwURL, logPath, d, names)
 	if fleet != nil {
 		fmt.Fprintln(os.Stdout, "\nEach cluster has a real API server; try kubectl (cordon a node, scale or roll back a Deployment) and watch it arrive:")
 		printControlPlanes(os.Stdout, fleet)
@@ -326,7 +336,7 @@ func simPost(ctx context.Context, url string) error {
 	return nil
 }
 
-func printBanner(w io.Writer, fwURL string, d *demoCmd, names []string) {
+func printBanner(w io.Writer, fwURL, logPath string, d *demoCmd, names []string) {
 	fmt.Fprintf(w, `
 fleetwatch demo: %d simulated clusters (%s), %d nodes x %d pods each, pushing through
 remote-write into fleetwatch on the embedded TSDB, playing scenario %q on a loop.
@@ -334,9 +344,10 @@ remote-write into fleetwatch on the embedded TSDB, playing scenario %q on a loop
   Prometheus HTTP API    %[6]s/api/v1/query?query=up
   Grafana data source    type Prometheus, URL %[6]s
   fleetwatch's metrics   %[6]s/metrics
+  fleetwatch's log       %[7]s (warnings and errors also show here)
 
 PromQL for each signal (paste into %[6]s/api/v1/query?query=... or Grafana):
-`, len(names), strings.Join(names, ", "), d.nodes, d.podsPerNode, d.scenario, fwURL)
+`, len(names), strings.Join(names, ", "), d.nodes, d.podsPerNode, d.scenario, fwURL, logPath)
 	for _, s := range demoSignals {
 		fmt.Fprintf(w, "  %-42s %s\n", s.name, s.query)
 	}

@@ -10,6 +10,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -82,12 +83,15 @@ func addLogFlags(cmd *kingpin.CmdClause) *logFlags {
 	return f
 }
 
-func (f *logFlags) logger() *slog.Logger {
+func (f *logFlags) logger() *slog.Logger { return slog.New(f.handler(os.Stderr)) }
+
+// handler writes f's level and format to w.
+func (f *logFlags) handler(w io.Writer) slog.Handler {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(strings.ToUpper(f.level)))
 	opts := &slog.HandlerOptions{Level: lvl}
 	if f.format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.NewTextHandler(w, opts)
 }

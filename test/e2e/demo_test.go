@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,13 @@ func TestDemo(t *testing.T) {
 			}
 			return nil
 		})
+		// fleetwatch's own log is in the file the banner names, not in the story.
+		m := regexp.MustCompile(`fleetwatch's log +(\S+)`).FindStringSubmatch(d.p.Log())
+		require.NotNil(t, m, "the banner names no log file")
+		logged, err := os.ReadFile(m[1])
+		require.NoError(t, err)
+		require.Contains(t, string(logged), "level=INFO")
+		require.NotContains(t, d.p.Log(), "level=INFO", "info-level log lines in the demo's output")
 	}
 	for _, d := range demos {
 		require.NoError(t, d.p.Signal(os.Interrupt))
