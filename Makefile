@@ -39,6 +39,7 @@ TESTFLAGS = -p 4 -count=1 -vet=off -timeout 30m -ldflags='-s -w'
 ## test does not vet again (-vet=off).
 test:
 	@setsid nice -n 19 $(MAKE) --no-print-directory prebuild >/dev/null 2>&1 & pre=$$!; \
+	trap 'kill -- -'$$pre' 2>/dev/null; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory peers; rc=$$?; kill -- -$$pre 2>/dev/null; wait $$pre; exit $$rc
 	@echo "go vet ./... (beside the tests, at the lowest CPU priority)"; \
 	vetlog=$$(mktemp); nice -n 19 $(GO) vet ./... >$$vetlog 2>&1 & vet=$$!; \
