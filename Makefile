@@ -32,13 +32,15 @@ TESTFLAGS = -p 4 -count=1 -vet=off -timeout 30m -ldflags='-s -w'
 ## On a fresh machine the peers take most of the run. fleetwatch's own compile (prebuild) starts
 ## beside them at the lowest CPU priority, so it only takes the CPU the peer builds leave idle
 ## (their links, the last build running alone) and does not slow them; it stops when the peers
-## are built, and what it compiled is in the build cache. Its output is not shown: the tests
+## are built, and what it compiled is in the build cache. It runs in a session of its own, so
+## that it can be stopped whole; where the kernel groups sessions for the scheduler
+## (autogroup), nice only counts within a group, so the group itself is niced too. Its output is not shown: the tests
 ## report the same errors. Then the tests start at once, the packages that wait on the lab first,
 ## and go vet runs beside them at the lowest priority, on the CPU the labs leave idle; it fails
 ## the target as a test does. go vet runs every analyzer go test would run (a subset), so go
 ## test does not vet again (-vet=off).
 test:
-	@setsid nice -n 19 $(MAKE) --no-print-directory prebuild >/dev/null 2>&1 & pre=$$!; \
+	@setsid sh -c 'echo 19 >/proc/self/autogroup; exec nice -n 19 $(MAKE) --no-print-directory prebuild' >/dev/null 2>&1 & pre=$$!; \
 	trap 'kill -- -'$$pre' 2>/dev/null; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory peers; rc=$$?; kill -- -$$pre 2>/dev/null; wait $$pre; exit $$rc
 	@echo "go vet ./... (beside the tests, at the lowest CPU priority)"; \

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -51,12 +52,19 @@ func benchAlerts(n, clusters int, now time.Time) []Alert {
 	return out
 }
 
-// BenchmarkCorrelate correlates 100k alerts fingerprinted at ingest, as the engine does.
+// benchSizes are the numbers of held alerts the benchmarks run with.
+var benchSizes = []int{10_000, 100_000}
+
+// BenchmarkCorrelate correlates 10k and 100k alerts fingerprinted at ingest, as the engine does.
 func BenchmarkCorrelate(b *testing.B) {
-	alerts := DefaultRules.withFingerprints(benchAlerts(100_000, 100, t0))
-	b.ReportAllocs()
-	for b.Loop() {
-		Correlate(alerts, nil, DefaultRules)
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("alerts=%d", n), func(b *testing.B) {
+			alerts := DefaultRules.withFingerprints(benchAlerts(n, 100, t0))
+			b.ReportAllocs()
+			for b.Loop() {
+				Correlate(alerts, nil, DefaultRules)
+			}
+		})
 	}
 }
 
@@ -77,15 +85,29 @@ func benchEngine(b *testing.B, n int) (*Engine, []Alert) {
 	return e, alerts
 }
 
-// BenchmarkEvaluate is one evaluation of 100k held alerts after a batch of 64 was resent.
+// BenchmarkEvaluate is one evaluation of 10k and 100k held alerts after a batch of 64 was
+// taken in: resent as they were (what a member Prometheus sends every minute), or changed (their
+// annotations, so that they are grouped again).
 func BenchmarkEvaluate(b *testing.B) {
-	e, alerts := benchEngine(b, 100_000)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		batch := benchBatch(alerts, i)
-		require.NoError(b, e.Ingest(ctx, batch))
-		require.NoError(b, e.Evaluate(ctx))
+	for _, n := range benchSizes {
+		for _, changed := range []bool{false, true} {
+			b.Run(fmt.Sprintf("alerts=%d/changed=%t", n, changed), func(b *testing.B) {
+				e, alerts := benchEngine(b, n)
+				ctx := context.Background()
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					batch := benchBatch(alerts, i)
+					if changed {
+						batch = slices.Clone(batch)
+						for j := range batch {
+							batch[j].Annotations = map[string]string{"summary": fmt.Sprint("round ", i)}
+						}
+					}
+					require.NoError(b, e.Ingest(ctx, batch))
+					require.NoError(b, e.Evaluate(ctx))
+				}
+			})
+		}
 	}
 }
 
