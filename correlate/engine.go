@@ -470,8 +470,10 @@ func (e *Engine) Evaluate(ctx context.Context) (err error) {
 		m.topo.same(topo) && slices.Equal(m.topo.actions(), topo.actions()) {
 		// Nothing Correlate reads changed: its groups are the last ones. Only incidents
 		// clearing (waiting out ResolveAfter) can change with time alone.
+		if _, err := e.sweepAlerts(now, false); err != nil {
+			e.logger.Warn("deleting alerts long resolved", "err", err)
+		}
 		if !e.tracker.clearing() {
-			e.sweepAlerts(now, false)
 			e.prune(now)
 			return nil
 		}
@@ -537,6 +539,7 @@ func (e *Engine) sweepAlerts(now time.Time, list bool) ([]Alert, error) {
 	}
 	var alerts []Alert
 	var gone []uint64
+	cutoff := now.Add(-e.o.ResolveAfter - time.Hour)
 	e.alertsMtx.Lock()
 	for fp, a := range e.alerts {
 		switch {
@@ -544,14 +547,23 @@ func (e *Engine) sweepAlerts(now time.Time, list bool) ([]Alert, error) {
 			if list {
 				alerts = append(alerts, a)
 			}
-		case a.EndsAt.Before(now.Add(-e.o.ResolveAfter - time.Hour)):
+		case a.EndsAt.Before(cutoff):
 			gone = append(gone, fp)
-			delete(e.alerts, fp)
 		}
 	}
 	e.alertsMtx.Unlock()
-	if err := e.o.Store.DeleteAlerts(gone); err != nil {
-		return nil, err
+	if len(gone) > 0 {
+		// The store first, then memory: a failure leaves both holding them.
+		if err := e.o.Store.DeleteAlerts(gone); err != nil {
+			return nil, err
+		}
+		e.alertsMtx.Lock()
+		for _, fp := range gone {
+			if a, ok := e.alerts[fp]; ok && a.EndsAt.Before(cutoff) {
+				delete(e.alerts, fp)
+			}
+		}
+		e.alertsMtx.Unlock()
 	}
 	e.lastSweep = now
 	return alerts, nil

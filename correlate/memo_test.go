@@ -181,3 +181,27 @@ func TestEvaluateSkipsLikeGroupingEveryTime(t *testing.T) {
 	require.Less(t, testutil.ToFloat64(skipping.groupings), testutil.ToFloat64(always.groupings))
 	t.Logf("groupings: %v every time, %v when something changed", testutil.ToFloat64(always.groupings), testutil.ToFloat64(skipping.groupings))
 }
+
+// TestEvaluateDeletesLongResolvedAlerts: an alert that ended more than ResolveAfter and an hour
+// ago leaves the store and memory, also when evaluations find nothing to group again.
+func TestEvaluateDeletesLongResolvedAlerts(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	clk := &clock{t: t0}
+	e, err := New(Options{Store: st, Rules: DefaultRules, ResolveAfter: time.Minute, Now: clk.now})
+	require.NoError(t, err)
+	ctx := context.Background()
+	a := alert(0, "alertname", "CertificateExpiring", "cluster", "eu-1")
+	a.EndsAt = t0.Add(time.Second)
+	require.NoError(t, e.Ingest(ctx, []Alert{a}))
+	require.NoError(t, e.Evaluate(ctx))
+	clk.add(2 * time.Minute)
+	require.NoError(t, e.Evaluate(ctx))
+	clk.add(time.Hour)
+	require.NoError(t, e.Evaluate(ctx)) // nothing to group again: the sweep alone
+	stored, err := st.Alerts()
+	require.NoError(t, err)
+	require.Empty(t, stored)
+	require.Empty(t, e.alerts)
+}
