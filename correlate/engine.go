@@ -321,7 +321,8 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 		a.fp, a.localFP = r.fingerprints(a)
 		in[i] = a
 	}
-	stored, err := e.o.Store.PutAlerts(in, func(a Alert) uint64 { return a.fp }, e.o.Now())
+	now := e.o.Now()
+	stored, err := e.o.Store.PutAlerts(in, func(a Alert) uint64 { return a.fp }, now)
 	if err != nil {
 		return fmt.Errorf("correlate: store alerts: %w", err)
 	}
@@ -334,7 +335,6 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 			stored[fp] = a
 		}
 	}
-	now := e.o.Now()
 	for fp, a := range stored {
 		old, had := e.alerts[fp]
 		e.alerts[fp] = a
