@@ -384,8 +384,10 @@ func (c *Cluster) cordon(ctx context.Context, count int) error {
 
 func (c *Cluster) setUnschedulable(ctx context.Context, node string, v bool) error {
 	patch := fmt.Sprintf(`{"spec":{"unschedulable":%t}}`, v)
-	_, err := c.Client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
-	return err
+	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return err
+	}
+	return c.kubelet.cached(ctx, node, func(n *corev1.Node) bool { return n.Spec.Unschedulable == v })
 }
 
 func (c *Cluster) image(ctx context.Context, ns, name string) (string, error) {
@@ -580,10 +582,8 @@ func (c *Cluster) truth() (sim.ClusterTruth, error) {
 	var allocCPU, allocMem, reqCPU, reqMem int64
 	for _, n := range nodes {
 		t.Nodes++
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-				t.ReadyNodes++
-			}
+		if nodeReady(n) == corev1.ConditionTrue {
+			t.ReadyNodes++
 		}
 		if n.Spec.Unschedulable {
 			t.UnschedulableNodes++

@@ -503,13 +503,56 @@ func (k *kubelet) setReady(ctx context.Context, names []string, ready bool, cras
 		k.state[n].crashRate = crashRate
 	}
 	k.mu.Unlock()
+	want := corev1.ConditionFalse
+	if ready {
+		want = corev1.ConditionTrue
+	}
 	for _, n := range names {
 		if err := k.reportStatus(ctx, n); err != nil {
+			return err
+		}
+		// Truth and the pod workers read the informer's cache: the change is done when
+		// it is there, not when the API server took it.
+		if err := k.cached(ctx, n, func(node *corev1.Node) bool { return nodeReady(node) == want }); err != nil {
 			return err
 		}
 	}
 	k.requeueAll()
 	return nil
+}
+
+// cachedWait bounds how long a write may take to reach the informer's cache of nodes.
+const cachedWait = time.Minute
+
+// cached waits until the informer's cache holds node name in a state ok accepts.
+func (k *kubelet) cached(ctx context.Context, name string, ok func(*corev1.Node) bool) error {
+	var last *corev1.Node
+	err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, cachedWait, true, func(context.Context) (bool, error) {
+		n, err := k.nodes.Get(name)
+		if err != nil {
+			return false, nil
+		}
+		last = n
+		return ok(n), nil
+	})
+	if err != nil {
+		rv := "none"
+		if last != nil {
+			rv = last.ResourceVersion
+		}
+		return fmt.Errorf("node %s: the write did not reach the informer's cache (cached resourceVersion %s): %w", name, rv, err)
+	}
+	return nil
+}
+
+// nodeReady is the status of a node's Ready condition, Unknown if it has none.
+func nodeReady(n *corev1.Node) corev1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return corev1.ConditionUnknown
 }
 
 // readyNodes returns the nodes this kubelet reports Ready, in inventory order.
