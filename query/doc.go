@@ -1,6 +1,6 @@
 // Package query owns the global view: the embedded Prometheus TSDB that the collector writes
 // into, the remote sources merged with it (Prometheus remote-read endpoints and Thanos
-// StoreAPI endpoints), replica deduplication (Thanos pkg/dedup), the PromQL engine (the Thanos
+// StoreAPI endpoints), replica deduplication (Thanos's penalty algorithm, dedup.go), the PromQL engine (the Thanos
 // promql-engine, falling back to Prometheus's engine) and the Prometheus HTTP API that serves
 // it, including a result cache for range queries.
 //

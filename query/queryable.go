@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
-	"github.com/thanos-io/thanos/pkg/dedup"
 )
 
 // partialResponseKey carries the caller's partial-response choice through the PromQL engine to
@@ -144,7 +143,7 @@ func (f failingQuerier) LabelNames(context.Context, *storage.LabelHints, ...*lab
 func (f failingQuerier) Close() error { return nil }
 
 // dedupQueryable removes replica labels and merges the replicas of each series with Thanos's
-// penalty-based deduplication, as Thanos Query does with --query.replica-label.
+// penalty-based deduplication (dedup.go), as Thanos Query does with --query.replica-label.
 type dedupQueryable struct {
 	storage.Queryable
 	replicaLabels []string
@@ -190,7 +189,7 @@ func (d *dedupQuerier) Select(ctx context.Context, _ bool, hints *storage.Select
 	if hints != nil {
 		f = hints.Func
 	}
-	return dedup.NewSeriesSet(&listSeriesSet{series: series, idx: -1, warnings: set.Warnings()}, f, dedup.AlgorithmPenalty)
+	return newDedupSeriesSet(&listSeriesSet{series: series, idx: -1, warnings: set.Warnings()}, f)
 }
 
 // LabelNames hides the replica labels, which deduplication removes from every series.

@@ -10,8 +10,8 @@ import (
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
-	thanosquery "github.com/thanos-io/thanos/pkg/query"
 	"github.com/thanos-io/thanos/pkg/store/labelpb"
 	"github.com/thanos-io/thanos/pkg/store/storepb"
 	"google.golang.org/grpc"
@@ -22,7 +22,8 @@ import (
 )
 
 // newStoreAPIQueryable reads a Thanos StoreAPI endpoint (a sidecar, Receive, Store Gateway or
-// another Querier). Chunks are decoded by Thanos's own series set (query.NewPromSeriesSet).
+// another Querier). Chunks are decoded by Prometheus's chunk encodings (chunkenc), merged where
+// they overlap by its chain iterator.
 //
 // Labels are converted here, by copying, rather than with storepb.Series.PromLabels: that is
 // an unsafe cast which is only right when Prometheus's labels are built with the slicelabels
@@ -85,7 +86,7 @@ func (q *storeQuerier) Select(ctx context.Context, _ bool, hints *storage.Select
 	if err != nil {
 		return storage.ErrSeriesSet(fmt.Errorf("series: %w", err))
 	}
-	set := &storeSeriesSet{i: -1}
+	var series []storage.Series
 	var warns annotations.Annotations
 	b := labels.NewScratchBuilder(16)
 	for {
@@ -105,14 +106,61 @@ func (q *storeQuerier) Select(ctx context.Context, _ bool, hints *storage.Select
 			continue
 		}
 		lset := copyLabels(&b, s.Labels)
+		chks, err := rawChunks(s.Chunks)
+		if err != nil {
+			return storage.ErrSeriesSet(fmt.Errorf("series %s: %w", lset, err))
+		}
 		// A store may split one series over several frames; they come one after another.
-		if n := len(set.series); n > 0 && labels.Equal(set.series[n-1].lset, lset) {
-			set.series[n-1].chunks = append(set.series[n-1].chunks, s.Chunks...)
+		if n := len(series); n > 0 && labels.Equal(series[n-1].Labels(), lset) {
+			last := series[n-1].(*storeSeries)
+			last.chunks = append(last.chunks, chks...)
 			continue
 		}
-		set.series = append(set.series, storeSeries{lset: lset, chunks: s.Chunks})
+		series = append(series, &storeSeries{lset: lset, chunks: chks, mint: q.mint, maxt: q.maxt})
 	}
-	return thanosquery.NewPromSeriesSet(set, q.mint, q.maxt, rawAggrs, warns)
+	return &listSeriesSet{series: series, idx: -1, warnings: warns}
+}
+
+// rawChunks decodes a series' chunks. Only raw chunks come back: the request asks for raw
+// resolution (no MaxResolutionWindow), so a store never answers with downsampled aggregates.
+func rawChunks(in []storepb.AggrChunk) ([]chunkenc.Iterable, error) {
+	out := make([]chunkenc.Iterable, 0, len(in))
+	for _, c := range in {
+		if c.Raw == nil {
+			return nil, fmt.Errorf("chunk %d-%d has no raw data (a downsampled aggregate, which fleetwatch does not ask for)", c.MinTime, c.MaxTime)
+		}
+		var enc chunkenc.Encoding
+		switch c.Raw.Type {
+		case storepb.Chunk_XOR:
+			enc = chunkenc.EncXOR
+		case storepb.Chunk_HISTOGRAM:
+			enc = chunkenc.EncHistogram
+		case storepb.Chunk_FLOAT_HISTOGRAM:
+			enc = chunkenc.EncFloatHistogram
+		default:
+			return nil, fmt.Errorf("chunk %d-%d: unknown encoding %v", c.MinTime, c.MaxTime, c.Raw.Type)
+		}
+		chk, err := chunkenc.FromData(enc, c.Raw.Data)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %d-%d: %w", c.MinTime, c.MaxTime, err)
+		}
+		out = append(out, chk)
+	}
+	return out, nil
+}
+
+// storeSeries is one series from a store: its chunks, sorted by time and possibly
+// overlapping (the chain iterator merges them), read within the querier's range.
+type storeSeries struct {
+	lset       labels.Labels
+	chunks     []chunkenc.Iterable
+	mint, maxt int64
+}
+
+func (s *storeSeries) Labels() labels.Labels { return s.lset }
+
+func (s *storeSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
+	return &boundedIterator{it: storage.ChainSampleIteratorFromIterables(nil, s.chunks), mint: s.mint, maxt: s.maxt}
 }
 
 func copyLabels(b *labels.ScratchBuilder, zl []labelpb.ZLabel) labels.Labels {
@@ -170,20 +218,3 @@ func warnings(ws []string) annotations.Annotations {
 	}
 	return a
 }
-
-// storeSeriesSet is the storepb.SeriesSet Thanos's NewPromSeriesSet decodes.
-type storeSeriesSet struct {
-	series []storeSeries
-	i      int
-}
-
-type storeSeries struct {
-	lset   labels.Labels
-	chunks []storepb.AggrChunk
-}
-
-func (s *storeSeriesSet) Next() bool { s.i++; return s.i < len(s.series) }
-func (s *storeSeriesSet) At() (labels.Labels, []storepb.AggrChunk) {
-	return s.series[s.i].lset, s.series[s.i].chunks
-}
-func (s *storeSeriesSet) Err() error { return nil }
