@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -307,12 +308,17 @@ type probeResult struct {
 	LastPollMs float64 `json:"last_poll_ms"`
 }
 
+// probeLabels are the labels the probe alert is posted with (the target adds the cluster).
+func probeLabels(id string) map[string]string {
+	return map[string]string{"alertname": "AlertbenchProbe", "probe_id": id, "severity": "warning", "prometheus": "monitoring/k8s"}
+}
+
 // probe posts one alert with a unique label as cluster's Prometheus would, and polls until the
 // target shows it: fleetwatch in an active incident (GET /api/v1/incidents), Alertmanager in
 // GET /api/v2/alerts with a filter. The time runs from just before the POST.
 func probe(ctx context.Context, client *http.Client, s *server, cluster, id string, limit time.Duration) (probeResult, error) {
 	now := time.Now()
-	ls := models.LabelSet{"alertname": "AlertbenchProbe", "probe_id": id, "severity": "warning", "prometheus": "monitoring/k8s"}
+	ls := models.LabelSet(probeLabels(id))
 	if s.Name == nameAlertmanager {
 		ls["cluster"] = cluster
 	}
@@ -416,8 +422,9 @@ func probeVisible(ctx context.Context, client *http.Client, s *server, path, id 
 
 // heldAlerts lists what the target holds now: fleetwatch, the alerts of its active incidents;
 // Alertmanager, its alerts. It returns how many distinct alerts (by label set) and how many
-// listings there were (an alert in two incidents is listed twice).
-func heldAlerts(ctx context.Context, client *http.Client, s *server) (distinct, listed int, err error) {
+// listings there were (an alert in two incidents is listed twice), and the distinct label sets
+// (labelKey).
+func heldAlerts(ctx context.Context, client *http.Client, s *server) (distinct, listed int, held map[string]bool, err error) {
 	c := *client
 	c.Timeout = 10 * time.Minute
 	seen := map[string]bool{}
@@ -430,10 +437,10 @@ func heldAlerts(ctx context.Context, client *http.Client, s *server) (distinct, 
 	if s.Name == nameFleetwatch {
 		var l incidentList
 		if err := getJSON(ctx, &c, s, "/api/v1/incidents?state=active", &l); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 		if l.Status != "success" {
-			return 0, 0, fmt.Errorf("GET /api/v1/incidents: status %q", l.Status)
+			return 0, 0, nil, fmt.Errorf("GET /api/v1/incidents: status %q", l.Status)
 		}
 		for _, inc := range l.Data {
 			add(inc.Alerts)
@@ -441,9 +448,37 @@ func heldAlerts(ctx context.Context, client *http.Client, s *server) (distinct, 
 	} else {
 		var as []listedAlert
 		if err := getJSON(ctx, &c, s, "/api/v2/alerts", &as); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 		add(as)
 	}
-	return len(seen), listed, nil
+	return len(seen), listed, seen, nil
+}
+
+// heldDiff names up to three label sets posted but not held and up to three held but never
+// posted: what a count that is off by a few is made of.
+func heldDiff(st *stream, probe map[string]string, held map[string]bool) string {
+	want := map[string]bool{labelKey(probe): true}
+	for ci, c := range st.clusters {
+		for _, a := range st.alerts[ci] {
+			ls := maps.Clone(a.labels)
+			ls["cluster"] = c
+			want[labelKey(ls)] = true
+		}
+	}
+	show := func(k string) string {
+		return strings.NewReplacer("\xff", "=", "\xfe", " ").Replace(k)
+	}
+	var missing, extra []string
+	for k := range want {
+		if !held[k] && len(missing) < 3 {
+			missing = append(missing, show(k))
+		}
+	}
+	for k := range held {
+		if !want[k] && len(extra) < 3 {
+			extra = append(extra, show(k))
+		}
+	}
+	return fmt.Sprintf("not held: %q; held, not posted: %q", missing, extra)
 }

@@ -360,7 +360,10 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	if time.Now().After(validUntil) {
 		expiries = append(expiries, "the alerts' endsAt passed before the check")
 	}
-	if rr.HeldDistinct, rr.HeldListed, err = heldAlerts(ctx, client, s); err != nil {
+	var held map[string]bool
+	heldProbe := probeLabels(id)
+	heldProbe["cluster"] = st.clusters[0]
+	if rr.HeldDistinct, rr.HeldListed, held, err = heldAlerts(ctx, client, s); err != nil {
 		return rr, nil, err
 	}
 	if len(expiries) > 0 {
@@ -373,7 +376,7 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 		if fw {
 			what = "alerts in active incidents"
 		}
-		errs = append(errs, fmt.Sprintf("%s holds %d distinct %s (%d listed), want %d", name, rr.HeldDistinct, what, rr.HeldListed, want))
+		errs = append(errs, fmt.Sprintf("%s holds %d distinct %s (%d listed), want %d; %s", name, rr.HeldDistinct, what, rr.HeldListed, want, heldDiff(st, heldProbe, held)))
 	}
 	if fw {
 		m, err := scrapeFleetwatch(ctx, client, s)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -113,4 +114,25 @@ func TestHistogramQuantile(t *testing.T) {
 	require.InDelta(t, 0.982, histogramQuantile(0.99, a, b), 1e-9)
 	c := fwMetrics{buckets: map[float64]float64{0.1: 50, 1: 90, inf: 100}}
 	require.Equal(t, 1.0, histogramQuantile(0.99, a, c), "in the +Inf bucket: the highest finite bound")
+}
+
+// TestHeldDiff: a count off by one names the alert.
+func TestHeldDiff(t *testing.T) {
+	st := genStream(2, 10, 1, time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC))
+	probe := probeLabels("p1")
+	probe["cluster"] = st.clusters[0]
+	held := map[string]bool{labelKey(probe): true}
+	for ci, c := range st.clusters {
+		for _, a := range st.alerts[ci] {
+			ls := maps.Clone(a.labels)
+			ls["cluster"] = c
+			held[labelKey(ls)] = true
+		}
+	}
+	require.Equal(t, `not held: []; held, not posted: []`, heldDiff(st, probe, held))
+	delete(held, labelKey(probe))
+	held[labelKey(map[string]string{"alertname": "Stray"})] = true
+	got := heldDiff(st, probe, held)
+	require.Contains(t, got, "probe_id=p1 ")
+	require.Contains(t, got, `held, not posted: ["alertname=Stray "]`)
 }
