@@ -528,8 +528,9 @@ func ownMetrics(t *testing.T) map[string][]string {
 							}
 						}
 					}
-				case *ast.BasicLit:
-					if s := stringLit(a); name == "" && strings.HasPrefix(s, "fleetwatch_") {
+				case *ast.BasicLit, *ast.Ident, *ast.SelectorExpr:
+					// A literal or a constant passed as the name (newCounter(reg, MetricX, ...)).
+					if s := nameOf(a); name == "" && strings.HasPrefix(s, "fleetwatch_") {
 						name = s
 					}
 				}

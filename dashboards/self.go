@@ -8,6 +8,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/hooks"
 	"github.com/fleetwatch/fleetwatch/internal/access"
+	"github.com/fleetwatch/fleetwatch/internal/promqlengine"
 	"github.com/fleetwatch/fleetwatch/remediate"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
@@ -153,11 +154,12 @@ func self(e *env) *dashboard.DashboardBuilder {
 
 	b.WithRow(dashboard.NewRowBuilder("Queries"))
 	b.WithPanel(timeSeries("Query latency (Prometheus engine)",
-		"Quantiles of the evaluation time of the queries Prometheus's engine answers: every query with query.engine: prometheus; with the default query.engine: thanos, only those the Thanos engine does not implement (next panel). fleetwatch does not time the queries the Thanos engine answers yet.", 12, 8).
+		"Quantiles of the evaluation time of the queries Prometheus's engine answers: every query with query.engine: prometheus; with the default query.engine: thanos, only those handed to it (next panel). fleetwatch does not time the queries the Thanos engine answers yet.", 12, 8).
 		WithTarget(query("A", `max by (quantile) (prometheus_engine_query_duration_seconds{`+jf+`, slice="inner_eval"})`, "q{{quantile}}")).
 		Unit("s").Min(0))
-	b.WithPanel(timeSeries("Queries handed to Prometheus's engine", "Queries a second that the Thanos engine does not implement, answered by Prometheus's engine instead.", 12, 8).
-		WithTarget(query("A", `sum(rate(fleetwatch_query_engine_fallbacks_total{`+jf+`}[$__rate_interval]))`, "fallbacks")).
+	b.WithPanel(timeSeries("Queries handed to Prometheus's engine", "Queries a second answered by Prometheus's engine instead of the Thanos engine: those the Thanos engine does not implement (fallbacks), and range queries with a range-vector window wider than "+strconv.Itoa(promqlengine.WideWindowSteps)+" steps, which Prometheus's engine evaluates faster (wide windows).", 12, 8).
+		WithTarget(query("A", `sum(rate(`+promqlengine.MetricFallbacks+`{`+jf+`}[$__rate_interval]))`, "fallbacks")).
+		WithTarget(query("B", `sum(rate(`+promqlengine.MetricWideWindows+`{`+jf+`}[$__rate_interval]))`, "wide windows")).
 		Unit("short").AxisLabel("queries / s").Min(0))
 	b.WithPanel(timeSeries("Result cache hit ratio",
 		"Share of range queries answered from the result cache. Only ranges that end more than query.result_cache.freshness ago can be cached, so dashboards looking at the last hour mostly are not.", 12, 8).

@@ -16,6 +16,7 @@ import (
 	"github.com/thanos-io/promql-engine/engine"
 
 	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/internal/promqlengine"
 )
 
 // Options configure a View.
@@ -59,8 +60,8 @@ type state struct {
 }
 
 type viewMetrics struct {
-	fallbacks prometheus.Counter
-	cache     *cacheMetrics
+	fallbacks, wideWindows prometheus.Counter
+	cache                  *cacheMetrics
 }
 
 // Open opens (or creates) the TSDB in o.Dir, replaying its WAL, and returns a View with the
@@ -91,8 +92,10 @@ func Open(o Options) (*View, error) {
 
 	reg := o.Registerer
 	v.metrics = &viewMetrics{
-		fallbacks: newCounter(reg, "fleetwatch_query_engine_fallbacks_total",
+		fallbacks: newCounter(reg, promqlengine.MetricFallbacks,
 			"Queries the Thanos engine does not implement, answered by Prometheus's engine."),
+		wideWindows: newCounter(reg, promqlengine.MetricWideWindows,
+			"Range queries answered by Prometheus's engine because a range-vector window spans more steps than the Thanos engine evaluates faster."),
 		cache: newCacheMetrics(reg),
 	}
 	eopts := promql.EngineOpts{
@@ -135,7 +138,7 @@ func (v *View) ApplyConfig(cfg config.QueryConfig) error {
 	}
 	var eng promql.QueryEngine = v.prom
 	if cfg.Engine == config.EngineThanos {
-		eng = &fallbackEngine{thanos: v.thanos, prom: v.prom, fallbacks: v.metrics.fallbacks}
+		eng = &promqlengine.Engine{Thanos: v.thanos, Prom: v.prom, Fallbacks: v.metrics.fallbacks, WideWindows: v.metrics.wideWindows}
 	}
 	eng = &limitedEngine{QueryEngine: eng, timeout: time.Duration(cfg.Timeout), lookback: time.Duration(cfg.LookbackDelta)}
 	var cache *resultCache
@@ -188,32 +191,6 @@ func (v *View) SetMetadata(cluster, metric, typ, help, unit string) {
 
 // Close closes the TSDB. Nothing may write or query after it.
 func (v *View) Close() error { return v.db.Close() }
-
-// fallbackEngine runs a query on the Thanos engine and on Prometheus's engine when the Thanos
-// engine does not implement something in it.
-type fallbackEngine struct {
-	thanos    *engine.Engine
-	prom      *promql.Engine
-	fallbacks prometheus.Counter
-}
-
-func (e *fallbackEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
-	qry, err := e.thanos.NewInstantQuery(ctx, q, opts, qs, ts)
-	if engine.IsUnimplemented(err) {
-		e.fallbacks.Inc()
-		return e.prom.NewInstantQuery(ctx, q, opts, qs, ts)
-	}
-	return qry, err
-}
-
-func (e *fallbackEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
-	qry, err := e.thanos.NewRangeQuery(ctx, q, opts, qs, start, end, step)
-	if engine.IsUnimplemented(err) {
-		e.fallbacks.Inc()
-		return e.prom.NewRangeQuery(ctx, q, opts, qs, start, end, step)
-	}
-	return qry, err
-}
 
 // limitedEngine applies the configured timeout and lookback delta per query, so a reload can
 // change them without building new engines.

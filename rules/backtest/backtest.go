@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	thanosengine "github.com/thanos-io/promql-engine/engine"
 
+	"github.com/fleetwatch/fleetwatch/internal/promqlengine"
 	"github.com/fleetwatch/fleetwatch/rules/lint"
 )
 
@@ -65,7 +66,7 @@ type Options struct {
 	QueryTimeout  time.Duration
 	MaxSamples    int
 	// Engine is the query engine, as the view's query.engine: EngineThanos (the Thanos
-	// engine, and Prometheus's for what it does not implement) or EnginePrometheus, the default.
+	// engine, with Prometheus's as internal/promqlengine chooses) or EnginePrometheus, the default.
 	Engine string
 	// Stepwise evaluates every rule with an instant query at every step, as the rules manager
 	// does, instead of ahead with range queries (see precompute.go). It gives the same report,
@@ -219,7 +220,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var engine promql.QueryEngine = promql.NewEngine(eopts)
 	if o.Engine == EngineThanos {
-		engine = &fallbackEngine{thanos: thanosengine.New(thanosengine.Opts{EngineOpts: eopts}), prom: engine}
+		engine = &promqlengine.Engine{Thanos: thanosengine.New(thanosengine.Opts{EngineOpts: eopts}), Prom: engine}
 	}
 	stepwise, why := o.Stepwise, ""
 	if !stepwise {
@@ -527,27 +528,4 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{Handler: h.Handler.WithGroup(name), level: h.level}
-}
-
-// fallbackEngine runs a query on the Thanos engine, or on Prometheus's when the Thanos engine
-// does not implement something in it, as the view does.
-type fallbackEngine struct {
-	thanos *thanosengine.Engine
-	prom   promql.QueryEngine
-}
-
-func (e *fallbackEngine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
-	qry, err := e.thanos.NewInstantQuery(ctx, q, opts, qs, ts)
-	if thanosengine.IsUnimplemented(err) {
-		return e.prom.NewInstantQuery(ctx, q, opts, qs, ts)
-	}
-	return qry, err
-}
-
-func (e *fallbackEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
-	qry, err := e.thanos.NewRangeQuery(ctx, q, opts, qs, start, end, step)
-	if thanosengine.IsUnimplemented(err) {
-		return e.prom.NewRangeQuery(ctx, q, opts, qs, start, end, step)
-	}
-	return qry, err
 }
