@@ -48,7 +48,7 @@ test:
 	@setsid sh -c 'echo 19 >/proc/self/autogroup; exec nice -n 19 $(MAKE) --no-print-directory prebuild' >/dev/null 2>&1 & pre=$$!; \
 	trap 'kill -- -'$$pre' 2>/dev/null; exit 130' INT TERM; \
 	$(MAKE) --no-print-directory peers; rc=$$?; kill -- -$$pre 2>/dev/null; wait $$pre; exit $$rc
-	@echo "go vet ./... (beside the tests, at the lowest CPU priority)"; \
+	@echo "$(VET) ./... (beside the tests, at the lowest CPU priority)"; \
 	vetlog=$$(mktemp); nice -n 19 $(VET) ./... >$$vetlog 2>&1 & vet=$$!; \
 	echo "$(GO) test $(TESTFLAGS) $(WAITING_TESTS) ./..."; \
 	$(GO) test $(TESTFLAGS) $(WAITING_TESTS) ./...; rc=$$?; \
