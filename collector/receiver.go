@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -196,11 +195,21 @@ func (r *Receiver) decode(next http.Handler) http.Handler {
 			http.Error(w, "snappy block decoding: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		req.Body = io.NopCloser(bytes.NewReader(out))
+		req.Body = decodedBody{Reader: bytes.NewReader(out), b: out}
 		req.Header.Del("Content-Encoding")
 		next.ServeHTTP(w, req)
 	})
 }
+
+// decodedBody is a decoded request body; Bytes gives it whole, valid until the handler returns
+// (the buffer goes back to the pool then), so the store reads it without a copy.
+type decodedBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (decodedBody) Close() error    { return nil }
+func (d decodedBody) Bytes() []byte { return d.b }
 
 type statusRecorder struct {
 	http.ResponseWriter

@@ -56,8 +56,12 @@ type counts struct{ samples, histograms, exemplars int }
 func (s *store) Store(req *http.Request, msgType remote.WriteMessageType) (*remote.WriteResponse, error) {
 	cluster, _ := req.Context().Value(clusterKey{}).(string)
 	resp := remote.NewWriteResponse()
-	body, err := io.ReadAll(req.Body)
-	if err != nil {
+	// The receiver hands over the decoded body it holds (decodedBody): read as it is, not copied.
+	var body []byte
+	var err error
+	if d, ok := req.Body.(interface{ Bytes() []byte }); ok {
+		body = d.Bytes()
+	} else if body, err = io.ReadAll(req.Body); err != nil {
 		resp.SetStatusCode(http.StatusBadRequest)
 		return resp, fmt.Errorf("read request body: %w", err)
 	}
@@ -135,13 +139,14 @@ func (p pendingSample) sameAs(q pendingSample) bool {
 	return false
 }
 
-func (s *store) begin(req *http.Request, cluster string) *txn {
+// begin starts a request's transaction; series is how many series it has (to size last).
+func (s *store) begin(req *http.Request, cluster string, series int) *txn {
 	return &txn{
 		app:     s.appendable.Appender(req.Context()),
 		cluster: cluster,
 		maxTime: timestamp.FromTime(s.now().Add(maxAheadTime)),
 		b:       labels.NewScratchBuilder(16),
-		last:    map[storage.SeriesRef]pendingSample{},
+		last:    make(map[storage.SeriesRef]pendingSample, series),
 	}
 }
 
@@ -267,7 +272,7 @@ func isHistogramError(err error) bool {
 }
 
 func (s *store) writeV1(req *http.Request, cluster string, wr *prompb.WriteRequest) (counts, error) {
-	t := s.begin(req, cluster)
+	t := s.begin(req, cluster, len(wr.Timeseries))
 	err := func() error {
 		for i := range wr.Timeseries {
 			ts := &wr.Timeseries[i]
@@ -336,7 +341,7 @@ func metricType(t prompb.MetricMetadata_MetricType) string {
 }
 
 func (s *store) writeV2(req *http.Request, cluster string, wr *writev2.Request) (counts, error) {
-	t := s.begin(req, cluster)
+	t := s.begin(req, cluster, len(wr.Timeseries))
 	syms := wr.Symbols
 	symbol := func(ref uint32) (string, error) {
 		if int(ref) >= len(syms) {
