@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -26,7 +27,26 @@ var (
 	revision = ""
 )
 
+// defaultGOGC is the garbage collector's target when GOGC is not set: Prometheus's default
+// (its runtime.gogc, 75). At Go's 100, fleetwatch's peak RSS taking in 100,000 series was
+// 502 MiB against Prometheus's 324; at 75, 417 against 333, the CPU per sample within the
+// bench's spread.
+const defaultGOGC = 75
+
+// setGOGC applies defaultGOGC unless the environment sets GOGC, and returns the percentage in
+// force.
+func setGOGC(getenv func(string) string) int {
+	if getenv("GOGC") != "" {
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p
+	}
+	debug.SetGCPercent(defaultGOGC)
+	return defaultGOGC
+}
+
 func main() {
+	setGOGC(os.Getenv)
 	app := kingpin.New("fleetwatch", "One PromQL view, one page per real problem, and safe automation for a fleet of Kubernetes clusters.")
 	app.Version(fmt.Sprintf("fleetwatch %s (revision %s, %s)", version, revision, runtime.Version()))
 	app.HelpFlag.Short('h')
