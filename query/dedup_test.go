@@ -84,4 +84,7 @@ func TestBoundedIterator(t *testing.T) {
 	it = &boundedIterator{it: in.Iterator(nil), mint: 2, maxt: 3}
 	require.Equal(t, chunkenc.ValFloat, it.Seek(0))
 	require.Equal(t, int64(2), it.AtT())
+	// A seek inside the range that lands past it finds nothing.
+	gap := listSeries([2]float64{1, 1}, [2]float64{5, 5})
+	require.Equal(t, chunkenc.ValNone, (&boundedIterator{it: gap.Iterator(nil), mint: 2, maxt: 3}).Seek(2))
 }
