@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/alecthomas/kingpin/v2"
+	promconfig "github.com/prometheus/prometheus/config"
 )
 
 // Set at build time with -ldflags "-X main.version=...".
@@ -28,10 +29,10 @@ var (
 )
 
 // defaultGOGC is the garbage collector's target when GOGC is not set: Prometheus's default
-// (its runtime.gogc, 75). At Go's 100, fleetwatch's peak RSS taking in 100,000 series was
-// 502 MiB against Prometheus's 324; at 75, 417 against 333, the CPU per sample within the
-// bench's spread.
-const defaultGOGC = 75
+// (its runtime.gogc). At Go's 100, fleetwatch's peak RSS taking in 100,000 series was 502 MiB
+// against Prometheus's 324; at 75, 417 against 333, the CPU per sample within the bench's
+// spread.
+const defaultGOGC = promconfig.DefaultGoGCPercentage
 
 // setGOGC applies defaultGOGC unless the environment sets GOGC, and returns the percentage in
 // force.
