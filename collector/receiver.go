@@ -201,15 +201,14 @@ func (r *Receiver) decode(next http.Handler) http.Handler {
 	})
 }
 
-// decodedBody is a decoded request body; Bytes gives it whole, valid until the handler returns
-// (the buffer goes back to the pool then), so the store reads it without a copy.
+// decodedBody is a decoded request body; the store reads b whole, without a copy. b is valid
+// until the handler returns (the buffer goes back to the pool then).
 type decodedBody struct {
 	*bytes.Reader
 	b []byte
 }
 
-func (decodedBody) Close() error    { return nil }
-func (d decodedBody) Bytes() []byte { return d.b }
+func (decodedBody) Close() error { return nil }
 
 type statusRecorder struct {
 	http.ResponseWriter

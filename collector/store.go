@@ -59,8 +59,8 @@ func (s *store) Store(req *http.Request, msgType remote.WriteMessageType) (*remo
 	// The receiver hands over the decoded body it holds (decodedBody): read as it is, not copied.
 	var body []byte
 	var err error
-	if d, ok := req.Body.(interface{ Bytes() []byte }); ok {
-		body = d.Bytes()
+	if d, ok := req.Body.(decodedBody); ok {
+		body = d.b
 	} else if body, err = io.ReadAll(req.Body); err != nil {
 		resp.SetStatusCode(http.StatusBadRequest)
 		return resp, fmt.Errorf("read request body: %w", err)
