@@ -9,6 +9,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/hooks"
 	"github.com/fleetwatch/fleetwatch/internal/access"
 	"github.com/fleetwatch/fleetwatch/internal/promqlengine"
+	fwquery "github.com/fleetwatch/fleetwatch/query"
 	"github.com/fleetwatch/fleetwatch/remediate"
 	"github.com/fleetwatch/fleetwatch/rules/pack"
 )
@@ -162,16 +163,15 @@ func self(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("B", `sum(rate(`+promqlengine.MetricWideWindows+`{`+jf+`}[$__rate_interval]))`, "wide windows")).
 		Unit("short").AxisLabel("queries / s").Min(0))
 	b.WithPanel(timeSeries("Result cache hit ratio",
-		"Share of range queries answered from the result cache. Only ranges that end more than query.result_cache.freshness ago can be cached, so dashboards looking at the last hour mostly are not.", 12, 8).
+		"Share of range queries whose pieces old enough to cache all came from the result cache (hit among hit and miss). A range query is cut into pieces of query.result_cache.split_interval; pieces younger than query.result_cache.freshness are computed every time and do not count.", 12, 8).
 		WithTarget(query("A", `
-			  1
-			-
-			    sum(rate(fleetwatch_query_result_cache_requests_total{`+jf+`, result!="hit"}[$__rate_interval]))
+			    sum(rate(`+fwquery.MetricResultCacheRequests+`{`+jf+`, result="`+fwquery.CacheHit+`"}[$__rate_interval]))
 			  /
-			    sum(rate(fleetwatch_query_result_cache_requests_total{`+jf+`}[$__rate_interval]))`, "hit ratio")).
+			    sum(rate(`+fwquery.MetricResultCacheRequests+`{`+jf+`, result=~"`+fwquery.CacheHit+`|`+fwquery.CacheMiss+`"}[$__rate_interval]))`, "hit ratio")).
 		Unit("percentunit").Min(0).Max(1))
-	b.WithPanel(timeSeries("Range queries by cache result", "Range queries a second by what the result cache did: hit, miss (cached after), uncacheable.", 12, 8).
-		WithTarget(query("A", `sum by (result) (rate(fleetwatch_query_result_cache_requests_total{`+jf+`}[$__rate_interval]))`, "{{result}}")).
+	b.WithPanel(timeSeries("Range queries by cache result", "Range queries a second by what the result cache did: hit (every piece old enough to cache came from it), miss (some were computed and kept), uncacheable (nothing old enough, unaligned to the step, or depending on the range's start or end); and how often late samples emptied the cache.", 12, 8).
+		WithTarget(query("A", `sum by (result) (rate(`+fwquery.MetricResultCacheRequests+`{`+jf+`}[$__rate_interval]))`, "{{result}}")).
+		WithTarget(query("B", `sum(rate(`+fwquery.MetricResultCacheInvalidations+`{`+jf+`}[$__rate_interval]))`, "emptied by late samples")).
 		Unit("short").AxisLabel("queries / s").Min(0))
 
 	b.WithRow(dashboard.NewRowBuilder("Rules and queues"))

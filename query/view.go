@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -158,8 +161,42 @@ func (v *View) ApplyConfig(cfg config.QueryConfig) error {
 	return nil
 }
 
-// Appendable is where the collector writes.
-func (v *View) Appendable() storage.Appendable { return v.db }
+// Appendable is where the collector writes: the TSDB, telling the result cache the oldest
+// sample of each commit (a late sample empties it).
+func (v *View) Appendable() storage.Appendable { return lateAppendable{v} }
+
+type lateAppendable struct{ v *View }
+
+func (a lateAppendable) Appender(ctx context.Context) storage.Appender {
+	return &lateAppender{Appender: a.v.db.Appender(ctx), v: a.v, mint: math.MaxInt64}
+}
+
+// lateAppender notes the oldest sample it appends, and tells the result cache after a commit.
+type lateAppender struct {
+	storage.Appender
+	v    *View
+	mint int64
+}
+
+func (a *lateAppender) Append(ref storage.SeriesRef, l labels.Labels, t int64, f float64) (storage.SeriesRef, error) {
+	a.mint = min(a.mint, t)
+	return a.Appender.Append(ref, l, t, f)
+}
+
+func (a *lateAppender) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	a.mint = min(a.mint, t)
+	return a.Appender.AppendHistogram(ref, l, t, h, fh)
+}
+
+func (a *lateAppender) Commit() error {
+	if err := a.Appender.Commit(); err != nil {
+		return err
+	}
+	if c := a.v.state.Load().cache; c != nil && a.mint != math.MaxInt64 {
+		c.written(a.mint)
+	}
+	return nil
+}
 
 // DB is the embedded TSDB.
 func (v *View) DB() *tsdb.DB { return v.db }
@@ -179,9 +216,14 @@ func (v *View) NewInstantQuery(ctx context.Context, q storage.Queryable, opts pr
 	return v.state.Load().engine.NewInstantQuery(ctx, q, opts, qs, ts)
 }
 
-// NewRangeQuery implements promql.QueryEngine with the configured engine.
+// NewRangeQuery implements promql.QueryEngine with the configured engine. A range query of
+// the HTTP API is answered through the result cache when it is on.
 func (v *View) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
-	return v.state.Load().engine.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	st := v.state.Load()
+	if req, ok := ctx.Value(splitRequestKey{}).(*splitRequest); ok && st.cache != nil {
+		return st.cache.newRangeQuery(ctx, req, st.engine, q, opts, qs, start, end, step)
+	}
+	return st.engine.NewRangeQuery(ctx, q, opts, qs, start, end, step)
 }
 
 // SetMetadata records metric metadata (collector.MetadataSink).

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,57 +139,55 @@ func TestPartialResponse(t *testing.T) {
 	require.NotEqual(t, http.StatusOK, w.Code)
 }
 
-func TestResultCache(t *testing.T) {
+func TestResultCacheResetOnReload(t *testing.T) {
 	cfg := config.DefaultQuery
-	cfg.ResultCache = config.ResultCacheConfig{MaxSizeBytes: 32 << 20, Freshness: model.Duration(5 * time.Minute)}
+	cfg.ResultCache = config.ResultCacheConfig{MaxSizeBytes: 32 << 20, Freshness: model.Duration(5 * time.Minute), SplitInterval: model.Duration(10 * time.Minute)}
 	f := newView(t, cfg)
 	f.add(t, labels.FromStrings("__name__", "m", "cluster", "eu-1"), 0, 3600, func(s int) float64 { return float64(s) })
-	counter := func(result string) float64 {
-		return testutil.ToFloat64(f.v.metrics.cache.requests.WithLabelValues(result))
+	rangeQuery := func() *httptest.ResponseRecorder {
+		w, r := f.get(t, "/api/v1/query_range", url.Values{"query": {"sum(m)"}, "start": {strconv.FormatInt(f.base.Unix(), 10)}, "end": {strconv.FormatInt(f.base.Add(30*time.Minute).Unix(), 10)}, "step": {"10"}})
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		require.Len(t, r.Data.Result[0].Values, 181)
+		return w
 	}
-	rangeQuery := func(start, end time.Time, step string) (*httptest.ResponseRecorder, apiResp) {
-		return f.get(t, "/api/v1/query_range", url.Values{"query": {"sum(m)"}, "start": {strconv.FormatInt(start.Unix(), 10)}, "end": {strconv.FormatInt(end.Unix(), 10)}, "step": {step}})
-	}
-
-	start, end := f.base, f.base.Add(30*time.Minute)
-	w1, r1 := rangeQuery(start, end, "60")
-	require.Equal(t, http.StatusOK, w1.Code, w1.Body.String())
-	require.Len(t, r1.Data.Result[0].Values, 31)
-	require.Equal(t, 1.0, counter("miss"))
-	w2, _ := rangeQuery(start, end, "60")
-	require.Equal(t, "hit", w2.Header().Get("X-Fleetwatch-Cache"))
-	require.JSONEq(t, w1.Body.String(), w2.Body.String())
-	require.Equal(t, w1.Header().Get("Content-Type"), w2.Header().Get("Content-Type"))
-
-	// New data in the cached range is not seen until the range is evicted: which is why only
-	// ranges older than the freshness window are cached. A range ending now is never cached.
-	now := time.Now().Truncate(time.Minute)
-	rangeQuery(now.Add(-10*time.Minute), now, "60")
-	rangeQuery(now.Add(-10*time.Minute), now, "60")
-	require.Equal(t, 2.0, counter("uncacheable"))
-
-	// Unaligned to the step: uncacheable.
-	rangeQuery(start.Add(7*time.Second), end, "60")
-	require.Equal(t, 3.0, counter("uncacheable"))
-
+	require.Equal(t, CacheMiss, rangeQuery().Header().Get("X-Fleetwatch-Cache"))
+	require.Equal(t, CacheHit, rangeQuery().Header().Get("X-Fleetwatch-Cache"))
 	// A reload resets the cache: sources or dedup may have changed the answer.
 	require.NoError(t, f.v.ApplyConfig(cfg))
-	w3, _ := rangeQuery(start, end, "60")
-	require.Empty(t, w3.Header().Get("X-Fleetwatch-Cache"))
-	require.Equal(t, 2.0, counter("miss"))
+	require.Equal(t, CacheMiss, rangeQuery().Header().Get("X-Fleetwatch-Cache"))
 }
 
 func TestResultCacheSkipsPartialAnswers(t *testing.T) {
 	cfg := config.DefaultQuery
-	f := newView(t, cfg, RemoteSource{Name: "down", Queryable: failingQueryable{}})
+	cfg.ResultCache.SplitInterval = model.Duration(10 * time.Minute)
+	down := &countingQueryable{Queryable: failingQueryable{}}
+	f := newView(t, cfg, RemoteSource{Name: "down", Queryable: down})
 	f.add(t, labels.FromStrings("__name__", "m"), 0, 600, func(s int) float64 { return float64(s) })
-	params := url.Values{"query": {"sum(m)"}, "start": {strconv.FormatInt(f.base.Unix(), 10)}, "end": {strconv.FormatInt(f.base.Add(10*time.Minute).Unix(), 10)}, "step": {"60"}}
-	for range 2 {
+	params := url.Values{"query": {"sum(m)"}, "start": {strconv.FormatInt(f.base.Unix(), 10)}, "end": {strconv.FormatInt(f.base.Add(10*time.Minute).Unix(), 10)}, "step": {"10"}}
+	var queriers []int64
+	for _, stats := range []string{"", "", "all"} {
+		params.Set("stats", stats)
+		before := down.n.Load()
 		w, r := f.get(t, "/api/v1/query_range", params)
 		require.Equal(t, http.StatusOK, w.Code)
 		require.NotEmpty(t, r.Warnings)
 		require.Empty(t, w.Header().Get("X-Fleetwatch-Cache"), "a partial answer must be computed again")
+		queriers = append(queriers, down.n.Load()-before)
 	}
+	// The first answer cut the query, saw the warning and asked again whole; the second went
+	// whole at once, as a request that is never cut (stats=all) does.
+	require.Greater(t, queriers[0], queriers[2])
+	require.Equal(t, queriers[2], queriers[1])
+}
+
+type countingQueryable struct {
+	storage.Queryable
+	n atomic.Int64
+}
+
+func (c *countingQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
+	c.n.Add(1)
+	return c.Queryable.Querier(mint, maxt)
 }
 
 func TestEngineFallback(t *testing.T) {

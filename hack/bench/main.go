@@ -19,7 +19,11 @@
 // The targets run one after the other, never at the same time, so they do not compete for
 // CPU, each from an empty data directory. CPU is the server process's user+system time from
 // /proc/<pid>/stat over the phase; peak memory is VmHWM from /proc/<pid>/status. fleetwatch's
-// range-query result cache is turned off (max_size_bytes: 0), since Prometheus has none.
+// range-query result cache is turned off (max_size_bytes: 0) there, since Prometheus has none.
+//
+// Then the dashboard phase (dashboard.go): the query set as the panels of a 12-hour dashboard,
+// refreshed cold and warm, on fleetwatch as configured by default (result cache on) and on
+// Prometheus, both serving the same TSDB blocks.
 package main
 
 import (
@@ -57,6 +61,9 @@ type options struct {
 	jsonOut                string
 	profileDir             string
 	quietWait              time.Duration
+	dashboardSpan          time.Duration
+	dashboardStep          time.Duration
+	dashboardRefreshes     int
 }
 
 func main() {
@@ -77,6 +84,9 @@ func main() {
 	flag.StringVar(&o.engine, "fleetwatch-engine", "thanos", "fleetwatch query engine: thanos or prometheus")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "after the measured rounds, run fleetwatch once more and write CPU and heap profiles of ingest and queries to this directory")
+	flag.DurationVar(&o.dashboardSpan, "dashboard-span", 12*time.Hour, "range of the dashboard phase's panels (0 skips the phase)")
+	flag.DurationVar(&o.dashboardStep, "dashboard-step", time.Minute, "step of the dashboard phase's range queries")
+	flag.IntVar(&o.dashboardRefreshes, "dashboard-refreshes", 10, "dashboard refreshes per target; the first is cold")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -113,14 +123,15 @@ type queryTiming struct {
 }
 
 type report struct {
-	Started     time.Time                `json:"started"`
-	Seconds     float64                  `json:"seconds"`
-	Options     map[string]any           `json:"options"`
-	Dataset     map[string]any           `json:"dataset"`
-	Targets     map[string]*targetResult `json:"targets"`
-	Rows        []row                    `json:"table"`
-	Errors      []string                 `json:"errors,omitempty"`
-	ProfileNote string                   `json:"profile,omitempty"`
+	Started     time.Time                   `json:"started"`
+	Seconds     float64                     `json:"seconds"`
+	Options     map[string]any              `json:"options"`
+	Dataset     map[string]any              `json:"dataset"`
+	Targets     map[string]*targetResult    `json:"targets"`
+	Rows        []row                       `json:"table"`
+	Dashboard   map[string]*dashboardTiming `json:"dashboard,omitempty"`
+	Errors      []string                    `json:"errors,omitempty"`
+	ProfileNote string                      `json:"profile,omitempty"`
 }
 
 type row struct {
@@ -153,6 +164,9 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.concurrency < 1 || o.rounds < 1 || o.queryRuns < 1 || o.samples < 1 || o.warmup < 1 {
 		return errors.New("-concurrency, -rounds, -query-runs, -samples and -warmup must be >= 1")
+	}
+	if o.dashboardSpan > 0 && (o.dashboardRefreshes < 2 || o.dashboardStep <= 0) {
+		return errors.New("-dashboard-refreshes must be >= 2 (one cold, the rest warm) and -dashboard-step > 0")
 	}
 	if span := time.Duration(o.warmup+2*o.samples+2) * o.interval; span > maxSpan {
 		return fmt.Errorf("-warmup, -samples and -interval span %s of data, over %s: both servers' TSDB heads accept samples only within an hour of their newest, and fleetwatch writes series of its own at the current time (last ingest, rules), so the oldest samples would be refused as out of bounds", span, maxSpan)
@@ -222,8 +236,13 @@ func run(ctx context.Context, o options) error {
 		rep.ProfileNote = note
 	}
 
-	rep.Seconds = time.Since(began).Seconds()
 	buildRows(rep, ds, qs)
+	if o.dashboardSpan > 0 {
+		if err := runDashboard(ctx, o, root, client, qs, rep); err != nil {
+			return err
+		}
+	}
+	rep.Seconds = time.Since(began).Seconds()
 	printReport(os.Stdout, rep, ds)
 	if o.jsonOut != "" {
 		b, err := json.MarshalIndent(rep, "", "  ")

@@ -20,9 +20,21 @@ type server struct {
 // startFleetwatch writes a config with one bearer-token cluster per name, the result cache off
 // (Prometheus has none; 0 turns it off) and starts bin/fleetwatch on a free loopback port.
 func startFleetwatch(ctx context.Context, bin, root string, clusters []string, engine string, access bool) (*server, error) {
+	return startFleetwatchOn(ctx, bin, root, clusters, engine, access, false, "")
+}
+
+// startFleetwatchOn is startFleetwatch with the result cache in its default configuration when
+// cache is set, and the TSDB blocks under the blocks directory (if any) copied into its data
+// directory first.
+func startFleetwatchOn(ctx context.Context, bin, root string, clusters []string, engine string, access, cache bool, blocks string) (*server, error) {
 	dir, err := os.MkdirTemp(root, "fleetwatch-")
 	if err != nil {
 		return nil, err
+	}
+	if blocks != "" {
+		if err := copyBlocks(blocks, filepath.Join(dir, "data")); err != nil {
+			return nil, err
+		}
 	}
 	s := &server{Proc: &benchproc.Proc{Name: "fleetwatch", Dir: dir}, tokens: map[string]string{}}
 	var cfg strings.Builder
@@ -36,7 +48,10 @@ func startFleetwatch(ctx context.Context, bin, root string, clusters []string, e
 		s.tokens[c] = tok
 		fmt.Fprintf(&cfg, "  - name: %s\n    remote_write:\n      bearer_token_file: %s\n", c, f)
 	}
-	fmt.Fprintf(&cfg, "query:\n  engine: %s\n  result_cache:\n    max_size_bytes: 0\n", engine)
+	fmt.Fprintf(&cfg, "query:\n  engine: %s\n", engine)
+	if !cache {
+		cfg.WriteString("  result_cache:\n    max_size_bytes: 0\n")
+	}
 	if access {
 		cfg.WriteString(benchproc.Identity)
 		if err := s.WriteIdentity(); err != nil {
@@ -62,9 +77,20 @@ func startFleetwatch(ctx context.Context, bin, root string, clusters []string, e
 // startPrometheus starts Prometheus with the remote-write receiver on, accepting both protocol
 // versions, and a configuration without scrape jobs: everything in its TSDB came from us.
 func startPrometheus(ctx context.Context, bin, root string) (*server, error) {
+	return startPrometheusOn(ctx, bin, root, "")
+}
+
+// startPrometheusOn is startPrometheus with the TSDB blocks under the blocks directory (if
+// any) copied into its data directory first.
+func startPrometheusOn(ctx context.Context, bin, root, blocks string) (*server, error) {
 	dir, err := os.MkdirTemp(root, "prometheus-")
 	if err != nil {
 		return nil, err
+	}
+	if blocks != "" {
+		if err := copyBlocks(blocks, filepath.Join(dir, "data")); err != nil {
+			return nil, err
+		}
 	}
 	s := &server{Proc: &benchproc.Proc{Name: "prometheus", Dir: dir}}
 	cfgPath := filepath.Join(dir, "prometheus.yml")

@@ -43,8 +43,9 @@ var (
 		Timeout:       model.Duration(2 * time.Minute),
 		MaxSamples:    50_000_000,
 		ResultCache: ResultCacheConfig{
-			MaxSizeBytes: 256 << 20,
-			Freshness:    model.Duration(5 * time.Minute),
+			MaxSizeBytes:  256 << 20,
+			Freshness:     model.Duration(5 * time.Minute),
+			SplitInterval: model.Duration(time.Hour),
 		},
 	}
 
@@ -527,6 +528,11 @@ type ResultCacheConfig struct {
 	// Freshness is how far back from now results are never cached, because late samples may
 	// still change them.
 	Freshness model.Duration `yaml:"freshness"`
+	// SplitInterval is the length of the step-aligned pieces a range query is cut into and
+	// cached by, as Thanos's query-frontend splits by day: a dashboard refresh computes only
+	// the pieces that are not cached yet or too fresh. A piece holds at least
+	// query.MinStepsPerSplit steps, so a coarse step makes longer pieces.
+	SplitInterval model.Duration `yaml:"split_interval"`
 }
 
 // StoreConfig is one Thanos StoreAPI endpoint.
@@ -726,6 +732,9 @@ func (c *QueryConfig) validate() error {
 	}
 	if c.ResultCache.Freshness < 0 {
 		return fmt.Errorf("query: result_cache.freshness: must be >= 0, got %s", c.ResultCache.Freshness)
+	}
+	if c.ResultCache.SplitInterval <= 0 {
+		return fmt.Errorf("query: result_cache.split_interval: must be > 0, got %s", c.ResultCache.SplitInterval)
 	}
 	names := map[string]bool{}
 	for i, s := range c.Stores {

@@ -81,7 +81,7 @@ func TestLoadFleet(t *testing.T) {
 			Timeout:       model.Duration(2 * time.Minute),
 			MaxSamples:    50_000_000,
 			ReplicaLabels: []string{"replica"},
-			ResultCache:   ResultCacheConfig{MaxSizeBytes: 256 << 20, Freshness: model.Duration(5 * time.Minute)},
+			ResultCache:   ResultCacheConfig{MaxSizeBytes: 256 << 20, Freshness: model.Duration(5 * time.Minute), SplitInterval: model.Duration(time.Hour)},
 			Stores: []*StoreConfig{
 				{Name: "thanos-store", Address: "thanos-store:10901", Timeout: model.Duration(30 * time.Second)},
 			},
@@ -105,7 +105,7 @@ func TestLoadQuery(t *testing.T) {
 		Timeout:       model.Duration(30 * time.Second),
 		MaxSamples:    1_000_000,
 		ReplicaLabels: []string{"replica", "prometheus_replica"},
-		ResultCache:   ResultCacheConfig{MaxSizeBytes: 64 << 20, Freshness: model.Duration(10 * time.Minute)},
+		ResultCache:   ResultCacheConfig{MaxSizeBytes: 64 << 20, Freshness: model.Duration(10 * time.Minute), SplitInterval: model.Duration(2 * time.Hour)},
 		Stores: []*StoreConfig{
 			{Name: "thanos-store", Address: "thanos-store.monitoring.svc:10901", Timeout: model.Duration(time.Minute)},
 			{Name: "thanos-store-tls", Address: "[2001:db8::1]:10901", Timeout: model.Duration(30 * time.Second), TLS: &config.TLSConfig{CAFile: "testdata/secrets/ca.pem"}},
@@ -171,7 +171,7 @@ func TestLoadDefaults(t *testing.T) {
 	t.Run("result cache off", func(t *testing.T) {
 		cfg, err := LoadFile("testdata/result_cache_off.good.yml")
 		require.NoError(t, err)
-		require.Equal(t, ResultCacheConfig{Freshness: DefaultQuery.ResultCache.Freshness}, cfg.Query.ResultCache)
+		require.Equal(t, ResultCacheConfig{Freshness: DefaultQuery.ResultCache.Freshness, SplitInterval: DefaultQuery.ResultCache.SplitInterval}, cfg.Query.ResultCache)
 	})
 	t.Run("labels and cost", func(t *testing.T) {
 		cfg, err := LoadFile("testdata/labels_cost.good.yml")
@@ -392,6 +392,7 @@ var badConfigs = []struct {
 	{"query_replica_label_invalid.bad.yml", "query: replica_labels: \"prometheus-replica\" is not a valid label name"},
 	{"query_replica_label_cluster.bad.yml", "query: replica_labels: \"cluster\" cannot be a replica label"},
 	{"result_cache_negative_size.bad.yml", "query: result_cache.max_size_bytes: must be >= 0, got -1"},
+	{"result_cache_zero_split.bad.yml", "query: result_cache.split_interval: must be > 0, got 0s"},
 	{"store_no_name.bad.yml", "query: stores[0]: name: must not be empty"},
 	{"store_empty_entry.bad.yml", "query: stores[0]: empty entry"},
 	{"store_address_no_port.bad.yml", "query: stores[0] \"thanos-store\": address: must be host:port, got \"thanos-store\""},

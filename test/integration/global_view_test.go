@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -84,7 +86,7 @@ clusters:
   - name: rw2
     remote_write: {basic_auth: {username: rw2, password_file: rw2.password}}
 query:
-  result_cache: {max_size_bytes: 33554432, freshness: 1s}
+  result_cache: {max_size_bytes: 33554432, freshness: 10s, split_interval: 10s}
 `)
 	remoteWrite := func(msg, auth string) string {
 		return fmt.Sprintf(`remote_write:
@@ -147,15 +149,33 @@ query:
 	require.Equal(t, "bad_data", r.ErrorType)
 
 	// A range query old enough to be final is cached: the second answer is a hit and equal.
-	end := time.Now().Add(-5 * time.Second).Truncate(2 * time.Second)
-	params := url.Values{"query": {`sum(up{job="prometheus"})`}, "start": {fmt.Sprint(end.Add(-20 * time.Second).Unix())}, "end": {fmt.Sprint(end.Unix())}, "step": {"2"}}
-	code1, body1 := rawGet(t, fw, "/api/v1/query_range", params)
-	code2, body2 := rawGet(t, fw, "/api/v1/query_range", params)
-	require.Equal(t, 200, code1, body1)
-	require.Equal(t, 200, code2)
-	require.JSONEq(t, body1, body2)
+	// At a 100 ms step the pieces are 10 s long; ask for one that ended over 10 s ago.
+	testenv.Eventually(t, 60*time.Second, func() error {
+		from := time.Now().Add(-20 * time.Second).Truncate(10 * time.Second)
+		params := url.Values{"query": {`sum(up{job="prometheus"})`}, "start": {fmt.Sprint(from.Unix())}, "end": {fmt.Sprintf("%d.9", from.Unix()+9)}, "step": {"0.1"}}
+		code1, body1 := rawGet(t, fw, "/api/v1/query_range", params)
+		if code1 != 200 || !strings.Contains(body1, `"values":[[`) {
+			return fmt.Errorf("no data in the range yet: %d %s", code1, body1)
+		}
+		resp, err := http.Get(fw + "/api/v1/query_range?" + params.Encode())
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body2, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		// A late sample (a remote-write retry) empties the cache; then try the next piece.
+		if h := resp.Header.Get("X-Fleetwatch-Cache"); h != "hit" {
+			return fmt.Errorf("second answer: X-Fleetwatch-Cache %q", h)
+		}
+		require.Equal(t, 200, resp.StatusCode)
+		require.JSONEq(t, body1, string(body2))
+		return nil
+	})
 	_, metrics := rawGet(t, fw, "/metrics", nil)
-	require.Contains(t, metrics, `fleetwatch_query_result_cache_requests_total{result="hit"} 1`)
+	require.Regexp(t, `fleetwatch_query_result_cache_requests_total\{result="hit"\} [1-9]`, metrics)
 }
 
 func normalizeKeepCluster(v model.Value) string {

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb"
+
+	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
+	"github.com/fleetwatch/fleetwatch/hack/internal/stats"
+)
+
+// The dashboard phase: a Grafana dashboard of the query set over the last -dashboard-span
+// (12 hours), refreshed again and again, on fleetwatch with its result cache on (the default
+// configuration) and on Prometheus, which has none. Both serve the very same TSDB blocks,
+// written before they start with Prometheus's block writer (as `promtool tsdb
+// create-blocks-from` does): same series as the ingest phase, one sample per -interval, up to
+// a minute before the phase starts. A refresh asks every panel's range query at once, six at a
+// time as a browser does, over the range Grafana asks for: aligned to the step, ending now.
+// The first refresh after start is cold; the others are warm.
+
+// dashboardTiming is one target's refreshes.
+type dashboardTiming struct {
+	RefreshMs []float64 `json:"refresh_ms"` // the first one is cold
+	PeakRSS   float64   `json:"peak_rss_mib"`
+	results   map[string]*queryResult
+}
+
+// dashboardConcurrency is how many panel queries a browser sends to one host at a time.
+const dashboardConcurrency = 6
+
+func runDashboard(ctx context.Context, o options, root string, client *http.Client, qs []benchQuery, rep *report) error {
+	clusters := make([]string, o.clusters)
+	var series []*seriesDef
+	for i := range o.clusters {
+		clusters[i] = clusterName(i)
+		series = append(series, genCluster(clusters[i], i, o.series, o.interval)...)
+	}
+	blocks := filepath.Join(root, "dashboard-blocks")
+	end := time.Now().Add(-time.Minute).Truncate(o.interval)
+	start := end.Add(-o.dashboardSpan - 15*time.Minute) // rate windows are full at the first step
+	fmt.Printf("\ndashboard: writing %s of %d series at %s into TSDB blocks ...\n", end.Sub(start), len(series), o.interval)
+	t := time.Now()
+	samples, err := writeBlocks(ctx, blocks, series, start, end, o.interval)
+	if err != nil {
+		return fmt.Errorf("dashboard blocks: %w", err)
+	}
+	fmt.Printf("dashboard: %d samples written in %.1fs\n", samples, time.Since(t).Seconds())
+
+	timings := map[string]*dashboardTiming{}
+	for _, name := range []string{"fleetwatch", "prometheus"} {
+		dt, err := dashboardTarget(ctx, o, root, blocks, name, clusters, client, qs)
+		if err != nil {
+			return fmt.Errorf("dashboard %s: %w", name, err)
+		}
+		timings[name] = dt
+		fmt.Printf("dashboard %-10s refresh ms: cold %.0f, warm %v; peak RSS %.0f MiB\n", name, dt.RefreshMs[0], dt.RefreshMs[1:], dt.PeakRSS)
+	}
+	rep.Dashboard = timings
+	fw, pr := timings["fleetwatch"], timings["prometheus"]
+	span := o.dashboardSpan.String()
+	cold := row{Metric: span + " dashboard refresh, cold ms", Fleetwatch: fw.RefreshMs[0], Prometheus: pr.RefreshMs[0], Better: "lower",
+		Note: fmt.Sprintf("%d panels, step %s", len(qs), o.dashboardStep)}
+	cold.Ratio = cold.Fleetwatch / cold.Prometheus
+	warmFw, warmPr := fw.RefreshMs[1:], pr.RefreshMs[1:]
+	warm := row{Metric: span + " dashboard refresh, warm ms", Fleetwatch: stats.Median(warmFw), Prometheus: stats.Median(warmPr), Better: "lower",
+		Note: fmt.Sprintf("median of %d; spread fw %s, prom %s", len(warmFw), stats.Spread(warmFw), stats.Spread(warmPr))}
+	warm.Ratio = warm.Fleetwatch / warm.Prometheus
+	rss := row{Metric: "peak RSS after dashboard MiB", Fleetwatch: fw.PeakRSS, Prometheus: pr.PeakRSS, Ratio: fw.PeakRSS / pr.PeakRSS, Better: "lower"}
+	rep.Rows = append(rep.Rows, cold, warm, rss)
+	for _, q := range qs {
+		if errMsg, warn := compareResults(fw.results[q.Name], pr.results[q.Name]); errMsg != "" {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("dashboard query %s (%s): %s", q.Name, q.Expr, errMsg))
+		} else if warn != "" {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("dashboard query %s (%s): %s (the cached answer must be the uncached one)", q.Name, q.Expr, warn))
+		}
+	}
+	return nil
+}
+
+// writeBlocks writes the series' samples in [start, end] into two-hour TSDB blocks in dir.
+func writeBlocks(ctx context.Context, dir string, series []*seriesDef, start, end time.Time, interval time.Duration) (int, error) {
+	const blockSize = 2 * time.Hour
+	iv := interval.Milliseconds()
+	lsets := make([]labels.Labels, len(series))
+	for i, s := range series {
+		b := labels.NewScratchBuilder(len(s.labels))
+		for _, l := range s.labels {
+			b.Add(l.name, l.value)
+		}
+		lsets[i] = b.Labels()
+	}
+	logger := slog.New(slog.DiscardHandler)
+	total := 0
+	t0 := start.UnixMilli()
+	for from := start.Truncate(blockSize); from.Before(end); from = from.Add(blockSize) {
+		w, err := tsdb.NewBlockWriter(logger, dir, blockSize.Milliseconds())
+		if err != nil {
+			return 0, err
+		}
+		lo, hi := max(from.UnixMilli(), t0), min(from.Add(blockSize).UnixMilli(), end.UnixMilli()+1)
+		for k := (lo - t0 + iv - 1) / iv; t0+k*iv < hi; k++ {
+			app := w.Appender(ctx)
+			for i, s := range series {
+				// The scrape offset stays inside the interval, so a sample never leaves its block.
+				ts := min(t0+k*iv+s.offset, hi-1)
+				if _, err := app.Append(0, lsets[i], ts, s.value(int(k))); err != nil {
+					w.Close()
+					return 0, err
+				}
+				total++
+			}
+			if err := app.Commit(); err != nil {
+				w.Close()
+				return 0, err
+			}
+		}
+		if _, err := w.Flush(ctx); err != nil {
+			w.Close()
+			return 0, err
+		}
+		if err := w.Close(); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
+}
+
+// dashboardTarget starts one target on a copy of the blocks and refreshes the dashboard.
+func dashboardTarget(ctx context.Context, o options, root, blocks, name string, clusters []string, client *http.Client, qs []benchQuery) (*dashboardTiming, error) {
+	var (
+		s   *server
+		err error
+	)
+	if name == "fleetwatch" {
+		s, err = startFleetwatchOn(ctx, o.fleetwatch, root, clusters, o.engine, !o.noAccess, true, blocks)
+	} else {
+		s, err = startPrometheusOn(ctx, o.prometheus, root, blocks)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer s.Stop()
+	if _, err := benchproc.WaitQuiet(ctx, s.PID(), o.quietWait); err != nil {
+		return nil, err
+	}
+	dt := &dashboardTiming{results: map[string]*queryResult{}}
+	for r := range o.dashboardRefreshes {
+		end := time.Duration(time.Now().Truncate(o.dashboardStep).UnixMilli()) * time.Millisecond
+		start := end - o.dashboardSpan
+		t0 := time.Now()
+		results, err := refresh(ctx, client, s, qs, start, end, o.dashboardStep)
+		if err != nil {
+			return nil, err
+		}
+		dt.RefreshMs = append(dt.RefreshMs, stats.Ms(time.Since(t0)))
+		if r == 0 {
+			dt.results = results
+		}
+	}
+	hwm, err := benchproc.ProcStatusKB(s.PID(), "VmHWM")
+	if err != nil {
+		return nil, err
+	}
+	dt.PeakRSS = float64(hwm) / 1024
+	return dt, s.Alive()
+}
+
+// refresh asks every query of the dashboard, dashboardConcurrency at a time, and returns
+// their answers by query name.
+func refresh(ctx context.Context, client *http.Client, s *server, qs []benchQuery, start, end, step time.Duration) (map[string]*queryResult, error) {
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		firstEr error
+		out     = map[string]*queryResult{}
+		sem     = make(chan struct{}, dashboardConcurrency)
+	)
+	for _, q := range qs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, r, err := timedQuery(ctx, client, s, q.Expr, start, end, step)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstEr == nil {
+				firstEr = err
+			}
+			out[q.Name] = r
+		}()
+	}
+	wg.Wait()
+	return out, firstEr
+}
+
+// copyBlocks copies the block directories into a target's empty TSDB directory.
+func copyBlocks(from, to string) error {
+	return filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(from, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(to, rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		src, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		f, err := os.Create(dst)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, src); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	})
+}
