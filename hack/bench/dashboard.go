@@ -24,8 +24,10 @@ import (
 // written before they start with Prometheus's block writer (as `promtool tsdb
 // create-blocks-from` does): same series as the ingest phase, one sample per -interval, up to
 // a minute before the phase starts. A refresh asks every panel's range query at once, six at a
-// time as a browser does, over the range Grafana asks for: aligned to the step, ending now.
-// The first refresh after start is cold; the others are warm.
+// time as a browser does, over the range Grafana asks for: aligned to the step, ending when the
+// phase started (the same range on both targets, so that their answers can be compared; a
+// refresh in the same minute asks the same). The first refresh after start is cold; the others
+// are warm.
 
 // dashboardTiming is one target's refreshes.
 type dashboardTiming struct {
@@ -55,9 +57,10 @@ func runDashboard(ctx context.Context, o options, root string, client *http.Clie
 	}
 	fmt.Printf("dashboard: %d samples written in %.1fs\n", samples, time.Since(t).Seconds())
 
+	rangeEnd := time.Duration(time.Now().Truncate(o.dashboardStep).UnixMilli()) * time.Millisecond
 	timings := map[string]*dashboardTiming{}
 	for _, name := range []string{"fleetwatch", "prometheus"} {
-		dt, err := dashboardTarget(ctx, o, root, blocks, name, clusters, client, qs)
+		dt, err := dashboardTarget(ctx, o, root, blocks, name, clusters, client, qs, rangeEnd)
 		if err != nil {
 			return fmt.Errorf("dashboard %s: %w", name, err)
 		}
@@ -135,7 +138,7 @@ func writeBlocks(ctx context.Context, dir string, series []*seriesDef, start, en
 }
 
 // dashboardTarget starts one target on a copy of the blocks and refreshes the dashboard.
-func dashboardTarget(ctx context.Context, o options, root, blocks, name string, clusters []string, client *http.Client, qs []benchQuery) (*dashboardTiming, error) {
+func dashboardTarget(ctx context.Context, o options, root, blocks, name string, clusters []string, client *http.Client, qs []benchQuery, end time.Duration) (*dashboardTiming, error) {
 	var (
 		s   *server
 		err error
@@ -153,18 +156,57 @@ func dashboardTarget(ctx context.Context, o options, root, blocks, name string, 
 		return nil, err
 	}
 	dt := &dashboardTiming{results: map[string]*queryResult{}}
-	for r := range o.dashboardRefreshes {
-		end := time.Duration(time.Now().Truncate(o.dashboardStep).UnixMilli()) * time.Millisecond
-		start := end - o.dashboardSpan
+	// With -profile, fleetwatch's CPU is profiled over the cold refresh and, after the measured
+	// ones, over further warm refreshes.
+	profile := func(name string, secs int) chan error {
+		done := make(chan error, 1)
+		if o.profileDir == "" || s.Name != "fleetwatch" {
+			close(done)
+			return done
+		}
+		go func() {
+			done <- benchproc.Fetch(ctx, client, s.Proc, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), filepath.Join(o.profileDir, name))
+		}()
+		return done
+	}
+	doRefresh := func() (map[string]*queryResult, error) {
 		t0 := time.Now()
-		results, err := refresh(ctx, client, s, qs, start, end, o.dashboardStep)
+		results, err := refresh(ctx, client, s, qs, end-o.dashboardSpan, end, o.dashboardStep)
+		if err == nil {
+			dt.RefreshMs = append(dt.RefreshMs, stats.Ms(time.Since(t0)))
+		}
+		return results, err
+	}
+	coldProfile := profile("dashboard-cold.cpu.pprof", 3)
+	for r := range o.dashboardRefreshes {
+		results, err := doRefresh()
 		if err != nil {
 			return nil, err
 		}
-		dt.RefreshMs = append(dt.RefreshMs, stats.Ms(time.Since(t0)))
 		if r == 0 {
 			dt.results = results
+			if err := <-coldProfile; err != nil {
+				return nil, err
+			}
 		}
+	}
+	if o.profileDir != "" && s.Name == "fleetwatch" {
+		measured := dt.RefreshMs
+		warmProfile := profile("dashboard-warm.cpu.pprof", 10)
+		for running := true; running; {
+			select {
+			case err := <-warmProfile:
+				if err != nil {
+					return nil, err
+				}
+				running = false
+			default:
+				if _, err := doRefresh(); err != nil {
+					return nil, err
+				}
+			}
+		}
+		dt.RefreshMs = measured
 	}
 	hwm, err := benchproc.ProcStatusKB(s.PID(), "VmHWM")
 	if err != nil {

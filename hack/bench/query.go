@@ -176,6 +176,7 @@ func compareResults(a, b *queryResult) (errMsg, warnMsg string) {
 	var missing []string
 	maxRel := 0.0
 	pointsDiffer := 0
+	var example string
 	for k, va := range a.series {
 		vb, ok := b.series[k]
 		if !ok {
@@ -184,6 +185,9 @@ func compareResults(a, b *queryResult) (errMsg, warnMsg string) {
 		}
 		if len(va) != len(vb) {
 			pointsDiffer++
+			if example == "" {
+				example = fmt.Sprintf("e.g. %s: %d points from fleetwatch, %d from prometheus", k, len(va), len(vb))
+			}
 			continue
 		}
 		for i := range va {
@@ -192,7 +196,12 @@ func compareResults(a, b *queryResult) (errMsg, warnMsg string) {
 				continue
 			}
 			rel := math.Abs(x-y) / math.Max(math.Abs(x), math.Abs(y))
-			maxRel = math.Max(maxRel, rel)
+			if rel > maxRel {
+				maxRel = rel
+				if rel > 1e-9 {
+					example = fmt.Sprintf("e.g. %s point %d of %d: %g from fleetwatch, %g from prometheus", k, i, len(va), x, y)
+				}
+			}
 		}
 	}
 	if len(missing) > 0 {
@@ -207,6 +216,9 @@ func compareResults(a, b *queryResult) (errMsg, warnMsg string) {
 			warnMsg += "; "
 		}
 		warnMsg += fmt.Sprintf("values differ, max relative difference %.3g", maxRel)
+	}
+	if warnMsg != "" {
+		warnMsg += "; " + example
 	}
 	return "", warnMsg
 }
