@@ -191,20 +191,29 @@ func (c *countingQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 }
 
 func TestEngineFallback(t *testing.T) {
-	f := newView(t, config.DefaultQuery)
+	cfg := config.DefaultQuery
+	cfg.ResultCache.MaxSizeBytes = 0
+	f := newView(t, cfg)
 	f.add(t, labels.FromStrings("__name__", "m"), 0, 600, func(s int) float64 { return float64(s) })
+	rangeQuery := func(q string) apiResp {
+		w, r := f.get(t, "/api/v1/query_range", url.Values{"query": {q}, "start": {strconv.FormatInt(f.base.Add(590*time.Second).Unix(), 10)}, "end": {strconv.FormatInt(f.base.Add(600*time.Second).Unix(), 10)}, "step": {"10"}})
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		return r
+	}
 	// The Thanos engine does not implement quantile_over_time with an expression as its
 	// first argument; Prometheus's engine answers it.
-	r := f.instant(t, "quantile_over_time(scalar(vector(0.5)), m[5m])", 600)
+	r := rangeQuery("quantile_over_time(scalar(vector(0.5)), m[5m])")
 	require.Equal(t, "success", r.Status)
 	require.Len(t, r.Data.Result, 1)
 	// Ranges are left-open: m[5m] at 600s holds the samples of 310s..600s, whose median is 455.
-	require.Equal(t, "455", r.Data.Result[0].Value[1])
+	require.Equal(t, "455", r.Data.Result[0].Values[1][1])
 	require.Equal(t, 1.0, testutil.ToFloat64(f.v.metrics.fallbacks))
 
-	// An ordinary query stays on the Thanos engine.
-	r = f.instant(t, "sum(m)", 600)
-	require.Equal(t, "600", r.Data.Result[0].Value[1])
+	// An ordinary range query stays on the Thanos engine, and an instant query runs on
+	// Prometheus's engine without counting as a fallback.
+	r = rangeQuery("sum(m)")
+	require.Equal(t, "600", r.Data.Result[0].Values[1][1])
+	require.Equal(t, "455", f.instant(t, "quantile_over_time(scalar(vector(0.5)), m[5m])", 600).Data.Result[0].Value[1])
 	require.Equal(t, 1.0, testutil.ToFloat64(f.v.metrics.fallbacks))
 }
 

@@ -504,8 +504,9 @@ type IngestConfig struct {
 
 // QueryConfig configures the global view.
 type QueryConfig struct {
-	// Engine is "thanos" (the Thanos promql-engine, with Prometheus's engine for what it does not
-	// implement and for range queries with wide windows, internal/promqlengine) or "prometheus".
+	// Engine is "thanos" (the Thanos promql-engine for range queries, with Prometheus's engine
+	// for instant queries, for what it does not implement and for range queries with wide
+	// windows, internal/promqlengine) or "prometheus".
 	Engine        string         `yaml:"engine,omitempty"`
 	LookbackDelta model.Duration `yaml:"lookback_delta,omitempty"`
 	Timeout       model.Duration `yaml:"timeout,omitempty"`

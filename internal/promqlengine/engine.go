@@ -1,6 +1,6 @@
 // Package promqlengine is the PromQL engine fleetwatch's view and rule backtests run: the Thanos
-// promql-engine, with Prometheus's engine for the queries the Thanos engine does not implement
-// and for the range queries it is measured slower on.
+// promql-engine for range queries, with Prometheus's engine for instant queries, for the range
+// queries the Thanos engine does not implement and for those it is measured slower on.
 package promqlengine
 
 import (
@@ -20,14 +20,14 @@ const (
 	MetricWideWindows = "fleetwatch_query_engine_wide_windows_total"
 )
 
-// Engine runs a query on the Thanos engine, or on Prometheus's engine when the Thanos engine
-// does not implement something in it, or when it is a range query with a wide window
-// (WideWindow).
+// Engine runs a range query on the Thanos engine, or on Prometheus's engine when the Thanos
+// engine does not implement something in it or when it has a wide window (WideWindow); an
+// instant query on Prometheus's engine.
 type Engine struct {
 	Thanos *engine.Engine
 	Prom   promql.QueryEngine
-	// Fallbacks counts the queries the Thanos engine does not implement, WideWindows the range
-	// queries given to Prometheus's engine for their windows. Nil counts nothing.
+	// Fallbacks counts the range queries the Thanos engine does not implement, WideWindows those
+	// given to Prometheus's engine for their windows. Nil counts nothing.
 	Fallbacks, WideWindows prometheus.Counter
 }
 
@@ -37,14 +37,14 @@ func inc(c prometheus.Counter) {
 	}
 }
 
-// NewInstantQuery implements promql.QueryEngine.
+// NewInstantQuery implements promql.QueryEngine: an instant query runs on Prometheus's engine.
+// The Thanos engine builds a tree of concurrent operators for every query, which an instant
+// query, one step, does not earn back. On the bench (hack/bench, 10,000 series, three runs each
+// way, fleetwatch's p50 over Prometheus's in the same run), the nine instant queries took
+// 1.05-1.57 times Prometheus's on the Thanos engine (0.81-0.85 for the one that divides two
+// aggregations), 0.82-1.16 on Prometheus's engine.
 func (e *Engine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, ts time.Time) (promql.Query, error) {
-	qry, err := e.Thanos.NewInstantQuery(ctx, q, opts, qs, ts)
-	if engine.IsUnimplemented(err) {
-		inc(e.Fallbacks)
-		return e.Prom.NewInstantQuery(ctx, q, opts, qs, ts)
-	}
-	return qry, err
+	return e.Prom.NewInstantQuery(ctx, q, opts, qs, ts)
 }
 
 // NewRangeQuery implements promql.QueryEngine.

@@ -137,8 +137,58 @@ func requireClose(t *testing.T, want, got float64, msg string, args ...any) {
 	require.InEpsilon(t, want, got, 1e-9, append([]any{msg}, args...)...)
 }
 
-// TestEngineRoutes: wide range queries go to Prometheus's engine, the rest to the Thanos engine
-// unless it does not implement them.
+// TestEnginesAgreeOnInstantQueries: the instant queries Engine sends to Prometheus's engine
+// answer what the Thanos engine would have answered.
+func TestEnginesAgreeOnInstantQueries(t *testing.T) {
+	st := promqltest.LoadedStorage(t, load)
+	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true}
+	prom := promql.NewEngine(opts)
+	thanos := engine.New(engine.Opts{EngineOpts: opts})
+	exprs := []string{
+		`requests_total`, `sum by (job) (requests_total)`, `topk(2, memory_bytes)`, `count by (job) (memory_bytes > 100)`,
+		`rate(requests_total[5m])`, `sum by (job) (increase(requests_total[15m])) > 0`, `avg_over_time(memory_bytes[10m])`,
+		`sum(rate(requests_total[5m])) / sum(rate(requests_total[5m] offset 10m))`, `resets(requests_total[1h])`,
+		`histogram_quantile(0.9, rate(latency_seconds[5m]))`, `max_over_time(rate(requests_total[5m])[30m:1m])`,
+	}
+	for _, at := range []time.Duration{25 * time.Minute, 55 * time.Minute, 83 * time.Minute, 119 * time.Minute} {
+		for _, q := range exprs {
+			ts := time.Unix(0, 0).Add(at)
+			want := runInstant(t, prom, st, q, ts)
+			got := runInstant(t, thanos, st, q, ts)
+			requireSameMatrix(t, vectorMatrix(want), vectorMatrix(got), "%s at %s", q, at)
+		}
+	}
+}
+
+func runInstant(t *testing.T, e promql.QueryEngine, st storage.Queryable, q string, ts time.Time) promql.Vector {
+	t.Helper()
+	qry, err := e.NewInstantQuery(context.Background(), st, nil, q, ts)
+	require.NoError(t, err, q)
+	defer qry.Close()
+	res := qry.Exec(context.Background())
+	require.NoError(t, res.Err, q)
+	v, err := res.Vector()
+	require.NoError(t, err, q)
+	return v
+}
+
+// vectorMatrix is a vector as a matrix of one point a series, so that it compares alike.
+func vectorMatrix(v promql.Vector) promql.Matrix {
+	m := make(promql.Matrix, 0, len(v))
+	for _, s := range v {
+		ser := promql.Series{Metric: s.Metric}
+		if s.H != nil {
+			ser.Histograms = []promql.HPoint{{T: s.T, H: s.H.Copy()}}
+		} else {
+			ser.Floats = []promql.FPoint{{T: s.T, F: s.F}}
+		}
+		m = append(m, ser)
+	}
+	return m
+}
+
+// TestEngineRoutes: instant queries and wide range queries go to Prometheus's engine, the
+// other range queries to the Thanos engine unless it does not implement them.
 func TestEngineRoutes(t *testing.T) {
 	st := promqltest.LoadedStorage(t, load)
 	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute}
@@ -152,4 +202,14 @@ func TestEngineRoutes(t *testing.T) {
 	// The Thanos engine does not implement quantile_over_time with an expression as its quantile.
 	run(t, e, st, `quantile_over_time(scalar(vector(0.5)), memory_bytes[5m])`, start, end, 15*time.Second)
 	require.Equal(t, [2]float64{1, 1}, [2]float64{testutil.ToFloat64(fallbacks), testutil.ToFloat64(wide)})
+
+	// Prometheus's queries have a statement; the Thanos engine's have none.
+	qry, err := e.NewInstantQuery(context.Background(), st, nil, `rate(requests_total[5m])`, end)
+	require.NoError(t, err)
+	defer qry.Close()
+	require.NotNil(t, qry.Statement(), "an instant query runs on Prometheus's engine")
+	qry, err = e.NewRangeQuery(context.Background(), st, nil, `rate(requests_total[5m])`, start, end, 15*time.Second)
+	require.NoError(t, err)
+	defer qry.Close()
+	require.Nil(t, qry.Statement(), "a range query with a narrow window runs on the Thanos engine")
 }
