@@ -1,0 +1,53 @@
+package journal
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+)
+
+// encode writes what json.Marshal writes, for payloads with what encoding/json escapes.
+func TestEncodeIsJSONMarshal(t *testing.T) {
+	payloads := []any{
+		nil,
+		map[string]any{"id": "inc-1", "alerts": []map[string]string{{"alertname": "A<B>&C", "x": "\u2028 \"q\" \\ é \x01"}}},
+		[]int{1, 2, 3},
+		"just a string",
+	}
+	for _, p := range payloads {
+		e := &Entry{Seq: 7, Time: time.Unix(1700000000, 123).UTC(), Kind: "opened", Subject: "inc-1", Incident: "inc-1", Clusters: []string{"eu-1"}}
+		if p != nil {
+			raw, err := json.Marshal(p)
+			require.NoError(t, err)
+			e.Payload = raw
+		}
+		want, err := json.Marshal(e)
+		require.NoError(t, err)
+		got, err := encode(e)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got))
+	}
+}
+
+func TestAppendRead(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "j.db"), 0o600, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	bucket := []byte("events")
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		return Append(tx, bucket,
+			&Entry{Kind: "opened", Subject: "a", Payload: json.RawMessage(`{"id":"a","n":[1,2]}`)},
+			&Entry{Kind: "resolved", Subject: "b"})
+	}))
+	es, err := Read(db, bucket, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, es, 2)
+	require.Equal(t, uint64(1), es[0].Seq)
+	require.JSONEq(t, `{"id":"a","n":[1,2]}`, string(es[0].Payload))
+	require.Equal(t, "b", es[1].Subject)
+	require.Equal(t, "null", string(es[1].Payload))
+}
