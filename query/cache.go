@@ -71,7 +71,7 @@ type cacheMetrics struct {
 }
 
 func newCacheMetrics(reg prometheus.Registerer) *cacheMetrics {
-	return &cacheMetrics{
+	m := &cacheMetrics{
 		requests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: MetricResultCacheRequests,
 			Help: "Range queries by what the result cache did: hit (every piece old enough to cache came from it), miss (some were computed and cached), or uncacheable.",
@@ -79,6 +79,11 @@ func newCacheMetrics(reg prometheus.Registerer) *cacheMetrics {
 		invalidations: newCounter(reg, MetricResultCacheInvalidations,
 			"Times the result cache was emptied because samples older than its freshness window arrived."),
 	}
+	// Every result from the start, so that a ratio of them has a series before the first hit.
+	for _, r := range []string{CacheHit, CacheMiss, CacheUncacheable} {
+		m.requests.WithLabelValues(r)
+	}
+	return m
 }
 
 func newCounter(reg prometheus.Registerer, name, help string) prometheus.Counter {
