@@ -884,7 +884,7 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 	e.mtx.Unlock()
 	payload := make(models.PostableAlerts, 0, len(pending))
 	for _, p := range pending {
-		payload = append(payload, e.postable(p.Incident, now, validFor)...)
+		payload = append(payload, e.postable(p.Incident, p.AlertNames, now, validFor)...)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -902,16 +902,15 @@ func (e *Engine) deliverTo(ctx context.Context, am string) (int, error) {
 }
 
 // postable is the one Alertmanager alert an incident is: routing labels, and the explanation
-// in annotations. An active incident is valid for four resend intervals, as Prometheus does
-// for its alerts; a resolved one ends when it resolved. Former label sets of the incident
-// follow, resolved, so that Alertmanager does not keep them firing.
-func (e *Engine) postable(inc *Incident, now time.Time, validFor time.Duration) []*models.PostableAlert {
-	count := map[string]int{}
-	for _, a := range inc.Alerts {
-		count[a.Labels["alertname"]]++
-	}
+// in annotations, with its alerts counted by alertname (count). An active incident is valid
+// for four resend intervals, as Prometheus does for its alerts; a resolved one ends when it
+// resolved. Former label sets of the incident follow, resolved, so that Alertmanager does not
+// keep them firing.
+func (e *Engine) postable(inc *Incident, count map[string]int, now time.Time, validFor time.Duration) []*models.PostableAlert {
 	names := make([]string, 0, len(count))
+	total := 0
 	for n, c := range count {
+		total += c
 		if c > 1 {
 			n = fmt.Sprintf("%s x%d", n, c)
 		}
@@ -923,7 +922,7 @@ func (e *Engine) postable(inc *Incident, now time.Time, validFor time.Duration) 
 		"root_cause":  inc.RootCause,
 		"explanation": inc.Explanation,
 		"clusters":    strings.Join(inc.Clusters, ","),
-		"alerts":      fmt.Sprintf("%d: %s", len(inc.Alerts), strings.Join(names, ", ")),
+		"alerts":      fmt.Sprintf("%d: %s", total, strings.Join(names, ", ")),
 	}
 	if inc.Image != "" {
 		ann["image"] = inc.Image

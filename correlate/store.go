@@ -2,14 +2,17 @@ package correlate
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/fleetwatch/fleetwatch/internal/journal"
@@ -34,7 +37,21 @@ var (
 	// bucketEvents is the journal of incident changes (internal/journal) the on-call hooks
 	// deliver: written with the change, trimmed once every receiver took it.
 	bucketEvents = []byte("events") // seq (8 bytes) -> journal.Entry
+	// bucketIncidentAlerts holds the incidents' alerts, apart from the incidents (see
+	// storedIncident): an incident that gains an alert writes that alert, not all of them
+	// again. The stamp (alertStamp) tells whether a stored alert is the current one.
+	bucketIncidentAlerts = []byte("incident_alerts") // ID \x00 fingerprint (8 bytes) -> stamp (8 bytes) + Alert
 )
+
+// storedIncident is an incident as the incidents bucket keeps it: without its alerts, which
+// are in bucketIncidentAlerts (AlertsApart), and with how many of them each alertname has,
+// which is all its delivery to Alertmanager says of them. Incidents stored before the alerts
+// were kept apart have them inline, and are read as they are.
+type storedIncident struct {
+	*Incident
+	AlertsApart bool           `json:"alerts_apart,omitempty"`
+	AlertNames  map[string]int `json:"alert_names,omitempty"`
+}
 
 // Incident events, as the journal and the on-call hooks name them.
 const (
@@ -72,7 +89,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("open incident store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAlerts, bucketIncidents, bucketOutbox} {
+		for _, b := range [][]byte{bucketAlerts, bucketIncidents, bucketOutbox, bucketIncidentAlerts} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -214,25 +231,26 @@ func (s *Store) DeleteAlerts(fps []uint64) error {
 
 // SaveIncidents stores the incidents, queues their new state for every destination and
 // journals the change for the on-call hooks, in one transaction: an incident change is never
-// stored without being queued and journaled, or announced without being stored.
+// stored without being queued and journaled, or announced without being stored. An incident
+// is stored without its alerts, and of those only the ones that changed since the last save
+// are written (putIncident).
 func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 	if len(incs) == 0 {
 		return nil
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b, ob, idx := tx.Bucket(bucketIncidents), tx.Bucket(bucketOutbox), tx.Bucket(bucketResolved)
+		ab := tx.Bucket(bucketIncidentAlerts)
 		for _, inc := range incs {
-			v, err := json.Marshal(inc)
+			v, err := putIncident(b, ab, inc)
 			if err != nil {
 				return err
 			}
+			// The journal keeps the stored head; Events puts the alerts back for the hooks.
 			err = journal.Append(tx, bucketEvents, &journal.Entry{
 				Time: inc.UpdatedAt, Kind: eventOf(inc), Subject: inc.ID, Incident: inc.ID, Clusters: inc.Clusters, Payload: v,
 			})
 			if err != nil {
-				return err
-			}
-			if err := b.Put([]byte(inc.ID), v); err != nil {
 				return err
 			}
 			if !inc.Active() {
@@ -250,9 +268,212 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 	})
 }
 
-// Events returns up to limit journaled incident changes after seq, in order.
+// putIncident stores inc without its alerts (storedIncident) and brings its alerts in
+// bucketIncidentAlerts up to date: a new or changed alert is written, a gone one deleted, the
+// others are left as they are. It returns what it stored under the incident's ID.
+func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
+	head := *inc
+	head.Alerts = nil
+	names := make(map[string]int)
+	for _, a := range inc.Alerts {
+		names[a.Labels["alertname"]]++
+	}
+	v, err := json.Marshal(storedIncident{Incident: &head, AlertsApart: true, AlertNames: names})
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Put([]byte(inc.ID), v); err != nil {
+		return nil, err
+	}
+
+	// The alerts as they are now, and as they are stored, both by fingerprint.
+	type current struct {
+		fp    uint64
+		alert *Alert
+	}
+	cur := make([]current, 0, len(inc.Alerts))
+	for i := range inc.Alerts {
+		cur = append(cur, current{Rules{}.fingerprint(inc.Alerts[i]), &inc.Alerts[i]})
+	}
+	slices.SortStableFunc(cur, func(x, y current) int { return cmp.Compare(x.fp, y.fp) })
+	type stored struct{ fp, stamp uint64 }
+	var have []stored
+	var stale [][]byte // keys that are no fingerprint of this incident
+	prefix := incidentAlertsPrefix(inc.ID)
+	c := ab.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(k) != len(prefix)+8 || len(v) < 8 {
+			stale = append(stale, bytes.Clone(k))
+			continue
+		}
+		have = append(have, stored{binary.BigEndian.Uint64(k[len(prefix):]), binary.BigEndian.Uint64(v)})
+	}
+
+	// Merge the two sorted lists; write after reading (a bbolt cursor must not see the
+	// bucket change under it).
+	type put struct{ k, v []byte }
+	var puts []put
+	write := func(x current) error {
+		v, err := json.Marshal(x.alert)
+		if err != nil {
+			return err
+		}
+		stamp := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(v)), alertStamp(x.alert))
+		puts = append(puts, put{incidentAlertKey(prefix, x.fp), append(stamp, v...)})
+		return nil
+	}
+	for i, j := 0, 0; i < len(cur) || j < len(have); {
+		switch {
+		case i < len(cur) && i+1 < len(cur) && cur[i].fp == cur[i+1].fp:
+			i++ // the same fingerprint twice: the later alert is the one kept
+		case j == len(have) || i < len(cur) && cur[i].fp < have[j].fp:
+			if err := write(cur[i]); err != nil {
+				return nil, err
+			}
+			i++
+		case i == len(cur) || have[j].fp < cur[i].fp:
+			stale = append(stale, incidentAlertKey(prefix, have[j].fp))
+			j++
+		default:
+			if alertStamp(cur[i].alert) != have[j].stamp {
+				if err := write(cur[i]); err != nil {
+					return nil, err
+				}
+			}
+			i, j = i+1, j+1
+		}
+	}
+	for _, k := range stale {
+		if err := ab.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range puts {
+		if err := ab.Put(p.k, p.v); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+func incidentAlertsPrefix(id string) []byte { return append([]byte(id), 0) }
+
+func incidentAlertKey(prefix []byte, fp uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, len(prefix)+8), prefix...), fp)
+}
+
+// alertStamp hashes everything of an alert that is stored, so that an alert whose stamp did not
+// change is not written again. Labels and annotations are summed pair by pair, which needs no
+// sorting.
+func alertStamp(a *Alert) uint64 {
+	var d xxhash.Digest
+	pairs := func(m map[string]string, seed string) uint64 {
+		var sum uint64
+		for k, v := range m {
+			d.Reset()
+			_, _ = d.WriteString(seed)
+			_, _ = d.WriteString(k)
+			_, _ = d.WriteString("\xff")
+			_, _ = d.WriteString(v)
+			sum += d.Sum64()
+		}
+		return sum
+	}
+	var buf [40]byte
+	binary.BigEndian.PutUint64(buf[0:], pairs(a.Labels, "l\xff"))
+	binary.BigEndian.PutUint64(buf[8:], pairs(a.Annotations, "a\xff"))
+	binary.BigEndian.PutUint64(buf[16:], uint64(a.StartsAt.UnixNano()))
+	binary.BigEndian.PutUint64(buf[24:], uint64(a.EndsAt.UnixNano()))
+	if a.StartsAt.IsZero() {
+		buf[32] = 1
+	}
+	if a.EndsAt.IsZero() {
+		buf[33] = 1
+	}
+	d.Reset()
+	_, _ = d.Write(buf[:])
+	_, _ = d.WriteString(a.GeneratorURL)
+	_, _ = d.WriteString("\xff")
+	_, _ = d.WriteString(a.Source)
+	_, _ = d.WriteString("\xff")
+	_, _ = d.WriteString(a.StartsAt.Location().String())
+	_, _ = d.WriteString("\xff")
+	_, _ = d.WriteString(a.EndsAt.Location().String())
+	return d.Sum64()
+}
+
+// readIncident decodes a stored incident; with alerts, its alerts kept apart are read back
+// too (readAlerts). names are its alerts' counts by alertname; apart is whether its alerts
+// are kept apart.
+func readIncident(ab *bolt.Bucket, id, v []byte, alerts bool) (inc *Incident, names map[string]int, apart bool, err error) {
+	si := storedIncident{Incident: &Incident{}}
+	if err := json.Unmarshal(v, &si); err != nil {
+		return nil, nil, false, fmt.Errorf("incident %s: %w", id, err)
+	}
+	inc = si.Incident
+	if !si.AlertsApart {
+		return inc, alertNames(inc.Alerts), false, nil
+	}
+	if alerts {
+		if err := readAlerts(ab, inc); err != nil {
+			return nil, nil, true, err
+		}
+	}
+	return inc, si.AlertNames, true, nil
+}
+
+// readAlerts reads back the alerts of an incident stored apart from it, in fingerprint order
+// (the order the grouping sorts them in).
+func readAlerts(ab *bolt.Bucket, inc *Incident) error {
+	prefix := incidentAlertsPrefix(inc.ID)
+	c := ab.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(k) != len(prefix)+8 || len(v) < 8 {
+			continue
+		}
+		var a Alert
+		if err := json.Unmarshal(v[8:], &a); err != nil {
+			return fmt.Errorf("incident %s alert %x: %w", inc.ID, k[len(prefix):], err)
+		}
+		inc.Alerts = append(inc.Alerts, a)
+	}
+	return nil
+}
+
+// alertNames counts alerts by alertname.
+func alertNames(alerts []Alert) map[string]int {
+	names := make(map[string]int)
+	for _, a := range alerts {
+		names[a.Labels["alertname"]]++
+	}
+	return names
+}
+
+// Events returns up to limit journaled incident changes after seq, in order. An entry's
+// payload is the incident as the change stored it, with its alerts as they are stored now
+// (they are kept apart from the incident, and read back here).
 func (s *Store) Events(after uint64, limit int) ([]journal.Entry, error) {
-	return journal.Read(s.db, bucketEvents, after, limit)
+	es, err := journal.Read(s.db, bucketEvents, after, limit)
+	if err != nil || len(es) == 0 {
+		return es, err
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		ab := tx.Bucket(bucketIncidentAlerts)
+		for i := range es {
+			if !bytes.Contains(es[i].Payload, []byte(`"alerts_apart":true`)) {
+				continue
+			}
+			inc, _, _, err := readIncident(ab, []byte(es[i].Subject), es[i].Payload, true)
+			if err != nil {
+				return fmt.Errorf("journal entry %d: %w", es[i].Seq, err)
+			}
+			if es[i].Payload, err = json.Marshal(inc); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return es, err
 }
 
 // EventsHead is the sequence number of the last journaled change (0: none yet).
@@ -270,9 +491,11 @@ func (s *Store) Enqueue(ids []string, destinations []string) error {
 			if v == nil {
 				continue
 			}
-			var inc Incident
+			var inc struct {
+				Revision int `json:"revision"`
+			}
 			if err := json.Unmarshal(v, &inc); err != nil {
-				return err
+				return fmt.Errorf("incident %s: %w", id, err)
 			}
 			for _, d := range destinations {
 				if err := ob.Put(outboxKey(d, id), revision(inc.Revision)); err != nil {
@@ -292,10 +515,12 @@ func revision(r int) []byte {
 	return b[:]
 }
 
-// Pending is one queued delivery.
+// Pending is one queued delivery: the incident without its alerts, and their counts by
+// alertname.
 type Pending struct {
 	Destination string
 	Incident    *Incident
+	AlertNames  map[string]int
 	Revision    int
 }
 
@@ -311,11 +536,11 @@ func (s *Store) Outbox(dest string) ([]Pending, error) {
 			if raw == nil {
 				continue
 			}
-			inc := &Incident{}
-			if err := json.Unmarshal(raw, inc); err != nil {
-				return fmt.Errorf("incident %s: %w", id, err)
+			inc, names, _, err := readIncident(nil, []byte(id), raw, false)
+			if err != nil {
+				return err
 			}
-			out = append(out, Pending{Destination: dest, Incident: inc, Revision: int(binary.BigEndian.Uint64(v))})
+			out = append(out, Pending{Destination: dest, Incident: inc, AlertNames: names, Revision: int(binary.BigEndian.Uint64(v))})
 		}
 		return nil
 	})
@@ -345,8 +570,9 @@ func (s *Store) Incident(id string) (*Incident, error) {
 		if v == nil {
 			return fmt.Errorf("incident %s: %w", id, ErrNotFound)
 		}
-		inc = &Incident{}
-		return json.Unmarshal(v, inc)
+		var err error
+		inc, _, _, err = readIncident(tx.Bucket(bucketIncidentAlerts), []byte(id), v, true)
+		return err
 	})
 	return inc, err
 }
@@ -386,14 +612,21 @@ func (f Filter) match(i *Incident) bool {
 func (s *Store) Incidents(f Filter) ([]*Incident, error) {
 	var out []*Incident
 	err := s.db.View(func(tx *bolt.Tx) error {
+		ab := tx.Bucket(bucketIncidentAlerts)
 		return tx.Bucket(bucketIncidents).ForEach(func(k, v []byte) error {
-			inc := &Incident{}
-			if err := json.Unmarshal(v, inc); err != nil {
-				return fmt.Errorf("incident %s: %w", k, err)
+			inc, _, apart, err := readIncident(ab, k, v, false)
+			if err != nil {
+				return err
 			}
-			if f.match(inc) {
-				out = append(out, inc)
+			if !f.match(inc) {
+				return nil
 			}
+			if apart {
+				if err := readAlerts(ab, inc); err != nil {
+					return err
+				}
+			}
+			out = append(out, inc)
 			return nil
 		})
 	})
@@ -488,9 +721,9 @@ func (s *Store) IncidentsPage(f Filter, limit int, token string) ([]*Incident, s
 			if !f.match(h.incident()) {
 				continue
 			}
-			inc := &Incident{}
-			if err := json.Unmarshal(b.Get(id), inc); err != nil {
-				return fmt.Errorf("incident %s: %w", id, err)
+			inc, _, _, err := readIncident(tx.Bucket(bucketIncidentAlerts), id, b.Get(id), true)
+			if err != nil {
+				return err
 			}
 			out = append(out, inc)
 		}
@@ -562,6 +795,9 @@ func (s *Store) deleteResolvedBatch(cutoff uint64) (int, error) {
 			if err := b.Delete(id); err != nil {
 				return err
 			}
+			if err := deleteIncidentAlerts(tx.Bucket(bucketIncidentAlerts), string(id)); err != nil {
+				return err
+			}
 			gone[string(id)] = true
 		}
 		n = len(keys)
@@ -583,6 +819,22 @@ func (s *Store) deleteResolvedBatch(cutoff uint64) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// deleteIncidentAlerts deletes the alerts kept apart for an incident.
+func deleteIncidentAlerts(ab *bolt.Bucket, id string) error {
+	prefix := incidentAlertsPrefix(id)
+	var keys [][]byte
+	c := ab.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if err := ab.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readHead decodes the head of the incident stored under id; ok is false when there is none.

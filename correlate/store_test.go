@@ -1,9 +1,13 @@
 package correlate
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -173,14 +177,16 @@ func TestDeleteResolvedBefore(t *testing.T) {
 	q, err := st.Outbox("http://am:9093")
 	require.NoError(t, err)
 	require.Len(t, q, 10)
-	var indexed, queued int
+	var indexed, queued, alerts int
 	require.NoError(t, st.db.View(func(tx *bolt.Tx) error {
 		indexed = tx.Bucket(bucketResolved).Stats().KeyN
 		queued = tx.Bucket(bucketOutbox).Stats().KeyN
+		alerts = tx.Bucket(bucketIncidentAlerts).Stats().KeyN
 		return nil
 	}))
 	require.Equal(t, 5, indexed)
 	require.Equal(t, 10, queued)
+	require.Equal(t, 10, alerts, "the pruned incidents' alerts are gone with them")
 	_, err = st.Incident(fmt.Sprintf("inc-%08d", old))
 	require.True(t, errors.Is(err, ErrNotFound))
 	n, err = st.DeleteResolvedBefore(t0.Add(old*time.Second + 1))
@@ -275,4 +281,143 @@ func mustNew(t *testing.T, o Options) *Engine {
 	e, err := New(o)
 	require.NoError(t, err)
 	return e
+}
+
+// TestIncidentAlertsKeptApart: an incident is stored without its alerts, and a save writes only
+// the alerts that changed; every read path gives the incident back with its alerts, in the
+// order the grouping sorts them (by fingerprint).
+func TestIncidentAlertsKeptApart(t *testing.T) {
+	st, _ := openTestStore(t)
+	mk := func(name, pod string) Alert {
+		a := alert(0, "alertname", name, "cluster", "eu-1", "pod", pod)
+		a.Annotations = map[string]string{"summary": "pod " + pod}
+		a.fp = Rules{}.Fingerprint(a)
+		return a
+	}
+	sorted := func(as ...Alert) []Alert {
+		slices.SortFunc(as, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
+		return as
+	}
+	inc := testIncident(1, "eu-1")
+	a, b, c := mk("KubePodCrashLooping", "a"), mk("KubePodCrashLooping", "b"), mk("KubePodNotReady", "c")
+	inc.Alerts = sorted(a, b, c)
+	require.NoError(t, st.SaveIncidents([]*Incident{inc}, []string{"http://am:9093"}))
+
+	stripped := func(as []Alert) []Alert { // the cached fingerprints are not stored
+		out := slices.Clone(as)
+		for i := range out {
+			out[i].fp, out[i].localFP = 0, 0
+		}
+		return out
+	}
+	requireAlerts := func(want []Alert) {
+		t.Helper()
+		got, err := st.Incident(inc.ID)
+		require.NoError(t, err)
+		require.Equal(t, stripped(want), got.Alerts)
+		all, err := st.Incidents(Filter{})
+		require.NoError(t, err)
+		require.Equal(t, stripped(want), all[0].Alerts)
+		page, _, err := st.IncidentsPage(Filter{}, 10, "")
+		require.NoError(t, err)
+		require.Equal(t, stripped(want), page[0].Alerts)
+	}
+	requireAlerts(inc.Alerts)
+	var head []byte
+	require.NoError(t, st.db.View(func(tx *bolt.Tx) error {
+		head = bytes.Clone(tx.Bucket(bucketIncidents).Get([]byte(inc.ID)))
+		return nil
+	}))
+	require.Contains(t, string(head), `"alerts":null`)
+	require.Contains(t, string(head), `"alert_names":{"KubePodCrashLooping":2,"KubePodNotReady":1}`)
+
+	// Mark what is stored of a and b: a save that leaves them as they are does not write them.
+	mark := func(x Alert) {
+		require.NoError(t, st.db.Update(func(tx *bolt.Tx) error {
+			ab := tx.Bucket(bucketIncidentAlerts)
+			k := incidentAlertKey(incidentAlertsPrefix(inc.ID), x.fp)
+			v := bytes.Clone(ab.Get(k))
+			require.NotNil(t, v)
+			return ab.Put(k, bytes.Replace(v, []byte(`"summary":"pod `), []byte(`"summary":"marked pod `), 1))
+		}))
+	}
+	mark(a)
+	mark(b)
+	b2 := b
+	b2.EndsAt = t0.Add(time.Minute) // b resolves: written again
+	d := mk("KubePodNotReady", "d") // d is new, c went away
+	next := *inc
+	next.Alerts = sorted(a, b2, d)
+	next.Revision++
+	require.NoError(t, st.SaveIncidents([]*Incident{&next}, []string{"http://am:9093"}))
+	aMarked := a
+	aMarked.Annotations = map[string]string{"summary": "marked pod a"}
+	requireAlerts(sorted(aMarked, b2, d))
+
+	// An alert whose annotations (only) changed is written again, and so is one whose labels
+	// changed under the same fingerprint (another replica of it).
+	// So is one that ends at another time.
+	mark(d)
+	d2 := d
+	d2.Annotations = map[string]string{"summary": "pod d, again"}
+	mark(b)
+	b3 := b2
+	b3.EndsAt = t0.Add(2 * time.Minute)
+	a2 := a
+	a2.Labels = maps.Clone(a.Labels)
+	a2.Labels["prometheus_replica"] = "b"
+	third := next
+	third.Alerts = sorted(a2, b3, d2)
+	require.NoError(t, st.SaveIncidents([]*Incident{&third}, nil))
+	requireAlerts(sorted(a2, b3, d2))
+
+	// Delivery reads no alert, only their counts.
+	q, err := st.Outbox("http://am:9093")
+	require.NoError(t, err)
+	require.Len(t, q, 1)
+	require.Empty(t, q[0].Incident.Alerts)
+	require.Equal(t, map[string]int{"KubePodCrashLooping": 2, "KubePodNotReady": 1}, q[0].AlertNames)
+	require.Equal(t, 2, q[0].Revision, "the third save queued nothing")
+
+	// The hooks' journal gives each change with the alerts as stored now.
+	es, err := st.Events(0, 10)
+	require.NoError(t, err)
+	require.Len(t, es, 3)
+	for _, e := range es {
+		var got Incident
+		require.NoError(t, json.Unmarshal(e.Payload, &got))
+		require.Equal(t, stripped(sorted(a2, b3, d2)), got.Alerts)
+		require.NotContains(t, string(e.Payload), "alerts_apart")
+	}
+}
+
+// TestIncidentsStoredInline: an incident stored with its alerts inline (before they were kept
+// apart) reads as it was, is delivered with their counts, and moves its alerts apart when
+// saved again.
+func TestIncidentsStoredInline(t *testing.T) {
+	st, _ := openTestStore(t)
+	inc := testIncident(1, "eu-1")
+	inc.Alerts = []Alert{alert(0, "alertname", "A"), alert(0, "alertname", "A", "x", "1")}
+	old, err := json.Marshal(inc)
+	require.NoError(t, err)
+	putRaw(t, st, bucketIncidents, []byte(inc.ID), old)
+	putRaw(t, st, bucketOutbox, outboxKey("http://am:9093", inc.ID), revision(1))
+	got, err := st.Incident(inc.ID)
+	require.NoError(t, err)
+	require.Equal(t, inc.Alerts, got.Alerts)
+	q, err := st.Outbox("http://am:9093")
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"A": 2}, q[0].AlertNames)
+
+	got.Revision++
+	require.NoError(t, st.SaveIncidents([]*Incident{got}, nil))
+	again, err := st.Incident(inc.ID)
+	require.NoError(t, err)
+	require.ElementsMatch(t, inc.Alerts, again.Alerts)
+	var apart int
+	require.NoError(t, st.db.View(func(tx *bolt.Tx) error {
+		apart = tx.Bucket(bucketIncidentAlerts).Stats().KeyN
+		return nil
+	}))
+	require.Equal(t, 2, apart)
 }
