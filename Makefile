@@ -5,7 +5,7 @@ export FLEETWATCH_PEERS_DIR := $(PEERS_DIR)
 # Tests find the real peer binaries (prometheus, promtool, alertmanager, thanos) here.
 export FLEETWATCH_PEERS_BIN := $(PEERS_DIR)/bin
 
-.PHONY: all build test prebuild unit peers bench bench-alerts bench-schedule lint fuzz demo clean
+.PHONY: all build test prebuild unit peers bench bench-1m bench-alerts bench-schedule lint fuzz demo clean
 
 all: build
 
@@ -69,13 +69,22 @@ unit:
 ALERTBENCH = $(GO) run ./hack/alertbench --fleetwatch=bin/fleetwatch --alertmanager=$(FLEETWATCH_PEERS_BIN)/alertmanager $(ALERTBENCH_FLAGS)
 
 ## bench: every bench: fleetwatch side by side with prometheus --web.enable-remote-write-receiver
-## (hack/bench, about 4 minutes on two cores; BENCH_FLAGS='-json=bench.json -rounds=3' etc., see
+## (hack/bench: 10,000 series in 4 clusters with queries and a 12-hour dashboard, then 100,000
+## series in one cluster and in 40; BENCH_FLAGS='-json=bench.json -rounds=3' etc., see
 ## `go run ./hack/bench -h`), the alert intake of bench-alerts, the placement decisions of
-## bench-schedule.
+## bench-schedule. bench-1m adds a million series (one cluster and 400; long).
+BENCH = $(GO) run ./hack/bench --fleetwatch=bin/fleetwatch --prometheus=$(FLEETWATCH_PEERS_BIN)/prometheus
+BENCH_LARGE = -samples=15 -query-runs=5 -dashboard-span=0
 bench: peers build
-	$(GO) run ./hack/bench --fleetwatch=bin/fleetwatch --prometheus=$(FLEETWATCH_PEERS_BIN)/prometheus $(BENCH_FLAGS)
+	$(BENCH) $(BENCH_FLAGS)
+	$(BENCH) -clusters=1 -series=100000 -rounds=2 $(BENCH_LARGE) $(BENCH_FLAGS)
+	$(BENCH) -clusters=40 -series=2500 -rounds=2 $(BENCH_LARGE) $(BENCH_FLAGS)
 	$(ALERTBENCH)
 	$(MAKE) bench-schedule
+
+bench-1m: peers build
+	$(BENCH) -clusters=1 -series=1000000 -rounds=1 $(BENCH_LARGE) $(BENCH_FLAGS)
+	$(BENCH) -clusters=400 -series=2500 -rounds=1 $(BENCH_LARGE) $(BENCH_FLAGS)
 
 ## bench-schedule: placement decision latency (p50/p99) and decisions/s on 10, 100 and 1,000
 ## clusters (schedule/bench_test.go).
