@@ -307,7 +307,18 @@ func (s *splitQuery) Exec(ctx context.Context) *promql.Result {
 			to = min(to, s.end)
 		}
 		res := s.execRange(ctx, from, to)
-		if res.Err != nil || len(res.Warnings) > 0 {
+		if res.Err != nil {
+			if timedOut(ctx, res.Err) {
+				// As the whole query would have: not run again, which would take as long.
+				req.cacheable, req.cached = 0, 0
+				c.metrics.requests.WithLabelValues(CacheUncacheable).Inc()
+				return res
+			}
+			// The error may be of a step before or after the asked range (a piece computed
+			// whole): the whole query answers.
+			return s.execWhole(ctx)
+		}
+		if len(res.Warnings) > 0 {
 			// Warnings and annotations depend on the range evaluated (a piece computed whole
 			// reaches beyond the asked range), and a failing remote source is no answer to
 			// keep: the whole query answers, as uncached, and the cache is not asked again
@@ -340,6 +351,14 @@ func (s *splitQuery) execWhole(ctx context.Context) *promql.Result {
 	s.req.cacheable, s.req.cached = 0, 0
 	s.c.metrics.requests.WithLabelValues(CacheUncacheable).Inc()
 	return s.whole.Exec(ctx)
+}
+
+// timedOut says whether a query failed for its time running out or being cancelled.
+func timedOut(ctx context.Context, err error) bool {
+	var timeout promql.ErrQueryTimeout
+	var canceled promql.ErrQueryCanceled
+	return ctx.Err() != nil || errors.As(err, &timeout) || errors.As(err, &canceled) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 func (s *splitQuery) execRange(ctx context.Context, from, to int64) *promql.Result {

@@ -255,6 +255,20 @@ func TestResultCacheDoesNotCut(t *testing.T) {
 	require.Equal(t, http.StatusUnprocessableEntity, w.Code, w.Body.String())
 }
 
+// A piece computed whole reaches beyond the asked range; an error of a step out there is no
+// error of the query, which is answered whole.
+func TestResultCacheErrorOutsideTheRange(t *testing.T) {
+	f := newCacheFixture(t, config.EnginePrometheus)
+	b := f.cached.base
+	f.now = b.Add(3*time.Hour + 10*time.Minute) // the piece 2h-3h is old enough to keep
+	// Two series on the "one" side from 2h15m on, when the series late-1 appears.
+	q := `vector(1) + on() group_left m{cluster=~"eu-1|late-1"}`
+	w := f.same(t, q, b.Add(85*time.Minute), b.Add(2*time.Hour+10*time.Minute), "60")
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	w = f.same(t, q, b.Add(85*time.Minute), b.Add(2*time.Hour+20*time.Minute), "60")
+	require.Equal(t, http.StatusUnprocessableEntity, w.Code, w.Body.String())
+}
+
 // Native histograms are answered right but not kept: the piece encoding holds floats only.
 func TestResultCacheHistogramsComputedEachTime(t *testing.T) {
 	f := newCacheFixture(t, config.EngineThanos)
