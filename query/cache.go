@@ -38,6 +38,14 @@ const (
 	CacheUncacheable = "uncacheable" // nothing to cache: too fresh, unaligned, or start/end-dependent
 )
 
+// The response headers that say what the result cache did with a range query: CacheHit or
+// CacheMiss (absent when nothing was cacheable), and how many of its pieces came from the
+// cache, as "cached/total".
+const (
+	HeaderCache       = "X-Fleetwatch-Cache"
+	HeaderCachePieces = "X-Fleetwatch-Cache-Pieces"
+)
+
 // MinStepsPerSplit is the fewest steps a cached piece holds: with a coarse step the pieces grow
 // beyond query.result_cache.split_interval, so that a month at a one-hour step is not cut into
 // 720 pieces of one point, each repeating every series' labels.
@@ -127,7 +135,7 @@ type splitRequest struct {
 
 type splitRequestKey struct{}
 
-// header is the X-Fleetwatch-Cache value: hit, miss, or empty when nothing was cacheable.
+// header is the HeaderCache value: hit, miss, or empty when nothing was cacheable.
 func (s *splitRequest) header() string {
 	switch {
 	case s.cacheable == 0:
@@ -140,7 +148,7 @@ func (s *splitRequest) header() string {
 }
 
 // serve lets the engine cut and cache r (see newRangeQuery), and tells in the response's
-// X-Fleetwatch-Cache header whether the cacheable pieces came from the cache.
+// HeaderCache whether the cacheable pieces came from the cache.
 func (c *resultCache) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	if r.FormValue("stats") != "" {
 		// Statistics describe one execution; pieces from the cache have none.
@@ -162,8 +170,8 @@ func (w *cacheHeaderWriter) WriteHeader(code int) {
 	if !w.written {
 		w.written = true
 		if h := w.req.header(); h != "" {
-			w.Header().Set("X-Fleetwatch-Cache", h)
-			w.Header().Set("X-Fleetwatch-Cache-Pieces", strconv.Itoa(w.req.cached)+"/"+strconv.Itoa(w.req.pieces))
+			w.Header().Set(HeaderCache, h)
+			w.Header().Set(HeaderCachePieces, strconv.Itoa(w.req.cached)+"/"+strconv.Itoa(w.req.pieces))
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)

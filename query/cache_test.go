@@ -172,16 +172,16 @@ func TestResultCachePieces(t *testing.T) {
 	// 2 minutes before now (under the 5-minute freshness) and 3h-4h holds now.
 	start, end := b.Add(10*time.Minute), b.Add(3*time.Hour)
 	w := f.same(t, "sum(m)", start, end, "60")
-	require.Equal(t, CacheMiss, w.Header().Get("X-Fleetwatch-Cache"))
-	require.Equal(t, "0/4", w.Header().Get("X-Fleetwatch-Cache-Pieces"))
+	require.Equal(t, CacheMiss, w.Header().Get(HeaderCache))
+	require.Equal(t, "0/4", w.Header().Get(HeaderCachePieces))
 	w = f.same(t, "sum(m)", start, end, "60")
-	require.Equal(t, CacheHit, w.Header().Get("X-Fleetwatch-Cache"))
-	require.Equal(t, "2/4", w.Header().Get("X-Fleetwatch-Cache-Pieces"))
+	require.Equal(t, CacheHit, w.Header().Get(HeaderCache))
+	require.Equal(t, "2/4", w.Header().Get(HeaderCachePieces))
 
 	// A refresh a minute later with the range moved along: the first piece was kept whole, so
 	// it is still a hit although the range starts later in it.
 	w = f.same(t, "sum(m)", start.Add(time.Minute), end.Add(time.Minute), "60")
-	require.Equal(t, CacheHit, w.Header().Get("X-Fleetwatch-Cache"))
+	require.Equal(t, CacheHit, w.Header().Get(HeaderCache))
 
 	// Ten minutes later the piece 2h-3h is old enough too. Kept once, it is what answers:
 	// a sample written around the view into it (no late-sample notice) is not seen, so the
@@ -189,14 +189,14 @@ func TestResultCachePieces(t *testing.T) {
 	f.now = b.Add(3*time.Hour + 10*time.Minute)
 	start, end = b.Add(2*time.Hour), b.Add(3*time.Hour)
 	w = f.same(t, "count(m)", start, end, "60")
-	require.Equal(t, CacheMiss, w.Header().Get("X-Fleetwatch-Cache"))
+	require.Equal(t, CacheMiss, w.Header().Get(HeaderCache))
 	invalidations := testutil.ToFloat64(f.cached.v.metrics.cache.invalidations)
 	app := f.cached.v.db.Appender(context.Background())
 	_, err := app.Append(0, labels.FromStrings("__name__", "m", "cluster", "sneaked"), b.Add(2*time.Hour+50*time.Minute).UnixMilli(), 1)
 	require.NoError(t, err)
 	require.NoError(t, app.Commit())
 	w = f.same(t, "count(m)", start, end, "60")
-	require.Equal(t, CacheHit, w.Header().Get("X-Fleetwatch-Cache"))
+	require.Equal(t, CacheHit, w.Header().Get(HeaderCache))
 
 	// A late sample (older than the freshness window) written through the view empties the
 	// cache: the next answer has both samples.
@@ -206,7 +206,7 @@ func TestResultCachePieces(t *testing.T) {
 	require.NoError(t, app.Commit())
 	require.Equal(t, invalidations+1, testutil.ToFloat64(f.cached.v.metrics.cache.invalidations))
 	w = f.rangeQuery(t, f.cached, "count(m)", start, end, "60")
-	require.Equal(t, CacheMiss, w.Header().Get("X-Fleetwatch-Cache"))
+	require.Equal(t, CacheMiss, w.Header().Get(HeaderCache))
 	for _, at := range []time.Duration{50 * time.Minute, 51 * time.Minute} {
 		require.Contains(t, w.Body.String(), "["+strconv.FormatInt(b.Add(2*time.Hour+at).Unix(), 10)+`,"5"]`, "at 2h%s", at)
 	}
@@ -237,16 +237,16 @@ func TestResultCacheDoesNotCut(t *testing.T) {
 		before := f.requests(CacheUncacheable)
 		w := f.same(t, q, b.Add(10*time.Minute), b.Add(2*time.Hour), "60")
 		require.Equal(t, http.StatusOK, w.Code, "%s: %s", q, w.Body.String())
-		require.Empty(t, w.Header().Get("X-Fleetwatch-Cache"), q)
+		require.Empty(t, w.Header().Get(HeaderCache), q)
 		require.Equal(t, before+1, f.requests(CacheUncacheable), q)
 	}
 	// A range not aligned to its step, and a request that asks for statistics.
 	w := f.same(t, "sum(m)", b.Add(7*time.Second), b.Add(2*time.Hour), "60")
-	require.Empty(t, w.Header().Get("X-Fleetwatch-Cache"))
+	require.Empty(t, w.Header().Get(HeaderCache))
 	params := url.Values{"query": {"sum(m)"}, "start": {strconv.FormatInt(b.Unix(), 10)}, "end": {strconv.FormatInt(b.Add(2*time.Hour).Unix(), 10)}, "step": {"60"}, "stats": {"all"}}
 	w, r := f.cached.get(t, "/api/v1/query_range", params)
 	require.Equal(t, http.StatusOK, w.Code, r.Error)
-	require.Empty(t, w.Header().Get("X-Fleetwatch-Cache"))
+	require.Empty(t, w.Header().Get(HeaderCache))
 	require.Contains(t, w.Body.String(), `"stats":`)
 	// The same errors as uncached: a query the engine refuses, and one that fails executing.
 	f.same(t, `sum(`, b, b.Add(2*time.Hour), "60")
@@ -275,7 +275,7 @@ func TestResultCacheHistogramsComputedEachTime(t *testing.T) {
 	b := f.cached.base
 	for range 2 {
 		w := f.same(t, "h", b, b.Add(2*time.Hour), "60")
-		require.Equal(t, CacheMiss, w.Header().Get("X-Fleetwatch-Cache"))
+		require.Equal(t, CacheMiss, w.Header().Get(HeaderCache))
 		require.Contains(t, w.Body.String(), `"histograms":`)
 	}
 }

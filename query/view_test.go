@@ -150,11 +150,11 @@ func TestResultCacheResetOnReload(t *testing.T) {
 		require.Len(t, r.Data.Result[0].Values, 181)
 		return w
 	}
-	require.Equal(t, CacheMiss, rangeQuery().Header().Get("X-Fleetwatch-Cache"))
-	require.Equal(t, CacheHit, rangeQuery().Header().Get("X-Fleetwatch-Cache"))
+	require.Equal(t, CacheMiss, rangeQuery().Header().Get(HeaderCache))
+	require.Equal(t, CacheHit, rangeQuery().Header().Get(HeaderCache))
 	// A reload resets the cache: sources or dedup may have changed the answer.
 	require.NoError(t, f.v.ApplyConfig(cfg))
-	require.Equal(t, CacheMiss, rangeQuery().Header().Get("X-Fleetwatch-Cache"))
+	require.Equal(t, CacheMiss, rangeQuery().Header().Get(HeaderCache))
 }
 
 func TestResultCacheSkipsPartialAnswers(t *testing.T) {
@@ -171,7 +171,7 @@ func TestResultCacheSkipsPartialAnswers(t *testing.T) {
 		w, r := f.get(t, "/api/v1/query_range", params)
 		require.Equal(t, http.StatusOK, w.Code)
 		require.NotEmpty(t, r.Warnings)
-		require.Empty(t, w.Header().Get("X-Fleetwatch-Cache"), "a partial answer must be computed again")
+		require.Empty(t, w.Header().Get(HeaderCache), "a partial answer must be computed again")
 		queriers = append(queriers, down.n.Load()-before)
 	}
 	// The first answer cut the query, saw the warning and asked again whole; the second went

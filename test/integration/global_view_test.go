@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
+	"github.com/fleetwatch/fleetwatch/query"
 )
 
 // The query set compared between each member Prometheus and fleetwatch. SEL is the selector
@@ -167,15 +168,15 @@ query:
 			return err
 		}
 		// A late sample (a remote-write retry) empties the cache; then try the next piece.
-		if h := resp.Header.Get("X-Fleetwatch-Cache"); h != "hit" {
-			return fmt.Errorf("second answer: X-Fleetwatch-Cache %q", h)
+		if h := resp.Header.Get(query.HeaderCache); h != query.CacheHit {
+			return fmt.Errorf("second answer: %s %q", query.HeaderCache, h)
 		}
 		require.Equal(t, 200, resp.StatusCode)
 		require.JSONEq(t, body1, string(body2))
 		return nil
 	})
 	_, metrics := rawGet(t, fw, "/metrics", nil)
-	require.Regexp(t, `fleetwatch_query_result_cache_requests_total\{result="hit"\} [1-9]`, metrics)
+	require.Regexp(t, query.MetricResultCacheRequests+`\{result="`+query.CacheHit+`"\} [1-9]`, metrics)
 }
 
 func normalizeKeepCluster(v model.Value) string {
