@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
@@ -278,4 +279,43 @@ func TestResultCacheHistogramsComputedEachTime(t *testing.T) {
 		require.Equal(t, CacheMiss, w.Header().Get(HeaderCache))
 		require.Contains(t, w.Body.String(), `"histograms":`)
 	}
+}
+
+// FuzzPieceRoundTrip: a piece decodes to the series and points it was encoded from, any float
+// (NaN payloads, infinities, negative zero) and any label text included, trimmed to the range
+// asked.
+func FuzzPieceRoundTrip(f *testing.F) {
+	f.Add("m", "eu-1", int64(0), int64(60_000), 3, 1.5, math.Float64bits(math.NaN()))
+	f.Add("", "\xff", int64(-120_000), int64(15_000), 1, math.Inf(-1), value.StaleNaN)
+	f.Fuzz(func(t *testing.T, name, cluster string, t0, step int64, n int, f0 float64, bits uint64) {
+		if step <= 0 || n <= 0 || n > 500 || t0 < -1<<40 || t0 > 1<<40 || step > 1<<30 {
+			t.Skip()
+		}
+		ser := promql.Series{Metric: labels.FromStrings("__name__", name, "cluster", cluster)}
+		for i := range n {
+			v := f0 * float64(i)
+			if i%3 == 1 {
+				v = math.Float64frombits(bits + uint64(i))
+			}
+			ser.Floats = append(ser.Floats, promql.FPoint{T: t0 + int64(i)*step, F: v})
+		}
+		from, to := t0+step, t0+int64(n-1)*step
+		b := encodePiece(promql.Matrix{ser}, from, to)
+		require.NotNil(t, b)
+		m := newMerger(from, to)
+		require.NoError(t, m.addEncoded(b))
+		got := m.matrix()
+		want := ser.Floats[1:]
+		if len(want) == 0 {
+			require.Empty(t, got)
+			return
+		}
+		require.Len(t, got, 1)
+		require.True(t, labels.Equal(ser.Metric, got[0].Metric))
+		require.Len(t, got[0].Floats, len(want))
+		for i, p := range want {
+			require.Equal(t, p.T, got[0].Floats[i].T)
+			require.Equal(t, math.Float64bits(p.F), math.Float64bits(got[0].Floats[i].F), "point %d", i)
+		}
+	})
 }

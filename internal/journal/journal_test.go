@@ -51,3 +51,21 @@ func TestAppendRead(t *testing.T) {
 	require.Equal(t, "b", es[1].Subject)
 	require.Equal(t, "null", string(es[1].Payload))
 }
+
+// FuzzEncodeIsJSONMarshal: for any payload json.Marshal writes, encode writes json.Marshal's
+// bytes.
+func FuzzEncodeIsJSONMarshal(f *testing.F) {
+	for _, s := range []string{"", "<a&b>", "\u2028\u2029", "\xff\xfe", `"\`, "é"} {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, kind, value string) {
+		raw, err := json.Marshal(map[string]any{"v": value, "list": []string{value, kind}})
+		require.NoError(t, err)
+		e := &Entry{Seq: 1, Kind: kind, Subject: value, Clusters: []string{kind}, Payload: raw}
+		want, err := json.Marshal(e)
+		require.NoError(t, err)
+		got, err := encode(e)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got))
+	})
+}
