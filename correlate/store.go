@@ -274,11 +274,7 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	head := *inc
 	head.Alerts = nil
-	names := make(map[string]int)
-	for _, a := range inc.Alerts {
-		names[a.Labels["alertname"]]++
-	}
-	v, err := json.Marshal(storedIncident{Incident: &head, AlertsApart: true, AlertNames: names})
+	v, err := json.Marshal(storedIncident{Incident: &head, AlertsApart: true, AlertNames: alertNames(inc.Alerts)})
 	if err != nil {
 		return nil, err
 	}
