@@ -3,16 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 	"github.com/fleetwatch/fleetwatch/hack/internal/stats"
@@ -32,9 +30,9 @@ import (
 
 // dashboardTiming is one target's refreshes.
 type dashboardTiming struct {
-	RefreshMs []float64 `json:"refresh_ms"` // the first one is cold
-	PeakRSS   float64   `json:"peak_rss_mib"`
-	results   map[string]*queryResult
+	RefreshMs []float64      `json:"refresh_ms"` // the first one is cold
+	PeakRSS   float64        `json:"peak_rss_mib"`
+	results   []*queryResult // the cold refresh's, in the order of the query set
 }
 
 // dashboardConcurrency is how many panel queries a browser sends to one host at a time.
@@ -90,8 +88,8 @@ func runDashboard(ctx context.Context, o options, root string, client *http.Clie
 	unWarm.Ratio = unWarm.Fleetwatch / unWarm.Prometheus
 	rep.Rows = append(rep.Rows, cold, warm, rss, unCold, unWarm)
 	for _, name := range []string{"fleetwatch", "fleetwatch-uncached"} {
-		for _, q := range qs {
-			if errMsg, warn := compareResults(timings[name].results[q.Name], pr.results[q.Name]); errMsg != "" {
+		for i, q := range qs {
+			if errMsg, warn := compareResults(timings[name].results[i], pr.results[i]); errMsg != "" {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("dashboard query %s (%s) on %s: %s", q.Name, q.Expr, name, errMsg))
 			} else if warn != "" {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("dashboard query %s (%s) on %s: %s", q.Name, q.Expr, name, warn))
@@ -168,7 +166,7 @@ func dashboardTarget(ctx context.Context, o options, root, blocks, name string, 
 	if _, err := benchproc.WaitQuiet(ctx, s.PID(), o.quietWait); err != nil {
 		return nil, err
 	}
-	dt := &dashboardTiming{results: map[string]*queryResult{}}
+	dt := &dashboardTiming{}
 	// With -profile, fleetwatch's CPU is profiled over the cold refresh and, after the measured
 	// ones, over further warm refreshes.
 	profile := func(name string, secs int) chan error {
@@ -182,7 +180,7 @@ func dashboardTarget(ctx context.Context, o options, root, blocks, name string, 
 		}()
 		return done
 	}
-	doRefresh := func() (map[string]*queryResult, error) {
+	doRefresh := func() ([]*queryResult, error) {
 		t0 := time.Now()
 		results, err := refresh(ctx, client, s, qs, end-o.dashboardSpan, end, o.dashboardStep)
 		if err == nil {
@@ -230,61 +228,16 @@ func dashboardTarget(ctx context.Context, o options, root, blocks, name string, 
 }
 
 // refresh asks every query of the dashboard, dashboardConcurrency at a time, and returns
-// their answers by query name.
-func refresh(ctx context.Context, client *http.Client, s *server, qs []benchQuery, start, end, step time.Duration) (map[string]*queryResult, error) {
-	var (
-		mu      sync.Mutex
-		wg      sync.WaitGroup
-		firstEr error
-		out     = map[string]*queryResult{}
-		sem     = make(chan struct{}, dashboardConcurrency)
-	)
-	for _, q := range qs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_, r, err := timedQuery(ctx, client, s, q.Expr, start, end, step)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstEr == nil {
-				firstEr = err
-			}
-			out[q.Name] = r
-		}()
+// their answers in the order of qs.
+func refresh(ctx context.Context, client *http.Client, s *server, qs []benchQuery, start, end, step time.Duration) ([]*queryResult, error) {
+	out := make([]*queryResult, len(qs))
+	var g errgroup.Group
+	g.SetLimit(dashboardConcurrency)
+	for i, q := range qs {
+		g.Go(func() (err error) {
+			_, out[i], err = timedQuery(ctx, client, s, q.Expr, start, end, step)
+			return err
+		})
 	}
-	wg.Wait()
-	return out, firstEr
-}
-
-// copyBlocks copies the block directories into a target's empty TSDB directory.
-func copyBlocks(from, to string) error {
-	return filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(from, p)
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(to, rel)
-		if d.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		src, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		f, err := os.Create(dst)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(f, src); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
-	})
+	return out, g.Wait()
 }

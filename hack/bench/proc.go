@@ -32,7 +32,7 @@ func startFleetwatchOn(ctx context.Context, bin, root string, clusters []string,
 		return nil, err
 	}
 	if blocks != "" {
-		if err := copyBlocks(blocks, filepath.Join(dir, "data")); err != nil {
+		if err := os.CopyFS(filepath.Join(dir, "data"), os.DirFS(blocks)); err != nil {
 			return nil, err
 		}
 	}
@@ -88,7 +88,7 @@ func startPrometheusOn(ctx context.Context, bin, root, blocks string) (*server, 
 		return nil, err
 	}
 	if blocks != "" {
-		if err := copyBlocks(blocks, filepath.Join(dir, "data")); err != nil {
+		if err := os.CopyFS(filepath.Join(dir, "data"), os.DirFS(blocks)); err != nil {
 			return nil, err
 		}
 	}
