@@ -96,7 +96,7 @@ func Open(o Options) (*View, error) {
 	reg := o.Registerer
 	v.metrics = &viewMetrics{
 		fallbacks: newCounter(reg, promqlengine.MetricFallbacks,
-			"Queries the Thanos engine does not implement, answered by Prometheus's engine."),
+			"Range queries the Thanos engine does not implement, answered by Prometheus's engine (instant queries all run there and are not counted)."),
 		wideWindows: newCounter(reg, promqlengine.MetricWideWindows,
 			"Range queries answered by Prometheus's engine because a range-vector window spans more steps than the Thanos engine evaluates faster."),
 		cache: newCacheMetrics(reg),
