@@ -22,8 +22,8 @@
 // range-query result cache is turned off (max_size_bytes: 0) there, since Prometheus has none.
 //
 // Then the dashboard phase (dashboard.go): the query set as the panels of a 12-hour dashboard,
-// refreshed cold and warm, on fleetwatch as configured by default (result cache on) and on
-// Prometheus, both serving the same TSDB blocks.
+// refreshed cold and warm, on fleetwatch as configured by default (result cache on), on
+// fleetwatch without its cache, and on Prometheus, all serving the same TSDB blocks.
 package main
 
 import (
