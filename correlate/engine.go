@@ -530,9 +530,9 @@ type memo struct {
 	expires time.Time
 }
 
-// sweepAlerts lists the active alerts (when list is set) and deletes the alerts that ended more
-// than ResolveAfter and an hour ago, from the store and memory. Without list it runs at most
-// every pruneEvery.
+// sweepAlerts lists the active alerts (when list is set), deletes the alerts that ended more
+// than ResolveAfter and an hour ago, from the store and memory, and compacts the store's alert
+// log when it is due. Without list it runs at most every pruneEvery.
 func (e *Engine) sweepAlerts(now time.Time, list bool) ([]Alert, error) {
 	if !list && !e.lastSweep.IsZero() && now.Sub(e.lastSweep) < pruneEvery {
 		return nil, nil
@@ -566,6 +566,10 @@ func (e *Engine) sweepAlerts(now time.Time, list bool) ([]Alert, error) {
 		e.alertsMtx.Unlock()
 	}
 	e.lastSweep = now
+	if err := e.o.Store.CompactAlerts(); err != nil {
+		// The log stays as it is and grows; the next sweep tries again.
+		e.logger.Warn("compacting the alert log", "err", err)
+	}
 	return alerts, nil
 }
 

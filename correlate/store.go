@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"time"
@@ -18,16 +19,20 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/journal"
 )
 
-// Store keeps the engine's state in a bbolt file in the data directory: the alerts received
-// (so a restart correlates what was acknowledged to senders before it), every incident with
-// its history, and the outbox of incident states still to deliver to each Alertmanager.
-// Every write is one transaction, fsynced before it returns.
+// Store keeps the engine's state in the data directory: the alerts received (so a restart
+// correlates what was acknowledged to senders before it) in a write-ahead log (alertLog) in
+// the directory AlertLogDir names, and in a bbolt file every incident with its history, and
+// the outbox of incident states still to deliver to each Alertmanager. Every write is one
+// record or one transaction, fsynced before it returns.
 type Store struct {
-	db *bolt.DB
+	db     *bolt.DB
+	alerts *alertLog
 }
 
 var (
-	bucketAlerts    = []byte("alerts")    // fingerprint (8 bytes) -> storedAlert
+	// bucketAlerts held the alerts before they were kept in the alert log; a store opened
+	// with it moves them there.
+	bucketAlerts    = []byte("alerts")    // fingerprint (8 bytes) -> Alert JSON
 	bucketIncidents = []byte("incidents") // ID -> Incident
 	bucketOutbox    = []byte("outbox")    // destination \x00 ID -> revision (8 bytes)
 	// bucketResolved indexes the resolved incidents by when they resolved, oldest first, so
@@ -76,21 +81,42 @@ func eventOf(inc *Incident) string {
 	return EventChanged
 }
 
-type storedAlert struct {
-	Alert
-	ReceivedAt time.Time `json:"receivedAt"`
+// AlertLogDir is the directory of the alert log of the store at path.
+func AlertLogDir(path string) string { return path + ".alerts" }
+
+// OpenStore opens (creating) the store at path, and its alert log in AlertLogDir(path).
+// Another process holding it is an error after a second, not a hang.
+func OpenStore(path string) (*Store, error) {
+	return OpenStoreWithLogger(path, nil)
 }
 
-// OpenStore opens (creating) the store at path. Another process holding it is an error after
-// a second, not a hang.
-func OpenStore(path string) (*Store, error) {
+// OpenStoreWithLogger is OpenStore, with a logger for what opening repairs (nil: none).
+func OpenStoreWithLogger(path string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("open incident store %s: %w", path, err)
 	}
+	var legacy map[uint64]Alert
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAlerts, bucketIncidents, bucketOutbox, bucketIncidentAlerts} {
+		for _, b := range [][]byte{bucketIncidents, bucketOutbox, bucketIncidentAlerts} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if b := tx.Bucket(bucketAlerts); b != nil {
+			legacy = map[uint64]Alert{}
+			err := b.ForEach(func(k, v []byte) error {
+				var a Alert
+				if err := json.Unmarshal(v, &a); err != nil {
+					return fmt.Errorf("alert %x: %w", k, err)
+				}
+				legacy[binary.BigEndian.Uint64(k)] = a
+				return nil
+			})
+			if err != nil {
 				return err
 			}
 		}
@@ -103,11 +129,29 @@ func OpenStore(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open incident store %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	log, err := openAlertLog(AlertLogDir(path), legacy, logger)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open incident store %s: alert log: %w", path, err)
+	}
+	if legacy != nil {
+		// The alerts of a store written before the log: into a checkpoint, then out of bbolt.
+		// A crash in between reads them from both, the log last.
+		err := log.checkpoint()
+		if err == nil {
+			err = db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketAlerts) })
+		}
+		if err != nil {
+			log.close()
+			db.Close()
+			return nil, fmt.Errorf("open incident store %s: move alerts to the alert log: %w", path, err)
+		}
+	}
+	return &Store{db: db, alerts: log}, nil
 }
 
 // Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error { return errors.Join(s.alerts.close(), s.db.Close()) }
 
 // indexResolved creates the resolved index of a store that has none (written before it
 // existed) from its incidents.
@@ -156,77 +200,34 @@ func fpKey(fp uint64) []byte {
 
 // PutAlerts stores alerts, merging each with what is stored under its fingerprint as
 // Alertmanager does (the earliest start of an unresolved alert; the end the latest sender
-// says), and returns them as stored, by fingerprint. Concurrent calls are committed together
-// (bbolt's Batch), so many small requests cost one fsync, not one each.
+// says), and returns them as stored, by fingerprint, once they are on disk. Concurrent calls
+// share an fsync (see alertLog).
 func (s *Store) PutAlerts(alerts []Alert, fingerprint func(Alert) uint64, now time.Time) (map[uint64]Alert, error) {
-	var stored map[uint64]Alert
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		stored = make(map[uint64]Alert, len(alerts))
-		b := tx.Bucket(bucketAlerts)
-		for _, a := range alerts {
-			fp := fingerprint(a)
-			k := fpKey(fp)
-			prev, seen := stored[fp]
-			if !seen {
-				if old := b.Get(k); old != nil {
-					// Only the times matter here: decoding the labels and annotations too
-					// would cost most of a resend.
-					var sa struct {
-						StartsAt time.Time `json:"startsAt"`
-						EndsAt   time.Time `json:"endsAt"`
-					}
-					if err := json.Unmarshal(old, &sa); err == nil {
-						prev, seen = Alert{StartsAt: sa.StartsAt, EndsAt: sa.EndsAt}, true
-					}
-				}
-			}
-			if seen && !prev.StartsAt.IsZero() && prev.StartsAt.Before(a.StartsAt) && !prev.Resolved(now) {
-				a.StartsAt = prev.StartsAt
-			}
-			v, err := json.Marshal(storedAlert{Alert: a, ReceivedAt: now})
-			if err != nil {
-				return err
-			}
-			if err := b.Put(k, v); err != nil {
-				return err
-			}
-			stored[fp] = a
-		}
-		return nil
-	})
-	return stored, err
+	fps := make([]uint64, len(alerts))
+	for i, a := range alerts {
+		fps[i] = fingerprint(a)
+	}
+	return s.alerts.put(alerts, fps, now)
 }
 
 // Alerts returns every stored alert by fingerprint.
-func (s *Store) Alerts() (map[uint64]Alert, error) {
-	out := map[uint64]Alert{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketAlerts).ForEach(func(k, v []byte) error {
-			var a storedAlert
-			if err := json.Unmarshal(v, &a); err != nil {
-				return fmt.Errorf("alert %x: %w", k, err)
-			}
-			out[binary.BigEndian.Uint64(k)] = a.Alert
-			return nil
-		})
-	})
-	return out, err
-}
+func (s *Store) Alerts() (map[uint64]Alert, error) { return s.alerts.held(), nil }
 
 // DeleteAlerts forgets alerts.
 func (s *Store) DeleteAlerts(fps []uint64) error {
 	if len(fps) == 0 {
 		return nil
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAlerts)
-		for _, fp := range fps {
-			if err := b.Delete(fpKey(fp)); err != nil {
-				return err
-			}
-		}
+	return s.alerts.delete(fps)
+}
+
+// CompactAlerts compacts the alert log when it has grown past what the alerts held take
+// (see alertLog.checkpoint); otherwise it does nothing.
+func (s *Store) CompactAlerts() error {
+	if !s.alerts.checkpointDue() {
 		return nil
-	})
+	}
+	return s.alerts.checkpoint()
 }
 
 // SaveIncidents stores the incidents, queues their new state for every destination and

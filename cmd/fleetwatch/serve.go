@@ -220,7 +220,7 @@ func newServer(o serverOptions) (*server, error) {
 		return nil, err
 	}
 	externalURL := "http://" + o.Listener.Addr().String()
-	s.store, err = correlate.OpenStore(filepath.Join(o.TSDBPath, "fleetwatch-incidents.db"))
+	s.store, err = correlate.OpenStoreWithLogger(filepath.Join(o.TSDBPath, "fleetwatch-incidents.db"), o.Logger)
 	if err != nil {
 		s.view.Close()
 		return nil, err
