@@ -207,12 +207,12 @@ func (l *alertLog) merge(p logPut, set bool, stored map[uint64]Alert) {
 // put appends the alerts and returns them as held, once they are on disk.
 func (l *alertLog) put(alerts []Alert, fps []uint64, now time.Time) (map[uint64]Alert, error) {
 	p := logPut{Now: now, FPs: fps, Alerts: alerts}
-	b, err := json.Marshal(p)
+	rec, err := appendLogPut(append(make([]byte, 0, 1024*len(alerts)), recAlertsPut), &p)
 	if err != nil {
 		return nil, err
 	}
 	stored := make(map[uint64]Alert, len(alerts))
-	seq, err := l.append(append([]byte{recAlertsPut}, b...), func() { l.merge(p, false, stored) })
+	seq, err := l.append(rec, func() { l.merge(p, false, stored) })
 	if err != nil {
 		return nil, err
 	}
@@ -379,6 +379,7 @@ func writeCheckpoint(dir string, idx int, alerts map[uint64]Alert) (int, error) 
 	}
 	fps := slices.Sorted(maps.Keys(alerts))
 	n := 0
+	var buf []byte
 	for len(fps) > 0 {
 		batch := fps[:min(checkpointBatch, len(fps))]
 		fps = fps[len(batch):]
@@ -386,9 +387,9 @@ func writeCheckpoint(dir string, idx int, alerts map[uint64]Alert) (int, error) 
 		for i, fp := range batch {
 			p.Alerts[i] = alerts[fp]
 		}
-		b, err := json.Marshal(p)
+		rec, err := appendLogPut(append(buf[:0], recAlertsSet), &p)
 		if err == nil {
-			rec := append([]byte{recAlertsSet}, b...)
+			buf = rec
 			n += len(rec)
 			err = cw.Log(rec)
 		}

@@ -311,12 +311,11 @@ func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	type put struct{ k, v []byte }
 	var puts []put
 	write := func(x current) error {
-		v, err := json.Marshal(x.alert)
+		v, err := appendAlert(binary.BigEndian.AppendUint64(make([]byte, 0, 1024), alertStamp(x.alert)), x.alert)
 		if err != nil {
 			return err
 		}
-		stamp := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(v)), alertStamp(x.alert))
-		puts = append(puts, put{incidentAlertKey(prefix, x.fp), append(stamp, v...)})
+		puts = append(puts, put{incidentAlertKey(prefix, x.fp), v})
 		return nil
 	}
 	for i, j := 0, 0; i < len(cur) || j < len(have); {

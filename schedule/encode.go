@@ -4,7 +4,8 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/fleetwatch/fleetwatch/internal/jsonenc"
 )
 
 // MarshalJSON writes the decision, and every cluster's breakdown, by appending to one buffer:
@@ -16,18 +17,18 @@ func (d Decision) MarshalJSON() ([]byte, error) {
 	b = append(b, '{')
 	if d.Workload != "" {
 		b = appendKey(b, "workload")
-		b = appendString(b, d.Workload)
+		b = jsonenc.AppendString(b, d.Workload)
 		b = append(b, ',')
 	}
 	b = appendKey(b, "mode")
-	b = appendString(b, d.Mode)
+	b = jsonenc.AppendString(b, d.Mode)
 	b = append(b, `,"replicas":`...)
 	b = strconv.AppendInt(b, int64(d.Replicas), 10)
 	b = append(b, `,"feasible":`...)
 	b = strconv.AppendBool(b, d.Feasible)
 	if d.Reason != "" {
 		b = append(b, `,"reason":`...)
-		b = appendString(b, d.Reason)
+		b = jsonenc.AppendString(b, d.Reason)
 	}
 	b = append(b, `,"placements":`...)
 	if d.Placements == nil {
@@ -39,7 +40,7 @@ func (d Decision) MarshalJSON() ([]byte, error) {
 				b = append(b, ',')
 			}
 			b = append(b, `{"cluster":`...)
-			b = appendString(b, p.Cluster)
+			b = jsonenc.AppendString(b, p.Cluster)
 			b = append(b, `,"replicas":`...)
 			b = strconv.AppendInt(b, int64(p.Replicas), 10)
 			b = append(b, `,"score":`...)
@@ -70,7 +71,7 @@ func (d Decision) MarshalJSON() ([]byte, error) {
 
 func (r *ClusterResult) appendJSON(b []byte) []byte {
 	b = append(b, `{"cluster":`...)
-	b = appendString(b, r.Cluster)
+	b = jsonenc.AppendString(b, r.Cluster)
 	b = append(b, `,"fits":`...)
 	b = strconv.AppendInt(b, int64(r.Fits), 10)
 	if r.Rank != 0 {
@@ -107,20 +108,20 @@ func (r *ClusterResult) appendJSON(b []byte) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, f)
+		b = jsonenc.AppendString(b, f)
 	}
 	b = append(b, `],"why":"filtered: `...)
 	for i, f := range fs {
 		if i > 0 {
 			b = append(b, "; "...)
 		}
-		b = appendEscaped(b, f)
+		b = jsonenc.AppendEscaped(b, f)
 	}
 	return append(b, `"}`...)
 }
 
 func appendKey(b []byte, k string) []byte {
-	b = appendString(b, k)
+	b = jsonenc.AppendString(b, k)
 	return append(b, ':')
 }
 
@@ -143,61 +144,4 @@ func appendFloat(b []byte, f float64) []byte {
 		}
 	}
 	return b
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString writes s as a JSON string: quotes, backslashes and control characters escaped,
-// <, > and & escaped as encoding/json does for HTML safety, invalid UTF-8 as U+FFFD.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	b = appendEscaped(b, s)
-	return append(b, '"')
-}
-
-// appendEscaped appends the inside of appendString's JSON string.
-func appendEscaped(b []byte, s string) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(b, s[start:]...)
 }

@@ -1,0 +1,61 @@
+package correlate
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fuzzAlert builds an alert from fuzz input: labels and annotations from the strings (nil,
+// empty or not), times in any zone, of any year.
+func fuzzAlert(k1, v1, k2, v2, ann, gen, src string, start, end int64, zone int, shape uint8) Alert {
+	a := Alert{GeneratorURL: gen, Source: src}
+	switch shape % 3 {
+	case 1:
+		a.Labels = map[string]string{}
+	case 2:
+		a.Labels = map[string]string{k1: v1, k2: v2, "alertname": v1}
+	}
+	switch shape / 3 % 3 {
+	case 1:
+		a.Annotations = map[string]string{}
+	case 2:
+		a.Annotations = map[string]string{"summary": ann, k2: v1}
+	}
+	loc := time.FixedZone("z", zone%(30*3600))
+	a.StartsAt = time.Unix(0, start).In(loc)
+	if shape/9%2 == 1 {
+		a.EndsAt = time.Unix(end, 0).In(loc) // seconds: years far beyond 9999
+	}
+	return a
+}
+
+// FuzzAlertJSON: the hand-written encoders write exactly what json.Marshal writes, or fail
+// where it fails.
+func FuzzAlertJSON(f *testing.F) {
+	f.Add("pod", "api-1", "namespace", "payments", "a <b> & \"c\"", "http://p/graph?g0.expr=up", "prometheus", int64(1e18), int64(2e9), 3600, uint8(17))
+	f.Add("\xff", "\u2028\x00", "", "", "\t\n", "", "", int64(0), int64(0), 0, uint8(0))
+	f.Add("a", "b", "c", "d", "e", "f", "g", int64(-7e18), int64(9e15), -86399, uint8(26))
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, ann, gen, src string, start, end int64, zone int, shape uint8) {
+		a := fuzzAlert(k1, v1, k2, v2, ann, gen, src, start, end, zone, shape)
+		want, werr := json.Marshal(a)
+		got, gerr := appendAlert([]byte("x"), &a)
+		require.Equal(t, werr != nil, gerr != nil, "errors: %v, %v", werr, gerr)
+		if werr == nil {
+			require.Equal(t, "x"+string(want), string(got))
+		}
+
+		p := logPut{Now: a.EndsAt, FPs: []uint64{uint64(start), 0}, Alerts: []Alert{a, {}}}
+		if shape%2 == 1 {
+			p.FPs, p.Alerts = nil, nil
+		}
+		want, werr = json.Marshal(p)
+		got, gerr = appendLogPut(nil, &p)
+		require.Equal(t, werr != nil, gerr != nil, "errors: %v, %v", werr, gerr)
+		if werr == nil {
+			require.Equal(t, string(want), string(got))
+		}
+	})
+}

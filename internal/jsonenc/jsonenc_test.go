@@ -1,0 +1,24 @@
+package jsonenc
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// FuzzAppendString: AppendString writes what json.Marshal writes for a string. Go's
+// encoding/json writes \b and \f short; an encoder without them differed (found by
+// correlate's FuzzAlertJSON).
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", "\b\f\n\r\t\x00\x1f", `"\<>&`, "\u2028\u2029", "\xff\xfe", "é漢"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Fatalf("AppendString(%q) = %s, json.Marshal: %s", s, got[1:], want)
+		}
+	})
+}
