@@ -313,6 +313,20 @@ func (l *alertLog) sync(seq uint64) error {
 	return nil
 }
 
+// get returns the alert held under fp.
+func (l *alertLog) get(fp uint64) (Alert, bool) {
+	l.mtx.Lock()
+	defer l.mtx.Unlock()
+	a, ok := l.alerts[fp]
+	return a, ok
+}
+
+// holds reports whether the alert held under fp has the stamp (alertStamp).
+func (l *alertLog) holds(fp, stamp uint64) bool {
+	a, ok := l.get(fp)
+	return ok && alertStamp(&a) == stamp
+}
+
 // held returns a copy of the alerts held.
 func (l *alertLog) held() map[uint64]Alert {
 	l.mtx.Lock()

@@ -243,7 +243,7 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 		b, ob, idx := tx.Bucket(bucketIncidents), tx.Bucket(bucketOutbox), tx.Bucket(bucketResolved)
 		ab := tx.Bucket(bucketIncidentAlerts)
 		for _, inc := range incs {
-			v, err := putIncident(b, ab, inc)
+			v, err := s.putIncident(b, ab, inc)
 			if err != nil {
 				return err
 			}
@@ -272,7 +272,13 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 // putIncident stores inc without its alerts (storedIncident) and brings its alerts in
 // bucketIncidentAlerts up to date: a new or changed alert is written, a gone one deleted, the
 // others are left as they are. It returns what it stored under the incident's ID.
-func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
+//
+// An active incident's alert that the alert log holds as it is (the same stamp) is written
+// as a reference: its stamp alone, read back from the log. The log keeps an alert at least
+// an hour after it ended, and an active incident holds only alerts that have not ended, or
+// ended at most ResolveAfter ago (while it clears); once the incident resolves, its alerts
+// are written whole, as it keeps them for its history.
+func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	head := *inc
 	head.Alerts = nil
 	v, err := json.Marshal(storedIncident{Incident: &head, AlertsApart: true, AlertNames: alertNames(inc.Alerts)})
@@ -293,7 +299,10 @@ func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 		cur = append(cur, current{Rules{}.fingerprint(inc.Alerts[i]), &inc.Alerts[i]})
 	}
 	slices.SortStableFunc(cur, func(x, y current) int { return cmp.Compare(x.fp, y.fp) })
-	type stored struct{ fp, stamp uint64 }
+	type stored struct {
+		fp, stamp uint64
+		ref       bool
+	}
 	var have []stored
 	var stale [][]byte // keys that are no fingerprint of this incident
 	prefix := incidentAlertsPrefix(inc.ID)
@@ -303,19 +312,25 @@ func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 			stale = append(stale, bytes.Clone(k))
 			continue
 		}
-		have = append(have, stored{binary.BigEndian.Uint64(k[len(prefix):]), binary.BigEndian.Uint64(v)})
+		have = append(have, stored{binary.BigEndian.Uint64(k[len(prefix):]), binary.BigEndian.Uint64(v), len(v) == 8})
 	}
 
 	// Merge the two sorted lists; write after reading (a bbolt cursor must not see the
 	// bucket change under it).
 	type put struct{ k, v []byte }
 	var puts []put
-	write := func(x current) error {
-		v, err := appendAlert(binary.BigEndian.AppendUint64(make([]byte, 0, 1024), alertStamp(x.alert)), x.alert)
+	active := inc.Active()
+	write := func(x current, stamp uint64) error {
+		k := incidentAlertKey(prefix, x.fp)
+		if active && s.alerts.holds(x.fp, stamp) {
+			puts = append(puts, put{k, binary.BigEndian.AppendUint64(nil, stamp)})
+			return nil
+		}
+		v, err := appendAlert(binary.BigEndian.AppendUint64(make([]byte, 0, 1024), stamp), x.alert)
 		if err != nil {
 			return err
 		}
-		puts = append(puts, put{incidentAlertKey(prefix, x.fp), v})
+		puts = append(puts, put{k, v})
 		return nil
 	}
 	for i, j := 0, 0; i < len(cur) || j < len(have); {
@@ -323,7 +338,7 @@ func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 		case i < len(cur) && i+1 < len(cur) && cur[i].fp == cur[i+1].fp:
 			i++ // the same fingerprint twice: the later alert is the one kept
 		case j == len(have) || i < len(cur) && cur[i].fp < have[j].fp:
-			if err := write(cur[i]); err != nil {
+			if err := write(cur[i], alertStamp(cur[i].alert)); err != nil {
 				return nil, err
 			}
 			i++
@@ -331,8 +346,9 @@ func putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 			stale = append(stale, incidentAlertKey(prefix, have[j].fp))
 			j++
 		default:
-			if alertStamp(cur[i].alert) != have[j].stamp {
-				if err := write(cur[i]); err != nil {
+			// Changed, or kept by reference and to be kept whole from now on.
+			if stamp := alertStamp(cur[i].alert); stamp != have[j].stamp || have[j].ref && !active {
+				if err := write(cur[i], stamp); err != nil {
 					return nil, err
 				}
 			}
@@ -401,7 +417,7 @@ func alertStamp(a *Alert) uint64 {
 // readIncident decodes a stored incident; with alerts, its alerts kept apart are read back
 // too (readAlerts). names are its alerts' counts by alertname; apart is whether its alerts
 // are kept apart.
-func readIncident(ab *bolt.Bucket, id, v []byte, alerts bool) (inc *Incident, names map[string]int, apart bool, err error) {
+func (s *Store) readIncident(ab *bolt.Bucket, id, v []byte, alerts bool) (inc *Incident, names map[string]int, apart bool, err error) {
 	si := storedIncident{Incident: &Incident{}}
 	if err := json.Unmarshal(v, &si); err != nil {
 		return nil, nil, false, fmt.Errorf("incident %s: %w", id, err)
@@ -411,7 +427,7 @@ func readIncident(ab *bolt.Bucket, id, v []byte, alerts bool) (inc *Incident, na
 		return inc, alertNames(inc.Alerts), false, nil
 	}
 	if alerts {
-		if err := readAlerts(ab, inc); err != nil {
+		if err := s.readAlerts(ab, inc); err != nil {
 			return nil, nil, true, err
 		}
 	}
@@ -419,12 +435,20 @@ func readIncident(ab *bolt.Bucket, id, v []byte, alerts bool) (inc *Incident, na
 }
 
 // readAlerts reads back the alerts of an incident stored apart from it, in fingerprint order
-// (the order the grouping sorts them in).
-func readAlerts(ab *bolt.Bucket, inc *Incident) error {
+// (the order the grouping sorts them in). An alert kept by reference is the alert log's as it
+// is now (a resend moved its end on); one the log no longer holds is left out.
+func (s *Store) readAlerts(ab *bolt.Bucket, inc *Incident) error {
 	prefix := incidentAlertsPrefix(inc.ID)
 	c := ab.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if len(k) != len(prefix)+8 || len(v) < 8 {
+			continue
+		}
+		if len(v) == 8 {
+			if a, ok := s.alerts.get(binary.BigEndian.Uint64(k[len(prefix):])); ok {
+				a.fp, a.localFP = 0, 0 // as read from JSON
+				inc.Alerts = append(inc.Alerts, a)
+			}
 			continue
 		}
 		var a Alert
@@ -459,7 +483,7 @@ func (s *Store) Events(after uint64, limit int) ([]journal.Entry, error) {
 			if !bytes.Contains(es[i].Payload, []byte(`"alerts_apart":true`)) {
 				continue
 			}
-			inc, _, _, err := readIncident(ab, []byte(es[i].Subject), es[i].Payload, true)
+			inc, _, _, err := s.readIncident(ab, []byte(es[i].Subject), es[i].Payload, true)
 			if err != nil {
 				return fmt.Errorf("journal entry %d: %w", es[i].Seq, err)
 			}
@@ -532,7 +556,7 @@ func (s *Store) Outbox(dest string) ([]Pending, error) {
 			if raw == nil {
 				continue
 			}
-			inc, names, _, err := readIncident(nil, []byte(id), raw, false)
+			inc, names, _, err := s.readIncident(nil, []byte(id), raw, false)
 			if err != nil {
 				return err
 			}
@@ -567,7 +591,7 @@ func (s *Store) Incident(id string) (*Incident, error) {
 			return fmt.Errorf("incident %s: %w", id, ErrNotFound)
 		}
 		var err error
-		inc, _, _, err = readIncident(tx.Bucket(bucketIncidentAlerts), []byte(id), v, true)
+		inc, _, _, err = s.readIncident(tx.Bucket(bucketIncidentAlerts), []byte(id), v, true)
 		return err
 	})
 	return inc, err
@@ -610,7 +634,7 @@ func (s *Store) Incidents(f Filter) ([]*Incident, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		ab := tx.Bucket(bucketIncidentAlerts)
 		return tx.Bucket(bucketIncidents).ForEach(func(k, v []byte) error {
-			inc, _, apart, err := readIncident(ab, k, v, false)
+			inc, _, apart, err := s.readIncident(ab, k, v, false)
 			if err != nil {
 				return err
 			}
@@ -618,7 +642,7 @@ func (s *Store) Incidents(f Filter) ([]*Incident, error) {
 				return nil
 			}
 			if apart {
-				if err := readAlerts(ab, inc); err != nil {
+				if err := s.readAlerts(ab, inc); err != nil {
 					return err
 				}
 			}
@@ -717,7 +741,7 @@ func (s *Store) IncidentsPage(f Filter, limit int, token string) ([]*Incident, s
 			if !f.match(h.incident()) {
 				continue
 			}
-			inc, _, _, err := readIncident(tx.Bucket(bucketIncidentAlerts), id, b.Get(id), true)
+			inc, _, _, err := s.readIncident(tx.Bucket(bucketIncidentAlerts), id, b.Get(id), true)
 			if err != nil {
 				return err
 			}

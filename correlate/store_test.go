@@ -421,3 +421,81 @@ func TestIncidentsStoredInline(t *testing.T) {
 	}))
 	require.Equal(t, 2, apart)
 }
+
+// TestIncidentAlertsByReference: an active incident's alerts that the alert log holds as they
+// are are stored as references (their stamp alone) and read back from the log, also after a
+// restart; a resolved incident keeps its alerts whole, and still has them once the log has
+// forgotten them.
+func TestIncidentAlertsByReference(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.db")
+	st, err := OpenStore(path)
+	require.NoError(t, err)
+	var in []Alert
+	for i := range 3 {
+		in = append(in, logAlert("eu-1", i, t0, t0.Add(time.Hour)))
+	}
+	stored, err := st.PutAlerts(in, fpOf, t0)
+	require.NoError(t, err)
+	inc := testIncident(1, "eu-1")
+	inc.Alerts = nil
+	for _, a := range in {
+		a := stored[fpOf(a)]
+		a.fp = fpOf(a)
+		inc.Alerts = append(inc.Alerts, a)
+	}
+	slices.SortFunc(inc.Alerts, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
+	// One alert differs from what the log holds (a later end): it is kept whole.
+	inc.Alerts[2].EndsAt = t0.Add(2 * time.Hour)
+	require.NoError(t, st.SaveIncidents([]*Incident{inc}, nil))
+	sizes := func(st *Store, id string) []int {
+		t.Helper()
+		var out []int
+		require.NoError(t, st.db.View(func(tx *bolt.Tx) error {
+			prefix := incidentAlertsPrefix(id)
+			c := tx.Bucket(bucketIncidentAlerts).Cursor()
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				out = append(out, len(v))
+			}
+			return nil
+		}))
+		return out
+	}
+	got := sizes(st, inc.ID)
+	require.Len(t, got, 3)
+	require.Equal(t, []int{8, 8}, got[:2], "references")
+	require.Greater(t, got[2], 8, "whole")
+	want := make([]Alert, len(inc.Alerts))
+	for i, a := range inc.Alerts {
+		a.fp, a.localFP = 0, 0
+		want[i] = a
+	}
+	read := func(st *Store) []Alert {
+		t.Helper()
+		got, err := st.Incident(inc.ID)
+		require.NoError(t, err)
+		return got.Alerts
+	}
+	require.Equal(t, want, read(st))
+
+	// Restarted: read back from the log as it was replayed.
+	require.NoError(t, st.Close())
+	st, err = OpenStore(path)
+	require.NoError(t, err)
+	defer func() { st.Close() }()
+	require.Equal(t, want, read(st))
+	active, err := st.Incidents(Filter{State: "active"})
+	require.NoError(t, err)
+	require.Len(t, active, 1)
+	require.Equal(t, want, active[0].Alerts)
+
+	// Resolved: written whole, and kept so once the log forgets the alerts.
+	res := *inc
+	res.State, res.ResolvedAt, res.UpdatedAt, res.Revision = StateResolved, t0.Add(time.Hour), t0.Add(time.Hour), 2
+	require.NoError(t, st.SaveIncidents([]*Incident{&res}, nil))
+	for _, n := range sizes(st, inc.ID) {
+		require.Greater(t, n, 8)
+	}
+	require.NoError(t, st.DeleteAlerts(slices.Collect(maps.Keys(stored))))
+	require.Equal(t, want, read(st))
+}
