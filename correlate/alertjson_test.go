@@ -59,3 +59,46 @@ func FuzzAlertJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzIncidentHeadJSON: appendStoredHead writes exactly what json.Marshal writes for the
+// stored head of an incident, or fails where it fails.
+func FuzzIncidentHeadJSON(f *testing.F) {
+	f.Add("inc-1", "alert/X/1", "cluster", "eu-1", "critical", "", "X in eu-1", "X: <b>\"q\"</b>", "", "open", "", int64(1e18), int64(0), 3, 7, uint16(0))
+	f.Add("", "", "", "", "", "t", "", "", "img", "resolved", "me", int64(-9e18), int64(4e18), -1, 0, uint16(0xffff))
+	f.Fuzz(func(t *testing.T, id, key, scope, cluster, sev, team, root, expl, image, state, who string, at, at2 int64, rev, n int, shape uint16) {
+		inc := &Incident{
+			ID: id, Group: Group{Key: key, Scope: scope, Severity: sev, Team: team, RootCause: root, Explanation: expl, Image: image},
+			State: state, OpenedAt: time.Unix(0, at).In(time.FixedZone("z", int(shape)*7)), UpdatedAt: time.Unix(0, at2).UTC(), Revision: rev,
+			AckedBy: who, MergedInto: team, Remediation: image,
+		}
+		if shape&1 != 0 {
+			inc.Clusters = []string{cluster, root}
+		} else if shape&2 != 0 {
+			inc.Clusters = []string{}
+		}
+		if shape&4 != 0 {
+			inc.ResolvedAt = time.Unix(at2, 0) // seconds: years past 9999
+		}
+		if shape&8 != 0 {
+			inc.ClearSince, inc.AckedAt = inc.UpdatedAt, inc.OpenedAt
+		}
+		if shape&16 != 0 {
+			inc.Labels = map[string]string{"alertname": IncidentAlertName, "incident_id": id, "severity": sev}
+		}
+		if shape&32 != 0 {
+			inc.FormerLabels = []map[string]string{{"severity": sev, cluster: root}, nil}
+		}
+		var names map[string]int
+		if shape&64 != 0 {
+			names = map[string]int{cluster: n, root: rev}
+		} else if shape&128 != 0 {
+			names = map[string]int{}
+		}
+		want, werr := json.Marshal(storedIncident{Incident: inc, AlertsApart: true, AlertNames: names})
+		got, gerr := appendStoredHead([]byte("x"), inc, names)
+		require.Equal(t, werr != nil, gerr != nil, "errors: %v, %v", werr, gerr)
+		if werr == nil {
+			require.Equal(t, "x"+string(want), string(got))
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -321,10 +322,23 @@ func (l *alertLog) get(fp uint64) (Alert, bool) {
 	return a, ok
 }
 
-// holds reports whether the alert held under fp has the stamp (alertStamp).
-func (l *alertLog) holds(fp, stamp uint64) bool {
-	a, ok := l.get(fp)
-	return ok && alertStamp(&a) == stamp
+// holds reports whether the alert held under fp is a as stored (stamp is alertStamp(a)).
+func (l *alertLog) holds(a *Alert, fp, stamp uint64) bool {
+	h, ok := l.get(fp)
+	if !ok {
+		return false
+	}
+	// The engine's alerts are the log's (the same maps): then nothing needs hashing.
+	if sameMap(h.Labels, a.Labels) && sameMap(h.Annotations, a.Annotations) && h.StartsAt == a.StartsAt &&
+		h.EndsAt == a.EndsAt && h.GeneratorURL == a.GeneratorURL && h.Source == a.Source {
+		return true
+	}
+	return alertStamp(&h) == stamp
+}
+
+// sameMap reports whether a and b are the same map (not only equal).
+func sameMap(a, b map[string]string) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // held returns a copy of the alerts held.

@@ -281,7 +281,7 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	head := *inc
 	head.Alerts = nil
-	v, err := json.Marshal(storedIncident{Incident: &head, AlertsApart: true, AlertNames: alertNames(inc.Alerts)})
+	v, err := appendStoredHead(make([]byte, 0, 1024), &head, alertNames(inc.Alerts))
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +322,7 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	active := inc.Active()
 	write := func(x current, stamp uint64) error {
 		k := incidentAlertKey(prefix, x.fp)
-		if active && s.alerts.holds(x.fp, stamp) {
+		if active && s.alerts.holds(x.alert, x.fp, stamp) {
 			puts = append(puts, put{k, binary.BigEndian.AppendUint64(nil, stamp)})
 			return nil
 		}
