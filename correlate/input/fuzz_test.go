@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/go-openapi/strfmt"
+
 	"github.com/fleetwatch/fleetwatch/correlate"
 )
 
@@ -69,6 +71,32 @@ func FuzzWebhook(f *testing.F) {
 				}
 				if a.EndsAt.IsZero() || a.EndsAt.After(latest.Add(DefaultWebhookResolveTimeout)) {
 					t.Fatalf("alert %d: EndsAt %s is zero or after the resolve timeout from %s", i, a.EndsAt, latest)
+				}
+			}
+		}
+	})
+}
+
+// FuzzSchemaValid: schemaValid never passes an alert that Alertmanager's schema validation
+// (models.PostableAlert.Validate) rejects.
+func FuzzSchemaValid(f *testing.F) {
+	for _, s := range []string{
+		`[{"labels":{"a":"b"},"startsAt":"2026-05-04T11:00:00.123+02:00","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://x/graph?g0.expr=up"}]`,
+		`[{"labels":{},"startsAt":"9999-12-31T23:59:59Z","generatorURL":"/relative"}]`,
+		`[{"labels":null,"endsAt":"2026-05-04T11:00:00-23:59","generatorURL":"x y"}]`,
+		`[{"labels":{"a":"b"},"generatorURL":"%zz"}]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		in, err := unmarshalPostable(body)
+		if err != nil {
+			return
+		}
+		for i, pa := range in {
+			if pa != nil && schemaValid(pa) {
+				if err := pa.Validate(strfmt.Default); err != nil {
+					t.Fatalf("alert %d: schemaValid passes what Validate rejects: %v", i, err)
 				}
 			}
 		}

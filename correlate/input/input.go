@@ -266,16 +266,20 @@ func checkCluster(ls map[string]string, cluster string) error {
 	return nil
 }
 
-// nonEmpty copies a label set without the labels whose value is empty, as Alertmanager drops
-// them (an empty value means "no such label"); it leaves annotations alone.
+// nonEmpty drops the labels whose value is empty, as Alertmanager drops them (an empty value
+// means "no such label"), in place: the map is the request's own, decoded for it (a copy was
+// a tenth of the intake's allocations). A nil map becomes an empty one, which the cluster label
+// is written into. Annotations are left alone.
 func nonEmpty[M ~map[string]string](ls M) map[string]string {
-	out := make(map[string]string, len(ls))
+	if ls == nil {
+		return map[string]string{}
+	}
 	for k, v := range ls {
-		if v != "" {
-			out[k] = v
+		if v == "" {
+			delete(ls, k)
 		}
 	}
-	return out
+	return ls
 }
 
 // validate is Alertmanager's types.Alert.Validate (same checks, order and messages) with the
