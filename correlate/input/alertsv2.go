@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unique"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	jsonv1 "github.com/go-json-experiment/json/v1"
@@ -47,15 +48,16 @@ func (h *Handler) decodeAlertsV2(body []byte, cluster string, now time.Time) ([]
 	return out, nil
 }
 
-// postableAlert has the fields of models.PostableAlert, of the same types, in one struct.
-// models.PostableAlert.UnmarshalJSON decodes each alert twice, once for each of its two
-// parts, after the array was scanned: decoding the array into postableAlert instead is the
-// same decoding in one pass, at a third of the CPU.
+// postableAlert has the fields of models.PostableAlert, of the same types (but for the
+// generator URL: strfmt.URI's UnmarshalJSON decodes a JSON string, as a string field does, but
+// through encoding/json again), in one struct. models.PostableAlert.UnmarshalJSON decodes each
+// alert twice, once for each of its two parts, after the array was scanned: decoding the array
+// into postableAlert instead is the same decoding in one pass, at a third of the CPU.
 type postableAlert struct {
 	Annotations  models.LabelSet `json:"annotations"`
 	EndsAt       strfmt.DateTime `json:"endsAt"`
 	StartsAt     strfmt.DateTime `json:"startsAt"`
-	GeneratorURL strfmt.URI      `json:"generatorURL"`
+	GeneratorURL string          `json:"generatorURL"`
 	Labels       models.LabelSet `json:"labels"`
 }
 
@@ -83,7 +85,7 @@ func unmarshalPostable(body []byte) (models.PostableAlerts, error) {
 	for i, a := range fast {
 		if a != nil {
 			in[i] = &models.PostableAlert{
-				Alert:       models.Alert{GeneratorURL: a.GeneratorURL, Labels: a.Labels},
+				Alert:       models.Alert{GeneratorURL: strfmt.URI(a.GeneratorURL), Labels: a.Labels},
 				Annotations: a.Annotations,
 				EndsAt:      a.EndsAt,
 				StartsAt:    a.StartsAt,
@@ -108,7 +110,7 @@ func fromPostable(pa *models.PostableAlert, cluster string, now time.Time, resol
 		Annotations:  pa.Annotations,
 		StartsAt:     time.Time(pa.StartsAt),
 		EndsAt:       time.Time(pa.EndsAt),
-		GeneratorURL: string(pa.GeneratorURL),
+		GeneratorURL: shared(string(pa.GeneratorURL)),
 		Source:       SourcePrometheus,
 	}
 	if a.StartsAt.IsZero() {
@@ -131,6 +133,16 @@ func fromPostable(pa *models.PostableAlert, cluster string, now time.Time, resol
 		return correlate.Alert{}, err
 	}
 	return a, nil
+}
+
+// shared returns the one copy of s that every alert holding it shares (unique.Make). A
+// generator URL is its rule's, in its cluster: the 100,000 alerts of hack/alertbench have 700
+// distinct ones, and kept one per alert they were 66 MB of the 430 MB live heap.
+func shared(s string) string {
+	if s == "" {
+		return s
+	}
+	return unique.Make(s).Value()
 }
 
 // schemaValid reports whether pa.Validate(strfmt.Default) certainly passes, without its cost

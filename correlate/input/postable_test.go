@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/stretchr/testify/require"
@@ -55,5 +56,28 @@ func BenchmarkDecodeAlertsV2(b *testing.B) {
 		if _, err := h.decodeAlertsV2(body, "eu-1", testNow); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestGeneratorURLsShared: alerts of different requests with the same generator URL (the same
+// rule in the same cluster) hold one copy of it.
+func TestGeneratorURLsShared(t *testing.T) {
+	h, err := New(Options{Sink: &recordingSink{}})
+	require.NoError(t, err)
+	// Longer than the decoder's own string cache holds (256 bytes), as a rule's expression makes it.
+	long := "http://prometheus.eu-1.example.com/graph?g0.expr=" + strings.Repeat("sum%28rate%28x%5B5m%5D%29%29", 12)
+	body := strings.ReplaceAll(benchBody(2), "https://prometheus.example.com/graph?g0.expr=", long)
+	var urls []string
+	for range 2 {
+		alerts, err := h.decodeAlertsV2([]byte(body), "eu-1", testNow)
+		require.NoError(t, err)
+		for _, a := range alerts {
+			urls = append(urls, a.GeneratorURL)
+		}
+	}
+	require.Len(t, urls, 4)
+	for _, u := range urls[1:] {
+		require.Equal(t, urls[0], u)
+		require.True(t, unsafe.StringData(urls[0]) == unsafe.StringData(u), "one copy") // require.Equal compares what they point to
 	}
 }

@@ -92,7 +92,7 @@ func fromWebhook(wa *webhookAlert, cluster string, now time.Time, resolveTimeout
 		Labels:       nonEmpty(wa.Labels),
 		Annotations:  wa.Annotations,
 		StartsAt:     wa.StartsAt,
-		GeneratorURL: wa.GeneratorURL,
+		GeneratorURL: shared(wa.GeneratorURL),
 		Source:       SourceAlertmanager,
 	}
 	switch wa.Status {
