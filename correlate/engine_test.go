@@ -387,3 +387,35 @@ func TestRemediatedGoesToAlertmanager(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "Alertmanager gets the remediation annotation")
 	require.ErrorIs(t, e.Remediated("inc-nope", text), ErrNotFound)
 }
+
+// TestActiveIncidentsNeverChange: the active list shares the tracker's incidents, so nothing
+// may change one once it is listed: a reload that fingerprints the alerts again makes new ones.
+// Run with -race, a reader during the reload would also see it.
+func TestActiveIncidentsNeverChange(t *testing.T) {
+	st, _ := openTestStore(t)
+	clk := &clock{t: t0}
+	e := mustNew(t, Options{Store: st, Rules: DefaultRules, ResolveAfter: time.Minute, Now: clk.now})
+	ctx := context.Background()
+	a := alert(0, "alertname", "CertificateExpiring", "cluster", "eu-1", "ha", "a")
+	require.NoError(t, e.Ingest(ctx, []Alert{a}))
+	require.NoError(t, e.Evaluate(ctx))
+	listed := e.activeIncidents(Filter{State: "active"})
+	require.Len(t, listed, 1)
+	before := *listed[0]
+	fp := listed[0].Alerts[0].fp
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 100 {
+			for _, inc := range e.activeIncidents(Filter{State: "active"}) {
+				_ = len(inc.Alerts) + int(inc.Alerts[0].fp%2)
+			}
+		}
+	}()
+	require.NoError(t, e.ApplySettings(Settings{ReplicaLabels: []string{"ha"}}))
+	<-done
+	require.Equal(t, before, *listed[0], "the listed incident is as it was")
+	require.Equal(t, fp, listed[0].Alerts[0].fp)
+	require.NotEqual(t, fp, e.tracker.find(before.ID).Alerts[0].fp, "the tracker's has the new fingerprints")
+}
