@@ -37,6 +37,19 @@ func requireSameAlerts(t *testing.T, want, got map[uint64]Alert) {
 	require.JSONEq(t, string(wj), string(gj))
 }
 
+// requireHolds opens the store at path and requires it to hold want; it returns the store,
+// closed with the test.
+func requireHolds(t *testing.T, path string, want map[uint64]Alert) *Store {
+	t.Helper()
+	st, err := OpenStore(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	got, err := st.Alerts()
+	require.NoError(t, err)
+	requireSameAlerts(t, want, got)
+	return st
+}
+
 // copyDir copies the files of dir as they are now: what the disk holds when the process is
 // killed (kill -9 loses nothing a write handed to the kernel).
 func copyDir(t *testing.T, dir string) string {
@@ -85,12 +98,7 @@ func TestAlertLogKeepsWhatItAcknowledged(t *testing.T) {
 
 	// Killed: the files as they are, without Close.
 	killed := copyDir(t, dir)
-	st2, err := OpenStore(filepath.Join(killed, "c.db"))
-	require.NoError(t, err)
-	got, err = st2.Alerts()
-	require.NoError(t, err)
-	requireSameAlerts(t, want, got)
-	require.NoError(t, st2.Close())
+	require.NoError(t, requireHolds(t, filepath.Join(killed, "c.db"), want).Close())
 
 	// Compacted: the segments before the checkpoint are gone, and appends go on after it.
 	require.NoError(t, st.alerts.checkpoint())
@@ -103,20 +111,11 @@ func TestAlertLogKeepsWhatItAcknowledged(t *testing.T) {
 	require.DirExists(t, cp)
 	require.NoError(t, st.Close())
 
-	st, err = OpenStore(path)
-	require.NoError(t, err)
-	got, err = st.Alerts()
-	require.NoError(t, err)
-	requireSameAlerts(t, want, got)
+	st = requireHolds(t, path, want)
 	// The store appends after what it read.
 	put(t0.Add(12*time.Minute), logAlert("eu-3", 4, t0, t0.Add(15*time.Minute)))
 	require.NoError(t, st.Close())
-	st, err = OpenStore(path)
-	require.NoError(t, err)
-	defer st.Close()
-	got, err = st.Alerts()
-	require.NoError(t, err)
-	requireSameAlerts(t, want, got)
+	requireHolds(t, path, want)
 }
 
 // TestAlertLogDropsATornTail: a record cut short (the process killed in the middle of writing
@@ -164,22 +163,13 @@ func TestAlertLogDropsATornTail(t *testing.T) {
 	require.Greater(t, fi.Size(), int64(40<<10), "the big record spans pages")
 	require.NoError(t, os.Truncate(seg, fi.Size()-10<<10))
 
-	st, err = OpenStore(filepath.Join(killed, "c.db"))
-	require.NoError(t, err)
-	got, err := st.Alerts()
-	require.NoError(t, err)
-	requireSameAlerts(t, want, got)
+	st = requireHolds(t, filepath.Join(killed, "c.db"), want)
 	extra := logAlert("eu-1", 99, t0, t0.Add(time.Hour))
 	stored, err := st.PutAlerts([]Alert{extra}, fpOf, t0)
 	require.NoError(t, err)
 	want[fpOf(extra)] = stored[fpOf(extra)]
 	require.NoError(t, st.Close())
-	st, err = OpenStore(filepath.Join(killed, "c.db"))
-	require.NoError(t, err)
-	defer st.Close()
-	got, err = st.Alerts()
-	require.NoError(t, err)
-	requireSameAlerts(t, want, got)
+	requireHolds(t, filepath.Join(killed, "c.db"), want)
 }
 
 // TestAlertLogRefusesARecordItCannotRead: a whole record (its CRC matches) that does not
