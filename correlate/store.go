@@ -192,12 +192,6 @@ func resolvedKey(at time.Time, id string) []byte {
 	return append(k, id...)
 }
 
-func fpKey(fp uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], fp)
-	return b[:]
-}
-
 // PutAlerts stores alerts, merging each with what is stored under its fingerprint as
 // Alertmanager does (the earliest start of an unresolved alert; the end the latest sender
 // says), and returns them as stored, by fingerprint, once they are on disk. Concurrent calls
