@@ -177,6 +177,11 @@ func (s *Snapshot) decide(r *Request, failed map[string]bool, partial bool) *Dec
 		res.Cluster, res.idx, res.ctx = c.Name, int32(i), ctx
 		res.FreeCPU, res.FreeMemory = s.FreeCPU(c), s.FreeMemory(c)
 		capacity := replicasFitting(res.FreeCPU, res.FreeMemory, cpu, mem)
+		if s.aboveCeiling(c) {
+			// Already past the ceiling in one resource: no replica, not even one that asks
+			// nothing of it (every pod uses some of both).
+			capacity = 0
+		}
 		res.Fits = int(math.Min(capacity, maxReplicas))
 		if res.filtered = s.filter(nil, ctx.ref, c, failed, res.Fits, need); res.filtered {
 			continue
@@ -317,6 +322,11 @@ func permute[T any](xs []T, dest []int32) {
 			dest[i], dest[j] = dest[j], j
 		}
 	}
+}
+
+// aboveCeiling reports whether c's requests are past the ceiling in CPU or memory.
+func (s *Snapshot) aboveCeiling(c *Cluster) bool {
+	return c.RequestedCPU > c.AllocatableCPU*s.Ceiling || c.RequestedMemory > c.AllocatableMemory*s.Ceiling
 }
 
 // replicasFitting is how many replicas of (cpu, mem) fit in the free capacity, unrounded.

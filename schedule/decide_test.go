@@ -110,6 +110,14 @@ func TestFilters(t *testing.T) {
 		{name: "not enough headroom for one replica", req: func(r *Request) { r.CPU = 76 }, want: "fits 0 of 1 replicas below the 85% ceiling (free 75.00 CPU cores, 300.00 GiB memory; one replica requests 76.00 cores"},
 		{name: "a replica that fills the headroom exactly fits", req: func(r *Request) { r.CPU = 75 }, want: ""},
 		{name: "memory is the tight one", req: func(r *Request) { r.CPU = 0.1; r.Memory = 301 * gib }, want: "fits 0 of 1 replicas"},
+		// A cluster already above the ceiling takes nothing, also a replica that asks nothing of
+		// the exhausted resource (found by FuzzPlacementRequest).
+		{name: "above the memory ceiling, asked for CPU only", mutate: func(c *Cluster) { c.RequestedMemory = 350 * gib },
+			req: func(r *Request) { r.Memory = 0 }, want: "fits 0 of 1 replicas below the 85% ceiling (free 75.00 CPU cores, 0 B memory"},
+		{name: "above the CPU ceiling, asked for memory only", mutate: func(c *Cluster) { c.RequestedCPU = 90 },
+			req: func(r *Request) { r.CPU = 0 }, want: "fits 0 of 1 replicas"},
+		{name: "at the ceiling exactly, asked for CPU only", mutate: func(c *Cluster) { c.RequestedMemory = 340 * gib },
+			req: func(r *Request) { r.Memory = 0 }, want: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
