@@ -95,7 +95,10 @@ func OpenStoreWithLogger(path string, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	// The map is reserved at 1 GiB (address space, not memory: only the pages read count), so
+	// that a storm of new incidents growing the file does not remap it again and again (each
+	// remap copies every node the transaction touched).
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, InitialMmapSize: 1 << 30})
 	if err != nil {
 		return nil, fmt.Errorf("open incident store %s: %w", path, err)
 	}
