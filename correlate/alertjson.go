@@ -16,24 +16,23 @@ import (
 // incident into the store, and through reflection that was a fifth of the intake's CPU
 // (FuzzAlertJSON compares the two).
 func appendAlert(b []byte, a *Alert) ([]byte, error) {
-	if !jsonTime(a.StartsAt) || !a.EndsAt.IsZero() && !jsonTime(a.EndsAt) {
-		// json.Marshal's error (a year it cannot write).
-		v, err := json.Marshal(a)
-		return append(b, v...), err
-	}
+	n := len(b)
 	b = append(b, `{"labels":`...)
 	b = appendLabels(b, a.Labels)
 	if len(a.Annotations) > 0 {
 		b = append(b, `,"annotations":`...)
 		b = appendLabels(b, a.Annotations)
 	}
-	b = append(b, `,"startsAt":"`...)
-	b = a.StartsAt.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, '"')
-	if !a.EndsAt.IsZero() {
-		b = append(b, `,"endsAt":"`...)
-		b = a.EndsAt.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
+	b = append(b, `,"startsAt":`...)
+	b, ok := appendTime(b, a.StartsAt)
+	if ok && !a.EndsAt.IsZero() {
+		b = append(b, `,"endsAt":`...)
+		b, ok = appendTime(b, a.EndsAt)
+	}
+	if !ok {
+		// json.Marshal's error (a year or a zone it cannot write).
+		v, err := json.Marshal(a)
+		return append(b[:n], v...), err
 	}
 	if a.GeneratorURL != "" {
 		b = append(b, `,"generatorURL":`...)
@@ -44,14 +43,15 @@ func appendAlert(b []byte, a *Alert) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// jsonTime reports whether time.Time.MarshalJSON writes t (RFC 3339 wants a four-digit year
-// and a zone offset of less than a day).
-func jsonTime(t time.Time) bool {
-	if y := t.Year(); y < 0 || y > 9999 {
-		return false
+// appendTime appends t quoted, as time.Time.MarshalJSON writes it: AppendText is the same
+// strict RFC 3339. ok is false (and b as it was) where MarshalJSON fails: a year it cannot
+// write in four digits, a zone a day or more off.
+func appendTime(b []byte, t time.Time) (_ []byte, ok bool) {
+	out, err := t.AppendText(append(b, '"'))
+	if err != nil {
+		return b, false
 	}
-	_, off := t.Zone()
-	return off > -24*60*60 && off < 24*60*60
+	return append(out, '"'), true
 }
 
 // appendLabels appends a label map as json.Marshal does: sorted by name, null when nil.
@@ -79,13 +79,13 @@ func appendLabels(b []byte, m map[string]string) []byte {
 
 // appendLogPut appends p as json.Marshal does.
 func appendLogPut(b []byte, p *logPut) ([]byte, error) {
-	if !jsonTime(p.Now) {
+	n := len(b)
+	b, ok := appendTime(append(b, `{"now":`...), p.Now)
+	if !ok {
 		v, err := json.Marshal(p)
-		return append(b, v...), err
+		return append(b[:n], v...), err
 	}
-	b = append(b, `{"now":"`...)
-	b = p.Now.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","fps":`...)
+	b = append(b, `,"fps":`...)
 	if p.FPs == nil {
 		b = append(b, "null"...)
 	} else {
@@ -121,21 +121,15 @@ func appendLogPut(b []byte, p *logPut) ([]byte, error) {
 // incident without alerts (its head, what every changed incident writes; through reflection
 // that was a third of saving one).
 func appendStoredHead(b []byte, inc *Incident, names map[string]int) ([]byte, error) {
-	for _, t := range []time.Time{inc.OpenedAt, inc.UpdatedAt, inc.ResolvedAt, inc.ClearSince, inc.AckedAt} {
-		if !jsonTime(t) {
-			v, err := json.Marshal(storedIncident{Incident: inc, AlertsApart: true, AlertNames: names})
-			return append(b, v...), err
-		}
-	}
+	n, ok := len(b), true
 	str := func(key, v string) {
 		b = append(b, key...)
 		b = jsonenc.AppendString(b, v)
 	}
 	tm := func(key string, t time.Time) {
-		b = append(b, key...)
-		b = append(b, '"')
-		b = t.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
+		if ok {
+			b, ok = appendTime(append(b, key...), t)
+		}
 	}
 	str(`{"id":`, inc.ID)
 	str(`,"key":`, inc.Key)
@@ -202,6 +196,10 @@ func appendStoredHead(b []byte, inc *Incident, names map[string]int) ([]byte, er
 			b = strconv.AppendInt(b, int64(names[k]), 10)
 		}
 		b = append(b, '}')
+	}
+	if !ok {
+		v, err := json.Marshal(storedIncident{Incident: inc, AlertsApart: true, AlertNames: names})
+		return append(b[:n], v...), err
 	}
 	return append(b, '}'), nil
 }
