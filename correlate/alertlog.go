@@ -29,8 +29,7 @@ import (
 // commit). Appending is sequential: keeping an alert costs its own bytes, not the B+tree
 // pages around it.
 type alertLog struct {
-	dir    string
-	logger *slog.Logger
+	dir string
 
 	// syncMtx is held while the log fsyncs or starts a segment; it is taken before mtx.
 	syncMtx sync.Mutex
@@ -79,7 +78,7 @@ func openAlertLog(dir string, base map[uint64]Alert, logger *slog.Logger) (*aler
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	l := &alertLog{dir: dir, logger: logger, alerts: map[uint64]Alert{}}
+	l := &alertLog{dir: dir, alerts: map[uint64]Alert{}}
 	maps.Copy(l.alerts, base)
 	first := 0
 	cp, idx, err := wlog.LastCheckpoint(dir)
