@@ -34,6 +34,7 @@ type alertLog struct {
 	// syncMtx is held while the log fsyncs or starts a segment; it is taken before mtx.
 	syncMtx sync.Mutex
 	synced  uint64 // records on disk; under syncMtx
+	fsyncs  int    // fsyncs done by sync; under syncMtx
 
 	mtx    sync.Mutex
 	w      *wlog.WL
@@ -310,6 +311,7 @@ func (l *alertLog) sync(seq uint64) error {
 		return failed
 	}
 	l.synced = upTo
+	l.fsyncs++
 	return nil
 }
 

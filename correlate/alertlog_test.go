@@ -193,8 +193,28 @@ func TestAlertLogRefusesARecordItCannotRead(t *testing.T) {
 	require.ErrorContains(t, err, "invalid character")
 }
 
-// TestAlertLogGroupCommit: concurrent requests all get their alerts kept, each all or none,
-// and share fsyncs.
+// TestAlertLogSharesFsyncs: records appended before an fsync starts are all on disk after it:
+// their callers wait for it, not one fsync each.
+func TestAlertLogSharesFsyncs(t *testing.T) {
+	st, _ := openTestStore(t)
+	l := st.alerts
+	var seqs []uint64
+	for i := range 3 {
+		seq, err := l.append([]byte{recAlertsDelete}, func() {})
+		require.NoError(t, err, "record %d", i)
+		seqs = append(seqs, seq)
+	}
+	require.NoError(t, l.sync(seqs[2]))
+	require.NoError(t, l.sync(seqs[0]))
+	require.NoError(t, l.sync(seqs[1]))
+	require.Equal(t, 1, l.fsyncs, "one fsync for the three records")
+	seq, err := l.append([]byte{recAlertsDelete}, func() {})
+	require.NoError(t, err)
+	require.NoError(t, l.sync(seq))
+	require.Equal(t, 2, l.fsyncs, "a record appended after it needs another")
+}
+
+// TestAlertLogGroupCommit: concurrent requests all get their alerts kept, each all or none.
 func TestAlertLogGroupCommit(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.db")
