@@ -148,8 +148,8 @@ func shared(s string) string {
 // schemaValid reports whether pa.Validate(strfmt.Default) certainly passes, without its cost
 // (it formats each time and parses it again, and looks each format up): labels present, each
 // time zero or one time.Time writes as strict RFC 3339, and the generator URL empty or a
-// request URI (strfmt's "uri"). When it
-// says no, Validate runs for the error (FuzzSchemaValid holds it to that).
+// request URI (strfmt's "uri"). When it says no, Validate runs for the error
+// (FuzzSchemaValid holds it to that).
 func schemaValid(pa *models.PostableAlert) bool {
 	if pa.Labels == nil {
 		return false
