@@ -135,7 +135,7 @@ func appendStoredHead(b []byte, inc *Incident, names map[string]int) ([]byte, er
 	str(`,"key":`, inc.Key)
 	str(`,"scope":`, inc.Scope)
 	b = append(b, `,"clusters":`...)
-	b = appendStrings(b, inc.Clusters)
+	b = jsonenc.AppendStrings(b, inc.Clusters)
 	str(`,"severity":`, inc.Severity)
 	if inc.Team != "" {
 		str(`,"team":`, inc.Team)
@@ -202,19 +202,4 @@ func appendStoredHead(b []byte, inc *Incident, names map[string]int) ([]byte, er
 		return append(b[:n], v...), err
 	}
 	return append(b, '}'), nil
-}
-
-// appendStrings appends a string slice as json.Marshal does: null when nil.
-func appendStrings(b []byte, ss []string) []byte {
-	if ss == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '[')
-	for i, s := range ss {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = jsonenc.AppendString(b, s)
-	}
-	return append(b, ']')
 }

@@ -103,14 +103,9 @@ func (r *ClusterResult) appendJSON(b []byte) []byte {
 		return append(b, `"}`...)
 	}
 	fs := r.Filtered().Strings()
-	b = append(b, `,"filtered":[`...)
-	for i, f := range fs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = jsonenc.AppendString(b, f)
-	}
-	b = append(b, `],"why":"filtered: `...)
+	b = append(b, `,"filtered":`...)
+	b = jsonenc.AppendStrings(b, fs)
+	b = append(b, `,"why":"filtered: `...)
 	for i, f := range fs {
 		if i > 0 {
 			b = append(b, "; "...)

@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// FuzzAppendString: AppendString writes what json.Marshal writes for a string. Go's
-// encoding/json writes \b and \f short; an encoder without them differed (found by
-// correlate's FuzzAlertJSON).
+// FuzzAppendString: AppendString and AppendStrings write what json.Marshal writes for a string
+// and a string slice. Go's encoding/json writes \b and \f short; an encoder without them
+// differed (found by correlate's FuzzAlertJSON).
 func FuzzAppendString(f *testing.F) {
 	for _, s := range []string{"", "plain", "\b\f\n\r\t\x00\x1f", `"\<>&`, "\u2028\u2029", "\xff\xfe", "é漢"} {
 		f.Add(s)
@@ -19,6 +19,15 @@ func FuzzAppendString(f *testing.F) {
 		}
 		if got := AppendString([]byte("x"), s); string(got) != "x"+string(want) {
 			t.Fatalf("AppendString(%q) = %s, json.Marshal: %s", s, got[1:], want)
+		}
+		for _, ss := range [][]string{nil, {}, {s}, {s, "", s}} {
+			want, err := json.Marshal(ss)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := AppendStrings(nil, ss); string(got) != string(want) {
+				t.Fatalf("AppendStrings(%q) = %s, json.Marshal: %s", ss, got, want)
+			}
 		}
 	})
 }
