@@ -1,14 +1,14 @@
 package correlate
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/fleetwatch/fleetwatch/internal/ident"
 )
 
 // Incident states.
@@ -82,13 +82,13 @@ func (i *Incident) Active() bool { return i.State != StateResolved }
 type Tracker struct {
 	ResolveAfter time.Duration
 	active       map[string]*Incident // by group key
-	newID        func(now time.Time) string
+	ids          ident.IDs
 	fingerprint  func(Alert) uint64
 }
 
 // NewTracker returns a tracker that continues the given active incidents (from the store).
 func NewTracker(resolveAfter time.Duration, r Rules, active []*Incident) *Tracker {
-	t := &Tracker{ResolveAfter: resolveAfter, active: map[string]*Incident{}, newID: newID, fingerprint: r.fingerprint}
+	t := &Tracker{ResolveAfter: resolveAfter, active: map[string]*Incident{}, fingerprint: r.fingerprint}
 	for _, i := range active {
 		if i.Active() {
 			i.Alerts = r.withFingerprints(i.Alerts)
@@ -98,13 +98,9 @@ func NewTracker(resolveAfter time.Duration, r Rules, active []*Incident) *Tracke
 	return t
 }
 
-// newID is time-ordered and unique: "inc-" + 8 bytes of time + 4 random bytes, in hex.
-func newID(now time.Time) string {
-	var b [12]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
-	_, _ = rand.Read(b[8:])
-	return fmt.Sprintf("inc-%x", b)
-}
+// newID is time-ordered and unique: "inc-" + 8 bytes of time + 4 random bytes, in hex
+// (ident.IDs: unique even for the tens of thousands of incidents one evaluation can open).
+func (t *Tracker) newID(now time.Time) string { return t.ids.New("inc", now) }
 
 // Active lists the active incidents, oldest first.
 func (t *Tracker) Active() []*Incident {

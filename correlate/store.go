@@ -240,6 +240,10 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 		b, ob, idx := tx.Bucket(bucketIncidents), tx.Bucket(bucketOutbox), tx.Bucket(bucketResolved)
 		ab := tx.Bucket(bucketIncidentAlerts)
 		for _, inc := range incs {
+			if inc.Revision == 1 && b.Get([]byte(inc.ID)) != nil {
+				// A new incident under an ID already stored would overwrite another.
+				return fmt.Errorf("incident %s: new, but an incident with its ID is stored", inc.ID)
+			}
 			v, err := s.putIncident(b, ab, inc)
 			if err != nil {
 				return err

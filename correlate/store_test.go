@@ -499,3 +499,25 @@ func TestIncidentAlertsByReference(t *testing.T) {
 	require.NoError(t, st.DeleteAlerts(slices.Collect(maps.Keys(stored))))
 	require.Equal(t, want, read(st))
 }
+
+// A new incident under the ID of a stored one is refused, in a transaction that stores
+// nothing: it would overwrite the other incident and mix their alerts.
+func TestSaveIncidentsRefusesATakenID(t *testing.T) {
+	st, _ := openTestStore(t)
+	first := testIncident(1, "eu-1")
+	require.NoError(t, st.SaveIncidents([]*Incident{first}, nil))
+	other, again := testIncident(2, "us-1"), testIncident(3, "us-1")
+	again.ID = first.ID
+	err := st.SaveIncidents([]*Incident{other, again}, []string{"http://am:9093"})
+	require.ErrorContains(t, err, "incident "+first.ID+": new, but an incident with its ID is stored")
+	got, err := st.Incident(first.ID)
+	require.NoError(t, err)
+	require.Equal(t, []string{"eu-1"}, got.Clusters)
+	require.Len(t, got.Alerts, 1)
+	_, err = st.Incident(other.ID)
+	require.ErrorIs(t, err, ErrNotFound, "all or nothing")
+	// Its next revision is an update, not a new incident.
+	up := *first
+	up.Revision = 2
+	require.NoError(t, st.SaveIncidents([]*Incident{&up}, nil))
+}

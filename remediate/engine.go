@@ -2,8 +2,6 @@ package remediate
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +21,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/internal/ident"
 	"github.com/fleetwatch/fleetwatch/schedule"
 )
 
@@ -509,20 +508,16 @@ func (e *Engine) match(inc *correlate.Incident) (config.PlaybookConfig, bool) {
 	return config.PlaybookConfig{}, false
 }
 
-// newID is time-ordered and unique: "rem-" + 8 bytes of time + 4 random bytes, in hex.
-func newID(now time.Time) string {
-	var b [12]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
-	_, _ = rand.Read(b[8:])
-	return fmt.Sprintf("rem-%x", b)
-}
+// remediationIDs makes remediation IDs: time-ordered and unique, "rem-" + 8 bytes of time + 4
+// random bytes, in hex.
+var remediationIDs ident.IDs
 
 // plan turns a playbook into a remediation for an incident: every step with the ops it will
 // run and the API calls each makes. It returns nil when the first step has nothing to act on.
 // A failover whose what-if finds no room is planned refused (final, with the numbers). fo is
 // the failover a failback takes back (nil otherwise).
 func (e *Engine) plan(ctx context.Context, inc *correlate.Incident, pb config.PlaybookConfig, now time.Time, fo *Remediation) (*Remediation, error) {
-	r := &Remediation{ID: newID(now), IncidentID: inc.ID, IncidentKey: inc.Key, Playbook: pb.Name, Clusters: slices.Clone(inc.Clusters),
+	r := &Remediation{ID: remediationIDs.New("rem", now), IncidentID: inc.ID, IncidentKey: inc.Key, Playbook: pb.Name, Clusters: slices.Clone(inc.Clusters),
 		State: StatePlanned, DryRun: e.settings.DryRun, CreatedAt: now, UpdatedAt: now, OpenedAt: inc.OpenedAt}
 	if fo != nil {
 		r.FailbackOf, r.OpenedAt = fo.ID, time.Time{}
