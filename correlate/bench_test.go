@@ -87,16 +87,28 @@ func benchEngine(b *testing.B, n int) (*Engine, []Alert) {
 
 // BenchmarkEvaluate is one evaluation of 10k and 100k held alerts after a batch of 64 was
 // taken in: resent as they were (what a member Prometheus sends every minute), or changed (their
-// annotations, so that they are grouped again).
+// annotations, so that they are grouped again). A batch holds alerts of 64 clusters, or, as a
+// member cluster's Prometheus sends them (batch=one-cluster), of one.
 func BenchmarkEvaluate(b *testing.B) {
+	type variant struct {
+		changed bool
+		name    string
+		batch   func(alerts []Alert, i int) []Alert
+	}
+	variants := []variant{
+		{false, "", benchBatch},
+		{true, "", benchBatch},
+		{true, "/batch=one-cluster", func(alerts []Alert, i int) []Alert { return benchClusterBatch(alerts, 100, i) }},
+	}
 	for _, n := range benchSizes {
-		for _, changed := range []bool{false, true} {
-			b.Run(fmt.Sprintf("alerts=%d/changed=%t", n, changed), func(b *testing.B) {
+		for _, v := range variants {
+			b.Run(fmt.Sprintf("alerts=%d/changed=%t%s", n, v.changed, v.name), func(b *testing.B) {
+				changed := v.changed
 				e, alerts := benchEngine(b, n)
 				ctx := context.Background()
 				b.ReportAllocs()
 				for i := 0; b.Loop(); i++ {
-					batch := benchBatch(alerts, i)
+					batch := v.batch(alerts, i)
 					if changed {
 						batch = slices.Clone(batch)
 						for j := range batch {
@@ -120,6 +132,18 @@ func BenchmarkIngest(b *testing.B) {
 		batch := benchBatch(alerts, i)
 		require.NoError(b, e.Ingest(ctx, batch))
 	}
+}
+
+// benchClusterBatch is the i-th batch of 64 alerts of one cluster of benchAlerts(n, clusters),
+// taking the clusters in turn.
+func benchClusterBatch(alerts []Alert, clusters, i int) []Alert {
+	c := i % clusters
+	per := len(alerts) / clusters
+	out := make([]Alert, 0, 64)
+	for j := range 64 {
+		out = append(out, alerts[c+((i/clusters*64+j)%per)*clusters])
+	}
+	return out
 }
 
 // benchBatch is the i-th batch of 64 alerts, wrapping around before the end (100k is not a

@@ -86,9 +86,16 @@ type Engine struct {
 	// lastPrune is when resolved incidents past the retention were last deleted, lastSweep
 	// alerts long resolved.
 	lastPrune, lastSweep time.Time
-	// memo is the last evaluation's grouping; nil when the next one must group again (the
-	// rules changed, an incident was changed through the API, a store failed).
-	memo *memo
+	// corr is the grouping of the alerts as the last evaluation left it, kept so that the
+	// next one regroups only what changed; nil when the next one must group from scratch (at
+	// the start, when the rules or remediation's actions changed). corrEnds is the earliest
+	// end among its alerts, as they were taken in (zero: none ends): from then on, an
+	// evaluation looks for alerts that ended.
+	corr     *correlation
+	corrEnds time.Time
+	// replan are group keys the tracker must plan again at the next evaluation: those of an
+	// evaluation whose incidents failed to store, and of an incident changed through the API.
+	replan map[string]bool
 	// clients are the HTTP clients of the configured Alertmanagers, by URL.
 	clients map[string]*http.Client
 	topo    *Topology
@@ -284,7 +291,7 @@ func (e *Engine) ApplySettings(s Settings) error {
 		e.alertsMtx.Unlock()
 	}
 	e.o.Rules = rules
-	e.memo = nil
+	e.corr = nil
 	e.tracker.fingerprint = rules.fingerprint
 	if d := time.Duration(c.ResolveAfter); d > 0 {
 		e.o.ResolveAfter, e.tracker.ResolveAfter = d, d
@@ -423,10 +430,10 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// Evaluate recomputes the incidents from the stored alerts now. When nothing the grouping
-// reads changed since the last evaluation (no alert taken in or expired, the same topology
-// and remediation actions, the same rules), it does not group again: holding many alerts
-// with nothing coming in costs next to nothing.
+// Evaluate recomputes the incidents from the stored alerts now. It regroups only what
+// changed since the last evaluation (alerts taken in or ended, the topology of their
+// clusters): holding many alerts with nothing coming in costs next to nothing, and an
+// evaluation costs what changed, not what is held.
 func (e *Engine) Evaluate(ctx context.Context) (err error) {
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
@@ -456,8 +463,6 @@ func (e *Engine) Evaluate(ctx context.Context) (err error) {
 			e.topo = e.remember(topo, now)
 		}
 	}
-	// Stored first, then in memory: if the store fails, the next evaluation finds the same
-	// changes to make and stores them then.
 	topo := e.topo
 	if e.o.Actions != nil {
 		// This evaluation's view of the topology with what remediation does now; the
@@ -469,45 +474,60 @@ func (e *Engine) Evaluate(ctx context.Context) (err error) {
 		t.Actions = e.o.Actions()
 		topo = &t
 	}
-	var groups []Group
-	if m := e.memo; m != nil && len(unseen) == 0 && (m.expires.IsZero() || now.Before(m.expires)) &&
-		m.topo.same(topo) && slices.Equal(m.topo.actions(), topo.actions()) {
-		// Nothing Correlate reads changed: its groups are the last ones. Only incidents
-		// clearing (waiting out ResolveAfter) can change with time alone.
-		if _, err := e.sweepAlerts(now, false); err != nil {
-			e.logger.Warn("deleting alerts long resolved", "err", err)
-		}
-		if !e.tracker.clearing() {
-			e.prune(now)
-			return nil
-		}
-		groups = m.groups
-	} else {
-		// Forgotten until this evaluation is stored: if it fails, the next one correlates
-		// again, whether or not more alerts came in.
-		e.memo = nil
+	var keys map[string]bool
+	if e.corr == nil || !e.corr.follow(topo) {
+		// From scratch: every group, and every active incident, is planned.
 		var alerts []Alert
 		if alerts, err = e.sweepAlerts(now, true); err != nil {
 			return err
 		}
-		groups = Correlate(alerts, topo, e.o.Rules)
-		e.groupings.Inc()
-		m := &memo{groups: groups, topo: topo}
+		e.corr, e.corrEnds = newCorrelation(e.o.Rules, topo), time.Time{}
 		for _, a := range alerts {
-			if !a.EndsAt.IsZero() && (m.expires.IsZero() || a.EndsAt.Before(m.expires)) {
-				m.expires = a.EndsAt
+			e.corr.set(a)
+			e.corrEnds = earlierEnd(e.corrEnds, a.EndsAt)
+		}
+		keys = e.corr.update()
+		for k := range e.tracker.active {
+			keys[k] = true
+		}
+		e.groupings.Inc()
+	} else {
+		if _, err := e.sweepAlerts(now, false); err != nil {
+			e.logger.Warn("deleting alerts long resolved", "err", err)
+		}
+		e.alertsMtx.Lock()
+		for fp := range unseen {
+			switch a, ok := e.alerts[fp]; {
+			case ok && !a.Resolved(now):
+				e.corr.set(a)
+				e.corrEnds = earlierEnd(e.corrEnds, a.EndsAt)
+			case ok:
+				e.corr.remove(a)
 			}
 		}
-		defer func() {
-			if err == nil {
-				e.memo = m
-			}
-		}()
+		if !e.corrEnds.IsZero() && !now.Before(e.corrEnds) {
+			e.corrEnds = e.corr.ended(now, func(fp uint64) (Alert, bool) { a, ok := e.alerts[fp]; return a, ok })
+		}
+		e.alertsMtx.Unlock()
+		if len(e.corr.dirty) > 0 {
+			e.groupings.Inc()
+		}
+		keys = e.corr.update()
 	}
-	changed := e.tracker.plan(now, groups)
+	for k := range e.replan {
+		keys[k] = true
+	}
+	if len(keys) == 0 && !e.tracker.clearing() {
+		e.prune(now)
+		return nil
+	}
+	changed := e.tracker.planKeys(now, e.corr.groups, keys, e.corr.owner)
 	if err = e.o.Store.SaveIncidents(changed, e.o.Alertmanagers); err != nil {
+		// The grouping went on; the next evaluation plans these groups again.
+		e.replan = keys
 		return fmt.Errorf("store incidents: %w", err)
 	}
+	e.replan = nil
 	e.tracker.commit(changed...)
 	e.prune(now)
 	e.gauges()
@@ -525,13 +545,12 @@ func (e *Engine) Evaluate(ctx context.Context) (err error) {
 	return nil
 }
 
-// memo is what the last stored evaluation grouped, and from what.
-type memo struct {
-	groups []Group
-	topo   *Topology // with the evaluation's actions
-	// expires is the earliest end among the alerts grouped (zero: none ends): the first one to
-	// resolve then changes what is grouped.
-	expires time.Time
+// earlierEnd is the earlier of t and end, an end of zero being none.
+func earlierEnd(t, end time.Time) time.Time {
+	if !end.IsZero() && (t.IsZero() || end.Before(t)) {
+		return end
+	}
+	return t
 }
 
 // sweepAlerts lists the active alerts (when list is set) and deletes the alerts that ended more
@@ -797,7 +816,10 @@ func (e *Engine) change(id string, allow func([]string) bool, f func(time.Time) 
 	}
 	e.tracker.commit(inc)
 	// A resolved incident's group opens a new incident if its alerts still fire.
-	e.memo = nil
+	if e.replan == nil {
+		e.replan = map[string]bool{}
+	}
+	e.replan[inc.Key] = true
 	if how != "" {
 		e.account(inc, how)
 	}

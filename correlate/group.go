@@ -1,12 +1,8 @@
 package correlate
 
 import (
-	"cmp"
-	"fmt"
-	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -76,17 +72,16 @@ func has(list []string, s string) bool { return slices.Contains(list, s) }
 
 var severityRank = map[string]int{"critical": 3, "error": 3, "warning": 2, "info": 1}
 
-func maxSeverity(alerts []Alert) string {
-	best, rank := "info", 0
-	for _, a := range alerts {
-		if r := severityRank[a.Labels["severity"]]; r > rank {
-			best, rank = a.Labels["severity"], r
-		}
+// severityName is the severity of a rank (severityRank): "error" ranks as and is named
+// "critical".
+func severityName(rank int) string {
+	switch rank {
+	case 3:
+		return "critical"
+	case 2:
+		return "warning"
 	}
-	if best == "error" {
-		best = "critical"
-	}
-	return best
+	return "info"
 }
 
 // Fingerprint identifies an alert for deduplication: its labels without the replica labels.
@@ -221,341 +216,17 @@ func onNotReadyNode(a Alert, topo *Topology, node string) bool {
 	return false
 }
 
-// Correlate groups the active alerts into problems. It is a pure function of its arguments.
+// Correlate groups the active alerts into problems. It is a pure function of its arguments:
+// the order of the alerts does not matter.
 func Correlate(alerts []Alert, topo *Topology, r Rules) []Group {
-	if topo == nil {
-		topo = &Topology{}
-	}
 	// The engine passes alerts with their fingerprints (taken in with these rules); compute any
 	// that are missing.
-	alerts = r.withFingerprints(alerts)
-	// Every rule reads the alerts' names and clusters: look them up in the label maps once.
-	name, cluster := make([]string, len(alerts)), make([]string, len(alerts))
-	byCluster := map[string][]int{}
-	for i, a := range alerts {
-		name[i], cluster[i] = a.Labels["alertname"], a.Labels["cluster"]
-		byCluster[cluster[i]] = append(byCluster[cluster[i]], i)
+	s := newCorrelation(r, topo)
+	for _, a := range r.withFingerprints(alerts) {
+		s.set(a)
 	}
-	groups := map[string]*Group{}
-	taken := make([]bool, len(alerts))
-	add := func(k string, i int, init func(*Group)) {
-		g := groups[k]
-		if g == nil {
-			g = &Group{Key: k, Scope: "cluster"}
-			groups[k] = g
-			if init != nil {
-				init(g)
-			}
-		}
-		g.Alerts = append(g.Alerts, alerts[i])
-		if c := cluster[i]; c != "" && !has(g.Clusters, c) {
-			g.Clusters = append(g.Clusters, c)
-		}
-		taken[i] = true
-	}
-
-	// 1. A silent cluster or a control plane down explains everything else from the cluster.
-	for c, idx := range byCluster {
-		root := -1
-		for _, i := range idx {
-			if n := name[i]; has(r.ClusterRoot, n) && (root < 0 || slices.Index(r.ClusterRoot, n) < slices.Index(r.ClusterRoot, name[root])) {
-				root = i
-			}
-		}
-		if root < 0 || c == "" {
-			continue
-		}
-		rn := name[root]
-		k := "cluster/" + c
-		add(k, root, func(g *Group) {
-			g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c)
-		})
-		for _, i := range idx {
-			if i != root {
-				add(k, i, nil)
-			}
-		}
-		g := groups[k]
-		g.Explanation = fmt.Sprintf("%s: %s. Everything else from cluster %s (%d more alerts) follows from it, so it is one incident.",
-			rn, describe(alerts[root]), c, len(g.Alerts)-1)
-	}
-
-	// 2. The same workload failing in several clusters close together is one fleet-wide
-	// problem, most likely a bad rollout.
-	type failure struct {
-		idx   []int
-		first map[string]time.Time
-	}
-	failures := map[string]*failure{}
-	nodesDown := map[string]bool{} // clusters with a NotReady-nodes alert
-	for i := range alerts {
-		if !taken[i] && has(r.NodesRoot, name[i]) {
-			nodesDown[cluster[i]] = true
-		}
-	}
-	for i, a := range alerts {
-		if taken[i] || !has(r.WorkloadFailure, name[i]) {
-			continue
-		}
-		// A failure on a NotReady node is the node's (rule 3), not a rollout's.
-		if nodesDown[cluster[i]] && onNotReadyNode(a, topo, "") {
-			continue
-		}
-		w := workloadOf(a, topo)
-		if w == "" {
-			continue
-		}
-		f := failures[w]
-		if f == nil {
-			f = &failure{first: map[string]time.Time{}}
-			failures[w] = f
-		}
-		f.idx = append(f.idx, i)
-		c := cluster[i]
-		if t, ok := f.first[c]; !ok || a.StartsAt.Before(t) {
-			f.first[c] = a.StartsAt
-		}
-	}
-	rolledOut := map[string]string{} // cluster -> rollout group key
-	for w, f := range failures {
-		// The most clusters whose first failures fit in one window.
-		all := make([]string, 0, len(f.first))
-		for c := range f.first {
-			all = append(all, c)
-		}
-		sort.Slice(all, func(i, j int) bool {
-			if !f.first[all[i]].Equal(f.first[all[j]]) {
-				return f.first[all[i]].Before(f.first[all[j]])
-			}
-			return all[i] < all[j]
-		})
-		var clusters []string
-		for i := range all {
-			j := i
-			for j < len(all) && (r.RolloutWindow <= 0 || f.first[all[j]].Sub(f.first[all[i]]) <= r.RolloutWindow) {
-				j++
-			}
-			if j-i > len(clusters) {
-				clusters = all[i:j]
-			}
-		}
-		if len(clusters) < max(r.RolloutClusters, 2) {
-			continue
-		}
-		lo, hi := f.first[clusters[0]], f.first[clusters[len(clusters)-1]]
-		clusters = slices.Clone(clusters)
-		sort.Strings(clusters)
-		// The failing pods' own owners (the new ReplicaSet of a rolling update), where the
-		// alerts name them.
-		owners := map[string][]string{} // cluster -> cluster/ns/owner
-		for _, i := range f.idx {
-			l := alerts[i].Labels
-			if o := l["owner_name"]; o != "" && has(clusters, cluster[i]) {
-				owners[cluster[i]] = append(owners[cluster[i]], key(cluster[i], l["namespace"], o))
-			}
-		}
-		img := sharedImage(w, clusters, topo, owners)
-		k := "rollout/" + w
-		for _, i := range f.idx {
-			if !has(clusters, cluster[i]) {
-				continue
-			}
-			add(k, i, func(g *Group) {
-				g.Scope = "fleet"
-				g.Image = img
-				g.RootCause = "likely bad rollout of " + w
-				if img != "" {
-					g.RootCause += " (image " + img + ")"
-				}
-			})
-		}
-		g := groups[k]
-		g.Explanation = fmt.Sprintf("Workload %s started failing in %d clusters (%s) within %s of each other", w, len(clusters), strings.Join(clusters, ", "), hi.Sub(lo).Round(time.Second))
-		if img != "" {
-			g.Explanation += fmt.Sprintf("; every failing cluster runs image %s", img)
-		}
-		g.Explanation += ". Failures of the same workload in several clusters at once point to what they share, the rollout, rather than to each cluster."
-		for _, c := range clusters {
-			rolledOut[c] = k
-		}
-	}
-	// A cluster's crash-loop total goes with the rollout when the cluster is part of one.
-	for i := range alerts {
-		if !taken[i] && has(r.ClusterFailure, name[i]) {
-			if k, ok := rolledOut[cluster[i]]; ok {
-				add(k, i, nil)
-			}
-		}
-	}
-
-	// 3. NotReady nodes explain failing and pending pods on them; saturation explains pending
-	// pods of its cluster.
-	for c, idx := range byCluster {
-		for _, ri := range idx {
-			if taken[ri] {
-				continue
-			}
-			rn := name[ri]
-			switch {
-			case has(r.NodesRoot, rn):
-				node := alerts[ri].Labels["node"]
-				k := "nodes/" + c
-				if node != "" {
-					k += "/" + node
-				}
-				add(k, ri, func(g *Group) {
-					g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c)
-					if node != "" {
-						g.RootCause = fmt.Sprintf("node %s of cluster %s is not Ready", node, c)
-					}
-				})
-				absorbed, left := 0, 0
-				for _, i := range idx {
-					n := name[i]
-					if taken[i] || !(has(r.WorkloadFailure, n) || has(r.Pending, n)) {
-						continue
-					}
-					if onNotReadyNode(alerts[i], topo, node) {
-						add(k, i, nil)
-						absorbed++
-					} else if has(r.WorkloadFailure, n) {
-						left++
-					}
-				}
-				// The cluster's crash-loop total goes with the nodes when they explain every
-				// failing workload of the cluster.
-				if absorbed > 0 && left == 0 {
-					for _, i := range idx {
-						if !taken[i] && has(r.ClusterFailure, name[i]) {
-							add(k, i, nil)
-						}
-					}
-				}
-			case has(r.Saturation, rn):
-				k := "saturation/" + c
-				add(k, ri, func(g *Group) { g.RootCause = fmt.Sprintf("%s in cluster %s", rn, c) })
-				for _, i := range idx {
-					if !taken[i] && has(r.Pending, name[i]) {
-						add(k, i, nil)
-					}
-				}
-			}
-		}
-	}
-	for k, g := range groups {
-		if g.Explanation != "" {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(k, "nodes/"):
-			g.Explanation = fmt.Sprintf("%s: %s", g.Alerts[0].Labels["alertname"], describe(g.Alerts[0]))
-			if n := len(g.Alerts) - 1; n > 0 {
-				g.Explanation += fmt.Sprintf(". %d alerts about pods on the NotReady nodes follow from it.", n)
-			}
-		case strings.HasPrefix(k, "saturation/"):
-			g.Explanation = fmt.Sprintf("%s: %s", g.Alerts[0].Labels["alertname"], describe(g.Alerts[0]))
-			if n := len(g.Alerts) - 1; n > 0 {
-				g.Explanation += fmt.Sprintf(". %d alerts about Pending pods follow from it: the cluster has no room to schedule them.", n)
-			}
-		}
-	}
-
-	// 3b. Alerts fleetwatch's own remediation causes (pods Pending while a drain moves them, a
-	// workload failing while it is rolled back or failed over) join the incident the action
-	// remediates instead of opening new ones, and its explanation says so.
-	caused := map[string][]string{} // group key -> what caused its alerts
-	for i, a := range alerts {
-		if taken[i] || (!has(r.Pending, name[i]) && !has(r.WorkloadFailure, name[i])) {
-			continue
-		}
-		for _, act := range topo.Actions {
-			if act.Cluster != cluster[i] {
-				continue
-			}
-			switch {
-			case act.Node != "" && has(r.Pending, name[i]):
-				// Pods evicted from a drained node wait for a place elsewhere.
-			case act.Workload != "" && workloadOf(a, topo) == act.Namespace+"/"+act.Workload:
-			default:
-				continue
-			}
-			g := groups[act.IncidentKey]
-			had := g != nil && has(g.Clusters, cluster[i])
-			add(act.IncidentKey, i, func(g *Group) { g.RootCause = act.What })
-			// A failover's alerts in the clusters it moves workloads to do not make those
-			// clusters part of the lost cluster's incident.
-			if kind, rest, _ := strings.Cut(act.IncidentKey, "/"); !had && kind != "rollout" && strings.Split(rest, "/")[0] != cluster[i] {
-				g = groups[act.IncidentKey]
-				g.Clusters = slices.DeleteFunc(g.Clusters, func(c string) bool { return c == cluster[i] })
-			}
-			if !has(caused[act.IncidentKey], act.What) {
-				caused[act.IncidentKey] = append(caused[act.IncidentKey], act.What)
-			}
-			break
-		}
-	}
-
-	// 4. Crash loops left in a cluster are one incident per cluster.
-	for c, idx := range byCluster {
-		k := "failures/" + c
-		for _, i := range idx {
-			n := name[i]
-			if !taken[i] && (has(r.WorkloadFailure, n) || has(r.ClusterFailure, n)) {
-				add(k, i, func(g *Group) { g.RootCause = "failing workloads in cluster " + c })
-			}
-		}
-		if g := groups[k]; g != nil {
-			var ws []string
-			for _, a := range g.Alerts {
-				if w := workloadOf(a, topo); w != "" && !has(ws, w) {
-					ws = append(ws, w)
-				}
-			}
-			sort.Strings(ws)
-			if len(ws) == 1 {
-				g.RootCause = "workload " + ws[0] + " is failing in cluster " + c
-			}
-			g.Explanation = fmt.Sprintf("Only cluster %s shows these failures (%s), and no node or cluster problem there explains them: look at the workload itself.", c, strings.Join(ws, ", "))
-		}
-	}
-
-	// 5. Everything else: the same alert in several clusters is one incident listing them.
-	for i, a := range alerts {
-		if taken[i] {
-			continue
-		}
-		n := name[i]
-		add("alert/"+n+"/"+strconv.FormatUint(a.localFP, 16), i, func(g *Group) { g.RootCause = n })
-	}
-
-	out := make([]Group, 0, len(groups))
-	for _, k := range slices.Sorted(maps.Keys(groups)) {
-		g := groups[k]
-
-		sort.Strings(g.Clusters) // add collected them
-		if len(g.Clusters) > 1 {
-			g.Scope = "fleet"
-		}
-		if strings.HasPrefix(g.Key, "alert/") {
-			g.Explanation = fmt.Sprintf("%s: %s", g.Alerts[0].Labels["alertname"], describe(g.Alerts[0]))
-			if len(g.Clusters) > 1 {
-				g.Explanation += fmt.Sprintf(" The same alert fires in %d clusters (%s); it is one incident.", len(g.Clusters), strings.Join(g.Clusters, ", "))
-			}
-		}
-		if what := caused[k]; len(what) > 0 {
-			g.Explanation = strings.TrimSpace(g.Explanation + " Alerts about pending or failing pods here are expected while fleetwatch acts: " + strings.Join(what, "; ") + ".")
-		}
-		g.Severity = maxSeverity(g.Alerts)
-		for _, a := range g.Alerts {
-			if t := r.Teams[a.Labels["namespace"]]; t != "" {
-				g.Team = t
-				break
-			}
-		}
-		slices.SortFunc(g.Alerts, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
-		out = append(out, *g)
-	}
-	return out
+	s.update()
+	return s.sorted()
 }
 
 // describe is an alert's summary, or its name and labels.

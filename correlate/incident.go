@@ -82,17 +82,18 @@ func (i *Incident) Active() bool { return i.State != StateResolved }
 type Tracker struct {
 	ResolveAfter time.Duration
 	active       map[string]*Incident // by group key
+	clear        map[string]bool      // keys of the active incidents clearing (ClearSince set)
 	ids          ident.IDs
 	fingerprint  func(Alert) uint64
 }
 
 // NewTracker returns a tracker that continues the given active incidents (from the store).
 func NewTracker(resolveAfter time.Duration, r Rules, active []*Incident) *Tracker {
-	t := &Tracker{ResolveAfter: resolveAfter, active: map[string]*Incident{}, fingerprint: r.fingerprint}
+	t := &Tracker{ResolveAfter: resolveAfter, active: map[string]*Incident{}, clear: map[string]bool{}, fingerprint: r.fingerprint}
 	for _, i := range active {
 		if i.Active() {
 			i.Alerts = r.withFingerprints(i.Alerts)
-			t.active[i.Key] = i
+			t.commit(i)
 		}
 	}
 	return t
@@ -125,46 +126,79 @@ func (t *Tracker) Update(now time.Time, groups []Group) []*Incident {
 // them first and commits them only once they are stored, so memory never runs ahead of the
 // store.
 func (t *Tracker) plan(now time.Time, groups []Group) []*Incident {
-	var changed []*Incident
-	planned := map[string]*Incident{} // by group key: the copies made so far
-	owner := map[uint64]string{}      // alert fingerprint -> incident ID now holding it
-	for _, g := range groups {
-		inc, ok := planned[g.Key]
-		if !ok {
-			inc = t.active[g.Key]
+	byKey := make(map[string]*Group, len(groups))
+	owner := map[uint64]string{}
+	keys := make(map[string]bool, len(groups)+len(t.active))
+	for i := range groups {
+		g := &groups[i]
+		byKey[g.Key], keys[g.Key] = g, true
+		for _, a := range g.Alerts {
+			owner[t.fingerprint(a)] = g.Key
 		}
+	}
+	for k := range t.active {
+		keys[k] = true
+	}
+	return t.planKeys(now, byKey, keys, owner)
+}
+
+// planKeys is plan for the groups of keys alone: groups holds every group (by key), owner
+// the key of the group holding each alert (by fingerprint). The incidents of the other keys
+// are left as they are, but for those clearing, which may resolve with time.
+func (t *Tracker) planKeys(now time.Time, groups map[string]*Group, keys map[string]bool, owner map[uint64]string) []*Incident {
+	var changed []*Incident
+	planned := map[string]*Incident{} // by group key: the incidents of keys' groups
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		g := groups[k]
+		if g == nil {
+			continue
+		}
+		inc := t.active[k]
 		switch {
 		case inc == nil:
-			inc = &Incident{ID: t.newID(now), Group: g, State: StateOpen, OpenedAt: now, UpdatedAt: now, Revision: 1}
+			inc = &Incident{ID: t.newID(now), Group: *g, State: StateOpen, OpenedAt: now, UpdatedAt: now, Revision: 1}
 			inc.relabel()
 			changed = append(changed, inc)
-		case !t.sameGroup(inc.Group, g) || !inc.ClearSince.IsZero():
-			if !ok {
-				cp := *inc
-				inc = &cp
-				changed = append(changed, inc)
-			}
-			inc.Group = g
+		case !t.sameGroup(inc.Group, *g) || !inc.ClearSince.IsZero():
+			cp := *inc
+			inc = &cp
+			changed = append(changed, inc)
+			inc.Group = *g
 			inc.relabel()
 			inc.ClearSince = time.Time{}
 			inc.UpdatedAt = now
 			inc.Revision++
 		}
-		planned[g.Key] = inc
-		for _, a := range g.Alerts {
-			owner[t.fingerprint(a)] = inc.ID
+		planned[k] = inc
+	}
+	// The incidents whose group is gone: those of keys, and those already clearing.
+	var gone []string
+	for k := range keys {
+		if groups[k] == nil && t.active[k] != nil {
+			gone = append(gone, k)
 		}
 	}
-	for k, inc := range t.active {
-		if _, seen := planned[k]; seen {
-			continue
+	for k := range t.clear {
+		if !keys[k] && groups[k] == nil {
+			gone = append(gone, k)
 		}
+	}
+	for _, k := range gone {
+		inc := t.active[k]
 		// Its alerts went to another incident (e.g. a crash loop in one cluster that became
 		// a fleet-wide rollout): resolved at once, pointing there.
 		into := ""
 		for _, a := range inc.Alerts {
-			if id, ok := owner[t.fingerprint(a)]; ok {
-				into = id
+			gk, ok := owner[t.fingerprint(a)]
+			if !ok {
+				continue
+			}
+			if p := planned[gk]; p != nil {
+				into = p.ID
+			} else if p := t.active[gk]; p != nil {
+				into = p.ID
+			}
+			if into != "" {
 				break
 			}
 		}
@@ -194,21 +228,20 @@ func (t *Tracker) commit(changed ...*Incident) {
 	for _, inc := range changed {
 		if inc.Active() {
 			t.active[inc.Key] = inc
+			if inc.ClearSince.IsZero() {
+				delete(t.clear, inc.Key)
+			} else {
+				t.clear[inc.Key] = true
+			}
 		} else if cur := t.active[inc.Key]; cur != nil && cur.ID == inc.ID {
 			delete(t.active, inc.Key)
+			delete(t.clear, inc.Key)
 		}
 	}
 }
 
 // clearing reports whether an active incident's alerts went away and it waits out ResolveAfter.
-func (t *Tracker) clearing() bool {
-	for _, inc := range t.active {
-		if !inc.ClearSince.IsZero() {
-			return true
-		}
-	}
-	return false
-}
+func (t *Tracker) clearing() bool { return len(t.clear) > 0 }
 
 func resolve(inc *Incident, now time.Time) {
 	inc.State = StateResolved

@@ -104,18 +104,19 @@ func TestEvaluateGroupsOnlyWhenSomethingChanged(t *testing.T) {
 	require.Equal(t, 6.0, groupings())
 	require.Equal(t, key, active())
 
-	// An incident resolved through the API opens again while its alert fires.
+	// An incident resolved through the API opens again while its alert fires: its group is
+	// planned again, without grouping again.
 	_, err = e.Resolve(e.Active()[0].ID)
 	require.NoError(t, err)
 	require.Empty(t, active())
 	require.NoError(t, e.Evaluate(ctx))
-	require.Equal(t, 7.0, groupings())
+	require.Equal(t, 6.0, groupings())
 	require.Equal(t, key, active())
 }
 
 // TestEvaluateSkipsLikeGroupingEveryTime: two engines take the same random stream of new,
-// resent, changed and resolved alerts over the same clock; one groups at every evaluation (its
-// memo is dropped before each), the other only when something changed. Their active incidents
+// resent, changed and resolved alerts over the same clock; one groups from scratch at every
+// evaluation (its grouping is dropped before each), the other regroups only what changed. Their active incidents
 // hold the same alerts after every evaluation.
 func TestEvaluateSkipsLikeGroupingEveryTime(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -173,7 +174,7 @@ func TestEvaluateSkipsLikeGroupingEveryTime(t *testing.T) {
 			require.NoError(t, skipping.Ingest(ctx, batch))
 		}
 		clk.add(time.Duration(rng.IntN(20)) * time.Second)
-		always.memo = nil
+		always.corr = nil
 		require.NoError(t, always.Evaluate(ctx))
 		require.NoError(t, skipping.Evaluate(ctx))
 		require.Equal(t, held(always), held(skipping), "step %d", step)

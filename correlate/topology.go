@@ -58,6 +58,71 @@ func (t *Topology) same(o *Topology) bool {
 		maps.Equal(t.OwnerWorkload, o.OwnerWorkload) && maps.Equal(t.NotReadyNodes, o.NotReadyNodes)
 }
 
+// changes names the clusters whose topology differs between t and o (the cluster is the first
+// part of every key), and reports whether any workload's or owner's images or owner changed
+// (a rollout's image is chosen among every cluster's).
+func (t *Topology) changes(o *Topology) (clusters map[string]bool, images bool) {
+	if t == nil {
+		t = &Topology{}
+	}
+	if o == nil {
+		o = &Topology{}
+	}
+	clusters = map[string]bool{}
+	mark := func(k string) {
+		c, _, _ := strings.Cut(k, keySep)
+		clusters[c] = true
+	}
+	diff := func(a, b map[string]string) bool {
+		changed := false
+		for k, v := range a {
+			if w, ok := b[k]; !ok || w != v {
+				mark(k)
+				changed = true
+			}
+		}
+		for k := range b {
+			if _, ok := a[k]; !ok {
+				mark(k)
+				changed = true
+			}
+		}
+		return changed
+	}
+	diffList := func(a, b map[string][]string) bool {
+		changed := false
+		for k, v := range a {
+			if w, ok := b[k]; !ok || !slices.Equal(v, w) {
+				mark(k)
+				changed = true
+			}
+		}
+		for k := range b {
+			if _, ok := a[k]; !ok {
+				mark(k)
+				changed = true
+			}
+		}
+		return changed
+	}
+	diff(t.PodNode, o.PodNode)
+	diff(t.PodWorkload, o.PodWorkload)
+	images = diff(t.OwnerWorkload, o.OwnerWorkload)
+	images = diffList(t.WorkloadImages, o.WorkloadImages) || images
+	images = diffList(t.OwnerImages, o.OwnerImages) || images
+	for k, v := range t.NotReadyNodes {
+		if o.NotReadyNodes[k] != v {
+			mark(k)
+		}
+	}
+	for k, v := range o.NotReadyNodes {
+		if t.NotReadyNodes[k] != v {
+			mark(k)
+		}
+	}
+	return clusters, images
+}
+
 func (t *Topology) empty() bool {
 	return t == nil || len(t.PodNode)+len(t.PodWorkload)+len(t.WorkloadImages)+len(t.OwnerImages)+len(t.OwnerWorkload)+len(t.NotReadyNodes) == 0
 }
