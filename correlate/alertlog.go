@@ -323,18 +323,12 @@ func (l *alertLog) get(fp uint64) (Alert, bool) {
 	return a, ok
 }
 
-// holds reports whether the alert held under fp is a as stored (stamp is alertStamp(a)).
-func (l *alertLog) holds(a *Alert, fp, stamp uint64) bool {
-	h, ok := l.get(fp)
-	if !ok {
-		return false
-	}
-	// The engine's alerts are the log's (the same maps): then nothing needs hashing.
-	if sameMap(h.Labels, a.Labels) && sameMap(h.Annotations, a.Annotations) && h.StartsAt == a.StartsAt &&
-		h.EndsAt == a.EndsAt && h.GeneratorURL == a.GeneratorURL && h.Source == a.Source {
-		return true
-	}
-	return alertStamp(&h) == stamp
+// has reports whether the log holds an alert under fp.
+func (l *alertLog) has(fp uint64) bool {
+	l.mtx.Lock()
+	defer l.mtx.Unlock()
+	_, ok := l.alerts[fp]
+	return ok
 }
 
 // sameMap reports whether a and b are the same map (not only equal).

@@ -38,7 +38,6 @@ type correlation struct {
 	failing  map[string]map[string]bool // workload -> clusters with failures of it
 	frags    map[string][]placed        // group key -> its fragments
 	groups   map[string]*Group          // the groups, by key; never changed once made
-	owner    map[uint64]string          // alert fingerprint -> key of the group holding it
 
 	dirty    map[string]bool // clusters whose alerts or topology changed since the last update
 	redecide map[string]bool // workloads whose rollout's image may have changed
@@ -108,8 +107,12 @@ func (f *fragment) seal(r Rules, clusters ...string) *fragment {
 
 // clusterPart is one cluster's alerts and what they add to groups.
 type clusterPart struct {
-	name   string
-	alerts map[uint64]Alert
+	name string
+	// alerts are its alerts in fingerprint order, as of the last update, and names their
+	// names; pending the changes since, by fingerprint (nil: removed).
+	alerts  []Alert
+	names   []string
+	pending map[uint64]*Alert
 	// rooted: a root alert explains the whole cluster (rule 1); then the cluster has no
 	// failures for rule 2 and adds only its cluster/<c> group.
 	rooted bool
@@ -119,10 +122,7 @@ type clusterPart struct {
 	first    map[string]time.Time
 	// inRollout are the workloads whose rollout takes its failures.
 	inRollout map[string]bool
-	// sorted are its alerts in fingerprint order, and their names.
-	sorted []Alert
-	names  []string
-	root   *fragment                 // rule 1's
+	root      *fragment                 // rule 1's
 	frags  map[fragmentKey]*fragment // the rest
 }
 
@@ -146,7 +146,7 @@ func newCorrelation(r Rules, topo *Topology) *correlation {
 	return &correlation{
 		r: r, topo: topo,
 		clusters: map[string]*clusterPart{}, rollouts: map[string]*rolloutPart{}, failing: map[string]map[string]bool{},
-		frags: map[string][]placed{}, groups: map[string]*Group{}, owner: map[uint64]string{},
+		frags: map[string][]placed{}, groups: map[string]*Group{},
 		dirty: map[string]bool{}, redecide: map[string]bool{},
 	}
 }
@@ -156,32 +156,63 @@ func (s *correlation) set(a Alert) {
 	c := a.Labels["cluster"]
 	cp := s.clusters[c]
 	if cp == nil {
-		cp = &clusterPart{name: c, alerts: map[uint64]Alert{}, inRollout: map[string]bool{}}
+		cp = &clusterPart{name: c, inRollout: map[string]bool{}}
 		s.clusters[c] = cp
 	}
-	cp.alerts[a.fp] = a
+	if cp.pending == nil {
+		cp.pending = map[uint64]*Alert{}
+	}
+	cp.pending[a.fp] = &a
 	s.dirty[c] = true
 }
 
 // remove takes away the alert a (as last set).
 func (s *correlation) remove(a Alert) {
 	c := a.Labels["cluster"]
-	if cp := s.clusters[c]; cp != nil {
-		if _, ok := cp.alerts[a.fp]; ok {
-			delete(cp.alerts, a.fp)
-			s.dirty[c] = true
-		}
-	}
-}
-
-// get returns the alert held under fp in cluster c.
-func (s *correlation) get(c string, fp uint64) (Alert, bool) {
 	cp := s.clusters[c]
 	if cp == nil {
-		return Alert{}, false
+		return
 	}
-	a, ok := cp.alerts[fp]
-	return a, ok
+	if _, held := cp.find(a.fp); !held && cp.pending[a.fp] == nil {
+		return
+	}
+	if cp.pending == nil {
+		cp.pending = map[uint64]*Alert{}
+	}
+	cp.pending[a.fp] = nil
+	s.dirty[c] = true
+}
+
+// find returns the index of the alert fp in alerts, and whether it is there.
+func (cp *clusterPart) find(fp uint64) (int, bool) {
+	return slices.BinarySearchFunc(cp.alerts, fp, func(a Alert, fp uint64) int { return cmp.Compare(a.fp, fp) })
+}
+
+// apply merges the pending changes into alerts.
+func (cp *clusterPart) apply() {
+	if len(cp.pending) == 0 {
+		return
+	}
+	fps := slices.Sorted(maps.Keys(cp.pending))
+	out := make([]Alert, 0, len(cp.alerts)+len(fps))
+	i := 0
+	for _, fp := range fps {
+		for i < len(cp.alerts) && cp.alerts[i].fp < fp {
+			out = append(out, cp.alerts[i])
+			i++
+		}
+		if i < len(cp.alerts) && cp.alerts[i].fp == fp {
+			i++ // replaced or removed
+		}
+		if a := cp.pending[fp]; a != nil {
+			out = append(out, *a)
+		}
+	}
+	cp.alerts, cp.pending = append(out, cp.alerts[i:]...), nil
+	cp.names = make([]string, len(cp.alerts))
+	for i := range cp.alerts {
+		cp.names[i] = cp.alerts[i].Labels["alertname"]
+	}
 }
 
 // ended removes the alerts that ended at now, as current (the engine's alerts now) says:
@@ -190,20 +221,53 @@ func (s *correlation) get(c string, fp uint64) (Alert, bool) {
 func (s *correlation) ended(now time.Time, current func(fp uint64) (Alert, bool)) time.Time {
 	var first time.Time
 	for _, cp := range s.clusters {
-		for fp, a := range cp.alerts {
-			cur, ok := current(fp)
+		for i := range cp.alerts {
+			a := &cp.alerts[i]
+			if p, ok := cp.pending[a.fp]; ok && p == nil {
+				continue // removed already
+			}
+			cur, ok := current(a.fp)
 			if !ok || cur.Resolved(now) {
-				s.remove(a)
+				s.remove(*a)
 				continue
 			}
-			if !cur.EndsAt.Equal(a.EndsAt) {
-				a.EndsAt = cur.EndsAt
-				cp.alerts[fp] = a
-			}
+			// The fragments hold copies: this changes none of them.
+			a.EndsAt = cur.EndsAt
 			first = earlierEnd(first, a.EndsAt)
+		}
+		for _, p := range cp.pending {
+			if p != nil {
+				first = earlierEnd(first, p.EndsAt)
+			}
 		}
 	}
 	return first
+}
+
+// holder returns the key of the group holding the alert a.
+func (s *correlation) holder(a Alert) (string, bool) {
+	c := a.Labels["cluster"]
+	cp := s.clusters[c]
+	if cp == nil {
+		return "", false
+	}
+	in := func(f *fragment) bool {
+		return f != nil && slices.ContainsFunc(f.alerts, func(x Alert) bool { return x.fp == a.fp })
+	}
+	if in(cp.root) {
+		return "cluster/" + c, true
+	}
+	for k, f := range cp.frags {
+		if in(f) {
+			return k.group, true
+		}
+	}
+	for w := range cp.inRollout {
+		if in(s.rollouts[w].frag) {
+			return "rollout/" + w, true
+		}
+	}
+	return "", false
 }
 
 // follow makes topo the topology of the grouping, marking the clusters whose part of it
@@ -364,12 +428,8 @@ func (s *correlation) put(p part, k string, f *fragment, changed map[string]bool
 // weigh computes a cluster's rule 1 and what it gives rule 2.
 func (s *correlation) weigh(cp *clusterPart) {
 	r, topo, c := s.r, s.topo, cp.name
-	alerts := sortedAlerts(cp.alerts)
-	names := make([]string, len(alerts))
-	for i := range alerts {
-		names[i] = alerts[i].Labels["alertname"]
-	}
-	cp.sorted, cp.names = alerts, names
+	cp.apply()
+	alerts, names := cp.alerts, cp.names
 	cp.rooted, cp.root, cp.failures, cp.first = false, nil, nil, nil
 	if len(alerts) == 0 {
 		return
@@ -484,17 +544,12 @@ func (s *correlation) rest(cp *clusterPart) map[fragmentKey]*fragment {
 		return nil
 	}
 	r, topo, c := s.r, s.topo, cp.name
-	alerts, names := cp.sorted, cp.names
+	alerts, names := cp.alerts, cp.names
 	taken := make([]bool, len(alerts))
-	if len(cp.inRollout) > 0 {
-		byFP := make(map[uint64]int, len(alerts))
-		for i, a := range alerts {
-			byFP[a.fp] = i
-		}
-		for w := range cp.inRollout {
-			for _, a := range cp.failures[w] {
-				taken[byFP[a.fp]] = true
-			}
+	for w := range cp.inRollout {
+		for _, a := range cp.failures[w] {
+			i, _ := cp.find(a.fp)
+			taken[i] = true
 		}
 	}
 	out := map[fragmentKey]*fragment{}
@@ -642,14 +697,7 @@ func (s *correlation) rest(cp *clusterPart) map[fragmentKey]*fragment {
 
 // assemble makes group k again from its fragments, in the order the rules add them.
 func (s *correlation) assemble(k string) {
-	if old := s.groups[k]; old != nil {
-		for _, a := range old.Alerts {
-			if s.owner[a.fp] == k {
-				delete(s.owner, a.fp)
-			}
-		}
-		delete(s.groups, k)
-	}
+	delete(s.groups, k)
 	frags := s.frags[k]
 	if len(frags) == 0 {
 		return
@@ -763,9 +811,6 @@ func (s *correlation) assemble(k string) {
 	g.Severity = severityName(rank)
 	slices.SortFunc(g.Alerts, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
 	s.groups[k] = g
-	for _, a := range g.Alerts {
-		s.owner[a.fp] = k
-	}
 }
 
 // sorted returns the groups in key order.
@@ -774,13 +819,6 @@ func (s *correlation) sorted() []Group {
 	for _, k := range slices.Sorted(maps.Keys(s.groups)) {
 		out = append(out, *s.groups[k])
 	}
-	return out
-}
-
-// sortedAlerts lists alerts in fingerprint order.
-func sortedAlerts(m map[uint64]Alert) []Alert {
-	out := slices.Collect(maps.Values(m))
-	slices.SortFunc(out, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
 	return out
 }
 

@@ -197,15 +197,21 @@ func TestCorrelationIncremental(t *testing.T) {
 				require.Equal(t, want, s.sorted(), "step %d", step)
 
 				now := map[string]Group{}
-				owners := 0
 				for _, gr := range want {
 					now[gr.Key] = gr
 					for _, a := range gr.Alerts {
-						require.Equal(t, gr.Key, s.owner[a.fp], "step %d: the owner of an alert of %s", step, gr.Key)
-						owners++
+						k, ok := s.holder(a)
+						require.True(t, ok && k == gr.Key, "step %d: an alert of %s is held by %q", step, gr.Key, k)
 					}
 				}
-				require.Len(t, s.owner, owners, "step %d: owners of alerts no group holds", step)
+				for _, gr := range prev {
+					for _, a := range gr.Alerts {
+						if _, held := cur[a.fp]; !held {
+							_, ok := s.holder(a)
+							require.False(t, ok, "step %d: an alert removed is still held", step)
+						}
+					}
+				}
 				for k, gr := range now {
 					if old, ok := prev[k]; !ok || !equalGroups(old, gr) {
 						require.True(t, changed[k], "step %d: group %s changed but was not named", step, k)

@@ -521,7 +521,7 @@ func (e *Engine) Evaluate(ctx context.Context) (err error) {
 		e.prune(now)
 		return nil
 	}
-	changed := e.tracker.planKeys(now, e.corr.groups, keys, e.corr.owner)
+	changed := e.tracker.planKeys(now, e.corr.groups, keys, e.corr.holder)
 	if err = e.o.Store.SaveIncidents(changed, e.o.Alertmanagers); err != nil {
 		// The grouping went on; the next evaluation plans these groups again.
 		e.replan = keys

@@ -139,13 +139,16 @@ func (t *Tracker) plan(now time.Time, groups []Group) []*Incident {
 	for k := range t.active {
 		keys[k] = true
 	}
-	return t.planKeys(now, byKey, keys, owner)
+	return t.planKeys(now, byKey, keys, func(a Alert) (string, bool) {
+		k, ok := owner[t.fingerprint(a)]
+		return k, ok
+	})
 }
 
 // planKeys is plan for the groups of keys alone: groups holds every group (by key), owner
-// the key of the group holding each alert (by fingerprint). The incidents of the other keys
-// are left as they are, but for those clearing, which may resolve with time.
-func (t *Tracker) planKeys(now time.Time, groups map[string]*Group, keys map[string]bool, owner map[uint64]string) []*Incident {
+// returns the key of the group holding an alert. The incidents of the other keys are left as
+// they are, but for those clearing, which may resolve with time.
+func (t *Tracker) planKeys(now time.Time, groups map[string]*Group, keys map[string]bool, owner func(Alert) (string, bool)) []*Incident {
 	var changed []*Incident
 	planned := map[string]*Incident{} // by group key: the incidents of keys' groups
 	for _, k := range slices.Sorted(maps.Keys(keys)) {
@@ -189,7 +192,7 @@ func (t *Tracker) planKeys(now time.Time, groups map[string]*Group, keys map[str
 		// a fleet-wide rollout): resolved at once, pointing there.
 		into := ""
 		for _, a := range inc.Alerts {
-			gk, ok := owner[t.fingerprint(a)]
+			gk, ok := owner(a)
 			if !ok {
 				continue
 			}

@@ -274,11 +274,13 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 // bucketIncidentAlerts up to date: a new or changed alert is written, a gone one deleted, the
 // others are left as they are. It returns what it stored under the incident's ID.
 //
-// An active incident's alert that the alert log holds as it is (the same stamp) is written
-// as a reference: its stamp alone, read back from the log. The log keeps an alert at least
-// an hour after it ended, and an active incident holds only alerts that have not ended, or
-// ended at most ResolveAfter ago (while it clears); once the incident resolves, its alerts
-// are written whole, as it keeps them for its history.
+// An active incident's alert that the alert log holds (by fingerprint) is written as a
+// reference, 8 bytes, and read back from the log: as the log holds it then, which is never
+// older than the incident's copy (alerts reach the log first), and has the latest end a resend
+// gave it. The log keeps an alert at least an hour after it ended, and an active incident
+// holds only alerts that have not ended, or ended at most ResolveAfter ago (while it clears);
+// once the incident resolves, its alerts are written whole (the log's, where it still holds
+// them), as it keeps them for its history.
 func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	head := *inc
 	head.Alerts = nil
@@ -321,13 +323,18 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	type put struct{ k, v []byte }
 	var puts []put
 	active := inc.Active()
-	write := func(x current, stamp uint64) error {
+	write := func(x current) error {
 		k := incidentAlertKey(prefix, x.fp)
-		if active && s.alerts.holds(x.alert, x.fp, stamp) {
-			puts = append(puts, put{k, binary.BigEndian.AppendUint64(nil, stamp)})
+		held, ok := s.alerts.get(x.fp)
+		if active && ok {
+			puts = append(puts, put{k, reference})
 			return nil
 		}
-		v, err := appendAlert(binary.BigEndian.AppendUint64(make([]byte, 0, 1024), stamp), x.alert)
+		if ok {
+			// What a reference read until now: the log's alert is never older.
+			x.alert = &held
+		}
+		v, err := appendAlert(binary.BigEndian.AppendUint64(make([]byte, 0, 1024), alertStamp(x.alert)), x.alert)
 		if err != nil {
 			return err
 		}
@@ -339,7 +346,7 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 		case i < len(cur) && i+1 < len(cur) && cur[i].fp == cur[i+1].fp:
 			i++ // the same fingerprint twice: the later alert is the one kept
 		case j == len(have) || i < len(cur) && cur[i].fp < have[j].fp:
-			if err := write(cur[i], alertStamp(cur[i].alert)); err != nil {
+			if err := write(cur[i]); err != nil {
 				return nil, err
 			}
 			i++
@@ -347,9 +354,12 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 			stale = append(stale, incidentAlertKey(prefix, have[j].fp))
 			j++
 		default:
-			// Changed, or kept by reference and to be kept whole from now on.
-			if stamp := alertStamp(cur[i].alert); stamp != have[j].stamp || have[j].ref && !active {
-				if err := write(cur[i], stamp); err != nil {
+			switch {
+			case have[j].ref && active && s.alerts.has(cur[i].fp):
+				// A reference reads the log's alert, whatever changed.
+			case have[j].ref || alertStamp(cur[i].alert) != have[j].stamp:
+				// Kept by reference and to be kept whole from now on, or changed.
+				if err := write(cur[i]); err != nil {
 					return nil, err
 				}
 			}
@@ -370,6 +380,10 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 }
 
 func incidentAlertsPrefix(id string) []byte { return append([]byte(id), 0) }
+
+// reference is the value of an alert of incident_alerts kept by reference: 8 bytes, whose
+// content is not read (stores written before hold the alert's stamp there).
+var reference = make([]byte, 8)
 
 func incidentAlertKey(prefix []byte, fp uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(make([]byte, 0, len(prefix)+8), prefix...), fp)

@@ -422,10 +422,10 @@ func TestIncidentsStoredInline(t *testing.T) {
 	require.Equal(t, 2, apart)
 }
 
-// TestIncidentAlertsByReference: an active incident's alerts that the alert log holds as they
-// are are stored as references (their stamp alone) and read back from the log, also after a
-// restart; a resolved incident keeps its alerts whole, and still has them once the log has
-// forgotten them.
+// TestIncidentAlertsByReference: an active incident's alerts that the alert log holds are stored
+// as references and read back from the log as it holds them (a later end a resend gave one),
+// also after a restart; one the log does not hold is kept whole; a resolved incident keeps its
+// alerts whole, and still has them once the log has forgotten them.
 func TestIncidentAlertsByReference(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.db")
@@ -435,8 +435,9 @@ func TestIncidentAlertsByReference(t *testing.T) {
 	for i := range 3 {
 		in = append(in, logAlert("eu-1", i, t0, t0.Add(time.Hour)))
 	}
-	stored, err := st.PutAlerts(in, fpOf, t0)
+	stored, err := st.PutAlerts(in[:2], fpOf, t0)
 	require.NoError(t, err)
+	stored[fpOf(in[2])] = in[2] // one the log does not hold
 	inc := testIncident(1, "eu-1")
 	inc.Alerts = nil
 	for _, a := range in {
@@ -445,8 +446,11 @@ func TestIncidentAlertsByReference(t *testing.T) {
 		inc.Alerts = append(inc.Alerts, a)
 	}
 	slices.SortFunc(inc.Alerts, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
-	// One alert differs from what the log holds (a later end): it is kept whole.
-	inc.Alerts[2].EndsAt = t0.Add(2 * time.Hour)
+	// Resent since the incident's copy was made: the log holds a later end.
+	later := in[0]
+	later.EndsAt = t0.Add(2 * time.Hour)
+	_, err = st.PutAlerts([]Alert{later}, fpOf, t0.Add(time.Minute))
+	require.NoError(t, err)
 	require.NoError(t, st.SaveIncidents([]*Incident{inc}, nil))
 	sizes := func(st *Store, id string) []int {
 		t.Helper()
@@ -461,13 +465,18 @@ func TestIncidentAlertsByReference(t *testing.T) {
 		}))
 		return out
 	}
-	got := sizes(st, inc.ID)
-	require.Len(t, got, 3)
-	require.Equal(t, []int{8, 8}, got[:2], "references")
-	require.Greater(t, got[2], 8, "whole")
+	got := map[uint64]int{}
+	for i, n := range sizes(st, inc.ID) {
+		got[inc.Alerts[i].fp] = n
+	}
+	require.Equal(t, map[uint64]int{fpOf(in[0]): 8, fpOf(in[1]): 8}, map[uint64]int{fpOf(in[0]): got[fpOf(in[0])], fpOf(in[1]): got[fpOf(in[1])]}, "references")
+	require.Greater(t, got[fpOf(in[2])], 8, "whole")
 	want := make([]Alert, len(inc.Alerts))
 	for i, a := range inc.Alerts {
 		a.fp, a.localFP = 0, 0
+		if fpOf(a) == fpOf(in[0]) {
+			a.EndsAt = later.EndsAt
+		}
 		want[i] = a
 	}
 	read := func(st *Store) []Alert {
