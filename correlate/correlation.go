@@ -71,7 +71,7 @@ const (
 // fragment is what one part adds to one group.
 type fragment struct {
 	stage  stage
-	alerts []Alert
+	alerts alertList
 	// rootCause is the group's root cause when this fragment is the group's first.
 	rootCause string
 	// explanation is what rules 1, 2 and 3 say (they explain their group as they make it).
@@ -87,6 +87,36 @@ type fragment struct {
 	teamFP   uint64
 }
 
+// alertList is a list of alerts by their index in src: a cluster's alerts (as of the update
+// that made the list), or a rollout's own copies. Alerts are held once per cluster however
+// many fragments list them.
+type alertList struct {
+	src []Alert
+	idx []int32
+}
+
+func (l *alertList) len() int               { return len(l.idx) }
+func (l *alertList) at(i int) *Alert        { return &l.src[l.idx[i]] }
+func (l *alertList) add(src []Alert, i int) { l.src, l.idx = src, append(l.idx, int32(i)) }
+
+// sameAlerts reports whether two lists hold the same alerts as grouping sees them: the same
+// fingerprints, label and annotation maps, start, generator and source, in the same order.
+// An alert taken in again has maps of its own, so it counts as changed; its end is left out
+// (a resend only moves it on, and the engine removes an alert once it ended).
+func sameAlerts(a, b alertList) bool {
+	if a.len() != b.len() {
+		return false
+	}
+	for i := range a.idx {
+		x, y := a.at(i), b.at(i)
+		if x.fp != y.fp || !sameMap(x.Labels, y.Labels) || !sameMap(x.Annotations, y.Annotations) ||
+			!x.StartsAt.Equal(y.StartsAt) || x.GeneratorURL != y.GeneratorURL || x.Source != y.Source {
+			return false
+		}
+	}
+	return true
+}
+
 // seal sums up a fragment of cluster c's alerts (or of clusters, for a rollout).
 func (f *fragment) seal(r Rules, clusters ...string) *fragment {
 	for _, c := range clusters {
@@ -94,7 +124,8 @@ func (f *fragment) seal(r Rules, clusters ...string) *fragment {
 			f.clusters = append(f.clusters, c)
 		}
 	}
-	for _, a := range f.alerts {
+	for i := range f.alerts.idx {
+		a := f.alerts.at(i)
 		f.rank = max(f.rank, severityRank[a.Labels["severity"]])
 		if f.team == "" && len(r.Teams) > 0 {
 			if t := r.Teams[a.Labels["namespace"]]; t != "" {
@@ -116,14 +147,14 @@ type clusterPart struct {
 	// rooted: a root alert explains the whole cluster (rule 1); then the cluster has no
 	// failures for rule 2 and adds only its cluster/<c> group.
 	rooted bool
-	// failures are its failing workloads' alerts that rule 2 weighs, by workload, in
-	// fingerprint order, with the start of the first.
-	failures map[string][]Alert
+	// failures are its failing workloads' alerts that rule 2 weighs (indexes into alerts), by
+	// workload, in fingerprint order, with the start of the first.
+	failures map[string][]int32
 	first    map[string]time.Time
 	// inRollout are the workloads whose rollout takes its failures.
 	inRollout map[string]bool
 	root      *fragment                 // rule 1's
-	frags  map[fragmentKey]*fragment // the rest
+	frags     map[fragmentKey]*fragment // the rest
 }
 
 // fragmentKey names a cluster's fragment: a cluster can add to one group at two stages (a
@@ -252,7 +283,15 @@ func (s *correlation) holder(a Alert) (string, bool) {
 		return "", false
 	}
 	in := func(f *fragment) bool {
-		return f != nil && slices.ContainsFunc(f.alerts, func(x Alert) bool { return x.fp == a.fp })
+		if f == nil {
+			return false
+		}
+		for i := range f.alerts.idx {
+			if f.alerts.at(i).fp == a.fp {
+				return true
+			}
+		}
+		return false
 	}
 	if in(cp.root) {
 		return "cluster/" + c, true
@@ -308,11 +347,11 @@ func (s *correlation) update() map[string]bool {
 	workloads := map[string]bool{}
 	for c := range s.dirty {
 		cp := s.clusters[c]
-		oldFailures := cp.failures
+		oldAlerts, oldFailures := cp.alerts, cp.failures
 		s.weigh(cp)
 		for w := range oldFailures {
 			// The first failure's start is one of these alerts'.
-			if !sameAlerts(oldFailures[w], cp.failures[w]) {
+			if !sameAlerts(alertList{oldAlerts, oldFailures[w]}, alertList{cp.alerts, cp.failures[w]}) {
 				workloads[w] = true
 			}
 		}
@@ -401,7 +440,9 @@ func (s *correlation) update() map[string]bool {
 }
 
 // put makes f the fragment p adds to group k (none: nil), and marks k changed when that
-// changes what k is made of.
+// changes what k is made of. The new fragment replaces an equal one all the same: fragments
+// list the alerts of their cluster's latest update, and an older one would keep older
+// alerts in memory.
 func (s *correlation) put(p part, k string, f *fragment, changed map[string]bool) {
 	frags := s.frags[k]
 	i := slices.IndexFunc(frags, func(x placed) bool { return x.part == p })
@@ -409,11 +450,11 @@ func (s *correlation) put(p part, k string, f *fragment, changed map[string]bool
 	if i >= 0 {
 		old = frags[i].frag
 	}
-	if sameFragment(old, f) {
-		return
+	if !sameFragment(old, f) {
+		changed[k] = true
 	}
-	changed[k] = true
 	switch {
+	case f == nil && i < 0:
 	case f == nil && len(frags) == 1:
 		delete(s.frags, k)
 	case f == nil:
@@ -444,9 +485,13 @@ func (s *correlation) weigh(cp *clusterPart) {
 	if root >= 0 && c != "" {
 		rn := names[root]
 		f := &fragment{stage: stageRoot, rootCause: fmt.Sprintf("%s in cluster %s", rn, c)}
-		f.alerts = append(make([]Alert, 0, len(alerts)), alerts[root])
-		f.alerts = append(f.alerts, alerts[:root]...)
-		f.alerts = append(f.alerts, alerts[root+1:]...)
+		f.alerts = alertList{alerts, make([]int32, 0, len(alerts))}
+		f.alerts.add(alerts, root)
+		for i := range alerts {
+			if i != root {
+				f.alerts.add(alerts, i)
+			}
+		}
 		f.explanation = fmt.Sprintf("%s: %s. Everything else from cluster %s (%d more alerts) follows from it, so it is one incident.",
 			rn, describe(alerts[root]), c, len(alerts)-1)
 		cp.rooted, cp.root = true, f.seal(r, c)
@@ -470,9 +515,9 @@ func (s *correlation) weigh(cp *clusterPart) {
 			continue
 		}
 		if cp.failures == nil {
-			cp.failures, cp.first = map[string][]Alert{}, map[string]time.Time{}
+			cp.failures, cp.first = map[string][]int32{}, map[string]time.Time{}
 		}
-		cp.failures[w] = append(cp.failures[w], a)
+		cp.failures[w] = append(cp.failures[w], int32(i))
 		if t, ok := cp.first[w]; !ok || a.StartsAt.Before(t) {
 			cp.first[w] = a.StartsAt
 		}
@@ -514,18 +559,24 @@ func (s *correlation) decide(w string) *rolloutPart {
 	// The failing pods' own owners (the new ReplicaSet of a rolling update), where the
 	// alerts name them.
 	owners := map[string][]string{} // cluster -> cluster/ns/owner
-	var alerts []Alert
+	var alerts []Alert              // copies: the rollout's alerts come from several clusters
 	for _, c := range clusters {
-		for _, a := range s.clusters[c].failures[w] {
+		cp := s.clusters[c]
+		for _, i := range cp.failures[w] {
+			a := &cp.alerts[i]
 			if o := a.Labels["owner_name"]; o != "" {
 				owners[c] = append(owners[c], key(c, a.Labels["namespace"], o))
 			}
-			alerts = append(alerts, a)
+			alerts = append(alerts, *a)
 		}
 	}
 	slices.SortFunc(alerts, func(a, b Alert) int { return cmp.Compare(a.fp, b.fp) })
+	idx := make([]int32, len(alerts))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
 	img := sharedImage(w, clusters, topo, owners)
-	f := &fragment{stage: stageRollout, alerts: alerts, image: img, rootCause: "likely bad rollout of " + w}
+	f := &fragment{stage: stageRollout, alerts: alertList{alerts, idx}, image: img, rootCause: "likely bad rollout of " + w}
 	if img != "" {
 		f.rootCause += " (image " + img + ")"
 	}
@@ -547,8 +598,7 @@ func (s *correlation) rest(cp *clusterPart) map[fragmentKey]*fragment {
 	alerts, names := cp.alerts, cp.names
 	taken := make([]bool, len(alerts))
 	for w := range cp.inRollout {
-		for _, a := range cp.failures[w] {
-			i, _ := cp.find(a.fp)
+		for _, i := range cp.failures[w] {
 			taken[i] = true
 		}
 	}
@@ -559,7 +609,7 @@ func (s *correlation) rest(cp *clusterPart) map[fragmentKey]*fragment {
 			f = &fragment{stage: st, rootCause: rootCause}
 			out[fragmentKey{k, st}] = f
 		}
-		f.alerts = append(f.alerts, alerts[i])
+		f.alerts.add(alerts, i)
 		taken[i] = true
 		return f
 	}
@@ -634,9 +684,9 @@ func (s *correlation) rest(cp *clusterPart) map[fragmentKey]*fragment {
 	}
 	for _, k := range made {
 		f := out[fragmentKey{k, stageNodes}]
-		first := f.alerts[0]
-		f.explanation = fmt.Sprintf("%s: %s", first.Labels["alertname"], describe(first))
-		if n := len(f.alerts) - 1; n > 0 && strings.HasPrefix(k, "nodes/") {
+		first := f.alerts.at(0)
+		f.explanation = fmt.Sprintf("%s: %s", first.Labels["alertname"], describe(*first))
+		if n := f.alerts.len() - 1; n > 0 && strings.HasPrefix(k, "nodes/") {
 			f.explanation += fmt.Sprintf(". %d alerts about pods on the NotReady nodes follow from it.", n)
 		} else if n > 0 {
 			f.explanation += fmt.Sprintf(". %d alerts about Pending pods follow from it: the cluster has no room to schedule them.", n)
@@ -668,9 +718,10 @@ func (s *correlation) rest(cp *clusterPart) map[fragmentKey]*fragment {
 	}
 
 	// 4. Crash loops left in a cluster are one incident per cluster.
+	failures, failing := "failures/"+c, "failing workloads in cluster "+c
 	for i := range alerts {
 		if n := name(i); !taken[i] && (has(r.WorkloadFailure, n) || has(r.ClusterFailure, n)) {
-			add("failures/"+c, stageFailures, i, "failing workloads in cluster "+c)
+			add(failures, stageFailures, i, failing)
 		}
 	}
 
@@ -707,7 +758,7 @@ func (s *correlation) assemble(k string) {
 	})
 	n := 0
 	for _, p := range frags {
-		n += len(p.frag.alerts)
+		n += p.frag.alerts.len()
 	}
 	g := &Group{Key: k, Scope: "cluster", Alerts: make([]Alert, 0, n)}
 	var caused, clusters []string
@@ -722,22 +773,25 @@ func (s *correlation) assemble(k string) {
 		block := frags[i:j]
 		var why []string // rule 3b: what caused each alert of the block
 		if len(block) == 1 {
-			g.Alerts = append(g.Alerts, block[0].frag.alerts...)
+			l := &block[0].frag.alerts
+			for i := range l.idx {
+				g.Alerts = append(g.Alerts, *l.at(i))
+			}
 			why = block[0].frag.caused
 		} else {
 			type item struct{ f, a int }
 			var items []item
 			for f, p := range block {
-				for a := range p.frag.alerts {
+				for a := range p.frag.alerts.idx {
 					items = append(items, item{f, a})
 				}
 			}
 			slices.SortFunc(items, func(x, y item) int {
-				return cmp.Compare(block[x.f].frag.alerts[x.a].fp, block[y.f].frag.alerts[y.a].fp)
+				return cmp.Compare(block[x.f].frag.alerts.at(x.a).fp, block[y.f].frag.alerts.at(y.a).fp)
 			})
 			for _, it := range items {
 				f := block[it.f].frag
-				g.Alerts = append(g.Alerts, f.alerts[it.a])
+				g.Alerts = append(g.Alerts, *f.alerts.at(it.a))
 				if f.caused != nil {
 					why = append(why, f.caused[it.a])
 				}
@@ -762,8 +816,11 @@ func (s *correlation) assemble(k string) {
 		for _, p := range block {
 			f := p.frag
 			rank = max(rank, f.rank)
+			if len(frags) == 1 {
+				clusters = f.clusters // sorted; shared, as the group is, read only
+			}
 			for _, c := range f.clusters {
-				if !has(clusters, c) {
+				if len(frags) > 1 && !has(clusters, c) {
 					clusters = append(clusters, c)
 				}
 			}
@@ -781,7 +838,9 @@ func (s *correlation) assemble(k string) {
 		}
 		i = j
 	}
-	sort.Strings(clusters)
+	if len(frags) > 1 {
+		sort.Strings(clusters)
+	}
 	g.Clusters = clusters
 	if len(g.Clusters) > 1 {
 		g.Scope = "fleet"
@@ -800,7 +859,7 @@ func (s *correlation) assemble(k string) {
 		}
 		g.Explanation = fmt.Sprintf("Only cluster %s shows these failures (%s), and no node or cluster problem there explains them: look at the workload itself.", c, strings.Join(ws, ", "))
 	case kind == "alert":
-		g.Explanation = fmt.Sprintf("%s: %s", g.Alerts[0].Labels["alertname"], describe(g.Alerts[0]))
+		g.Explanation = g.Alerts[0].Labels["alertname"] + ": " + describe(g.Alerts[0])
 		if len(g.Clusters) > 1 {
 			g.Explanation += fmt.Sprintf(" The same alert fires in %d clusters (%s); it is one incident.", len(g.Clusters), strings.Join(g.Clusters, ", "))
 		}
@@ -829,22 +888,4 @@ func sameFragment(a, b *fragment) bool {
 	}
 	return a.stage == b.stage && a.rootCause == b.rootCause && a.explanation == b.explanation && a.image == b.image &&
 		slices.Equal(a.caused, b.caused) && slices.Equal(a.clusters, b.clusters) && sameAlerts(a.alerts, b.alerts)
-}
-
-// sameAlerts reports whether two lists hold the same alerts as grouping sees them: the same
-// fingerprints, label and annotation maps, start, generator and source, in the same order.
-// An alert taken in again has maps of its own, so it counts as changed; its end is left out
-// (a resend only moves it on, and the engine removes an alert once it ended).
-func sameAlerts(a, b []Alert) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := &a[i], &b[i]
-		if x.fp != y.fp || !sameMap(x.Labels, y.Labels) || !sameMap(x.Annotations, y.Annotations) ||
-			!x.StartsAt.Equal(y.StartsAt) || x.GeneratorURL != y.GeneratorURL || x.Source != y.Source {
-			return false
-		}
-	}
-	return true
 }
