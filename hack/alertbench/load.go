@@ -21,6 +21,7 @@ import (
 	"github.com/go-openapi/strfmt"
 	"github.com/prometheus/alertmanager/api/v2/models"
 
+	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/hack/internal/benchproc"
 	"github.com/fleetwatch/fleetwatch/hack/internal/stats"
 )
@@ -57,6 +58,9 @@ type phaseResult struct {
 	IncidentCount float64 `json:"incident_count"`
 	// IncidentTopMs is the histogram's highest finite bound: a quantile there means "at least".
 	IncidentTopMs float64 `json:"incident_histogram_top_ms,omitempty"`
+	// Evaluations fleetwatch ran in the phase until it settled, and their mean duration.
+	Evaluations float64 `json:"evaluations"`
+	EvalMeanMs  float64 `json:"evaluation_mean_ms"`
 
 	endsAt     time.Time // of the alerts as posted in this phase
 	sendsEnded time.Time
@@ -123,7 +127,7 @@ func send(ctx context.Context, client *http.Client, s *server, phase string, enc
 	r := phaseResult{
 		Phase: phase, Alerts: alerts, Requests: len(enc.batches), Bytes: enc.bytes,
 		Seconds: elapsed.Seconds(), CPUSeconds: c1.Server - c0.Server,
-		IncidentP50ms: math.NaN(), IncidentP99ms: math.NaN(),
+		IncidentP50ms: math.NaN(), IncidentP99ms: math.NaN(), Evaluations: math.NaN(), EvalMeanMs: math.NaN(),
 	}
 	r.AlertsPerSec = float64(alerts) / r.Seconds
 	r.CPUPer100k = r.CPUSeconds / float64(alerts) * 1e5
@@ -165,6 +169,8 @@ type fwMetrics struct {
 	buckets  map[float64]float64 // fleetwatch_correlate_alert_to_incident_seconds, cumulative by le
 	count    float64
 	received float64 // fleetwatch_correlate_alerts_received_total, all sources
+	// evals and evalSum are correlate.MetricEvaluationDuration's count and sum.
+	evals, evalSum float64
 }
 
 const (
@@ -221,6 +227,10 @@ func scrapeFleetwatch(ctx context.Context, client *http.Client, s *server) (fwMe
 			m.count = v
 		case strings.HasPrefix(name, metricReceived):
 			m.received += v
+		case name == correlate.MetricEvaluationDuration+"_count":
+			m.evals = v
+		case name == correlate.MetricEvaluationDuration+"_sum":
+			m.evalSum = v
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -137,7 +137,9 @@ func (p phaseResult) MarshalJSON() ([]byte, error) {
 		plain
 		IncidentP50ms *float64 `json:"incident_p50_ms"`
 		IncidentP99ms *float64 `json:"incident_p99_ms"`
-	}{plain(p), finite(p.IncidentP50ms), finite(p.IncidentP99ms)}
+		Evaluations   *float64 `json:"evaluations"`
+		EvalMeanMs    *float64 `json:"evaluation_mean_ms"`
+	}{plain(p), finite(p.IncidentP50ms), finite(p.IncidentP99ms), finite(p.Evaluations), finite(p.EvalMeanMs)}
 	return json.Marshal(v)
 }
 
@@ -433,6 +435,8 @@ func runPhase(ctx context.Context, o options, client *http.Client, st *stream, s
 		pr.IncidentP99ms = 1000 * histogramQuantile(0.99, before, after)
 		pr.IncidentCount = after.count - before.count
 		pr.IncidentTopMs = 1000 * latencyTop(after)
+		pr.Evaluations = after.evals - before.evals
+		pr.EvalMeanMs = 1000 * (after.evalSum - before.evalSum) / pr.Evaluations
 	} else if c1, err = benchproc.WaitIdle(ctx, s.PID(), 10*time.Second); err != nil {
 		return pr, err
 	}
@@ -450,7 +454,7 @@ func printRound(w io.Writer, name string, rr roundResult, errs []string) {
 		fmt.Fprintf(w, " %-6s %7.0f alerts/s  CPU %.2f s/100k (settled %.2f after %.1fs)  req p50 %.0fms p99 %.0fms  bench %.2f cores, other %.2f",
 			p.Phase, p.AlertsPerSec, p.CPUPer100k, p.SettledCPUPer100k, p.SettledSeconds, p.ReqP50ms, p.ReqP99ms, p.BenchCores, p.OtherCores)
 		if !math.IsNaN(p.IncidentP99ms) {
-			fmt.Fprintf(w, "  alert->incident p50 %.0fms p99 %.0fms", p.IncidentP50ms, p.IncidentP99ms)
+			fmt.Fprintf(w, "  alert->incident p50 %.0fms p99 %.0fms  %.0f evaluations, mean %.0fms", p.IncidentP50ms, p.IncidentP99ms, p.Evaluations, p.EvalMeanMs)
 		}
 	}
 	fmt.Fprintf(w, "\n%21s probe visible after %.0fms (%d polls, last %.0fms)  peak RSS %.0f MiB  holds %d",
@@ -482,7 +486,7 @@ func phaseOf(r roundResult, name string) phaseResult {
 			return p
 		}
 	}
-	return phaseResult{AlertsPerSec: math.NaN(), CPUPer100k: math.NaN(), SettledCPUPer100k: math.NaN(), SettledSeconds: math.NaN(), IncidentP50ms: math.NaN(), IncidentP99ms: math.NaN(), ReqP99ms: math.NaN()}
+	return phaseResult{AlertsPerSec: math.NaN(), CPUPer100k: math.NaN(), SettledCPUPer100k: math.NaN(), SettledSeconds: math.NaN(), IncidentP50ms: math.NaN(), IncidentP99ms: math.NaN(), ReqP99ms: math.NaN(), Evaluations: math.NaN(), EvalMeanMs: math.NaN()}
 }
 
 func buildRows(rep *report) {
@@ -521,6 +525,8 @@ func buildRows(rep *report) {
 	add("alert->incident p50 ms, new", "lower", "histogram", ph("new", func(p phaseResult) float64 { return p.IncidentP50ms }), nan)
 	add("alert->incident p99 ms, new", "lower", topNote(fw, "new"), ph("new", func(p phaseResult) float64 { return p.IncidentP99ms }), nan)
 	add("alert->incident p99 ms, resend", "lower", topNote(fw, "resend"), ph("resend", func(p phaseResult) float64 { return p.IncidentP99ms }), nan)
+	add("evaluations until settled, new", "", "", ph("new", func(p phaseResult) float64 { return p.Evaluations }), nan)
+	add("evaluation mean ms, new", "lower", "", ph("new", func(p phaseResult) float64 { return p.EvalMeanMs }), nan)
 	both("CPU cores used holding the alerts, no input", "lower", "", func(r roundResult) float64 { return r.SteadyCores })
 }
 
