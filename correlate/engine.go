@@ -196,8 +196,8 @@ func New(o Options) (*Engine, error) {
 	e.incidents = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_incidents", Help: "Active incidents, by severity and scope."}, []string{"severity", "scope"})
 	e.sent = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_notifications_total", Help: "Incident states posted to Alertmanager, by Alertmanager and result."}, []string{"alertmanager", "result"})
 	e.latency = f.NewHistogram(prometheus.HistogramOpts{
-		Name:    "fleetwatch_correlate_alert_to_incident_seconds",
-		Help:    "Time from an alert being taken in to the evaluation that put it in an incident.",
+		Name: "fleetwatch_correlate_alert_to_incident_seconds",
+		Help: "Time from an alert being taken in to the evaluation that put it in an incident.",
 		// Fine around 2 s: the goal for an alert in a storm of new ones.
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 1.5, 2, 3, 4, 5, 10, 30},
 	})
