@@ -3,7 +3,6 @@ package correlate
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -44,18 +43,6 @@ func (t *Topology) podsOf(cluster, ns, workload string) []string {
 		}
 	}
 	return t.workloadPods[key(cluster, ns, workload)]
-}
-
-// same reports whether t and o hold the same pods, owners, images and NotReady nodes (not
-// their actions); a nil topology is an empty one.
-func (t *Topology) same(o *Topology) bool {
-	if t == nil || o == nil {
-		return t.empty() && o.empty()
-	}
-	return maps.Equal(t.PodNode, o.PodNode) && maps.Equal(t.PodWorkload, o.PodWorkload) &&
-		maps.EqualFunc(t.WorkloadImages, o.WorkloadImages, slices.Equal) &&
-		maps.EqualFunc(t.OwnerImages, o.OwnerImages, slices.Equal) &&
-		maps.Equal(t.OwnerWorkload, o.OwnerWorkload) && maps.Equal(t.NotReadyNodes, o.NotReadyNodes)
 }
 
 // changes names the clusters whose topology differs between t and o (the cluster is the first
@@ -121,10 +108,6 @@ func (t *Topology) changes(o *Topology) (clusters map[string]bool, images bool) 
 		}
 	}
 	return clusters, images
-}
-
-func (t *Topology) empty() bool {
-	return t == nil || len(t.PodNode)+len(t.PodWorkload)+len(t.WorkloadImages)+len(t.OwnerImages)+len(t.OwnerWorkload)+len(t.NotReadyNodes) == 0
 }
 
 // actions are t's actions; none for a nil topology.
