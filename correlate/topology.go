@@ -60,53 +60,18 @@ func (t *Topology) changes(o *Topology) (clusters map[string]bool, images bool) 
 		c, _, _ := strings.Cut(k, keySep)
 		clusters[c] = true
 	}
-	diff := func(a, b map[string]string) bool {
-		changed := false
-		for k, v := range a {
-			if w, ok := b[k]; !ok || w != v {
-				mark(k)
-				changed = true
-			}
-		}
-		for k := range b {
-			if _, ok := a[k]; !ok {
-				mark(k)
-				changed = true
-			}
-		}
-		return changed
-	}
-	diffList := func(a, b map[string][]string) bool {
-		changed := false
-		for k, v := range a {
-			if w, ok := b[k]; !ok || !slices.Equal(v, w) {
-				mark(k)
-				changed = true
-			}
-		}
-		for k := range b {
-			if _, ok := a[k]; !ok {
-				mark(k)
-				changed = true
-			}
-		}
-		return changed
-	}
-	diff(t.PodNode, o.PodNode)
-	diff(t.PodWorkload, o.PodWorkload)
-	images = diff(t.OwnerWorkload, o.OwnerWorkload)
-	images = diffList(t.WorkloadImages, o.WorkloadImages) || images
-	images = diffList(t.OwnerImages, o.OwnerImages) || images
-	for k, v := range t.NotReadyNodes {
-		if o.NotReadyNodes[k] != v {
+	str := func(a, b string) bool { return a == b }
+	diffKeys(t.PodNode, o.PodNode, str, mark)
+	diffKeys(t.PodWorkload, o.PodWorkload, str, mark)
+	images = diffKeys(t.OwnerWorkload, o.OwnerWorkload, str, mark)
+	images = diffKeys(t.WorkloadImages, o.WorkloadImages, slices.Equal, mark) || images
+	images = diffKeys(t.OwnerImages, o.OwnerImages, slices.Equal, mark) || images
+	// A node missing is a Ready one.
+	diffKeys(t.NotReadyNodes, o.NotReadyNodes, func(a, b bool) bool { return a == b }, func(k string) {
+		if t.NotReadyNodes[k] != o.NotReadyNodes[k] {
 			mark(k)
 		}
-	}
-	for k, v := range o.NotReadyNodes {
-		if t.NotReadyNodes[k] != v {
-			mark(k)
-		}
-	}
+	})
 	return clusters, images
 }
 
@@ -231,4 +196,23 @@ func ReplicaSetWorkload(rs string) string {
 		return rs
 	}
 	return rs[:i]
+}
+
+// diffKeys calls mark with every key whose value differs between a and b (or that only one of
+// them has), and reports whether there was one.
+func diffKeys[V any](a, b map[string]V, equal func(V, V) bool, mark func(string)) bool {
+	changed := false
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !equal(v, w) {
+			mark(k)
+			changed = true
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			mark(k)
+			changed = true
+		}
+	}
+	return changed
 }
