@@ -158,9 +158,10 @@ func self(e *env) *dashboard.DashboardBuilder {
 		"Quantiles of the evaluation time of the queries Prometheus's engine answers: every query with query.engine: prometheus; with the default query.engine: thanos, only those handed to it (next panel). fleetwatch does not time the queries the Thanos engine answers yet.", 12, 8).
 		WithTarget(query("A", `max by (quantile) (prometheus_engine_query_duration_seconds{`+jf+`, slice="inner_eval"})`, "q{{quantile}}")).
 		Unit("s").Min(0))
-	b.WithPanel(timeSeries("Queries handed to Prometheus's engine", "Range queries a second answered by Prometheus's engine instead of the Thanos engine: those the Thanos engine does not implement (fallbacks), and those with a range-vector window wider than "+strconv.Itoa(promqlengine.WideWindowSteps)+" steps, which Prometheus's engine evaluates faster (wide windows). Instant queries all run on Prometheus's engine and are not counted.", 12, 8).
+	b.WithPanel(timeSeries("Queries handed to Prometheus's engine", "Range queries a second answered by Prometheus's engine instead of the Thanos engine: those the Thanos engine does not implement (fallbacks), and those with a range-vector window wider than "+strconv.Itoa(promqlengine.WideWindowSteps)+" steps (wide windows) and bare selectors, both of which Prometheus's engine evaluates faster. Instant queries all run on Prometheus's engine and are not counted.", 12, 8).
 		WithTarget(query("A", `sum(rate(`+promqlengine.MetricFallbacks+`{`+jf+`}[$__rate_interval]))`, "fallbacks")).
 		WithTarget(query("B", `sum(rate(`+promqlengine.MetricWideWindows+`{`+jf+`}[$__rate_interval]))`, "wide windows")).
+		WithTarget(query("C", `sum(rate(`+promqlengine.MetricSelectors+`{`+jf+`}[$__rate_interval]))`, "bare selectors")).
 		Unit("short").AxisLabel("queries / s").Min(0))
 	b.WithPanel(timeSeries("Result cache hit ratio",
 		"Share of range queries whose pieces old enough to cache all came from the result cache (hit among hit and miss). A range query is cut into pieces of query.result_cache.split_interval; pieces younger than query.result_cache.freshness are computed every time and do not count.", 12, 8).

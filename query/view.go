@@ -63,7 +63,7 @@ type state struct {
 }
 
 type viewMetrics struct {
-	fallbacks, wideWindows prometheus.Counter
+	fallbacks, wideWindows, selectors prometheus.Counter
 	cache                  *cacheMetrics
 }
 
@@ -99,6 +99,8 @@ func Open(o Options) (*View, error) {
 			"Range queries the Thanos engine does not implement, answered by Prometheus's engine (instant queries all run there and are not counted)."),
 		wideWindows: newCounter(reg, promqlengine.MetricWideWindows,
 			"Range queries answered by Prometheus's engine because a range-vector window spans more steps than the Thanos engine evaluates faster."),
+		selectors: newCounter(reg, promqlengine.MetricSelectors,
+			"Range queries answered by Prometheus's engine because they are a bare selector, which it evaluates faster."),
 		cache: newCacheMetrics(reg),
 	}
 	eopts := promql.EngineOpts{
@@ -141,7 +143,7 @@ func (v *View) ApplyConfig(cfg config.QueryConfig) error {
 	}
 	var eng promql.QueryEngine = v.prom
 	if cfg.Engine == config.EngineThanos {
-		eng = &promqlengine.Engine{Thanos: v.thanos, Prom: v.prom, Fallbacks: v.metrics.fallbacks, WideWindows: v.metrics.wideWindows}
+		eng = &promqlengine.Engine{Thanos: v.thanos, Prom: v.prom, Fallbacks: v.metrics.fallbacks, WideWindows: v.metrics.wideWindows, Selectors: v.metrics.selectors}
 	}
 	eng = &limitedEngine{QueryEngine: eng, timeout: time.Duration(cfg.Timeout), lookback: time.Duration(cfg.LookbackDelta)}
 	var cache *resultCache

@@ -1,6 +1,7 @@
 // Package promqlengine is the PromQL engine fleetwatch's view and rule backtests run: the Thanos
 // promql-engine for range queries, with Prometheus's engine for instant queries, for the range
-// queries the Thanos engine does not implement and for those it is measured slower on.
+// queries the Thanos engine does not implement and for those it is measured slower on (wide
+// windows, bare selectors).
 package promqlengine
 
 import (
@@ -18,17 +19,19 @@ import (
 const (
 	MetricFallbacks   = "fleetwatch_query_engine_fallbacks_total"
 	MetricWideWindows = "fleetwatch_query_engine_wide_windows_total"
+	MetricSelectors   = "fleetwatch_query_engine_selectors_total"
 )
 
 // Engine runs a range query on the Thanos engine, or on Prometheus's engine when the Thanos
-// engine does not implement something in it or when it has a wide window (WideWindow); an
-// instant query on Prometheus's engine.
+// engine does not implement something in it, when it has a wide window (WideWindow) or when it
+// is a bare selector (Selector); an instant query on Prometheus's engine.
 type Engine struct {
 	Thanos *engine.Engine
 	Prom   promql.QueryEngine
 	// Fallbacks counts the range queries the Thanos engine does not implement, WideWindows those
-	// given to Prometheus's engine for their windows. Nil counts nothing.
-	Fallbacks, WideWindows prometheus.Counter
+	// given to Prometheus's engine for their windows, Selectors the bare selectors given to it.
+	// Nil counts nothing.
+	Fallbacks, WideWindows, Selectors prometheus.Counter
 }
 
 func inc(c prometheus.Counter) {
@@ -49,9 +52,15 @@ func (e *Engine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts 
 
 // NewRangeQuery implements promql.QueryEngine.
 func (e *Engine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
-	if WideWindow(qs, step) {
-		inc(e.WideWindows)
-		return e.Prom.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+	if expr, err := parser.ParseExpr(qs); err == nil {
+		switch {
+		case selector(expr):
+			inc(e.Selectors)
+			return e.Prom.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+		case wideWindow(expr, step):
+			inc(e.WideWindows)
+			return e.Prom.NewRangeQuery(ctx, q, opts, qs, start, end, step)
+		}
 	}
 	qry, err := e.Thanos.NewRangeQuery(ctx, q, opts, qs, start, end, step)
 	if engine.IsUnimplemented(err) {
@@ -76,11 +85,12 @@ const WideWindowSteps = 30
 // spans more than WideWindowSteps steps (selectors in subqueries run at the subquery's step and
 // are not counted). A query that does not parse is not: the engine reports the error.
 func WideWindow(qs string, step time.Duration) bool {
-	if step <= 0 {
-		return false
-	}
 	expr, err := parser.ParseExpr(qs)
-	if err != nil {
+	return err == nil && wideWindow(expr, step)
+}
+
+func wideWindow(expr parser.Expr, step time.Duration) bool {
+	if step <= 0 {
 		return false
 	}
 	wide := false
@@ -98,6 +108,31 @@ func WideWindow(qs string, step time.Duration) bool {
 		return nil
 	})
 	return wide
+}
+
+// Selector reports whether a query is a bare vector selector (in parentheses or not, with an
+// offset or @ or not): nothing to compute but the series' samples at each step. The Thanos
+// engine has nothing to spread over its operators there and builds a step vector per step
+// before it assembles the series; Prometheus's engine walks each series once. On
+// BenchmarkRangeQuery (hack/bench's selector_filter, 500 of 10,000 series, 200 steps; six runs
+// each) Prometheus's engine took 17% less time and a ninth of the memory; on hack/bench,
+// fleetwatch's p50 over Prometheus's was 1.20 on the Thanos engine, 0.97 on Prometheus's. A
+// query that does not parse is not one: the engine reports the error.
+func Selector(qs string) bool {
+	expr, err := parser.ParseExpr(qs)
+	return err == nil && selector(expr)
+}
+
+func selector(expr parser.Expr) bool {
+	for {
+		p, ok := expr.(*parser.ParenExpr)
+		if !ok {
+			break
+		}
+		expr = p.Expr
+	}
+	_, ok := expr.(*parser.VectorSelector)
+	return ok
 }
 
 // Ensure Engine stands wherever Prometheus expects an engine.

@@ -38,6 +38,48 @@ func TestWideWindow(t *testing.T) {
 	}
 }
 
+func TestSelector(t *testing.T) {
+	for q, want := range map[string]bool{
+		`m`:                             true,
+		`m{job="api", instance=~"a|b"}`: true,
+		`(m)`:                           true,
+		`((m offset 5m))`:               true,
+		`m @ 100`:                       true,
+		`{__name__=~"m.*"}`:             true,
+		`m[5m]`:                         false, // a range query of it is an error the engine reports
+		`-m`:                            false,
+		`m > 1`:                         false,
+		`sum(m)`:                        false,
+		`rate(m[5m])`:                   false,
+		`m{`:                            false, // does not parse
+	} {
+		require.Equal(t, want, Selector(q), q)
+	}
+}
+
+// TestEnginesAgreeOnSelectors: the bare selectors Engine sends to Prometheus's engine answer
+// what the Thanos engine would have answered: floats with gaps, resets and a stale marker, and
+// native histograms, at steps finer and coarser than the samples.
+func TestEnginesAgreeOnSelectors(t *testing.T) {
+	st := promqltest.LoadedStorage(t, load)
+	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true}
+	prom := promql.NewEngine(opts)
+	thanos := engine.New(engine.Opts{EngineOpts: opts})
+	exprs := []string{
+		`requests_total`, `requests_total{job="api"}`, `(memory_bytes)`, `memory_bytes offset 10m`,
+		`requests_total @ 3000`, `latency_seconds`, `{__name__=~"requests_total|memory_bytes", instance!="b"}`,
+	}
+	start, end := time.Unix(0, 0), time.Unix(0, 0).Add(2*time.Hour)
+	for _, step := range []time.Duration{10 * time.Second, 15 * time.Second, time.Minute} {
+		for _, q := range exprs {
+			require.True(t, Selector(q), q)
+			want := run(t, prom, st, q, start, end, step)
+			got := run(t, thanos, st, q, start, end, step)
+			requireSameMatrix(t, want, got, "%s step %s", q, step)
+		}
+	}
+}
+
 // The data the engines are compared on: counters with resets, gaps and a stale marker, a gauge,
 // and a native-histogram counter, one sample every 15s for two hours.
 const load = `
@@ -187,13 +229,14 @@ func vectorMatrix(v promql.Vector) promql.Matrix {
 	return m
 }
 
-// TestEngineRoutes: instant queries and wide range queries go to Prometheus's engine, the
-// other range queries to the Thanos engine unless it does not implement them.
+// TestEngineRoutes: instant queries, wide range queries and bare selectors go to Prometheus's
+// engine, the other range queries to the Thanos engine unless it does not implement them.
 func TestEngineRoutes(t *testing.T) {
 	st := promqltest.LoadedStorage(t, load)
 	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute}
 	fallbacks, wide := prometheus.NewCounter(prometheus.CounterOpts{Name: "f"}), prometheus.NewCounter(prometheus.CounterOpts{Name: "w"})
-	e := &Engine{Thanos: engine.New(engine.Opts{EngineOpts: opts}), Prom: promql.NewEngine(opts), Fallbacks: fallbacks, WideWindows: wide}
+	selectors := prometheus.NewCounter(prometheus.CounterOpts{Name: "s"})
+	e := &Engine{Thanos: engine.New(engine.Opts{EngineOpts: opts}), Prom: promql.NewEngine(opts), Fallbacks: fallbacks, WideWindows: wide, Selectors: selectors}
 	start, end := time.Unix(0, 0), time.Unix(3600, 0)
 	run(t, e, st, `rate(requests_total[5m])`, start, end, 15*time.Second)
 	require.Equal(t, [2]float64{0, 0}, [2]float64{testutil.ToFloat64(fallbacks), testutil.ToFloat64(wide)})
@@ -212,4 +255,9 @@ func TestEngineRoutes(t *testing.T) {
 	require.NoError(t, err)
 	defer qry.Close()
 	require.Nil(t, qry.Statement(), "a range query with a narrow window runs on the Thanos engine")
+	qry, err = e.NewRangeQuery(context.Background(), st, nil, `(requests_total{job="api"})`, start, end, 15*time.Second)
+	require.NoError(t, err)
+	defer qry.Close()
+	require.NotNil(t, qry.Statement(), "a bare selector runs on Prometheus's engine")
+	require.Equal(t, [3]float64{1, 1, 1}, [3]float64{testutil.ToFloat64(fallbacks), testutil.ToFloat64(wide), testutil.ToFloat64(selectors)})
 }
