@@ -64,7 +64,7 @@ type state struct {
 
 type viewMetrics struct {
 	fallbacks, wideWindows, selectors prometheus.Counter
-	cache                  *cacheMetrics
+	cache                             *cacheMetrics
 }
 
 // Open opens (or creates) the TSDB in o.Dir, replaying its WAL, and returns a View with the
