@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
+	"github.com/go-openapi/strfmt"
 	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/stretchr/testify/require"
 )
@@ -80,4 +82,29 @@ func TestGeneratorURLsShared(t *testing.T) {
 		require.Equal(t, urls[0], u)
 		require.True(t, unsafe.StringData(urls[0]) == unsafe.StringData(u), "one copy") // require.Equal compares what they point to
 	}
+}
+
+// FuzzParseDateTime: parseDateTime's shortcut gives what strfmt.ParseDateTime gives.
+func FuzzParseDateTime(f *testing.F) {
+	for _, s := range []string{
+		"2026-05-04T11:04:00.000Z", "2026-05-04T11:04:00.000+02:00", "2026-05-04T11:04:00.000+0200",
+		"2026-05-04T11:04:00.000000Z", "2026-05-04T11:04:00Z", "2026-05-04T11:04:00.000", "2026-05-04T11:04:00.0001Z",
+		"2026-05-04T11:04:00.123-07:30", "2026-05-04T25:04:00.000Z", "", "2026-05-04",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, wantErr := strfmt.ParseDateTime(s)
+		got, err := parseDateTime(s)
+		if wantErr != nil {
+			require.EqualError(t, err, wantErr.Error())
+			return
+		}
+		require.NoError(t, err)
+		require.True(t, time.Time(want).Equal(time.Time(got)), "%s: %v != %v", s, want, got)
+		require.Equal(t, time.Time(want).Location().String(), time.Time(got).Location().String())
+		_, wo := time.Time(want).Zone()
+		_, go_ := time.Time(got).Zone()
+		require.Equal(t, wo, go_)
+	})
 }

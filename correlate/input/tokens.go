@@ -1,0 +1,235 @@
+package input
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/go-openapi/strfmt"
+	"github.com/prometheus/alertmanager/api/v2/models"
+)
+
+// decodeTokens decodes a JSON array of PostableAlert by reading its tokens, without reflection.
+// It handles what Prometheus's notifier sends, and gives up (ok false) on anything whose
+// decoding by encoding/json it does not copy exactly, for unmarshalPostable's other decoders
+// to decode: a field named otherwise than the model does (encoding/json matches names without
+// regard to case) or given twice, a label or annotation value that is not a string, a value of
+// another type than the field's, a date-time strfmt does not parse, invalid UTF-8 or JSON.
+// Label and annotation names repeat from alert to alert: each is kept once per request.
+func decodeTokens(body []byte) (out models.PostableAlerts, ok bool) {
+	// Duplicate names are allowed: in a label set the last wins, as with encoding/json; a
+	// field given twice is refused below.
+	d := jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowDuplicateNames(true))
+	tok, err := d.ReadToken()
+	switch {
+	case err != nil:
+		return nil, false
+	case tok.Kind() == 'n':
+		return nil, isEOF(d)
+	case tok.Kind() != '[':
+		return nil, false
+	}
+	names := map[string]string{}
+	out = models.PostableAlerts{}
+	for d.PeekKind() != ']' {
+		switch d.PeekKind() {
+		case 'n':
+			if _, err := d.ReadToken(); err != nil {
+				return nil, false
+			}
+			out = append(out, nil)
+		case '{':
+			pa, ok := decodeAlertTokens(d, names)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, pa)
+		default:
+			return nil, false
+		}
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return nil, false
+	}
+	return out, isEOF(d)
+}
+
+// isEOF reports whether the decoder read all of its input but white space.
+func isEOF(d *jsontext.Decoder) bool {
+	_, err := d.ReadToken()
+	return err == io.EOF
+}
+
+// decodeAlertTokens decodes one PostableAlert object.
+func decodeAlertTokens(d *jsontext.Decoder, names map[string]string) (*models.PostableAlert, bool) {
+	if _, err := d.ReadToken(); err != nil { // {
+		return nil, false
+	}
+	pa := &models.PostableAlert{}
+	var seen [5]bool
+	field := func(i int) bool {
+		if seen[i] {
+			return false
+		}
+		seen[i] = true
+		return true
+	}
+	for d.PeekKind() != '}' {
+		name, ok := readName(d, names)
+		if !ok {
+			return nil, false
+		}
+		switch name {
+		case "labels":
+			ok = field(0)
+			if ok {
+				var ls map[string]string
+				ls, ok = decodeLabelTokens(d, names)
+				pa.Labels = ls
+			}
+		case "annotations":
+			ok = field(1)
+			if ok {
+				var ls map[string]string
+				ls, ok = decodeLabelTokens(d, names)
+				pa.Annotations = ls
+			}
+		case "startsAt":
+			ok = field(2) && decodeTimeTokens(d, &pa.StartsAt)
+		case "endsAt":
+			ok = field(3) && decodeTimeTokens(d, &pa.EndsAt)
+		case "generatorURL":
+			ok = field(4)
+			if ok {
+				var s string
+				s, ok = decodeStringTokens(d)
+				pa.GeneratorURL = strfmt.URI(s)
+			}
+		default:
+			// Another field: skipped, unless encoding/json would take it for one of these.
+			ok = !folds(name) && d.SkipValue() == nil
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	_, err := d.ReadToken() // }
+	return pa, err == nil
+}
+
+// readName reads an object's member name, kept once per request in names: a name without
+// escapes is looked up in its raw bytes, which costs no allocation once it is known.
+func readName(d *jsontext.Decoder, names map[string]string) (string, bool) {
+	raw, err := d.ReadValue()
+	if err != nil || len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
+		if n, ok := names[string(inner)]; ok {
+			return n, true
+		}
+		n := string(inner)
+		names[n] = n
+		return n, true
+	}
+	b, err := jsontext.AppendUnquote(nil, raw)
+	if err != nil {
+		return "", false
+	}
+	n := string(b)
+	names[n] = n
+	return n, true
+}
+
+// folds reports whether name might match a field of PostableAlert without regard to case, as
+// encoding/json matches (with Unicode's folding, so any name not all ASCII might).
+func folds(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 0x80 {
+			return true
+		}
+	}
+	for _, f := range []string{"labels", "annotations", "startsAt", "endsAt", "generatorURL"} {
+		if strings.EqualFold(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeLabelTokens decodes a label set: null, or an object of strings.
+func decodeLabelTokens(d *jsontext.Decoder, names map[string]string) (map[string]string, bool) {
+	tok, err := d.ReadToken()
+	switch {
+	case err != nil:
+		return nil, false
+	case tok.Kind() == 'n':
+		return nil, true
+	case tok.Kind() != '{':
+		return nil, false
+	}
+	ls := models.LabelSet{}
+	for d.PeekKind() != '}' {
+		name, ok := readName(d, names)
+		if !ok {
+			return nil, false
+		}
+		v, err := d.ReadToken()
+		if err != nil || v.Kind() != '"' {
+			return nil, false
+		}
+		ls[name] = v.String()
+	}
+	_, err = d.ReadToken()
+	return ls, err == nil
+}
+
+// decodeTimeTokens decodes a date-time as strfmt.DateTime's UnmarshalJSON does: null leaves it
+// zero, a string is parsed.
+func decodeTimeTokens(d *jsontext.Decoder, t *strfmt.DateTime) bool {
+	tok, err := d.ReadToken()
+	switch {
+	case err != nil:
+		return false
+	case tok.Kind() == 'n':
+		return true
+	case tok.Kind() != '"':
+		return false
+	}
+	tt, err := parseDateTime(tok.String())
+	if err != nil {
+		return false
+	}
+	*t = tt
+	return true
+}
+
+// parseDateTime is strfmt.ParseDateTime, which tries its layouts in turn: a time with exactly
+// three digits of fraction (what Prometheus writes) fails the two microsecond layouts before
+// it and parses as strfmt.RFC3339Millis, so that one is tried first.
+func parseDateTime(s string) (strfmt.DateTime, error) {
+	if len(s) >= 24 && s[19] == '.' && digit(s[20]) && digit(s[21]) && digit(s[22]) && !digit(s[23]) {
+		if tt, err := time.ParseInLocation(strfmt.RFC3339Millis, s, strfmt.DefaultTimeLocation); err == nil {
+			return strfmt.DateTime(tt), nil
+		}
+	}
+	return strfmt.ParseDateTime(s)
+}
+
+func digit(c byte) bool { return '0' <= c && c <= '9' }
+
+// decodeStringTokens decodes a string field: null leaves it empty.
+func decodeStringTokens(d *jsontext.Decoder) (string, bool) {
+	tok, err := d.ReadToken()
+	switch {
+	case err != nil:
+		return "", false
+	case tok.Kind() == 'n':
+		return "", true
+	case tok.Kind() != '"':
+		return "", false
+	}
+	return tok.String(), true
+}
