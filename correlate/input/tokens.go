@@ -83,19 +83,9 @@ func decodeAlertTokens(d *jsontext.Decoder, names map[string]string) (*models.Po
 		}
 		switch name {
 		case "labels":
-			ok = field(0)
-			if ok {
-				var ls map[string]string
-				ls, ok = decodeLabelTokens(d, names)
-				pa.Labels = ls
-			}
+			ok = field(0) && decodeLabelTokens(d, names, &pa.Labels)
 		case "annotations":
-			ok = field(1)
-			if ok {
-				var ls map[string]string
-				ls, ok = decodeLabelTokens(d, names)
-				pa.Annotations = ls
-			}
+			ok = field(1) && decodeLabelTokens(d, names, &pa.Annotations)
 		case "startsAt":
 			ok = field(2) && decodeTimeTokens(d, &pa.StartsAt)
 		case "endsAt":
@@ -159,44 +149,45 @@ func folds(name string) bool {
 	return false
 }
 
-// decodeLabelTokens decodes a label set: null, or an object of strings.
-func decodeLabelTokens(d *jsontext.Decoder, names map[string]string) (map[string]string, bool) {
-	tok, err := d.ReadToken()
-	switch {
-	case err != nil:
-		return nil, false
-	case tok.Kind() == 'n':
-		return nil, true
-	case tok.Kind() != '{':
-		return nil, false
+// decodeLabelTokens decodes a label set into ls: null, or an object of strings.
+func decodeLabelTokens(d *jsontext.Decoder, names map[string]string, ls *models.LabelSet) bool {
+	if _, null, ok := readKind(d, '{'); null || !ok {
+		return ok
 	}
-	ls := models.LabelSet{}
+	*ls = models.LabelSet{}
 	for d.PeekKind() != '}' {
 		name, ok := readName(d, names)
 		if !ok {
-			return nil, false
+			return false
 		}
 		v, err := d.ReadToken()
 		if err != nil || v.Kind() != '"' {
-			return nil, false
+			return false
 		}
-		ls[name] = v.String()
+		(*ls)[name] = v.String()
 	}
-	_, err = d.ReadToken()
-	return ls, err == nil
+	_, err := d.ReadToken()
+	return err == nil
+}
+
+// readKind reads a token that must be null or of kind k; null reports a null.
+func readKind(d *jsontext.Decoder, k jsontext.Kind) (tok jsontext.Token, null, ok bool) {
+	tok, err := d.ReadToken()
+	switch {
+	case err != nil:
+		return tok, false, false
+	case tok.Kind() == 'n':
+		return tok, true, true
+	}
+	return tok, false, tok.Kind() == k
 }
 
 // decodeTimeTokens decodes a date-time as strfmt.DateTime's UnmarshalJSON does: null leaves it
 // zero, a string is parsed.
 func decodeTimeTokens(d *jsontext.Decoder, t *strfmt.DateTime) bool {
-	tok, err := d.ReadToken()
-	switch {
-	case err != nil:
-		return false
-	case tok.Kind() == 'n':
-		return true
-	case tok.Kind() != '"':
-		return false
+	tok, null, ok := readKind(d, '"')
+	if null || !ok {
+		return ok
 	}
 	tt, err := parseDateTime(tok.String())
 	if err != nil {
@@ -222,14 +213,9 @@ func digit(c byte) bool { return '0' <= c && c <= '9' }
 
 // decodeStringTokens decodes a string field: null leaves it empty.
 func decodeStringTokens(d *jsontext.Decoder) (string, bool) {
-	tok, err := d.ReadToken()
-	switch {
-	case err != nil:
-		return "", false
-	case tok.Kind() == 'n':
-		return "", true
-	case tok.Kind() != '"':
-		return "", false
+	tok, null, ok := readKind(d, '"')
+	if null || !ok {
+		return "", ok
 	}
 	return tok.String(), true
 }

@@ -61,10 +61,7 @@ func TestSelector(t *testing.T) {
 // what the Thanos engine would have answered: floats with gaps, resets and a stale marker, and
 // native histograms, at steps finer and coarser than the samples.
 func TestEnginesAgreeOnSelectors(t *testing.T) {
-	st := promqltest.LoadedStorage(t, load)
-	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true}
-	prom := promql.NewEngine(opts)
-	thanos := engine.New(engine.Opts{EngineOpts: opts})
+	st, prom, thanos := engines(t)
 	exprs := []string{
 		`requests_total`, `requests_total{job="api"}`, `(memory_bytes)`, `memory_bytes offset 10m`,
 		`requests_total @ 3000`, `latency_seconds`, `{__name__=~"requests_total|memory_bytes", instance!="b"}`,
@@ -95,10 +92,7 @@ load 15s
 // TestEnginesAgreeOnWideWindows: the queries WideWindow sends to Prometheus's engine answer
 // what the Thanos engine would have answered.
 func TestEnginesAgreeOnWideWindows(t *testing.T) {
-	st := promqltest.LoadedStorage(t, load)
-	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true}
-	prom := promql.NewEngine(opts)
-	thanos := engine.New(engine.Opts{EngineOpts: opts})
+	st, prom, thanos := engines(t)
 	exprs := []string{
 		`increase(requests_total[%s])`,
 		`rate(requests_total[%s])`,
@@ -127,6 +121,13 @@ func TestEnginesAgreeOnWideWindows(t *testing.T) {
 		}
 	}
 	require.Equal(t, 3*2*len(exprs), checked, "every query of the grid is a wide one")
+}
+
+// engines returns the storage of load and both engines, as fleetwatch configures them.
+func engines(t *testing.T) (storage.Storage, promql.QueryEngine, promql.QueryEngine) {
+	t.Helper()
+	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true}
+	return promqltest.LoadedStorage(t, load), promql.NewEngine(opts), engine.New(engine.Opts{EngineOpts: opts})
 }
 
 func run(t *testing.T, e promql.QueryEngine, st storage.Queryable, q string, start, end time.Time, step time.Duration) promql.Matrix {
@@ -182,10 +183,7 @@ func requireClose(t *testing.T, want, got float64, msg string, args ...any) {
 // TestEnginesAgreeOnInstantQueries: the instant queries Engine sends to Prometheus's engine
 // answer what the Thanos engine would have answered.
 func TestEnginesAgreeOnInstantQueries(t *testing.T) {
-	st := promqltest.LoadedStorage(t, load)
-	opts := promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute, EnableAtModifier: true, EnableNegativeOffset: true}
-	prom := promql.NewEngine(opts)
-	thanos := engine.New(engine.Opts{EngineOpts: opts})
+	st, prom, thanos := engines(t)
 	exprs := []string{
 		`requests_total`, `sum by (job) (requests_total)`, `topk(2, memory_bytes)`, `count by (job) (memory_bytes > 100)`,
 		`rate(requests_total[5m])`, `sum by (job) (increase(requests_total[15m])) > 0`, `avg_over_time(memory_bytes[10m])`,
