@@ -11,6 +11,8 @@ import (
 	"github.com/go-openapi/strfmt"
 	"github.com/prometheus/alertmanager/api/v2/models"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/correlate"
 )
 
 // FuzzUnmarshalPostable: the one-pass decoding gives what json.Unmarshal into
@@ -107,4 +109,38 @@ func FuzzParseDateTime(f *testing.F) {
 		_, go_ := time.Time(got).Zone()
 		require.Equal(t, wo, go_)
 	})
+}
+
+// TestLabelValuesShared: the short strings of alerts of different requests (label names and
+// values, a summary) are one copy each; one written with escapes (the bench's descriptions
+// quote their reason) is each alert's own.
+func TestLabelValuesShared(t *testing.T) {
+	h, err := New(Options{Sink: &recordingSink{}})
+	require.NoError(t, err)
+	var alerts []correlate.Alert
+	for range 2 {
+		as, err := h.decodeAlertsV2([]byte(benchBody(2)), "eu-1", testNow)
+		require.NoError(t, err)
+		alerts = append(alerts, as...)
+	}
+	require.Len(t, alerts, 4)
+	same := func(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+	key := func(m map[string]string, k string) string {
+		for kk := range m {
+			if kk == k {
+				return kk
+			}
+		}
+		return ""
+	}
+	first := alerts[0]
+	for _, a := range alerts[1:] {
+		require.True(t, same(first.Labels["job"], a.Labels["job"]), "a label value")
+		require.True(t, same(key(first.Labels, "namespace"), key(a.Labels, "namespace")), "a label name")
+		require.True(t, same(first.Annotations["summary"], a.Annotations["summary"]), "a summary")
+	}
+	require.NotEqual(t, alerts[0].Annotations["description"], alerts[1].Annotations["description"])
+	require.Equal(t, alerts[0].Annotations["description"], alerts[2].Annotations["description"], "the same alert, sent again")
+	require.False(t, same(alerts[0].Annotations["description"], alerts[2].Annotations["description"]), "written with escapes: not kept across requests")
+	require.Greater(t, len(alerts[0].Annotations["description"]), 0)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/go-openapi/strfmt"
@@ -17,7 +18,7 @@ import (
 // to decode: a field named otherwise than the model does (encoding/json matches names without
 // regard to case) or given twice, a label or annotation value that is not a string, a value of
 // another type than the field's, a date-time strfmt does not parse, invalid UTF-8 or JSON.
-// Label and annotation names repeat from alert to alert: each is kept once per request.
+// Label and annotation names, and short values, are kept once (readString).
 func decodeTokens(body []byte) (out models.PostableAlerts, ok bool) {
 	// Duplicate names are allowed: in a label set the last wins, as with encoding/json; a
 	// field given twice is refused below.
@@ -31,7 +32,7 @@ func decodeTokens(body []byte) (out models.PostableAlerts, ok bool) {
 	case tok.Kind() != '[':
 		return nil, false
 	}
-	names := map[string]string{}
+	strs := map[string]string{}
 	out = models.PostableAlerts{}
 	for d.PeekKind() != ']' {
 		switch d.PeekKind() {
@@ -41,7 +42,7 @@ func decodeTokens(body []byte) (out models.PostableAlerts, ok bool) {
 			}
 			out = append(out, nil)
 		case '{':
-			pa, ok := decodeAlertTokens(d, names)
+			pa, ok := decodeAlertTokens(d, strs)
 			if !ok {
 				return nil, false
 			}
@@ -63,7 +64,7 @@ func isEOF(d *jsontext.Decoder) bool {
 }
 
 // decodeAlertTokens decodes one PostableAlert object.
-func decodeAlertTokens(d *jsontext.Decoder, names map[string]string) (*models.PostableAlert, bool) {
+func decodeAlertTokens(d *jsontext.Decoder, strs map[string]string) (*models.PostableAlert, bool) {
 	if _, err := d.ReadToken(); err != nil { // {
 		return nil, false
 	}
@@ -77,15 +78,15 @@ func decodeAlertTokens(d *jsontext.Decoder, names map[string]string) (*models.Po
 		return true
 	}
 	for d.PeekKind() != '}' {
-		name, ok := readName(d, names)
+		name, ok := readString(d, strs)
 		if !ok {
 			return nil, false
 		}
 		switch name {
 		case "labels":
-			ok = field(0) && decodeLabelTokens(d, names, &pa.Labels)
+			ok = field(0) && decodeLabelTokens(d, strs, &pa.Labels)
 		case "annotations":
-			ok = field(1) && decodeLabelTokens(d, names, &pa.Annotations)
+			ok = field(1) && decodeLabelTokens(d, strs, &pa.Annotations)
 		case "startsAt":
 			ok = field(2) && decodeTimeTokens(d, &pa.StartsAt)
 		case "endsAt":
@@ -109,29 +110,35 @@ func decodeAlertTokens(d *jsontext.Decoder, names map[string]string) (*models.Po
 	return pa, err == nil
 }
 
-// readName reads an object's member name, kept once per request in names: a name without
-// escapes is looked up in its raw bytes, which costs no allocation once it is known.
-func readName(d *jsontext.Decoder, names map[string]string) (string, bool) {
+// readString reads a string (an object's member name, or a label's value), kept once: in strs
+// for the request, and across requests (unique.Make) when it is short. Label names and most
+// label values (job, namespace, severity, the cluster's Prometheus) repeat from alert to alert
+// and from request to request; a string without escapes already seen in the request costs no
+// allocation.
+func readString(d *jsontext.Decoder, strs map[string]string) (string, bool) {
 	raw, err := d.ReadValue()
 	if err != nil || len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
-	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
-		if n, ok := names[string(inner)]; ok {
-			return n, true
-		}
-		n := string(inner)
-		names[n] = n
-		return n, true
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') >= 0 {
+		b, err := jsontext.AppendUnquote(nil, raw)
+		return string(b), err == nil
 	}
-	b, err := jsontext.AppendUnquote(nil, raw)
-	if err != nil {
-		return "", false
+	if s, ok := strs[string(inner)]; ok {
+		return s, true
 	}
-	n := string(b)
-	names[n] = n
-	return n, true
+	s := string(inner)
+	if len(s) <= maxShared {
+		s = unique.Make(s).Value()
+	}
+	strs[s] = s
+	return s, true
 }
+
+// maxShared is the longest string readString keeps once across requests (a runbook's URL is
+// shorter): longer ones, a description, are mostly their alert's own.
+const maxShared = 128
 
 // folds reports whether name might match a field of PostableAlert without regard to case, as
 // encoding/json matches (with Unicode's folding, so any name not all ASCII might).
@@ -150,21 +157,21 @@ func folds(name string) bool {
 }
 
 // decodeLabelTokens decodes a label set into ls: null, or an object of strings.
-func decodeLabelTokens(d *jsontext.Decoder, names map[string]string, ls *models.LabelSet) bool {
+func decodeLabelTokens(d *jsontext.Decoder, strs map[string]string, ls *models.LabelSet) bool {
 	if _, null, ok := readKind(d, '{'); null || !ok {
 		return ok
 	}
 	*ls = models.LabelSet{}
 	for d.PeekKind() != '}' {
-		name, ok := readName(d, names)
+		name, ok := readString(d, strs)
 		if !ok {
 			return false
 		}
-		v, err := d.ReadToken()
-		if err != nil || v.Kind() != '"' {
+		v, ok := readString(d, strs)
+		if !ok {
 			return false
 		}
-		(*ls)[name] = v.String()
+		(*ls)[name] = v
 	}
 	_, err := d.ReadToken()
 	return err == nil
