@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -143,4 +144,28 @@ func TestLabelValuesShared(t *testing.T) {
 	require.Equal(t, alerts[0].Annotations["description"], alerts[2].Annotations["description"], "the same alert, sent again")
 	require.False(t, same(alerts[0].Annotations["description"], alerts[2].Annotations["description"]), "written with escapes: not kept across requests")
 	require.Greater(t, len(alerts[0].Annotations["description"]), 0)
+}
+
+// TestStringCache: the cache gives back its input, shares what its slot holds, and is safe for
+// concurrent requests (run with -race).
+func TestStringCache(t *testing.T) {
+	var c stringCache
+	a := c.get([]byte("kube-state-metrics"))
+	require.Equal(t, "kube-state-metrics", a)
+	require.True(t, unsafe.StringData(a) == unsafe.StringData(c.get([]byte("kube-state-metrics"))), "shared")
+	long := strings.Repeat("x", maxShared+1)
+	require.False(t, unsafe.StringData(c.get([]byte(long))) == unsafe.StringData(c.get([]byte(long))), "too long to share")
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 20000 {
+				s := fmt.Sprintf("v-%d", (i*7+g)%5000)
+				if got := c.get([]byte(s)); got != s {
+					t.Errorf("got %q for %q", got, s)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

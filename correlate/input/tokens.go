@@ -2,10 +2,12 @@ package input
 
 import (
 	"bytes"
+	"hash/maphash"
 	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
-	"unique"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/go-openapi/strfmt"
@@ -18,7 +20,7 @@ import (
 // to decode: a field named otherwise than the model does (encoding/json matches names without
 // regard to case) or given twice, a label or annotation value that is not a string, a value of
 // another type than the field's, a date-time strfmt does not parse, invalid UTF-8 or JSON.
-// Label and annotation names, and short values, are kept once (readString).
+// Label and annotation names, and short values, are shared (readString).
 func decodeTokens(body []byte) (out models.PostableAlerts, ok bool) {
 	// Duplicate names are allowed: in a label set the last wins, as with encoding/json; a
 	// field given twice is refused below.
@@ -111,9 +113,9 @@ func decodeAlertTokens(d *jsontext.Decoder, strs map[string]string) (*models.Pos
 }
 
 // readString reads a string (an object's member name, or a label's value), kept once: in strs
-// for the request, and across requests (unique.Make) when it is short. Label names and most
-// label values (job, namespace, severity, the cluster's Prometheus) repeat from alert to alert
-// and from request to request; a string without escapes already seen in the request costs no
+// for the request, and across requests in sharedStrings when it is short. Label names and most label
+// values (job, namespace, severity, the cluster's Prometheus) repeat from alert to alert and
+// from request to request; a string without escapes already seen in the request costs no
 // allocation.
 func readString(d *jsontext.Decoder, strs map[string]string) (string, bool) {
 	raw, err := d.ReadValue()
@@ -128,17 +130,46 @@ func readString(d *jsontext.Decoder, strs map[string]string) (string, bool) {
 	if s, ok := strs[string(inner)]; ok {
 		return s, true
 	}
-	s := string(inner)
-	if len(s) <= maxShared {
-		s = unique.Make(s).Value()
-	}
+	s := sharedStrings.get(inner)
 	strs[s] = s
 	return s, true
 }
 
-// maxShared is the longest string readString keeps once across requests (a runbook's URL is
-// shorter): longer ones, a description, are mostly their alert's own.
+// sharedStrings keeps recent short strings for every request to share.
+var sharedStrings stringCache
+
+// stringCache is a direct-mapped cache of short strings by their hash: a string whose slot
+// holds it is shared, any other takes the slot. Strings that repeat across requests (label
+// names, most label values, summaries, runbook URLs) stay; those of one alert (a pod's name,
+// a UID) pass through. Unlike unique.Make, it registers no weak pointer for each new string
+// (which cost more than the copies it saved, the alert bench's storm being mostly new pod
+// names), and holds at most its slots' strings. Safe for concurrent use: a slot is replaced
+// whole.
+type stringCache struct {
+	seed  maphash.Seed
+	once  sync.Once
+	slots [1 << 12]atomic.Pointer[string]
+}
+
+// maxShared is the longest string shared: longer ones, a description, are mostly their
+// alert's own.
 const maxShared = 128
+
+// get returns b as a string, shared with the other requests that held it when its slot still
+// holds it.
+func (c *stringCache) get(b []byte) string {
+	if len(b) > maxShared {
+		return string(b)
+	}
+	c.once.Do(func() { c.seed = maphash.MakeSeed() })
+	slot := &c.slots[maphash.Bytes(c.seed, b)&(uint64(len(c.slots))-1)]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
+}
 
 // folds reports whether name might match a field of PostableAlert without regard to case, as
 // encoding/json matches (with Unicode's folding, so any name not all ASCII might).
