@@ -140,91 +140,106 @@ func (g *fleetGen) alert() Alert {
 // Correlate does from scratch on the alerts and topology of the moment, and names every
 // group that changed.
 func TestCorrelationIncremental(t *testing.T) {
-	r := DefaultRules
-	r.Teams = map[string]string{"pay": "payments"}
 	for seed := range uint64(60) {
 		actions := seed%3 == 0
 		t.Run(fmt.Sprintf("seed=%d,actions=%t", seed, actions), func(t *testing.T) {
-			g := newFleetGen(seed, actions)
-			s := newCorrelation(r, g.topo)
-			cur := map[uint64]Alert{}
-			prev := map[string]Group{}
-			for step := range 40 {
-				for range g.rnd.IntN(8) {
-					a := r.withFingerprints([]Alert{g.alert()})[0]
-					cur[a.fp] = a
-					s.set(a)
-				}
-				fps := slices.Sorted(maps.Keys(cur))
-				for range g.rnd.IntN(4) {
-					if len(fps) == 0 {
-						break
-					}
-					fp := fps[g.rnd.IntN(len(fps))]
-					a, ok := cur[fp]
-					if !ok {
-						continue
-					}
-					if g.rnd.IntN(2) == 0 {
-						delete(cur, fp)
-						s.remove(a)
-						continue
-					}
-					// Taken in again: new maps (the labels' too, mostly), maybe another summary
-					// or start.
-					if g.rnd.IntN(4) > 0 {
-						a.Labels = maps.Clone(a.Labels)
-					}
-					a.Annotations = map[string]string{"summary": fmt.Sprintf("summary %d.", g.rnd.IntN(3))}
-					a.StartsAt = a.StartsAt.Add(time.Duration(g.rnd.IntN(3)-1) * 10 * time.Minute)
-					cur[fp] = a
-					s.set(a)
-				}
-				if g.rnd.IntN(4) == 0 {
-					topo := g.moved()
-					if !s.follow(topo) {
-						require.NotEmpty(t, topo.Actions, "step %d: only actions make a grouping start again", step)
-						s = newCorrelation(r, topo)
-						for _, a := range cur {
-							s.set(a)
-						}
-						prev = map[string]Group{}
-					}
-					g.topo = topo
-				}
-				changed := s.update()
-				want := Correlate(slices.Collect(maps.Values(cur)), g.topo, r)
-				require.Equal(t, want, s.sorted(), "step %d", step)
-
-				now := map[string]Group{}
-				for _, gr := range want {
-					now[gr.Key] = gr
-					for _, a := range gr.Alerts {
-						k, ok := s.holder(a)
-						require.True(t, ok && k == gr.Key, "step %d: an alert of %s is held by %q", step, gr.Key, k)
-					}
-				}
-				for _, gr := range prev {
-					for _, a := range gr.Alerts {
-						if _, held := cur[a.fp]; !held {
-							_, ok := s.holder(a)
-							require.False(t, ok, "step %d: an alert removed is still held", step)
-						}
-					}
-				}
-				for k, gr := range now {
-					if old, ok := prev[k]; !ok || !equalGroups(old, gr) {
-						require.True(t, changed[k], "step %d: group %s changed but was not named", step, k)
-					}
-				}
-				for k := range prev {
-					if _, ok := now[k]; !ok {
-						require.True(t, changed[k], "step %d: group %s went but was not named", step, k)
-					}
-				}
-				prev = now
-			}
+			checkIncremental(t, seed, actions, 40)
 		})
+	}
+}
+
+// FuzzCorrelationIncremental is TestCorrelationIncremental over more fleets and step counts.
+func FuzzCorrelationIncremental(f *testing.F) {
+	f.Add(uint64(7), true, uint8(40))
+	f.Add(uint64(8), false, uint8(40))
+	f.Fuzz(func(t *testing.T, seed uint64, actions bool, steps uint8) {
+		checkIncremental(t, seed, actions, int(steps%64)+1)
+	})
+}
+
+// checkIncremental runs one random fleet for steps steps (see TestCorrelationIncremental).
+func checkIncremental(t *testing.T, seed uint64, actions bool, steps int) {
+	t.Helper()
+	r := DefaultRules
+	r.Teams = map[string]string{"pay": "payments"}
+	g := newFleetGen(seed, actions)
+	s := newCorrelation(r, g.topo)
+	cur := map[uint64]Alert{}
+	prev := map[string]Group{}
+	for step := range steps {
+		for range g.rnd.IntN(8) {
+			a := r.withFingerprints([]Alert{g.alert()})[0]
+			cur[a.fp] = a
+			s.set(a)
+		}
+		fps := slices.Sorted(maps.Keys(cur))
+		for range g.rnd.IntN(4) {
+			if len(fps) == 0 {
+				break
+			}
+			fp := fps[g.rnd.IntN(len(fps))]
+			a, ok := cur[fp]
+			if !ok {
+				continue
+			}
+			if g.rnd.IntN(2) == 0 {
+				delete(cur, fp)
+				s.remove(a)
+				continue
+			}
+			// Taken in again: new maps (the labels' too, mostly), maybe another summary
+			// or start.
+			if g.rnd.IntN(4) > 0 {
+				a.Labels = maps.Clone(a.Labels)
+			}
+			a.Annotations = map[string]string{"summary": fmt.Sprintf("summary %d.", g.rnd.IntN(3))}
+			a.StartsAt = a.StartsAt.Add(time.Duration(g.rnd.IntN(3)-1) * 10 * time.Minute)
+			cur[fp] = a
+			s.set(a)
+		}
+		if g.rnd.IntN(4) == 0 {
+			topo := g.moved()
+			if !s.follow(topo) {
+				require.NotEmpty(t, topo.Actions, "step %d: only actions make a grouping start again", step)
+				s = newCorrelation(r, topo)
+				for _, a := range cur {
+					s.set(a)
+				}
+				prev = map[string]Group{}
+			}
+			g.topo = topo
+		}
+		changed := s.update()
+		want := Correlate(slices.Collect(maps.Values(cur)), g.topo, r)
+		require.Equal(t, want, s.sorted(), "step %d", step)
+
+		now := map[string]Group{}
+		for _, gr := range want {
+			now[gr.Key] = gr
+			for _, a := range gr.Alerts {
+				k, ok := s.holder(a)
+				require.True(t, ok && k == gr.Key, "step %d: an alert of %s is held by %q", step, gr.Key, k)
+			}
+		}
+		for _, gr := range prev {
+			for _, a := range gr.Alerts {
+				if _, held := cur[a.fp]; !held {
+					_, ok := s.holder(a)
+					require.False(t, ok, "step %d: an alert removed is still held", step)
+				}
+			}
+		}
+		for k, gr := range now {
+			if old, ok := prev[k]; !ok || !equalGroups(old, gr) {
+				require.True(t, changed[k], "step %d: group %s changed but was not named", step, k)
+			}
+		}
+		for k := range prev {
+			if _, ok := now[k]; !ok {
+				require.True(t, changed[k], "step %d: group %s went but was not named", step, k)
+			}
+		}
+		prev = now
 	}
 }
 
