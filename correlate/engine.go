@@ -135,8 +135,11 @@ type Engine struct {
 
 	received  *prometheus.CounterVec
 	incidents *prometheus.GaugeVec
-	sent      *prometheus.CounterVec
-	queued    prometheus.Gauge
+	// kinds and perCluster are the counts the incident gauges show (tally).
+	kinds      map[incidentKind]int
+	perCluster map[string]int
+	sent       *prometheus.CounterVec
+	queued     prometheus.Gauge
 }
 
 // New returns an Engine that continues the store's active incidents.
@@ -187,6 +190,7 @@ func New(o Options) (*Engine, error) {
 		fpRules: o.Rules,
 		subs:    map[chan *Incident]struct{}{},
 		active:  map[string]*Incident{},
+		kinds:   map[incidentKind]int{}, perCluster: map[string]int{},
 	}
 	for _, inc := range e.tracker.Active() {
 		e.track(inc)
@@ -226,6 +230,9 @@ func New(o Options) (*Engine, error) {
 	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: "fleetwatch_correlate_outbox", Help: "Incident states waiting to be delivered to Alertmanager."})
 	e.groupings = f.NewCounter(prometheus.CounterOpts{Name: MetricGroupings, Help: "Evaluations that grouped the alerts again; the others found nothing the grouping reads changed."})
 	e.pruned = f.NewCounter(prometheus.CounterOpts{Name: "fleetwatch_correlate_incidents_pruned_total", Help: "Resolved incidents deleted from the store after the resolved retention."})
+	for _, inc := range e.tracker.active {
+		e.tally(inc, 1)
+	}
 	return e, nil
 }
 
@@ -541,9 +548,8 @@ func (e *Engine) Evaluate(ctx context.Context) (err error) {
 		return fmt.Errorf("store incidents: %w", err)
 	}
 	e.replan = nil
-	e.tracker.commit(changed...)
+	e.commit(changed...)
 	e.prune(now)
-	e.gauges()
 	for _, inc := range changed {
 		e.account(inc, "cleared")
 		e.logger.Info("incident", "id", inc.ID, "state", inc.State, "scope", inc.Scope, "clusters", strings.Join(inc.Clusters, ","), "root_cause", inc.RootCause, "alerts", len(inc.Alerts))
@@ -680,24 +686,42 @@ func (e *Engine) remember(topo *Topology, now time.Time) *Topology {
 	return topo
 }
 
-// gauges sets the active-incident gauges from the tracker. It counts first and sets each
-// gauge once: there may be tens of thousands of incidents.
-func (e *Engine) gauges() {
-	type kind struct{ severity, scope string }
-	kinds, clusters := map[kind]int{}, map[string]int{}
-	for _, inc := range e.tracker.active {
-		kinds[kind{inc.Severity, inc.Scope}]++
-		for _, c := range inc.Clusters {
-			clusters[c]++
+// commit puts changed incidents in the tracker (Tracker.commit) and moves the active-incident
+// gauges by what they change: an evaluation costs what changed, not every incident held.
+func (e *Engine) commit(changed ...*Incident) {
+	for _, inc := range changed {
+		if prev := e.tracker.active[inc.Key]; prev != nil && prev.ID == inc.ID {
+			e.tally(prev, -1)
+		}
+		if inc.Active() {
+			e.tally(inc, 1)
 		}
 	}
-	e.incidents.Reset()
-	e.byCluster.Reset()
-	for k, n := range kinds {
+	e.tracker.commit(changed...)
+}
+
+// incidentKind is what fleetwatch_correlate_incidents counts by.
+type incidentKind struct{ severity, scope string }
+
+// tally counts an active incident in (d 1) or out (d -1) of the gauges; a series whose count
+// reaches 0 goes.
+func (e *Engine) tally(inc *Incident, d int) {
+	k := incidentKind{inc.Severity, inc.Scope}
+	e.kinds[k] += d
+	if n := e.kinds[k]; n > 0 {
 		e.incidents.WithLabelValues(k.severity, k.scope).Set(float64(n))
+	} else {
+		delete(e.kinds, k)
+		e.incidents.DeleteLabelValues(k.severity, k.scope)
 	}
-	for c, n := range clusters {
-		e.byCluster.WithLabelValues(c).Set(float64(n))
+	for _, c := range inc.Clusters {
+		e.perCluster[c] += d
+		if n := e.perCluster[c]; n > 0 {
+			e.byCluster.WithLabelValues(c).Set(float64(n))
+		} else {
+			delete(e.perCluster, c)
+			e.byCluster.DeleteLabelValues(c)
+		}
 	}
 }
 
@@ -827,7 +851,7 @@ func (e *Engine) change(id string, allow func([]string) bool, f func(time.Time) 
 	if err := e.o.Store.SaveIncidents([]*Incident{inc}, e.o.Alertmanagers); err != nil {
 		return nil, fmt.Errorf("store incident %s: %w", id, err)
 	}
-	e.tracker.commit(inc)
+	e.commit(inc)
 	// A resolved incident's group opens a new incident if its alerts still fire.
 	if e.replan == nil {
 		e.replan = map[string]bool{}
@@ -836,7 +860,6 @@ func (e *Engine) change(id string, allow func([]string) bool, f func(time.Time) 
 	if how != "" {
 		e.account(inc, how)
 	}
-	e.gauges()
 	e.publish(inc)
 	select {
 	case e.deliver <- struct{}{}:

@@ -298,7 +298,8 @@ func TestEngineMetrics(t *testing.T) {
 
 // TestActiveListMatchesStore: the incident API answers active states from memory; at every
 // step (new incidents, acknowledgement, clearing, a restart that reloads them) it lists
-// exactly what the store holds as active, with the same content.
+// exactly what the store holds as active, with the same content, and the incident gauges
+// count them.
 func TestActiveListMatchesStore(t *testing.T) {
 	am := &recordingAM{}
 	clk := &clock{t: t0}
@@ -327,6 +328,7 @@ func TestActiveListMatchesStore(t *testing.T) {
 			{State: "active", Cluster: "eu-2"}, {State: "active", Severity: "critical"}} {
 			same(f)
 		}
+		requireGauges(t, e)
 	}
 	nodes := alert(0, "alertname", "FleetClusterNodesNotReady", "cluster", "eu-2", "severity", "critical")
 	other := alert(0, "alertname", "KubeJobFailed", "cluster", "us-1", "namespace", "batch", "job_name", "nightly", "severity", "warning")
@@ -418,4 +420,25 @@ func TestActiveIncidentsNeverChange(t *testing.T) {
 	require.Equal(t, before, *listed[0], "the listed incident is as it was")
 	require.Equal(t, fp, listed[0].Alerts[0].fp)
 	require.NotEqual(t, fp, e.tracker.find(before.ID).Alerts[0].fp, "the tracker's has the new fingerprints")
+}
+
+// requireGauges: the active-incident gauges show what counting the tracker's incidents gives,
+// and no other series.
+func requireGauges(t *testing.T, e *Engine) {
+	t.Helper()
+	kinds, clusters := map[incidentKind]int{}, map[string]int{}
+	for _, inc := range e.tracker.active {
+		kinds[incidentKind{inc.Severity, inc.Scope}]++
+		for _, c := range inc.Clusters {
+			clusters[c]++
+		}
+	}
+	require.Equal(t, len(kinds), testutil.CollectAndCount(e.incidents), "fleetwatch_correlate_incidents series")
+	require.Equal(t, len(clusters), testutil.CollectAndCount(e.byCluster), "fleetwatch_correlate_cluster_incidents series")
+	for k, n := range kinds {
+		require.Equal(t, float64(n), testutil.ToFloat64(e.incidents.WithLabelValues(k.severity, k.scope)), "%+v", k)
+	}
+	for c, n := range clusters {
+		require.Equal(t, float64(n), testutil.ToFloat64(e.byCluster.WithLabelValues(c)), c)
+	}
 }

@@ -178,6 +178,7 @@ func TestEvaluateSkipsLikeGroupingEveryTime(t *testing.T) {
 		require.NoError(t, always.Evaluate(ctx))
 		require.NoError(t, skipping.Evaluate(ctx))
 		require.Equal(t, held(always), held(skipping), "step %d", step)
+		requireGauges(t, skipping)
 	}
 	require.Less(t, testutil.ToFloat64(skipping.groupings), testutil.ToFloat64(always.groupings))
 	t.Logf("groupings: %v every time, %v when something changed", testutil.ToFloat64(always.groupings), testutil.ToFloat64(skipping.groupings))
