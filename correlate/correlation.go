@@ -19,8 +19,8 @@ import (
 //     which of its failing workloads take part in rule 2 (clusterPart.rooted, .failures);
 //   - each workload's failures over the fleet: rule 2, a rollout (rolloutPart);
 //   - each cluster again, once rule 2 decided: its crash-loop total going with a rollout,
-//     rules 3, 3b and 4, and what is left for rule 5 (clusterPart.frags);
-//   - rule 5's groups, of the alerts left in every cluster, by local fingerprint.
+//     rules 3, 3b and 4, and its alerts left, for rule 5's groups by local fingerprint,
+//     which gather them from every cluster (clusterPart.frags).
 //
 // Each part produces fragments: a group key and the alerts it adds to that group, with what
 // the rule that adds them says. A group is its fragments put together in the order the rules
@@ -34,7 +34,7 @@ type correlation struct {
 	topo *Topology
 
 	clusters map[string]*clusterPart
-	rollouts map[string]*rolloutPart    // by workload ("namespace/name"), with failures
+	rollouts map[string]*rolloutPart    // the rollouts, by workload ("namespace/name")
 	failing  map[string]map[string]bool // workload -> clusters with failures of it
 	frags    map[string][]placed        // group key -> its fragments
 	groups   map[string]*Group          // the groups, by key; never changed once made
