@@ -29,6 +29,13 @@ import (
 // MetricGroupings counts the evaluations that grouped the alerts again.
 const MetricGroupings = "fleetwatch_correlate_groupings_total"
 
+// MetricAlertToIncident is the time from an alert being taken in to the evaluation that put it
+// in an incident; MetricAlertsReceived counts the alerts taken in, by source.
+const (
+	MetricAlertToIncident = "fleetwatch_correlate_alert_to_incident_seconds"
+	MetricAlertsReceived  = "fleetwatch_correlate_alerts_received_total"
+)
+
 // MetricEvaluationDuration is how long evaluations take (reading the topology, regrouping,
 // storing the incidents that changed).
 const MetricEvaluationDuration = "fleetwatch_correlate_evaluation_duration_seconds"
@@ -196,11 +203,11 @@ func New(o Options) (*Engine, error) {
 		e.track(inc)
 	}
 	f := promauto.With(o.Registerer)
-	e.received = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_alerts_received_total", Help: "Alerts taken in by the correlation engine, by source."}, []string{"source"})
+	e.received = f.NewCounterVec(prometheus.CounterOpts{Name: MetricAlertsReceived, Help: "Alerts taken in by the correlation engine, by source."}, []string{"source"})
 	e.incidents = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_incidents", Help: "Active incidents, by severity and scope."}, []string{"severity", "scope"})
 	e.sent = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_notifications_total", Help: "Incident states posted to Alertmanager, by Alertmanager and result."}, []string{"alertmanager", "result"})
 	e.latency = f.NewHistogram(prometheus.HistogramOpts{
-		Name: "fleetwatch_correlate_alert_to_incident_seconds",
+		Name: MetricAlertToIncident,
 		Help: "Time from an alert being taken in to the evaluation that put it in an incident.",
 		// Fine around 2 s: the goal for an alert in a storm of new ones.
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 1.5, 2, 3, 4, 5, 10, 30},

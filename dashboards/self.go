@@ -6,6 +6,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 
+	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/hooks"
 	"github.com/fleetwatch/fleetwatch/internal/access"
 	"github.com/fleetwatch/fleetwatch/internal/promqlengine"
@@ -41,7 +42,7 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `sum by (severity, scope) (fleetwatch_correlate_incidents{`+jf+`})`, "{{severity}} {{scope}}")).
 		Min(0).Decimals(0))
 	b.WithPanel(timeSeries("Alerts taken in", "Alerts the correlation engine takes in a second, by source: fleetwatch's own rules, member clusters' Prometheus (Alertmanager API v2) and Alertmanagers (webhook). Firing alerts are resent regularly, so this is a rate of sends, not of new alerts.", 12, 8).
-		WithTarget(query("A", `sum by (source) (rate(fleetwatch_correlate_alerts_received_total{`+jf+`}[$__rate_interval]))`, "{{source}}")).
+		WithTarget(query("A", `sum by (source) (rate(`+correlate.MetricAlertsReceived+`{`+jf+`}[$__rate_interval]))`, "{{source}}")).
 		Unit("short").AxisLabel("alerts / s").Min(0))
 
 	b.WithPanel(timeSeries("Incidents opened and resolved", "Incidents opened and resolved an hour, by how they resolved: cleared (their alerts stayed away for correlate.resolve_after), merged (into a fleet-wide incident) or manual (through the API).", 12, 8).
@@ -58,8 +59,8 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `sum by (alertmanager, result) (rate(fleetwatch_correlate_notifications_total{`+jf+`}[$__rate_interval]))`, "{{alertmanager}} {{result}}")).
 		Unit("short").AxisLabel("states / s").Min(0))
 	b.WithPanel(timeSeries("Alert to incident", "Time from an alert being taken in to the evaluation that put it in an incident.", 12, 8).
-		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (rate(fleetwatch_correlate_alert_to_incident_seconds_bucket{`+jf+`}[$__rate_interval])))`, "p50")).
-		WithTarget(query("B", `histogram_quantile(0.99, sum by (le) (rate(fleetwatch_correlate_alert_to_incident_seconds_bucket{`+jf+`}[$__rate_interval])))`, "p99")).
+		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (rate(`+correlate.MetricAlertToIncident+`_bucket{`+jf+`}[$__rate_interval])))`, "p50")).
+		WithTarget(query("B", `histogram_quantile(0.99, sum by (le) (rate(`+correlate.MetricAlertToIncident+`_bucket{`+jf+`}[$__rate_interval])))`, "p99")).
 		Unit("s").Min(0))
 
 	b.WithRow(dashboard.NewRowBuilder("Remediation"))

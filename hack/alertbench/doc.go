@@ -32,8 +32,11 @@
 // check becomes a warning with the counts.
 //
 // It owns only the load and the measurement: it builds nothing (--fleetwatch and --alertmanager
-// are paths; `make bench-alerts` builds and installs them first) and the command imports no
-// fleetwatch package, so it measures the binaries as released, through their HTTP APIs only.
+// are paths; `make bench-alerts` builds and installs them first) and of fleetwatch it imports
+// only the names of the metrics it reads (correlate's constants), so it measures the binaries
+// as released, through their HTTP APIs only. Per phase it also reports the evaluations
+// fleetwatch ran until it settled and their mean duration
+// (fleetwatch_correlate_evaluation_duration_seconds).
 //
 //	go run ./hack/alertbench --fleetwatch=bin/fleetwatch --alertmanager=$FLEETWATCH_PEERS_BIN/alertmanager \
 //	    --clusters=100 --alerts=100000 --rounds=3 --json=alerts.json --profile=prof/

@@ -174,8 +174,8 @@ type fwMetrics struct {
 }
 
 const (
-	metricLatency  = "fleetwatch_correlate_alert_to_incident_seconds"
-	metricReceived = "fleetwatch_correlate_alerts_received_total"
+	metricLatency  = correlate.MetricAlertToIncident
+	metricReceived = correlate.MetricAlertsReceived
 )
 
 func scrapeFleetwatch(ctx context.Context, client *http.Client, s *server) (fwMetrics, error) {
