@@ -62,6 +62,10 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (rate(`+correlate.MetricAlertToIncident+`_bucket{`+jf+`}[$__rate_interval])))`, "p50")).
 		WithTarget(query("B", `histogram_quantile(0.99, sum by (le) (rate(`+correlate.MetricAlertToIncident+`_bucket{`+jf+`}[$__rate_interval])))`, "p99")).
 		Unit("s").Min(0))
+	b.WithPanel(timeSeries("Evaluation duration", "How long the correlation's evaluations take: reading the topology, regrouping what changed, storing the incidents that changed. An alert waits for about two of them.", 12, 8).
+		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (rate(`+correlate.MetricEvaluationDuration+`_bucket{`+jf+`}[$__rate_interval])))`, "p50")).
+		WithTarget(query("B", `histogram_quantile(0.99, sum by (le) (rate(`+correlate.MetricEvaluationDuration+`_bucket{`+jf+`}[$__rate_interval])))`, "p99")).
+		Unit("s").Min(0))
 
 	b.WithRow(dashboard.NewRowBuilder("Remediation"))
 	b.WithPanel(statPanel("Waiting for approval", "Remediations waiting for an operator with the operate role (remediate/README.md).", 6, 5).
