@@ -405,8 +405,8 @@ func (e *Engine) Ingest(_ context.Context, alerts []Alert) error {
 // refreshes reports whether a is old sent again with nothing grouping reads changed: both
 // active, the same labels, annotations, start and source, and an end no earlier (a member
 // Prometheus resends every active alert every minute with a later end). Such an alert does not
-// make the next evaluation group again; the earlier end it replaces is when the last grouping
-// expires at the latest, so it is grouped again by then.
+// make the next evaluation regroup anything; the grouping keeps the earlier end, and when that
+// passes it looks for ended alerts and takes the later one then (correlation.ended).
 func refreshes(old, a Alert, now time.Time) bool {
 	return !old.Resolved(now) && !a.Resolved(now) && old.StartsAt.Equal(a.StartsAt) &&
 		old.EndsAt.IsZero() == a.EndsAt.IsZero() && !a.EndsAt.Before(old.EndsAt) &&
