@@ -25,23 +25,27 @@ func TestIDsIncreaseAtOneInstant(t *testing.T) {
 	require.Greater(t, g.New("inc", now.Add(-time.Hour)), prev)
 }
 
+// TestIDsConcurrent: identifiers made at one instant by concurrent callers differ in their time
+// part too, not only by chance in their random bytes.
 func TestIDsConcurrent(t *testing.T) {
 	var g IDs
 	now := time.Now()
 	var mtx sync.Mutex
-	seen := map[string]bool{}
+	seen, times := map[string]bool{}, map[string]bool{}
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			for range 1000 {
+			for range 20000 {
 				id := g.New("rem", now)
 				mtx.Lock()
 				assert.False(t, seen[id], "identifier %s made twice", id)
 				seen[id] = true
+				times[id[:len("rem-")+16]] = true
 				mtx.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	require.Len(t, seen, 4000)
+	require.Len(t, seen, 80000)
+	require.Len(t, times, 80000, "two concurrent callers were given one time")
 }
