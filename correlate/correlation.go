@@ -226,24 +226,21 @@ func (cp *clusterPart) apply() {
 	}
 	fps := slices.Sorted(maps.Keys(cp.pending))
 	out := make([]Alert, 0, len(cp.alerts)+len(fps))
+	names := make([]string, 0, cap(out))
 	i := 0
 	for _, fp := range fps {
 		for i < len(cp.alerts) && cp.alerts[i].fp < fp {
-			out = append(out, cp.alerts[i])
+			out, names = append(out, cp.alerts[i]), append(names, cp.names[i])
 			i++
 		}
 		if i < len(cp.alerts) && cp.alerts[i].fp == fp {
 			i++ // replaced or removed
 		}
 		if a := cp.pending[fp]; a != nil {
-			out = append(out, *a)
+			out, names = append(out, *a), append(names, a.Labels["alertname"])
 		}
 	}
-	cp.alerts, cp.pending = append(out, cp.alerts[i:]...), nil
-	cp.names = make([]string, len(cp.alerts))
-	for i := range cp.alerts {
-		cp.names[i] = cp.alerts[i].Labels["alertname"]
-	}
+	cp.alerts, cp.names, cp.pending = append(out, cp.alerts[i:]...), append(names, cp.names[i:]...), nil
 }
 
 // ended removes the alerts that ended at now, as current (the engine's alerts now) says:
