@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -329,11 +328,6 @@ func (l *alertLog) has(fp uint64) bool {
 	defer l.mtx.Unlock()
 	_, ok := l.alerts[fp]
 	return ok
-}
-
-// sameMap reports whether a and b are the same map (not only equal).
-func sameMap(a, b map[string]string) bool {
-	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // held returns a copy of the alerts held.

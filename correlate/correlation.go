@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -885,4 +886,9 @@ func sameFragment(a, b *fragment) bool {
 	}
 	return a.stage == b.stage && a.rootCause == b.rootCause && a.explanation == b.explanation && a.image == b.image &&
 		slices.Equal(a.caused, b.caused) && slices.Equal(a.clusters, b.clusters) && sameAlerts(a.alerts, b.alerts)
+}
+
+// sameMap reports whether a and b are the same map (not only equal).
+func sameMap(a, b map[string]string) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
