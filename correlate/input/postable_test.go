@@ -69,7 +69,7 @@ func BenchmarkDecodeAlertsV2(b *testing.B) {
 func TestGeneratorURLsShared(t *testing.T) {
 	h, err := New(Options{Sink: &recordingSink{}})
 	require.NoError(t, err)
-	// Longer than the decoder's own string cache holds (256 bytes), as a rule's expression makes it.
+	// Longer than the decoder shares (maxShared), as a rule's expression makes it.
 	long := "http://prometheus.eu-1.example.com/graph?g0.expr=" + strings.Repeat("sum%28rate%28x%5B5m%5D%29%29", 12)
 	body := strings.ReplaceAll(benchBody(2), "https://prometheus.example.com/graph?g0.expr=", long)
 	var urls []string

@@ -16,7 +16,7 @@ import (
 
 // decodeTokens decodes a JSON array of PostableAlert by reading its tokens, without reflection.
 // It handles what Prometheus's notifier sends, and gives up (ok false) on anything whose
-// decoding by encoding/json it does not copy exactly, for unmarshalPostable's other decoders
+// decoding by encoding/json it does not copy exactly, for encoding/json
 // to decode: a field named otherwise than the model does (encoding/json matches names without
 // regard to case) or given twice, a label or annotation value that is not a string, a value of
 // another type than the field's, a date-time strfmt does not parse, invalid UTF-8 or JSON.
