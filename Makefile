@@ -5,12 +5,31 @@ export FLEETWATCH_PEERS_DIR := $(PEERS_DIR)
 # Tests find the real peer binaries (prometheus, promtool, alertmanager, thanos) here.
 export FLEETWATCH_PEERS_BIN := $(PEERS_DIR)/bin
 
-.PHONY: all build test prebuild unit peers bench bench-1m bench-alerts bench-schedule lint fuzz demo clean
+.PHONY: all build test prebuild unit peers bench bench-1m bench-alerts bench-schedule lint fuzz demo clean image release
 
 all: build
 
 build:
 	$(GO) build -o bin/fleetwatch ./cmd/fleetwatch
+
+# The version a release or an image is built as; REVISION is the commit.
+VERSION  ?= $(shell cat VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGE    ?= fleetwatch/fleetwatch:$(VERSION)
+# docker, or podman where there is no docker; override with CONTAINER_TOOL=...
+CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+
+## image: the container image (Dockerfile: static binary on scratch, non-root) as $(IMAGE).
+## Needs a running container engine: the client alone is not enough.
+image:
+	@if [ -z "$(CONTAINER_TOOL)" ] || ! $(CONTAINER_TOOL) info >/dev/null 2>&1; then \
+		echo "make image: no running container engine (docker or podman; '$(CONTAINER_TOOL) info' failed). The release tarballs need none: make release" >&2; exit 1; fi
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
+
+## release: tarballs for linux and darwin on amd64 and arm64 with sha256sums, in dist/
+## (hack/release.sh; PLATFORMS='linux/amd64' for fewer).
+release:
+	bash hack/release.sh $(VERSION) $(PLATFORMS)
 
 ## peers: install the real Prometheus, Alertmanager and Thanos binaries into $(PEERS_DIR) (cached),
 ## and the lab's etcd, Kubernetes control plane and kube-state-metrics. The module downloads of

@@ -23,6 +23,13 @@ import (
 // comparison with time() that never resolves for lack of data.
 const LastIngestMetric = "fleetwatch_cluster_last_ingest_timestamp_seconds"
 
+// MetricRemoteWriteRejected counts remote-write requests rejected as a whole, by cluster and
+// reason; MetricRemoteWriteOverloaded those answered 429 at the in-flight byte limit.
+const (
+	MetricRemoteWriteRejected   = "fleetwatch_remote_write_rejected_requests_total"
+	MetricRemoteWriteOverloaded = "fleetwatch_remote_write_overloaded_total"
+)
+
 // IngestRecorder writes LastIngestMetric into the view at a fixed interval, from the
 // fleetwatch_cluster_last_ingest_timestamp_seconds gauge the receiver and the federator keep.
 // A cluster that has sent nothing since fleetwatch started is recorded as of the start (or of

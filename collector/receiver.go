@@ -240,11 +240,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Samples, histograms and exemplars stored from remote-write, by cluster and type.",
 		}, []string{"cluster", "type"}),
 		rejected: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "fleetwatch_remote_write_rejected_requests_total",
+			Name: MetricRemoteWriteRejected,
 			Help: "Remote-write requests rejected as a whole after decoding, by cluster and reason.",
 		}, []string{"cluster", "reason"}),
 		overloaded: f.NewCounter(prometheus.CounterOpts{
-			Name: "fleetwatch_remote_write_overloaded_total",
+			Name: MetricRemoteWriteOverloaded,
 			Help: "Remote-write requests answered 429 because the in-flight byte limit was reached.",
 		}),
 		lastIngest: lastIngestGauge(reg),

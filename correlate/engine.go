@@ -29,6 +29,13 @@ import (
 // MetricGroupings counts the evaluations that grouped the alerts again.
 const MetricGroupings = "fleetwatch_correlate_groupings_total"
 
+// MetricNotifications counts incident states posted to Alertmanager, by alertmanager and
+// result (success, error); MetricOutbox is how many wait to be delivered.
+const (
+	MetricNotifications = "fleetwatch_correlate_notifications_total"
+	MetricOutbox        = "fleetwatch_correlate_outbox"
+)
+
 // MetricAlertToIncident is the time from an alert being taken in to the evaluation that put it
 // in an incident; MetricAlertsReceived counts the alerts taken in, by source.
 const (
@@ -205,7 +212,7 @@ func New(o Options) (*Engine, error) {
 	f := promauto.With(o.Registerer)
 	e.received = f.NewCounterVec(prometheus.CounterOpts{Name: MetricAlertsReceived, Help: "Alerts taken in by the correlation engine, by source."}, []string{"source"})
 	e.incidents = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_incidents", Help: "Active incidents, by severity and scope."}, []string{"severity", "scope"})
-	e.sent = f.NewCounterVec(prometheus.CounterOpts{Name: "fleetwatch_correlate_notifications_total", Help: "Incident states posted to Alertmanager, by Alertmanager and result."}, []string{"alertmanager", "result"})
+	e.sent = f.NewCounterVec(prometheus.CounterOpts{Name: MetricNotifications, Help: "Incident states posted to Alertmanager, by Alertmanager and result."}, []string{"alertmanager", "result"})
 	e.latency = f.NewHistogram(prometheus.HistogramOpts{
 		Name: MetricAlertToIncident,
 		Help: "Time from an alert being taken in to the evaluation that put it in an incident.",
@@ -234,7 +241,7 @@ func New(o Options) (*Engine, error) {
 		}
 	}
 	e.byCluster = f.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetwatch_correlate_cluster_incidents", Help: "Active incidents that involve each cluster (a fleet incident counts for each of its clusters)."}, []string{"cluster"})
-	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: "fleetwatch_correlate_outbox", Help: "Incident states waiting to be delivered to Alertmanager."})
+	e.queued = f.NewGauge(prometheus.GaugeOpts{Name: MetricOutbox, Help: "Incident states waiting to be delivered to Alertmanager."})
 	e.groupings = f.NewCounter(prometheus.CounterOpts{Name: MetricGroupings, Help: "Evaluations that grouped the alerts again; the others found nothing the grouping reads changed."})
 	e.pruned = f.NewCounter(prometheus.CounterOpts{Name: "fleetwatch_correlate_incidents_pruned_total", Help: "Resolved incidents deleted from the store after the resolved retention."})
 	for _, inc := range e.tracker.active {

@@ -207,7 +207,7 @@ func clusterVar(src Source) *dashboard.QueryVariableBuilder {
 
 // jobVar is the scrape job of fleetwatch on the Prometheus that scrapes it.
 func jobVar() *dashboard.QueryVariableBuilder {
-	return queryVar(varJob, "Job", "label_values(fleetwatch_config_last_reload_successful, job)").
+	return queryVar(varJob, "Job", "label_values("+config.MetricLastReloadSuccessful+", job)").
 		Description("The job under which the Prometheus scrapes fleetwatch's /metrics.").
 		Current(dashboard.VariableOption{Selected: ptr(true), Text: str(DefaultJob), Value: str(DefaultJob)})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/fleetwatch/fleetwatch/correlate"
 	"github.com/fleetwatch/fleetwatch/hooks"
 	"github.com/fleetwatch/fleetwatch/internal/access"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 	"github.com/fleetwatch/fleetwatch/internal/promqlengine"
 	fwquery "github.com/fleetwatch/fleetwatch/query"
 	"github.com/fleetwatch/fleetwatch/remediate"
@@ -19,7 +20,7 @@ import (
 // while there is something to count (fleetwatch resets its incident gauge) shows 0 rather than
 // no data, but only while fleetwatch is being scraped, so a fleetwatch that is down does not
 // look like a quiet one.
-const reporting = ` or 0 * max(fleetwatch_config_last_reload_successful{` + jf + `})`
+const reporting = ` or 0 * max(` + config.MetricLastReloadSuccessful + `{` + jf + `})`
 
 // incidents: what the correlation engine does, from fleetwatch's own metrics.
 func incidents(e *env) *dashboard.DashboardBuilder {
@@ -36,7 +37,7 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 		WithTarget(instant("A", `sum by (severity) (fleetwatch_correlate_incidents{`+jf+`})`, "{{severity}}")).
 		TextMode(common.BigValueTextModeValueAndName).Thresholds(thresholds(text)))
 	b.WithPanel(statPanel("Undelivered incident states", "Incident states in the outbox, not yet accepted by every Alertmanager; they survive a restart and are retried with backoff.", 8, 5).
-		WithTarget(instant("A", `sum(fleetwatch_correlate_outbox{`+jf+`})`, "")).
+		WithTarget(instant("A", `sum(`+correlate.MetricOutbox+`{`+jf+`})`, "")).
 		Thresholds(thresholds(green, step{1, orange})))
 	b.WithPanel(timeSeries("Open incidents by severity and scope", "Open incidents over time; scope fleet is a problem shared by several clusters (a bad rollout), scope cluster one cluster's.", 12, 8).
 		WithTarget(query("A", `sum by (severity, scope) (fleetwatch_correlate_incidents{`+jf+`})`, "{{severity}} {{scope}}")).
@@ -56,7 +57,7 @@ func incidents(e *env) *dashboard.DashboardBuilder {
 
 	b.WithRow(dashboard.NewRowBuilder("Delivery"))
 	b.WithPanel(timeSeries("Incident notifications to Alertmanager", "Incident states posted to each Alertmanager a second, by result.", 12, 8).
-		WithTarget(query("A", `sum by (alertmanager, result) (rate(fleetwatch_correlate_notifications_total{`+jf+`}[$__rate_interval]))`, "{{alertmanager}} {{result}}")).
+		WithTarget(query("A", `sum by (alertmanager, result) (rate(`+correlate.MetricNotifications+`{`+jf+`}[$__rate_interval]))`, "{{alertmanager}} {{result}}")).
 		Unit("short").AxisLabel("states / s").Min(0))
 	b.WithPanel(timeSeries("Alert to incident", "Time from an alert being taken in to the evaluation that put it in an incident.", 12, 8).
 		WithTarget(query("A", `histogram_quantile(0.5, sum by (le) (rate(`+correlate.MetricAlertToIncident+`_bucket{`+jf+`}[$__rate_interval])))`, "p50")).
@@ -113,7 +114,7 @@ func self(e *env) *dashboard.DashboardBuilder {
 		WithTarget(instant("A", `sum(up{`+jf+`})`, "")).
 		Thresholds(thresholds(red, step{1, green})))
 	b.WithPanel(statPanel("Configuration", "Whether the last configuration reload (SIGHUP, POST /-/reload) succeeded; a failed one keeps the previous configuration running.", 4, 4).
-		WithTarget(instant("A", `min(fleetwatch_config_last_reload_successful{`+jf+`})`, "")).
+		WithTarget(instant("A", `min(`+config.MetricLastReloadSuccessful+`{`+jf+`})`, "")).
 		Mappings([]dashboard.ValueMapping{textMapping(map[string][2]string{"0": {"reload failed", red}, "1": {"loaded", green}})}).
 		Thresholds(thresholds(red, step{1, green})))
 	b.WithPanel(statPanel("Silent clusters", "Clusters fleetwatch stored nothing from for longer than rules.pack.silent_after ("+e.t.SilentAfter.String()+").", 4, 4).
@@ -190,7 +191,7 @@ func self(e *env) *dashboard.DashboardBuilder {
 		Unit("short").Min(0))
 	b.WithPanel(timeSeries("Queue depth", "Alerts of the rules waiting to be sent to Alertmanager, and incident states waiting in the correlation engine's outbox.", 12, 8).
 		WithTarget(query("A", `sum(prometheus_notifications_queue_length{`+jf+`})`, "rule alerts to Alertmanager")).
-		WithTarget(query("B", `sum(fleetwatch_correlate_outbox{`+jf+`})`, "incident states to Alertmanager")).
+		WithTarget(query("B", `sum(`+correlate.MetricOutbox+`{`+jf+`})`, "incident states to Alertmanager")).
 		Min(0).Decimals(0))
 	b.WithPanel(timeSeries("Dropped alert notifications", "Alerts of the rules dropped a second: the queue to Alertmanager was full or every Alertmanager failed.", 12, 8).
 		WithTarget(query("A", `sum(rate(prometheus_notifications_dropped_total{`+jf+`}[$__rate_interval]))`, "dropped")).

@@ -60,6 +60,7 @@ func main() {
 	dashboardsCmd := newDashboardsCmd(app)
 	scheduleCmd := newScheduleCmd(app)
 	remediateCmd := newRemediateCmd(app)
+	joinCmd := newJoinCmd(app)
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
@@ -81,6 +82,8 @@ func main() {
 		err = dashboardsCmd.run()
 	case scheduleCmd.place.FullCommand(), scheduleCmd.whatif.FullCommand():
 		err = scheduleCmd.run(cmd)
+	case joinCmd.cmd.FullCommand():
+		err = joinCmd.run()
 	default:
 		if slices.Contains(remediateCmd.commands(), cmd) {
 			err = remediateCmd.run(cmd)

@@ -187,7 +187,7 @@ func newServer(o serverOptions) (*server, error) {
 	s := &server{
 		opts: o, logger: o.Logger, reg: reg, reloadCh: make(chan chan error), quit: make(chan struct{}),
 		reloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "fleetwatch_config_last_reload_successful", Help: "Whether the last configuration reload attempt was successful.",
+			Name: config.MetricLastReloadSuccessful, Help: "Whether the last configuration reload attempt was successful.",
 		}),
 		reloadLastTime: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fleetwatch_config_last_reload_success_timestamp_seconds", Help: "Timestamp of the last successful configuration reload.",
@@ -370,7 +370,13 @@ func newServer(o serverOptions) (*server, error) {
 		return nil, err
 	}
 	if le := cfg.Remediation.LeaderElection; le != nil {
-		s.election, s.hub = le, cfg.Cluster(le.Cluster).KubeConfig
+		s.election = le
+		if le.Cluster != "" {
+			s.hub = cfg.Cluster(le.Cluster).KubeConfig
+		} else if s.hub, err = rest.InClusterConfig(); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("remediation.leader_election: no cluster is named, so the Lease is in the cluster fleetwatch runs in, but it does not run in a pod: %w", err)
+		}
 		if s.identity = le.Identity; s.identity == "" {
 			host, _ := os.Hostname()
 			var b [4]byte

@@ -92,6 +92,20 @@ var DefaultSchedule = ScheduleConfig{
 	Weights:         DefaultWeights,
 }
 
+// ValidateClusterName says what is wrong with a cluster's name, if anything.
+func ValidateClusterName(name string) error {
+	if name == "" {
+		return errors.New("cluster: name: must not be empty")
+	}
+	if !clusterNameRE.MatchString(name) {
+		return fmt.Errorf("cluster %q: name: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// MetricLastReloadSuccessful is 1 when fleetwatch's last configuration (re)load succeeded.
+const MetricLastReloadSuccessful = "fleetwatch_config_last_reload_successful"
+
 // Weights weigh the scores of a placement; each is >= 0 and at least one is > 0. They are
 // schedule.weights in fleetwatch.yml and "weights" in a placement or what-if request, where
 // each may be overridden; omitted ones keep the configured value.
@@ -567,11 +581,8 @@ func (c *ClusterConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		}
 		return err
 	}
-	if c.Name == "" {
-		return errors.New("cluster: name: must not be empty")
-	}
-	if !clusterNameRE.MatchString(c.Name) {
-		return fmt.Errorf("cluster %q: name: must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", c.Name)
+	if err := ValidateClusterName(c.Name); err != nil {
+		return err
 	}
 	for name := range c.Labels {
 		if !model.LabelName(name).IsValidLegacy() {

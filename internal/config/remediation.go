@@ -108,10 +108,13 @@ type RemediationConfig struct {
 }
 
 // LeaderElectionConfig is remediation.leader_election: a Lease in one of the configured
-// clusters (the hub), through that cluster's kubeconfig_file.
+// clusters (the hub), through that cluster's kubeconfig_file, or in the cluster fleetwatch runs
+// in, through its pod's ServiceAccount.
 type LeaderElectionConfig struct {
-	// Cluster is the hub: a configured cluster with a kubeconfig_file.
-	Cluster   string `yaml:"cluster"`
+	// Cluster is the hub: a configured cluster with a kubeconfig_file. Empty: the cluster
+	// fleetwatch runs in (the ha install, deploy/kubernetes/overlays/ha), whose ServiceAccount
+	// needs a Role for Leases in Namespace.
+	Cluster   string `yaml:"cluster,omitempty"`
 	Namespace string `yaml:"namespace,omitempty"`
 	LeaseName string `yaml:"lease_name,omitempty"`
 	// Identity names this process in the Lease and in remediation's user agent (default:
@@ -140,12 +143,12 @@ func (l *LeaderElectionConfig) UnmarshalYAML(unmarshal func(any) error) error {
 func (l *LeaderElectionConfig) Validate(clusters []*ClusterConfig) error {
 	const where = "remediation.leader_election"
 	i := slices.IndexFunc(clusters, func(c *ClusterConfig) bool { return c != nil && c.Name == l.Cluster })
+	// An empty cluster is the one fleetwatch runs in: whether it runs in one is known only
+	// when serving.
 	switch {
-	case l.Cluster == "":
-		return fmt.Errorf("%s.cluster: name the hub cluster that holds the Lease", where)
-	case i < 0:
+	case l.Cluster != "" && i < 0:
 		return fmt.Errorf("%s.cluster: %q is not a configured cluster", where, l.Cluster)
-	case clusters[i].KubeconfigFile == "":
+	case l.Cluster != "" && clusters[i].KubeconfigFile == "":
 		return fmt.Errorf("%s.cluster: cluster %q has no kubeconfig_file to reach its API server", where, l.Cluster)
 	case l.Namespace == "" || l.LeaseName == "":
 		return fmt.Errorf("%s: namespace and lease_name must not be empty", where)

@@ -33,6 +33,13 @@ func TestRemediationConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, DefaultRemediation.Specs.ExcludeNamespaces, cfg.Remediation.Specs.ExcludeNamespaces, "the defaults a block leaves out stay")
 
+	// No cluster named: the Lease is in the cluster fleetwatch runs in (the ha install).
+	cfg, err = load("  enabled: true\n  leader_election: {namespace: fleetwatch}\n")
+	require.NoError(t, err)
+	require.Empty(t, cfg.Remediation.LeaderElection.Cluster)
+	require.Equal(t, "fleetwatch", cfg.Remediation.LeaderElection.Namespace)
+	require.Equal(t, DefaultLeaderElection.LeaseName, cfg.Remediation.LeaderElection.LeaseName)
+
 	for _, tc := range []struct{ yaml, err string }{
 		{"  evaluation_interval: 0s\n", "remediation.evaluation_interval: must be positive"},
 		{"  rate_limits: {node: {per_second: 0, burst: 1}}\n", "remediation.rate_limits.node: per_second must be positive"},
@@ -52,7 +59,7 @@ func TestRemediationConfig(t *testing.T) {
 		{"  playbooks: [{name: x, steps: [{action: notify, retries: -1}]}]\n", "steps[0].retries: must be >= 0"},
 		{"  playbooks: [{name: x, steps: [{action: notify, nope: 1}]}]\n", "field nope not found"},
 		{"  specs: {interval: 0s}\n", "remediation.specs.interval: must be positive"},
-		{"  leader_election: {namespace: x}\n", "remediation.leader_election.cluster: name the hub cluster"},
+		{"  leader_election: {namespace: ''}\n", "remediation.leader_election: namespace and lease_name must not be empty"},
 		{"  leader_election: {cluster: us-9}\n", `remediation.leader_election.cluster: "us-9" is not a configured cluster`},
 		{"  leader_election: {cluster: eu-1}\n", `remediation.leader_election.cluster: cluster "eu-1" has no kubeconfig_file`},
 		{"  playbooks: [{name: x, steps: [{action: cordon, verify: up, rpo_query: lag}]}]\n", "steps[0].rpo_query: only a failover step has a recovery point"},

@@ -57,6 +57,9 @@ var controllers = []string{
 	"deployment-controller", "replicaset-controller", "disruption-controller",
 	"garbage-collector-controller", "namespace-controller", "node-lifecycle-controller",
 	"taint-eviction-controller", "pod-garbage-collector-controller",
+	// fill in the ServiceAccount token Secret and the aggregated ClusterRole that `fleetwatch
+	// join` (deploy.Join) creates
+	"serviceaccount-token-controller", "clusterrole-aggregation-controller",
 }
 
 // ControlPlaneOptions configure one control plane.
@@ -185,6 +188,7 @@ func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (cp *ControlP
 		"--leader-elect=false", "--use-service-account-credentials=false",
 		"--secure-port="+kcmPort, "--bind-address=127.0.0.1", "--cert-dir="+filepath.Join(o.Dir, "kube-controller-manager"),
 		"--controllers="+strings.Join(controllers, ","),
+		"--service-account-private-key-file="+cp.pki.path(saPrivateKeyFile), "--root-ca-file="+cp.pki.path(caFile),
 		"--kube-api-qps=200", "--kube-api-burst=400",
 		"--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10")
 	schedCfg := filepath.Join(o.Dir, "kube-scheduler.yaml")

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/fleetwatch/fleetwatch/deploy"
 	"github.com/fleetwatch/fleetwatch/internal/sim"
 )
 
@@ -151,8 +152,15 @@ func (f *Fleet) startCluster(ctx, runCtx context.Context, c *Cluster, dir, binDi
 	if c.Proxy, err = NewProxy(strings.TrimPrefix(cp.URL, "https://")); err != nil {
 		return err
 	}
+	// fleetwatch acts as a member cluster's ServiceAccount, given the least RBAC its playbooks
+	// need, the way an installation joins a cluster (`fleetwatch join`): a call the
+	// member ClusterRole does not allow fails the remediation tests.
+	creds, err := deploy.Join(ctx, cp.RESTConfig(cp.URL), deploy.JoinOptions{Cluster: c.Name, Server: "https://" + c.Proxy.Addr()})
+	if err != nil {
+		return err
+	}
 	c.FleetwatchKubeconfig = filepath.Join(dir, "kubeconfig-fleetwatch")
-	if err := os.WriteFile(c.FleetwatchKubeconfig, cp.KubeconfigFor("https://"+c.Proxy.Addr()), 0o600); err != nil {
+	if err := os.WriteFile(c.FleetwatchKubeconfig, creds.Kubeconfig, 0o600); err != nil {
 		return err
 	}
 

@@ -274,7 +274,7 @@ func tail(s string) string {
 // VerifyNoLeaks runs the package's tests and fails them when one leaves a goroutine behind
 // (goleak), past the goroutines that libraries Prometheus and Thanos pull in start once per
 // process and never stop. extra adds what a package knowingly leaves.
-func VerifyNoLeaks(m *testing.M, extra ...goleak.Option) {
+func VerifyNoLeaks(m goleak.TestingM, extra ...goleak.Option) {
 	goleak.VerifyTestMain(m, append([]goleak.Option{
 		RemoveBuild,
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),

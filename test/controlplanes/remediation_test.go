@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -704,6 +705,9 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 			"access:\n  anonymous_roles: [read]\n  identities:\n" +
 			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall),
 	})
+	// eu-1 is the hub: fleetwatch's ServiceAccount there may use the Lease, as the member
+	// manifests' hub-lease.yaml grants it (the member ClusterRole alone does not).
+	l.Kubectl("eu-1", "apply", "--server-side", "-f", filepath.Join("..", "..", "deploy", "kubernetes", "member", "hub-lease.yaml"))
 	leaderRe := regexp.MustCompile(`(?m)^` + remediate.MetricLeader + ` 1$`)
 	procs := map[string]*testenv.Process{l.FleetwatchURL: l.Fleetwatch, l.StandbyURL: l.Standby}
 	var leader, follower string
