@@ -83,7 +83,7 @@ func FuzzIncidentHeadJSON(f *testing.F) {
 			inc.ClearSince, inc.AckedAt = inc.UpdatedAt, inc.OpenedAt
 		}
 		if shape&16 != 0 {
-			inc.Labels = map[string]string{"alertname": IncidentAlertName, "incident_id": id, "severity": sev}
+			inc.Labels = map[string]string{"alertname": IncidentAlertName, "incident_key": id, "severity": sev}
 		}
 		if shape&32 != 0 {
 			inc.FormerLabels = []map[string]string{{"severity": sev, cluster: root}, nil}

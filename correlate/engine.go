@@ -1018,6 +1018,7 @@ func (e *Engine) postable(inc *Incident, count map[string]int, now time.Time, va
 		"explanation": inc.Explanation,
 		"clusters":    strings.Join(inc.Clusters, ","),
 		"alerts":      fmt.Sprintf("%d: %s", total, strings.Join(names, ", ")),
+		"incident_id": inc.ID,
 	}
 	if inc.Image != "" {
 		ann["image"] = inc.Image

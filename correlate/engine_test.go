@@ -155,7 +155,8 @@ func TestEngineDeliversDurably(t *testing.T) {
 			require.Equal(t, IncidentAlertName, ls["alertname"])
 			require.Equal(t, "cluster", ls["scope"])
 			require.Equal(t, "eu-2", ls["cluster"])
-			ids = append(ids, ls["incident_id"].(string))
+			ids = append(ids, a["annotations"].(map[string]any)["incident_id"].(string))
+			require.NotEmpty(t, ls["incident_key"])
 			require.NotEmpty(t, a["annotations"].(map[string]any)["explanation"])
 		}
 		stop()
@@ -254,7 +255,7 @@ func TestEngineLastStateWins(t *testing.T) {
 		require.Empty(t, incs)
 		last := map[string]map[string]any{}
 		for _, p := range am.received() {
-			last[p["labels"].(map[string]any)["incident_id"].(string)] = p
+			last[p["annotations"].(map[string]any)["incident_id"].(string)] = p
 		}
 		require.NotEmpty(t, last)
 		for id, p := range last {

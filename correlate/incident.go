@@ -48,10 +48,10 @@ type Incident struct {
 // routingLabels are the labels of the incident's Alertmanager alert.
 func (i *Incident) routingLabels() map[string]string {
 	ls := map[string]string{
-		"alertname":   IncidentAlertName,
-		"incident_id": i.ID,
-		"severity":    i.Severity,
-		"scope":       i.Scope,
+		"alertname":    IncidentAlertName,
+		"incident_key": i.Key, // what the problem is: the same on every replica (amconfig)
+		"severity":     i.Severity,
+		"scope":        i.Scope,
 	}
 	if i.Scope == "cluster" && len(i.Clusters) == 1 {
 		ls["cluster"] = i.Clusters[0]

@@ -139,7 +139,7 @@ func TestAlertmanagerConfigBinary(t *testing.T) {
 	require.Contains(t, string(out), "SUCCESS")
 	out, err = exec.Command(amtool, "config", "routes", "test", "--config.file="+path,
 		"--verify.receivers=fleetwatch-automation,team-payments",
-		"alertname=FleetwatchIncident", "incident_id=i-1", "severity=critical", "scope=cluster", "cluster=eu-1", "team=payments").CombinedOutput()
+		"alertname=FleetwatchIncident", "incident_key=cluster/eu-1", "severity=critical", "scope=cluster", "cluster=eu-1", "team=payments").CombinedOutput()
 	require.NoError(t, err, string(out))
 
 	// A bad flag fails with status 1 and names the flag.

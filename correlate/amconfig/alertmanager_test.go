@@ -39,7 +39,7 @@ func (n *notifications) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, a := range msg.Alerts {
-		n.got[r.URL.Path] = append(n.got[r.URL.Path], a.Labels[LabelIncidentID]+" "+a.Status)
+		n.got[r.URL.Path] = append(n.got[r.URL.Path], a.Labels[LabelIncidentKey]+" "+a.Status)
 	}
 }
 
@@ -180,7 +180,7 @@ func post(t *testing.T, base string, endsAt time.Time, incidents ...model.LabelS
 	var alerts []alert
 	for _, ls := range incidents {
 		alerts = append(alerts, alert{Labels: ls, StartsAt: time.Now().Add(-time.Minute), EndsAt: endsAt,
-			Annotations: map[string]string{"summary": "test incident " + string(ls[LabelIncidentID]), "clusters": string(ls[LabelCluster])}})
+			Annotations: map[string]string{"summary": "test incident " + string(ls[LabelIncidentKey]), "clusters": string(ls[LabelCluster])}})
 	}
 	body, err := json.Marshal(alerts)
 	require.NoError(t, err)
@@ -211,10 +211,10 @@ func inhibitedBy(base, id, by string) error {
 	}
 	fps := map[string]string{}
 	for _, a := range alerts {
-		fps[a.Labels[LabelIncidentID]] = a.Fingerprint
+		fps[a.Labels[LabelIncidentKey]] = a.Fingerprint
 	}
 	for _, a := range alerts {
-		if a.Labels[LabelIncidentID] != id {
+		if a.Labels[LabelIncidentKey] != id {
 			continue
 		}
 		if a.Status.State != "suppressed" || !slices.Contains(a.Status.InhibitedBy, fps[by]) {

@@ -136,7 +136,7 @@ func (s *Spec) route(def string) *config.Route {
 		root.Routes = append(root.Routes, withTiming(&config.Route{
 			Receiver:   ReceiverAutomation,
 			Matchers:   config.Matchers{isIncident()},
-			GroupByStr: []string{LabelIncidentID},
+			GroupByStr: []string{LabelIncidentKey},
 			Continue:   true,
 		}, s.Timing.Automation))
 	}
@@ -145,7 +145,7 @@ func (s *Spec) route(def string) *config.Route {
 	incidents := withTiming(&config.Route{
 		Receiver:   def, // a severity fleetwatch does not send
 		Matchers:   config.Matchers{isIncident()},
-		GroupByStr: []string{LabelIncidentID},
+		GroupByStr: []string{LabelIncidentKey},
 		Routes: []*config.Route{
 			withTiming(&config.Route{Matchers: config.Matchers{eq(LabelSeverity, SeverityCritical)}, Routes: s.ownerRoutes()}, s.Timing.Critical),
 			withTiming(&config.Route{Matchers: config.Matchers{eq(LabelSeverity, SeverityWarning)}, Routes: s.ownerRoutes()}, s.Timing.Warning),

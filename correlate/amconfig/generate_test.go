@@ -24,12 +24,12 @@ import (
 )
 
 // incident is the label set of one incident as fleetwatch sends it.
-func incident(id, severity, scope, cluster, team string) model.LabelSet {
+func incident(key, severity, scope, cluster, team string) model.LabelSet {
 	ls := model.LabelSet{
-		LabelAlertName:  AlertName,
-		LabelIncidentID: model.LabelValue(id),
-		LabelSeverity:   model.LabelValue(severity),
-		LabelScope:      model.LabelValue(scope),
+		LabelAlertName:   AlertName,
+		LabelIncidentKey: model.LabelValue(key),
+		LabelSeverity:    model.LabelValue(severity),
+		LabelScope:       model.LabelValue(scope),
 	}
 	if cluster != "" {
 		ls[LabelCluster] = model.LabelValue(cluster)
@@ -63,13 +63,13 @@ type routeCase struct {
 
 func routeCases(def string) []routeCase {
 	return []routeCase{
-		{"fleet critical, team payments", fleetCriticalPayments, []string{ReceiverAutomation, ReceiverFleetOncall, "team-payments"}, time.Hour, []string{LabelIncidentID}},
-		{"fleet critical, no team", fleetCriticalNoTeam, []string{ReceiverAutomation, ReceiverFleetOncall}, time.Hour, []string{LabelIncidentID}},
-		{"fleet warning, team search", fleetWarningSearch, []string{ReceiverAutomation, ReceiverFleetOncall, "team-search"}, 8 * time.Hour, []string{LabelIncidentID}},
-		{"cluster warning, team payments", clusterWarningPayments, []string{ReceiverAutomation, "team-payments"}, 8 * time.Hour, []string{LabelIncidentID}},
-		{"cluster critical, unknown team", clusterCriticalUnknown, []string{ReceiverAutomation, def}, time.Hour, []string{LabelIncidentID}},
-		{"cluster critical, no team", clusterCriticalNoTeam, []string{ReceiverAutomation, def}, time.Hour, []string{LabelIncidentID}},
-		{"info drift", infoDrift, []string{ReceiverAutomation, ReceiverInfo}, 24 * time.Hour, []string{LabelIncidentID}},
+		{"fleet critical, team payments", fleetCriticalPayments, []string{ReceiverAutomation, ReceiverFleetOncall, "team-payments"}, time.Hour, []string{LabelIncidentKey}},
+		{"fleet critical, no team", fleetCriticalNoTeam, []string{ReceiverAutomation, ReceiverFleetOncall}, time.Hour, []string{LabelIncidentKey}},
+		{"fleet warning, team search", fleetWarningSearch, []string{ReceiverAutomation, ReceiverFleetOncall, "team-search"}, 8 * time.Hour, []string{LabelIncidentKey}},
+		{"cluster warning, team payments", clusterWarningPayments, []string{ReceiverAutomation, "team-payments"}, 8 * time.Hour, []string{LabelIncidentKey}},
+		{"cluster critical, unknown team", clusterCriticalUnknown, []string{ReceiverAutomation, def}, time.Hour, []string{LabelIncidentKey}},
+		{"cluster critical, no team", clusterCriticalNoTeam, []string{ReceiverAutomation, def}, time.Hour, []string{LabelIncidentKey}},
+		{"info drift", infoDrift, []string{ReceiverAutomation, ReceiverInfo}, 24 * time.Hour, []string{LabelIncidentKey}},
 		{"not an incident", notAnIncident, []string{def}, 4 * time.Hour, []string{LabelAlertName, LabelCluster}},
 	}
 }
@@ -153,7 +153,7 @@ func TestRouting(t *testing.T) {
 					require.Equal(t, c.groupBy, last.groupBy)
 					if got[0].receiver == ReceiverAutomation {
 						require.Equal(t, time.Duration(s.Timing.Automation.RepeatInterval), got[0].repeat)
-						require.Equal(t, []string{LabelIncidentID}, got[0].groupBy)
+						require.Equal(t, []string{LabelIncidentKey}, got[0].groupBy)
 					}
 				})
 			}

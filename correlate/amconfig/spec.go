@@ -18,17 +18,25 @@ import (
 )
 
 // The labels fleetwatch puts on the one alert it sends to Alertmanager per incident. Its
-// annotations are summary, explanation, root_cause and clusters (the affected clusters, comma
-// separated); Alertmanager cannot route or inhibit on annotations.
+// annotations are summary, explanation, root_cause, clusters (the affected clusters, comma
+// separated) and incident_id; Alertmanager cannot route or inhibit on annotations.
+//
+// The incident's key, not its ID, is the label: the key says what the problem is (the same
+// alerts give the same key on every replica), while an ID is one process's name for it. Two
+// fleetwatch replicas fed alike send Alertmanager the same alert for one problem, and it pages
+// once.
 const (
 	AlertName = "FleetwatchIncident"
 
-	LabelAlertName  = "alertname"
-	LabelIncidentID = "incident_id"
-	LabelSeverity   = "severity" // SeverityCritical, SeverityWarning or SeverityInfo
-	LabelScope      = "scope"    // ScopeCluster or ScopeFleet
-	LabelCluster    = "cluster"  // only on cluster-scoped incidents
-	LabelTeam       = "team"     // from the workload's namespace; may be absent
+	LabelAlertName   = "alertname"
+	LabelIncidentKey = "incident_key"
+	// AnnotationIncidentID is the ID of the incident in the fleetwatch that sent it last
+	// (GET /api/v1/incidents/{id} there).
+	AnnotationIncidentID = "incident_id"
+	LabelSeverity        = "severity" // SeverityCritical, SeverityWarning or SeverityInfo
+	LabelScope           = "scope"    // ScopeCluster or ScopeFleet
+	LabelCluster         = "cluster"  // only on cluster-scoped incidents
+	LabelTeam            = "team"     // from the workload's namespace; may be absent
 
 	SeverityCritical = "critical"
 	SeverityWarning  = "warning"

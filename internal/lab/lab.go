@@ -55,9 +55,12 @@ type Options struct {
 	// kubeconfig_file), and each Prometheus remote-writes through a proxy of its own.
 	ControlPlanes bool
 	// Standby starts a second fleetwatch with the same configuration and a data directory of
-	// its own, which every Prometheus remote-writes to as well (two replicas of one view, as
-	// Prometheus HA pairs are run): for leader election.
+	// its own, which every Prometheus remote-writes to and sends its alerts to as well (two
+	// replicas of one view, as Prometheus HA pairs are run, and as the ha install is fed).
 	Standby bool
+	// AlertmanagerConfig is the lab Alertmanager's alertmanager.yml (default: one receiver
+	// without notifiers).
+	AlertmanagerConfig string
 }
 
 // Lab is a running fleet lab.
@@ -138,7 +141,11 @@ func Start(t testing.TB, o Options) *Lab {
 
 	// A real Alertmanager, for what comes after the view.
 	amAddr := testenv.FreePort(t)
-	amCfg := testenv.WriteFile(t, l.dir, "alertmanager.yml", "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n")
+	amYAML := o.AlertmanagerConfig
+	if amYAML == "" {
+		amYAML = "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n"
+	}
+	amCfg := testenv.WriteFile(t, l.dir, "alertmanager.yml", amYAML)
 	l.Alertmanager = testenv.Start(t, "alertmanager", am, "--config.file="+amCfg,
 		"--storage.path="+filepath.Join(l.dir, "alertmanager-data"), "--web.listen-address="+amAddr,
 		"--cluster.listen-address=")
@@ -290,7 +297,13 @@ type Incident struct {
 // Incidents lists fleetwatch's incidents (query e.g. "state=active").
 func (l *Lab) Incidents(query string) []Incident {
 	l.t.Helper()
-	resp, err := http.Get(l.FleetwatchURL + "/api/v1/incidents?" + query)
+	return l.IncidentsAt(l.FleetwatchURL, query)
+}
+
+// IncidentsAt is Incidents of the fleetwatch at base (FleetwatchURL or StandbyURL).
+func (l *Lab) IncidentsAt(base, query string) []Incident {
+	l.t.Helper()
+	resp, err := http.Get(base + "/api/v1/incidents?" + query)
 	if err != nil {
 		l.t.Fatalf("incidents: %v", err)
 	}
@@ -350,7 +363,9 @@ func (l *Lab) startMember(prom, cluster string) *Member {
 		fwURL = "http://" + metricsPath.Addr()
 	}
 	standby := ""
+	alertTargets := "'" + strings.TrimPrefix(fwURL, "http://") + "'"
 	if l.StandbyURL != "" {
+		alertTargets += ", '" + strings.TrimPrefix(l.StandbyURL, "http://") + "'"
 		standby = fmt.Sprintf(`  - url: %s/api/v1/write
     authorization: {credentials_file: %s}
     queue_config: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}
@@ -369,10 +384,10 @@ scrape_configs:
     metadata_config: {send_interval: 5s}
 %[7]salerting:
   alertmanagers:
-    - static_configs: [{targets: ['%[6]s']}]
+    - static_configs: [{targets: [%[6]s]}]
       authorization: {credentials_file: %[5]s}
 `, promDuration(l.opts.ScrapeInterval), scrapes, "", fwURL, filepath.Join(l.dir, cluster+".token"),
-		strings.TrimPrefix(fwURL, "http://"), standby)
+		alertTargets, standby)
 	if l.opts.MemberRules != "" {
 		cfg += "rule_files: [" + testenv.WriteFile(t, l.dir, "member-rules.yml", l.opts.MemberRules) + "]\n"
 	}

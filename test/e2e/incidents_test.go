@@ -115,7 +115,7 @@ steps:
 		got := map[string][]lab.AMAlert{}
 		for _, a := range l.AlertmanagerAlerts() {
 			if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
-				got[a.Labels["incident_id"]] = append(got[a.Labels["incident_id"]], a)
+				got[a.Annotations["incident_id"]] = append(got[a.Annotations["incident_id"]], a)
 			}
 		}
 		if len(got) != len(ids) {
@@ -127,7 +127,7 @@ steps:
 				return fmt.Errorf("Alertmanager has %d active alerts for incident %s (%s), want 1", len(as), id, inc.Key)
 			}
 			a := as[0]
-			if a.Labels["scope"] != inc.Scope || a.Labels["severity"] != inc.Severity || a.Annotations["explanation"] == "" {
+			if a.Labels["incident_key"] != inc.Key || a.Labels["scope"] != inc.Scope || a.Labels["severity"] != inc.Severity || a.Annotations["explanation"] == "" {
 				return fmt.Errorf("Alertmanager's %s: labels %v annotations %v; fleetwatch: %s %s", inc.Key, a.Labels, a.Annotations, inc.Scope, inc.Severity)
 			}
 			if inc.Scope == "cluster" && a.Labels["cluster"] != inc.Clusters[0] {
@@ -150,7 +150,7 @@ steps:
 	require.Len(t, after, len(ids), "no new incident after the restart")
 	for _, a := range l.AlertmanagerAlerts() {
 		if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
-			_, known := ids[a.Labels["incident_id"]]
+			_, known := ids[a.Annotations["incident_id"]]
 			require.True(t, known, "Alertmanager got a new incident after the restart: %v", a.Labels)
 		}
 	}
@@ -166,12 +166,12 @@ steps:
 			if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
 				state := "unknown to fleetwatch"
 				for _, inc := range l.Incidents("") {
-					if inc.ID == a.Labels["incident_id"] {
+					if inc.ID == a.Annotations["incident_id"] {
 						state = fmt.Sprintf("%s in fleetwatch (%s, merged into %q)", inc.State, inc.Key, inc.MergedInto)
 					}
 				}
 				return fmt.Errorf("Alertmanager still has incident %s active (starts %s, ends %s); %s",
-					a.Labels["incident_id"], a.StartsAt, a.EndsAt, state)
+					a.Annotations["incident_id"], a.StartsAt, a.EndsAt, state)
 			}
 		}
 		return nil
