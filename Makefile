@@ -88,14 +88,15 @@ unit:
 ALERTBENCH = $(GO) run ./hack/alertbench --fleetwatch=bin/fleetwatch --alertmanager=$(FLEETWATCH_PEERS_BIN)/alertmanager $(ALERTBENCH_FLAGS)
 
 ## bench: every bench: fleetwatch side by side with prometheus --web.enable-remote-write-receiver
-## (hack/bench: 10,000 series in 4 clusters with queries and a 12-hour dashboard, then 100,000
+## (hack/bench: 10,000 series in 4 clusters with queries and a 12-hour dashboard, fleetwatch on
+## Thanos Receive and Query beside the embedded one, then 100,000
 ## series in one cluster and in 40; BENCH_FLAGS='-json=bench.json -rounds=3' etc., see
 ## `go run ./hack/bench -h`), the alert intake of bench-alerts, the placement decisions of
 ## bench-schedule. bench-1m adds a million series (one cluster and 400; long).
 BENCH = $(GO) run ./hack/bench --fleetwatch=bin/fleetwatch --prometheus=$(FLEETWATCH_PEERS_BIN)/prometheus
 BENCH_LARGE = -samples=15 -query-runs=5 -dashboard-span=0
 bench: peers build
-	$(BENCH) $(BENCH_FLAGS)
+	$(BENCH) -thanos=$(FLEETWATCH_PEERS_BIN)/thanos $(BENCH_FLAGS)
 	$(BENCH) -clusters=1 -series=100000 -rounds=2 $(BENCH_LARGE) $(BENCH_FLAGS)
 	$(BENCH) -clusters=40 -series=2500 -rounds=2 $(BENCH_LARGE) $(BENCH_FLAGS)
 	$(ALERTBENCH)

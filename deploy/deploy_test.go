@@ -209,7 +209,8 @@ func convert[T any](t *testing.T, o *unstructured.Unstructured) *T {
 // TestOverlays: each install renders with kustomize, every object passes the real API server's
 // validation and admission (server-side dry-run apply), and the rendered install is what it
 // says: fleetwatch's configuration loads, the pod runs as non-root on a read-only root
-// filesystem with its probes, the ha install has two replicas and the Lease's Role.
+// filesystem with its probes, the ha install has two replicas and the Lease's Role, the thanos
+// install forwards to Thanos Receive and reads through Thanos Query.
 func TestOverlays(t *testing.T) {
 	l := startLab(t)
 	l.ensureNamespace(t, "fleetwatch")
@@ -217,9 +218,11 @@ func TestOverlays(t *testing.T) {
 		overlay  string
 		replicas int32
 		lease    bool
+		thanos   bool
 	}{
-		{"single", 1, false},
-		{"ha", 2, true},
+		{"single", 1, false, false},
+		{"ha", 2, true, false},
+		{"thanos", 2, true, true},
 	} {
 		t.Run(tc.overlay, func(t *testing.T) {
 			manifests := l.render(t, filepath.Join("overlays", tc.overlay))
@@ -243,6 +246,9 @@ func TestOverlays(t *testing.T) {
 			dir := t.TempDir()
 			cfg, err := config.Load([]byte(cm.Data["fleetwatch.yml"]), dir)
 			require.NoError(t, err, "the install's fleetwatch.yml")
+
+			require.Equal(t, tc.thanos, cfg.Ingest.Forward != nil, "samples forwarded to Thanos Receive")
+			require.Equal(t, tc.thanos, len(cfg.Query.Stores) == 1, "the view reads Thanos Query")
 
 			sts := convert[appsv1.StatefulSet](t, find(objs, "StatefulSet", "fleetwatch"))
 			require.Equal(t, tc.replicas, *sts.Spec.Replicas)

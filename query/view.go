@@ -165,12 +165,21 @@ func (v *View) ApplyConfig(cfg config.QueryConfig) error {
 
 // Appendable is where the collector writes: the TSDB, telling the result cache the oldest
 // sample of each commit (a late sample empties it).
-func (v *View) Appendable() storage.Appendable { return lateAppendable{v} }
+func (v *View) Appendable() storage.Appendable { return lateAppendable{v, v.db} }
 
-type lateAppendable struct{ v *View }
+// AppendableOver is Appendable for samples kept elsewhere (ingest.forward: Thanos Receive) and
+// read back through a remote source: a late one still empties the result cache.
+func (v *View) AppendableOver(next storage.Appendable) storage.Appendable {
+	return lateAppendable{v, next}
+}
+
+type lateAppendable struct {
+	v    *View
+	next storage.Appendable
+}
 
 func (a lateAppendable) Appender(ctx context.Context) storage.Appender {
-	return &lateAppender{Appender: a.v.db.Appender(ctx), v: a.v, mint: math.MaxInt64}
+	return &lateAppender{Appender: a.next.Appender(ctx), v: a.v, mint: math.MaxInt64}
 }
 
 // lateAppender notes the oldest sample it appends, and tells the result cache after a commit.

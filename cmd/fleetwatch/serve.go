@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/rules"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
@@ -153,10 +154,12 @@ type server struct {
 	// identity this process's name in the Lease and in remediation's user agent.
 	election *config.LeaderElectionConfig
 	identity string
-	hub      *rest.Config // the hub cluster's client configuration
-	kube     atomic.Pointer[map[string]kubernetes.Interface]
-	http     *http.Server
-	ready    atomic.Bool
+	// forward is ingest.forward as the process started with (nil: the embedded TSDB).
+	forward *config.ForwardConfig
+	hub     *rest.Config // the hub cluster's client configuration
+	kube    atomic.Pointer[map[string]kubernetes.Interface]
+	http    *http.Server
+	ready   atomic.Bool
 	// cfg is the configuration in force (apply stores it), for the web console.
 	cfg atomic.Pointer[config.Config]
 	// hooks delivers incident and remediation events to webhook receivers; approvals serves
@@ -199,12 +202,30 @@ func newServer(o serverOptions) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.receiver, err = collector.New(collector.Options{Appendable: s.view.Appendable(), Metadata: s.view, Logger: o.Logger, Registerer: reg})
+	// The members' samples: into the embedded TSDB, or on to Thanos Receive (ingest.forward).
+	// fleetwatch's own series (last ingest, API probes, rule state) stay in the TSDB either way.
+	members := s.view.Appendable()
+	if f := cfg.Ingest.Forward; f != nil {
+		s.forward = f
+		client, err := commoncfg.NewClientFromConfig(f.HTTPClientConfig, "fleetwatch-forward")
+		if err != nil {
+			s.view.Close()
+			return nil, fmt.Errorf("ingest.forward: %w", err)
+		}
+		client.Timeout = time.Duration(f.Timeout)
+		fw, err := collector.NewForwarder(collector.ForwardOptions{URL: f.URL, Client: client, TenantHeader: f.TenantHeader, Registerer: reg})
+		if err != nil {
+			s.view.Close()
+			return nil, err
+		}
+		members = s.view.AppendableOver(fw)
+	}
+	s.receiver, err = collector.New(collector.Options{Appendable: members, Metadata: s.view, Logger: o.Logger, Registerer: reg})
 	if err != nil {
 		s.view.Close()
 		return nil, err
 	}
-	s.fed, err = collector.NewFederator(collector.Options{Appendable: s.view.Appendable(), Metadata: s.view, Logger: o.Logger, Registerer: reg})
+	s.fed, err = collector.NewFederator(collector.Options{Appendable: members, Metadata: s.view, Logger: o.Logger, Registerer: reg})
 	if err != nil {
 		s.view.Close()
 		return nil, err
@@ -542,6 +563,9 @@ func (s *server) apply(cfg *config.Config) error {
 	}
 	if le := cfg.Remediation.LeaderElection; !reflect.DeepEqual(le, s.election) {
 		return errors.New("remediation.leader_election: a change needs a restart")
+	}
+	if f := cfg.Ingest.Forward; !reflect.DeepEqual(f, s.forward) {
+		return errors.New("ingest.forward: a change needs a restart")
 	}
 	kube := map[string]kubernetes.Interface{}
 	for _, c := range cfg.Clusters {

@@ -155,7 +155,7 @@ func dashboardTarget(ctx context.Context, o options, root, blocks, name string, 
 	)
 	switch name {
 	case "fleetwatch", "fleetwatch-uncached":
-		s, err = startFleetwatchOn(ctx, o.fleetwatch, root, clusters, o.engine, !o.noAccess, name == "fleetwatch", blocks)
+		s, err = startFleetwatchOn(ctx, o.fleetwatch, root, clusters, o.engine, !o.noAccess, name == "fleetwatch", blocks, nil)
 	default:
 		s, err = startPrometheusOn(ctx, o.prometheus, root, blocks)
 	}

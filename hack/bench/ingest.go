@@ -62,7 +62,7 @@ func send(ctx context.Context, client *http.Client, s *server, p *phase, workers
 	fail := func(err error) {
 		once.Do(func() { firstErr = err; cancel() })
 	}
-	cpu0, err := benchproc.TakeCPU(s.PID())
+	cpu0, err := benchproc.TakeCPU(s.PIDs()...)
 	if err != nil {
 		return ingestResult{}, err
 	}
@@ -103,7 +103,7 @@ func send(ctx context.Context, client *http.Client, s *server, p *phase, workers
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, cerr := benchproc.TakeCPU(s.PID())
+	cpu1, cerr := benchproc.TakeCPU(s.PIDs()...)
 	if firstErr != nil {
 		return ingestResult{}, firstErr
 	}

@@ -49,6 +49,7 @@ import (
 
 type options struct {
 	fleetwatch, prometheus string
+	thanos                 string
 	noAccess               bool
 	clusters, series       int
 	warmup, samples        int
@@ -71,6 +72,7 @@ func main() {
 	flag.StringVar(&o.fleetwatch, "fleetwatch", "bin/fleetwatch", "fleetwatch binary")
 	flag.BoolVar(&o.noAccess, "no-access", false, "run fleetwatch without identities (as before the access layer; for comparing with an older binary)")
 	flag.StringVar(&o.prometheus, "prometheus", "", "prometheus binary (make peers installs one)")
+	flag.StringVar(&o.thanos, "thanos", "", "thanos binary: also bench fleetwatch on Thanos (the thanos install: forwarding to a real Thanos Receive, reading through Thanos Query; their CPU and memory count as its own) against the embedded TSDB")
 	flag.IntVar(&o.clusters, "clusters", 4, "clusters remote-writing")
 	flag.IntVar(&o.series, "series", 2500, "series per cluster")
 	flag.IntVar(&o.warmup, "warmup", 1, "scrapes sent before measuring (they create the series)")
@@ -129,6 +131,7 @@ type report struct {
 	Dataset     map[string]any              `json:"dataset"`
 	Targets     map[string]*targetResult    `json:"targets"`
 	Rows        []row                       `json:"table"`
+	ThanosRows  []thanosRow                 `json:"thanos_table,omitempty"`
 	Dashboard   map[string]*dashboardTiming `json:"dashboard,omitempty"`
 	Errors      []string                    `json:"errors,omitempty"`
 	ProfileNote string                      `json:"profile,omitempty"`
@@ -152,7 +155,11 @@ func run(ctx context.Context, o options) error {
 	if o.prometheus == "" {
 		return errors.New("-prometheus is required")
 	}
-	for _, p := range []*string{&o.fleetwatch, &o.prometheus} {
+	paths := []*string{&o.fleetwatch, &o.prometheus}
+	if o.thanos != "" {
+		paths = append(paths, &o.thanos)
+	}
+	for _, p := range paths {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return err
@@ -209,11 +216,17 @@ func run(ctx context.Context, o options) error {
 			"prometheus": {Name: "prometheus", Queries: map[string]*queryTiming{}, results: map[string]*queryResult{}},
 		},
 	}
+	if o.thanos != "" {
+		rep.Targets[targetThanos] = &targetResult{Name: targetThanos, Queries: map[string]*queryTiming{}, results: map[string]*queryResult{}}
+	}
 	client := newHTTPClient(o.concurrency)
 	qs := queries(ds.clusters[0])
 
 	for r := range o.rounds {
 		order := []string{"fleetwatch", "prometheus"}
+		if o.thanos != "" {
+			order = append(order, targetThanos)
+		}
 		if r%2 == 1 {
 			slices.Reverse(order)
 		}
@@ -237,6 +250,9 @@ func run(ctx context.Context, o options) error {
 	}
 
 	buildRows(rep, ds, qs)
+	if o.thanos != "" {
+		buildThanosRows(rep, qs)
+	}
 	if o.dashboardSpan > 0 {
 		if err := runDashboard(ctx, o, root, client, qs, rep); err != nil {
 			return err
@@ -262,7 +278,13 @@ func run(ctx context.Context, o options) error {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
+// targetThanos is fleetwatch on Thanos (-thanos).
+const targetThanos = "fleetwatch-thanos"
+
 func startTarget(ctx context.Context, o options, root, name string, clusters []string) (*server, error) {
+	if name == targetThanos {
+		return startFleetwatchThanos(ctx, o.fleetwatch, o.thanos, root, clusters, o.engine, !o.noAccess)
+	}
 	if name == "fleetwatch" {
 		return startFleetwatch(ctx, o.fleetwatch, root, clusters, o.engine, !o.noAccess)
 	}
@@ -293,13 +315,13 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 		}
 		res = append(res, ir)
 	}
-	hwm, err := benchproc.ProcStatusKB(s.PID(), "VmHWM")
+	hwm, err := s.PeakRSSMiB()
 	if err != nil {
 		return err
 	}
 	tr.Rounds = append(tr.Rounds, res)
-	tr.PeakRSSIngestMiB = append(tr.PeakRSSIngestMiB, float64(hwm)/1024)
-	fmt.Printf("round %d %-10s  %s  peak RSS %.0f MiB\n", round+1, tr.Name, phaseLine(res), float64(hwm)/1024)
+	tr.PeakRSSIngestMiB = append(tr.PeakRSSIngestMiB, hwm)
+	fmt.Printf("round %d %-10s  %s  peak RSS %.0f MiB\n", round+1, tr.Name, phaseLine(res), hwm)
 	if !last {
 		return nil
 	}
@@ -350,11 +372,9 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 			tr.Queries[key] = qt
 		}
 	}
-	hwm, err = benchproc.ProcStatusKB(s.PID(), "VmHWM")
-	if err != nil {
+	if tr.PeakRSSQueriesMiB, err = s.PeakRSSMiB(); err != nil {
 		return err
 	}
-	tr.PeakRSSQueriesMiB = float64(hwm) / 1024
 	return s.Alive()
 }
 
@@ -436,6 +456,53 @@ func buildRows(rep *report, ds *dataset, qs []benchQuery) {
 	}
 }
 
+// thanosRow is one figure of fleetwatch on Thanos next to fleetwatch on its embedded TSDB.
+type thanosRow struct {
+	Metric   string  `json:"metric"`
+	Thanos   float64 `json:"thanos"`
+	Embedded float64 `json:"embedded"`
+	Ratio    float64 `json:"ratio"`
+	Better   string  `json:"better"`
+	Note     string  `json:"note,omitempty"`
+}
+
+// buildThanosRows compares fleetwatch on Thanos with the embedded fleetwatch, and checks its
+// answers against Prometheus's as buildRows does for the embedded one.
+func buildThanosRows(rep *report, qs []benchQuery) {
+	th, fw, pr := rep.Targets[targetThanos], rep.Targets["fleetwatch"], rep.Targets["prometheus"]
+	add := func(metric string, a, b []float64, better, note string) {
+		ma, mb := stats.Median(a), stats.Median(b)
+		if sa, sb := stats.Spread(a), stats.Spread(b); sa != "" || sb != "" {
+			note = strings.TrimPrefix(note+"; ", "; ") + fmt.Sprintf("spread thanos %s, embedded %s", sa, sb)
+		}
+		rep.ThanosRows = append(rep.ThanosRows, thanosRow{Metric: metric, Thanos: ma, Embedded: mb, Ratio: ma / mb, Better: better, Note: note})
+	}
+	for _, ph := range []string{protoV1, protoV2} {
+		sps := func(r ingestResult) float64 { return r.SamplesPerSec }
+		cpu := func(r ingestResult) float64 { return r.CPUPerMillion }
+		add(ph+" ingest samples/s", phaseStat(th, ph, sps), phaseStat(fw, ph, sps), "higher", "")
+		add(ph+" ingest CPU-s per 1M samples", phaseStat(th, ph, cpu), phaseStat(fw, ph, cpu), "lower", "fleetwatch + Receive + Query")
+	}
+	add("peak RSS after ingest MiB", th.PeakRSSIngestMiB, fw.PeakRSSIngestMiB, "lower", "sum of the three processes' peaks")
+	add("peak RSS after queries MiB", []float64{th.PeakRSSQueriesMiB}, []float64{fw.PeakRSSQueriesMiB}, "lower", "")
+	for _, q := range qs {
+		for _, kind := range []string{"instant", "range"} {
+			key := q.Name + " " + kind
+			a, b := th.Queries[key], fw.Queries[key]
+			if a == nil || b == nil {
+				continue
+			}
+			note := fmt.Sprintf("%d series", a.Series)
+			if errMsg, _ := compareResults(th.results[key], pr.results[key]); errMsg != "" {
+				note = "MISMATCH with Prometheus: " + errMsg
+				rep.Errors = append(rep.Errors, fmt.Sprintf("query %s on Thanos (%s): %s", key, q.Expr, errMsg))
+			}
+			add(key+" p50 ms", []float64{a.P50ms}, []float64{b.P50ms}, "lower", note)
+			add(key+" p90 ms", []float64{a.P90ms}, []float64{b.P90ms}, "lower", "")
+		}
+	}
+}
+
 func printReport(w *os.File, rep *report, ds *dataset) {
 	fmt.Fprintf(w, "\n%d clusters x %d series = %d series; %d samples per run (warm-up %d + rw1 %d + rw2 %d); %d concurrent senders; %d round(s), median shown; queries: %v runs each, range step %s\n",
 		len(ds.clusters), ds.seriesPerClustr, len(ds.clusters)*ds.seriesPerClustr, ds.totalSamples, ds.warmup.samples, ds.rw1.samples, ds.rw2.samples,
@@ -446,6 +513,15 @@ func printReport(w *os.File, rep *report, ds *dataset) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\t\n", r.Metric, stats.Num(r.Fleetwatch), stats.Num(r.Prometheus), r.Ratio, r.Better, r.Note)
 	}
 	tw.Flush()
+	if len(rep.ThanosRows) > 0 {
+		fmt.Fprintln(w, "\nfleetwatch on Thanos (Receive + Query) next to fleetwatch on its embedded TSDB, same data, same run:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+		fmt.Fprintln(tw, "metric\ton thanos\tembedded\tratio\tbetter\tnote\t")
+		for _, r := range rep.ThanosRows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\t\n", r.Metric, stats.Num(r.Thanos), stats.Num(r.Embedded), r.Ratio, r.Better, r.Note)
+		}
+		tw.Flush()
+	}
 	for _, e := range rep.Errors {
 		fmt.Fprintln(w, "ERROR:", e)
 	}

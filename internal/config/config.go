@@ -514,7 +514,26 @@ type IngestConfig struct {
 	// MaxInflightBytes bounds the compressed bytes of all requests being handled at once; a
 	// request that does not fit is answered 429 so the sender backs off and retries.
 	MaxInflightBytes int64 `yaml:"max_inflight_bytes,omitempty"`
+	// Forward, when set, sends every member's samples on to Thanos Receive instead of the
+	// embedded TSDB (the thanos install): fleetwatch still authenticates the cluster and
+	// stamps its label, and answers the member only once Receive acknowledged. Read them back
+	// through Thanos Query as a query.stores entry.
+	Forward *ForwardConfig `yaml:"forward,omitempty"`
 }
+
+// ForwardConfig is ingest.forward: Thanos Receive's remote-write endpoint.
+type ForwardConfig struct {
+	URL string `yaml:"url"`
+	// TenantHeader carries the cluster's name, Receive's tenant (default THANOS-TENANT, as
+	// Receive's --receive.tenant-header).
+	TenantHeader string         `yaml:"tenant_header,omitempty"`
+	Timeout      model.Duration `yaml:"timeout,omitempty"`
+	// Any Prometheus HTTP client setting (tls_config, authorization, basic_auth...).
+	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
+}
+
+// DefaultForwardTimeout bounds one forwarded request; a member's remote write waits for it.
+const DefaultForwardTimeout = model.Duration(30 * time.Second)
 
 // QueryConfig configures the global view.
 type QueryConfig struct {
@@ -704,6 +723,20 @@ func (c *IngestConfig) validate() error {
 	}
 	if c.MaxInflightBytes < c.MaxBodyBytes {
 		return fmt.Errorf("ingest: max_inflight_bytes: %d is smaller than max_body_bytes %d, so a full-sized request could never be accepted", c.MaxInflightBytes, c.MaxBodyBytes)
+	}
+	if f := c.Forward; f != nil {
+		if err := validateURL(f.URL); err != nil {
+			return fmt.Errorf("ingest: forward: url: %w", err)
+		}
+		if f.TenantHeader == "" {
+			f.TenantHeader = "THANOS-TENANT"
+		}
+		if f.Timeout == 0 {
+			f.Timeout = DefaultForwardTimeout
+		}
+		if err := f.HTTPClientConfig.Validate(); err != nil {
+			return fmt.Errorf("ingest: forward: http client: %w", err)
+		}
 	}
 	return nil
 }
@@ -895,6 +928,9 @@ func Load(data []byte, dir string) (*Config, error) {
 	}
 	for _, r := range cfg.Query.RemoteRead {
 		r.HTTPClientConfig.SetDirectory(dir)
+	}
+	if f := cfg.Ingest.Forward; f != nil {
+		f.HTTPClientConfig.SetDirectory(dir)
 	}
 	for _, s := range cfg.Query.Stores {
 		if s.TLS != nil {

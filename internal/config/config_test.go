@@ -383,6 +383,9 @@ var badConfigs = []struct {
 	{"ingest_max_body_zero.bad.yml", "ingest: max_body_bytes: must be > 0, got 0"},
 	{"ingest_max_body_negative.bad.yml", "ingest: max_body_bytes: must be > 0, got -1"},
 	{"ingest_inflight_below_body.bad.yml", "ingest: max_inflight_bytes: 1024 is smaller than max_body_bytes 1048576, so a full-sized request could never be accepted"},
+	{"ingest_forward_bad_url.bad.yml", `ingest: forward: url: scheme must be http or https, got "receive"`},
+	{"ingest_forward_negative_timeout.bad.yml", `ingest: not a valid duration string: "-5s"`},
+	{"ingest_forward_http_client_invalid.bad.yml", "ingest: forward: http client: at most one of bearer_token & bearer_token_file must be configured"},
 
 	// The global view.
 	{"query_bad_engine.bad.yml", "query: engine: must be \"thanos\" or \"prometheus\", got \"mimir\""},

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -318,6 +319,30 @@ func (l *Lab) IncidentsAt(base, query string) []Incident {
 	}
 	return body.Data
 }
+
+// IncidentKeys are the incidents' keys, sorted.
+func IncidentKeys(incs []Incident) []string {
+	out := make([]string, 0, len(incs))
+	for _, i := range incs {
+		out = append(out, i.Key)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// MemberCrashLoopRules is a rule file for Options.MemberRules: what a member cluster's own
+// Prometheus alerts on, kube-prometheus's KubePodCrashLooping, sent to fleetwatch as its
+// Alertmanager.
+const MemberCrashLoopRules = `groups:
+  - name: member
+    rules:
+      - alert: KubePodCrashLooping
+        expr: max_over_time(kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff", job="kube-state-metrics"}[1m]) >= 1
+        for: 5s
+        labels: {severity: warning}
+        annotations:
+          summary: 'Pod {{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) is in waiting state (reason: "CrashLoopBackOff").'
+`
 
 // AMAlert is an alert as Alertmanager's API v2 lists it.
 type AMAlert struct {

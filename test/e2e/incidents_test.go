@@ -13,19 +13,6 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
 
-// memberRules is what a member cluster's own Prometheus alerts on: kube-prometheus's
-// KubePodCrashLooping, sent to fleetwatch as its Alertmanager.
-const memberRules = `groups:
-  - name: member
-    rules:
-      - alert: KubePodCrashLooping
-        expr: max_over_time(kube_pod_container_status_waiting_reason{reason="CrashLoopBackOff", job="kube-state-metrics"}[1m]) >= 1
-        for: 5s
-        labels: {severity: warning}
-        annotations:
-          summary: 'Pod {{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) is in waiting state (reason: "CrashLoopBackOff").'
-`
-
 // TestIncidents: three problems at once in a five-cluster fleet become exactly three
 // incidents, read back from the real Alertmanager: NotReady nodes in one cluster with the
 // pods on them crash-looping (one incident rooted at the nodes, absorbing the crash loops
@@ -37,7 +24,7 @@ func TestIncidents(t *testing.T) {
 		Clusters:    5,
 		Rules:       "  evaluation_interval: 1s\n  pack: {node_ready_for: 5s, crash_loop_for: 5s, saturation_for: 10s}\n",
 		Correlate:   "  evaluation_interval: 1s\n  resolve_after: 10s\n",
-		MemberRules: memberRules,
+		MemberRules: lab.MemberCrashLoopRules,
 	})
 	c := l.Clusters // eu-1 eu-2 us-1 us-2 ap-1
 	var ns, deploy string
@@ -76,14 +63,14 @@ steps:
 		for k, w := range want {
 			inc, ok := got[k]
 			if !ok {
-				return fmt.Errorf("no incident %s yet (active: %v)", k, incKeys(active))
+				return fmt.Errorf("no incident %s yet (active: %v)", k, lab.IncidentKeys(active))
 			}
 			if inc.Scope != w.scope || strings.Join(inc.Clusters, ",") != strings.Join(w.clusters, ",") {
 				return fmt.Errorf("incident %s: scope %s clusters %v, want %s %v", k, inc.Scope, inc.Clusters, w.scope, w.clusters)
 			}
 		}
 		if len(active) != len(want) {
-			return fmt.Errorf("%d active incidents, want %d: %v", len(active), len(want), incKeys(active))
+			return fmt.Errorf("%d active incidents, want %d: %v", len(active), len(want), lab.IncidentKeys(active))
 		}
 		// The nodes incident holds the crash loops of the pods on them, as fleetwatch's rules
 		// and the cluster's own Prometheus report them.
@@ -101,7 +88,7 @@ steps:
 		}
 		return nil
 	})
-	t.Logf("3 incidents after %s: %v", time.Since(start).Round(time.Second), incKeys(active))
+	t.Logf("3 incidents after %s: %v", time.Since(start).Round(time.Second), lab.IncidentKeys(active))
 
 	// Alertmanager holds exactly those three, one active alert each, with the routing labels
 	// fleetwatch has for them now (an incident that escalated from warning to critical has
@@ -160,7 +147,7 @@ steps:
 	recovered := time.Now()
 	testenv.Eventually(t, 5*time.Minute, func() error {
 		if a := l.Incidents("state=active"); len(a) > 0 {
-			return fmt.Errorf("still active: %v", incKeys(a))
+			return fmt.Errorf("still active: %v", lab.IncidentKeys(a))
 		}
 		for _, a := range l.AlertmanagerAlerts() {
 			if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
@@ -187,12 +174,3 @@ steps:
 }
 
 func sorted(s ...string) []string { sort.Strings(s); return s }
-
-func incKeys(incs []lab.Incident) []string {
-	out := make([]string, 0, len(incs))
-	for _, i := range incs {
-		out = append(out, i.Key)
-	}
-	sort.Strings(out)
-	return out
-}

@@ -250,13 +250,18 @@ type CPU struct {
 	Server, Self, Machine float64
 }
 
-// TakeCPU reads the CPU used so far by pid, this process and the machine.
-func TakeCPU(pid int) (CPU, error) {
+// TakeCPU reads the CPU used so far by the server's processes (their sum), this process and
+// the machine.
+func TakeCPU(pids ...int) (CPU, error) {
 	c := CPU{At: time.Now()}
-	var err error
-	if c.Server, err = CPUSeconds(pid); err != nil {
-		return c, err
+	for _, pid := range pids {
+		s, err := CPUSeconds(pid)
+		if err != nil {
+			return c, err
+		}
+		c.Server += s
 	}
+	var err error
 	if c.Self, err = CPUSeconds(os.Getpid()); err != nil {
 		return c, err
 	}

@@ -1,4 +1,4 @@
-package e2e
+package integration
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -94,7 +94,7 @@ func TestHAIncidentsPageOnce(t *testing.T) {
 		AlertmanagerConfig: string(amConfig),
 		Rules:              "  evaluation_interval: 1s\n  pack: {crash_loop_for: 5s, silent_after: 20s}\n",
 		Correlate:          "  evaluation_interval: 1s\n  resolve_after: 10s\n",
-		MemberRules:        memberRules,
+		MemberRules:        lab.MemberCrashLoopRules,
 	})
 	c := l.Clusters
 	var ns, deploy string
@@ -114,6 +114,7 @@ steps:
 	}
 	silent := "cluster/" + c[1]
 	keys := []string{silent, "rollout/" + ns + "/" + deploy}
+	slices.Sort(keys)
 	replicas := []string{l.FleetwatchURL, l.StandbyURL}
 
 	// Both replicas hold both incidents (each with IDs of its own), and have delivered them.
@@ -121,8 +122,8 @@ steps:
 	testenv.Eventually(t, 4*time.Minute, func() error {
 		for _, r := range replicas {
 			active := l.IncidentsAt(r, "state=active")
-			if got := incKeys(active); !reflect.DeepEqual(got, sorted(keys...)) {
-				return fmt.Errorf("%s has incidents %v, want %v", r, got, sorted(keys...))
+			if got := lab.IncidentKeys(active); !slices.Equal(got, keys) {
+				return fmt.Errorf("%s has incidents %v, want %v", r, got, keys)
 			}
 			for _, inc := range active {
 				if ids[inc.Key] == nil {
@@ -186,7 +187,7 @@ steps:
 	testenv.Eventually(t, 5*time.Minute, func() error {
 		for _, r := range replicas {
 			if a := l.IncidentsAt(r, "state=active"); len(a) > 0 {
-				return fmt.Errorf("%s still has %v", r, incKeys(a))
+				return fmt.Errorf("%s still has %v", r, lab.IncidentKeys(a))
 			}
 		}
 		for _, k := range keys {
