@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 
 	"github.com/fleetwatch/fleetwatch/internal/config"
 )
@@ -40,11 +42,26 @@ func newStoreAPIQueryable(sc *config.StoreConfig) (storage.Queryable, io.Closer,
 	}
 	// NewClient does not connect: a store that is down is a failing source (a warning, or an
 	// error without partial response), not a config error.
-	conn, err := grpc.NewClient(sc.Address, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(sc.Address, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(ownBufferCodec{encoding.GetCodecV2("proto")})))
 	if err != nil {
 		return nil, nil, fmt.Errorf("address %s: %w", sc.Address, err)
 	}
 	return &storeQueryable{client: storepb.NewStoreClient(conn), timeout: time.Duration(sc.Timeout)}, conn, nil
+}
+
+// ownBufferCodec decodes each message from a copy of its bytes that belongs to the message:
+// Thanos's decoders leave chunk data (and, in Thanos's own slicelabels builds, label strings)
+// pointing into the buffer they decoded, while gRPC returns its receive buffers to a pool once
+// a message is decoded and fills them with the next ones, which turned chunks read later into
+// garbage ("EOF" from the chunk decoder, or wrong counts).
+type ownBufferCodec struct{ encoding.CodecV2 }
+
+func (c ownBufferCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(interface{ Unmarshal([]byte) error }); ok {
+		return m.Unmarshal(data.Materialize())
+	}
+	return c.CodecV2.Unmarshal(data, v)
 }
 
 // rawAggrs asks for raw chunks: what Thanos's querier asks for when no function hints at a
@@ -140,6 +157,7 @@ func rawChunks(in []storepb.AggrChunk) ([]chunkenc.Iterable, error) {
 		default:
 			return nil, fmt.Errorf("chunk %d-%d: unknown encoding %v", c.MinTime, c.MaxTime, c.Raw.Type)
 		}
+		// Data points into the message's own buffer (ownBufferCodec).
 		chk, err := chunkenc.FromData(enc, c.Raw.Data)
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d-%d: %w", c.MinTime, c.MaxTime, err)

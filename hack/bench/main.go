@@ -329,19 +329,33 @@ func benchTarget(ctx context.Context, o options, root string, client *http.Clien
 	// Everything sent must be stored: count the samples of every series over the whole window.
 	window := time.Duration(ds.tEnd()-ds.tStart()+60_000) * time.Millisecond
 	end := time.Duration(ds.tEnd()) * time.Millisecond
-	// count_over_time drops the metric name, so count one metric name at a time.
-	tr.StoredSamples = 0
-	for _, name := range ds.metricNames() {
-		_, cnt, err := timedQuery(ctx, client, s, fmt.Sprintf(`sum(count_over_time({__name__=%q, cluster=~".+"}[%dms]))`, name, window.Milliseconds()), 0, end, 0)
-		if err != nil {
+	// Thanos Query learns what Receive holds when it next asks it (every few seconds): until
+	// then it does not ask Receive for the window, and the count is short. Ask again a while.
+	deadline := time.Now()
+	if tr.Name == targetThanos {
+		deadline = deadline.Add(time.Minute)
+	}
+	for {
+		// count_over_time drops the metric name, so count one metric name at a time.
+		tr.StoredSamples = 0
+		for _, name := range ds.metricNames() {
+			_, cnt, err := timedQuery(ctx, client, s, fmt.Sprintf(`sum(count_over_time({__name__=%q, cluster=~".+"}[%dms]))`, name, window.Milliseconds()), 0, end, 0)
+			if err != nil {
+				return err
+			}
+			for _, v := range cnt.series {
+				tr.StoredSamples += v[0]
+			}
+		}
+		if int(tr.StoredSamples) == ds.totalSamples {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s stored %.0f samples, %d were sent and acknowledged", tr.Name, tr.StoredSamples, ds.totalSamples)
+		}
+		if err := benchproc.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
-		for _, v := range cnt.series {
-			tr.StoredSamples += v[0]
-		}
-	}
-	if int(tr.StoredSamples) != ds.totalSamples {
-		return fmt.Errorf("%s stored %.0f samples, %d were sent and acknowledged", tr.Name, tr.StoredSamples, ds.totalSamples)
 	}
 
 	start, step := queryRange(ds)

@@ -45,6 +45,7 @@ func TestThanosMode(t *testing.T) {
 		"--query.replica-label=receive_replica", "--grpc-address="+queryGRPC, "--http-address="+queryHTTP)
 	tq.WaitReady(t, "http://"+queryHTTP+"/-/ready", 60*time.Second)
 
+	started := time.Now()
 	l := lab.Start(t, lab.Options{
 		Clusters:  3,
 		Rules:     "  evaluation_interval: 1s\n  pack: {node_ready_for: 5s}\n",
@@ -122,6 +123,16 @@ query:
 		}
 		return nil
 	})
+	// fleetwatch reads the same from Thanos Query as Thanos Query answers itself, over every
+	// series of a cluster and several chunks of each (many gRPC messages: each one's chunks
+	// must survive the next one's arrival).
+	fleet := promAPI(t, l.FleetwatchURL)
+	for _, cl := range c {
+		q := fmt.Sprintf(`sum(count_over_time(kube_pod_status_phase{cluster=%q}[%ds]))`, cl, int(to.Sub(started).Seconds()))
+		want := countAt(t, thanosAPI, q, to)
+		require.Positive(t, want)
+		require.Equal(t, want, countAt(t, fleet, q, to), "cluster %s: %s through fleetwatch and on Thanos Query", cl, q)
+	}
 	t.Logf("Receive down %s; %g forwards failed and were retried by the members; nothing lost",
 		back.Sub(killed).Round(time.Second), forwarded(t, l.FleetwatchURL, "error"))
 }
