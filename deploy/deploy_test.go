@@ -413,3 +413,45 @@ func TestJoinCommand(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, string(bad), `cluster "us 2": name: must be`)
 }
+
+// TestOCMComponent: components/ocm added to the ha install renders and validates, and gives
+// fleetwatch's ServiceAccount exactly what the placement scores need in the hub.
+func TestOCMComponent(t *testing.T) {
+	l := startLab(t)
+	l.ensureNamespace(t, "fleetwatch")
+	dir := t.TempDir()
+	abs, err := filepath.Abs("kubernetes")
+	require.NoError(t, err)
+	rel, err := filepath.Rel(dir, abs) // kustomize takes relative paths only
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(fmt.Sprintf(
+		"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s]\n",
+		filepath.Join(rel, "overlays", "ha"), filepath.Join(rel, "components", "ocm"))), 0o644))
+	out, err := l.run(nil, "kustomize", dir)
+	require.NoError(t, err)
+	require.Contains(t, l.dryRun(t, out), "clusterrolebinding.rbac.authorization.k8s.io/fleetwatch-ocm-scores serverside-applied (server dry run)")
+
+	rbac, err := os.ReadFile(filepath.Join("kubernetes", "components", "ocm", "rbac.yaml"))
+	require.NoError(t, err)
+	_, err = l.run(rbac, "apply", "--server-side", "-f", "-")
+	require.NoError(t, err)
+	can := func(verb, resource, sub string) bool {
+		r, err := l.kube.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{
+				User:   "system:serviceaccount:fleetwatch:fleetwatch",
+				Groups: []string{"system:serviceaccounts", "system:serviceaccounts:fleetwatch", "system:authenticated"},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Namespace: "eu-1", Verb: verb, Group: "cluster.open-cluster-management.io", Resource: resource, Subresource: sub,
+				},
+			},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		return r.Status.Allowed
+	}
+	for _, verb := range []string{"get", "create", "update"} {
+		require.True(t, can(verb, "addonplacementscores", ""), verb)
+	}
+	require.True(t, can("update", "addonplacementscores", "status"))
+	require.False(t, can("delete", "addonplacementscores", ""))
+	require.False(t, can("list", "managedclusters", ""))
+}
