@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -74,22 +71,10 @@ api_probe: {interval: 1s, timeout: 1s}
 rules: {pack: {enabled: false}}
 correlate: {enabled: false}
 `)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s, err := newServer(serverOptions{ConfigFile: cfg, TSDBPath: filepath.Join(dir, "data"), Listener: ln,
-		Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	s, base := runServer(t, cfg, filepath.Join(dir, "data"))
 
 	// The first probe, with the kubeconfig's token, is in the view.
 	testenv.Eventually(t, 10*time.Second, seen("/readyz first"))
-	base := "http://" + ln.Addr().String()
 	testenv.Eventually(t, 10*time.Second, func() error {
 		resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(collector.APIUpMetric))
 		if err != nil {
@@ -116,7 +101,7 @@ correlate: {enabled: false}
 	// A kubeconfig without a current context: the reload fails, naming the cluster and the
 	// field, and the probe goes on with the old credentials.
 	testenv.WriteFile(t, dir, "kube/eu-1.kubeconfig", strings.Replace(kubeconfig("second"), "current-context: fleetwatch@eu-1\n", "", 1))
-	err = s.reload()
+	err := s.reload()
 	require.ErrorContains(t, err, `cluster "eu-1": kubeconfig_file: `+filepath.Join(dir, "kube", "eu-1.kubeconfig")+": current-context is not set")
 	require.Equal(t, 0.0, testutil.ToFloat64(s.reloadSuccess))
 	mtx.Lock()

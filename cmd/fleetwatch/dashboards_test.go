@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -173,23 +171,10 @@ func TestDashboardsGenerate(t *testing.T) {
 func TestDashboardMetricsRegistered(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testenv.WriteFile(t, dir, "fleetwatch.yml", "clusters: []\n")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	s, err := newServer(serverOptions{ConfigFile: cfg, TSDBPath: filepath.Join(dir, "data"), Listener: ln,
-		Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	// Run it, so that stopping it stops everything it started (rule groups wait for Run).
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	s, _ := runServer(t, cfg, filepath.Join(dir, "data"))
 	// The TSDB counts appended samples by type once the first one is appended.
 	app := s.view.Appendable().Appender(context.Background())
-	_, err = app.Append(0, labels.FromStrings("__name__", "x", "cluster", "c"), time.Now().UnixMilli(), 1)
+	_, err := app.Append(0, labels.FromStrings("__name__", "x", "cluster", "c"), time.Now().UnixMilli(), 1)
 	require.NoError(t, err)
 	require.NoError(t, app.Commit())
 	mfs, err := s.reg.Gather()

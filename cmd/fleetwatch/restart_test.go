@@ -22,17 +22,7 @@ func TestRestartOnlySettings(t *testing.T) {
 	base := "clusters: [{name: eu-1, remote_write: {bearer_token_file: eu-1.token}}]\nrules: {pack: {enabled: false}}\ncorrelate: {enabled: false}\n"
 	forward := "ingest: {forward: {url: \"http://127.0.0.1:1/api/v1/receive\"}}\n"
 	cfg := testenv.WriteFile(t, dir, "fleetwatch.yml", base+forward)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s, err := newServer(serverOptions{ConfigFile: cfg, TSDBPath: filepath.Join(dir, "data"), Listener: ln, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	s, _ := runServer(t, cfg, filepath.Join(dir, "data"))
 
 	require.NoError(t, s.reload(), "the same forwarding reloads")
 	require.NoError(t, os.WriteFile(cfg, []byte(base), 0o600))
@@ -46,4 +36,26 @@ func TestRestartOnlySettings(t *testing.T) {
 	defer ln2.Close()
 	_, err = newServer(serverOptions{ConfigFile: inCluster, TSDBPath: filepath.Join(dir, "data2"), Listener: ln2, Logger: slog.New(slog.DiscardHandler)})
 	require.ErrorContains(t, err, "remediation.leader_election: no cluster is named, so the Lease is in the cluster fleetwatch runs in, but it does not run in a pod")
+}
+
+// runServer starts fleetwatch on the configuration file, its TSDB in dataDir, on a loopback
+// port, and runs it (so that stopping it stops everything it started: rule groups wait for
+// Run) until the test ends. It returns the server and its base URL.
+func runServer(t *testing.T, cfg, dataDir string) (*server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s, err := newServer(serverOptions{ConfigFile: cfg, TSDBPath: dataDir, Listener: ln, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		ln.Close()
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return s, "http://" + ln.Addr().String()
 }

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/api"
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/correlate"
@@ -173,9 +171,7 @@ steps:
 	const q = `sum by (cluster) (kube_pod_container_status_restarts_total)`
 	var answers []string
 	for _, r := range replicas {
-		client, err := api.NewClient(api.Config{Address: r})
-		require.NoError(t, err)
-		v, _, err := promv1.NewAPI(client).Query(context.Background(), q, at)
+		v, _, err := apiClient(t, r).Query(context.Background(), q, at)
 		require.NoError(t, err)
 		require.NotEmpty(t, lab.VectorByCluster(v))
 		answers = append(answers, v.String())

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
@@ -61,7 +60,7 @@ query:
 	c := l.Clusters
 
 	// The members' series are in Thanos, each cluster its own tenant, stamped by fleetwatch.
-	thanosAPI := promAPI(t, "http://"+queryHTTP)
+	thanosAPI := apiClient(t, "http://"+queryHTTP)
 	v, _, err := thanosAPI.Query(context.Background(), `count by (cluster, tenant_id) (up{job="kube-state-metrics"})`, time.Now())
 	require.NoError(t, err)
 	tenants := map[string]string{}
@@ -115,7 +114,7 @@ query:
 		}
 		for _, cl := range c {
 			q := fmt.Sprintf(`count_over_time(up{job="kube-state-metrics", cluster=%q}[%ds])`, cl, int(to.Sub(from).Seconds()))
-			member := countAt(t, promAPI(t, l.Members[cl].URL), strings.Replace(q, fmt.Sprintf(`, cluster=%q`, cl), "", 1), to)
+			member := countAt(t, apiClient(t, l.Members[cl].URL), strings.Replace(q, fmt.Sprintf(`, cluster=%q`, cl), "", 1), to)
 			got := countAt(t, thanosAPI, q, to)
 			if member == 0 || got != member {
 				return fmt.Errorf("cluster %s: Thanos holds %g samples of up from %s to %s, its Prometheus %g", cl, got, from.Format(time.TimeOnly), to.Format(time.TimeOnly), member)
@@ -126,7 +125,7 @@ query:
 	// fleetwatch reads the same from Thanos Query as Thanos Query answers itself, over every
 	// series of a cluster and several chunks of each (many gRPC messages: each one's chunks
 	// must survive the next one's arrival).
-	fleet := promAPI(t, l.FleetwatchURL)
+	fleet := apiClient(t, l.FleetwatchURL)
 	for _, cl := range c {
 		q := fmt.Sprintf(`sum(count_over_time(kube_pod_status_phase{cluster=%q}[%ds]))`, cl, int(to.Sub(started).Seconds()))
 		want := countAt(t, thanosAPI, q, to)
@@ -135,13 +134,6 @@ query:
 	}
 	t.Logf("Receive down %s; %g forwards failed and were retried by the members; nothing lost",
 		back.Sub(killed).Round(time.Second), forwarded(t, l.FleetwatchURL, "error"))
-}
-
-func promAPI(t *testing.T, base string) promv1.API {
-	t.Helper()
-	client, err := api.NewClient(api.Config{Address: base})
-	require.NoError(t, err)
-	return promv1.NewAPI(client)
 }
 
 // countAt is the single value of q at ts (0 when empty).
