@@ -82,7 +82,9 @@ type forwardAppender struct {
 }
 
 func (a *forwardAppender) series(ref storage.SeriesRef, l labels.Labels) (*prompb.TimeSeries, storage.SeriesRef) {
-	if ref > 0 && int(ref) <= len(a.req.Timeseries) {
+	// A reference may come from an earlier transaction (a scrape loop keeps them), where it
+	// named another position: it is taken only when the labels there are l's.
+	if ref > 0 && int(ref) <= len(a.req.Timeseries) && sameLabels(a.req.Timeseries[ref-1].Labels, l) {
 		return &a.req.Timeseries[ref-1], ref
 	}
 	h := l.Hash()
@@ -154,12 +156,14 @@ func (a *forwardAppender) SetOptions(*storage.AppendOptions) {}
 
 func (a *forwardAppender) Rollback() error {
 	a.req.Timeseries = nil
+	clear(a.index)
 	return nil
 }
 
-// Commit sends the request and waits for Receive's answer: a 2xx keeps it; a 4xx other than
-// 429 is the request's fault (answered 400 to the member, which drops it, as Receive would
-// have); anything else is ours (5xx: the member retries).
+// Commit sends the request and waits for Receive's answer: a 2xx keeps it; 400, 409 and 413
+// are the request's fault (answered 400 to the member, which drops it, as Receive would
+// have); anything else, a 401, 403 or 404 of a misconfigured forward among them, is ours
+// (5xx: the member retries, and keeps its samples until it is fixed).
 func (a *forwardAppender) Commit() error {
 	if len(a.req.Timeseries) == 0 {
 		return nil
@@ -183,11 +187,12 @@ func (a *forwardAppender) Commit() error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	switch {
-	case resp.StatusCode/100 == 2:
+	_, _ = io.Copy(io.Discard, resp.Body) // the rest, so that the connection is reused
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusNoContent, http.StatusAccepted, http.StatusCreated:
 		a.f.results.WithLabelValues(a.cluster, "success").Inc()
 		return nil
-	case resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusTooManyRequests:
+	case http.StatusBadRequest, http.StatusConflict, http.StatusRequestEntityTooLarge:
 		a.f.results.WithLabelValues(a.cluster, "rejected").Inc()
 		return invalid("forward_rejected", "Thanos Receive refused the request: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}

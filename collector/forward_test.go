@@ -63,17 +63,34 @@ func TestForwarderRequest(t *testing.T) {
 	require.Equal(t, up, labels.New(toLabels(got[0].Timeseries[0].Labels)...))
 	require.Equal(t, []prompb.Sample{{Timestamp: 1000, Value: 0}, {Timestamp: 2000, Value: 1}}, got[0].Timeseries[1].Samples)
 
+	// A reference from an earlier transaction (a scrape loop keeps them) names whatever is at
+	// that position now only if the labels match: here other comes first.
+	app = f.Appender(context.Background())
+	ref3, err := app.Append(0, other, 2500, 2)
+	require.NoError(t, err)
+	require.Equal(t, ref, ref3, "up's reference of the last transaction is other's position now")
+	_, err = app.Append(ref, up, 2500, 3)
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
+	require.Len(t, got, 2)
+	require.Len(t, got[1].Timeseries, 2, "up is a series of its own, not a sample of other")
+	require.Equal(t, []prompb.Sample{{Timestamp: 2500, Value: 2}}, got[1].Timeseries[0].Samples)
+	require.Equal(t, []prompb.Sample{{Timestamp: 2500, Value: 3}}, got[1].Timeseries[1].Samples)
+	require.Equal(t, up, labels.New(toLabels(got[1].Timeseries[1].Labels)...))
+
 	app = f.Appender(context.Background())
 	_, err = app.Append(0, up, 3000, 1)
 	require.NoError(t, err)
 	require.NoError(t, app.Rollback())
 	require.NoError(t, app.Commit())
-	require.Len(t, got, 1, "a rolled back transaction sends nothing")
+	require.Len(t, got, 2, "a rolled back transaction sends nothing")
 
 	for _, tc := range []struct {
 		code int
 		bad  bool
-	}{{http.StatusConflict, true}, {http.StatusBadRequest, true}, {http.StatusTooManyRequests, false}, {http.StatusServiceUnavailable, false}} {
+	}{{http.StatusConflict, true}, {http.StatusBadRequest, true}, {http.StatusRequestEntityTooLarge, true},
+		{http.StatusTooManyRequests, false}, {http.StatusServiceUnavailable, false},
+		{http.StatusUnauthorized, false}, {http.StatusForbidden, false}, {http.StatusNotFound, false}} {
 		mu.Lock()
 		status = tc.code
 		mu.Unlock()

@@ -408,6 +408,15 @@ func TestJoinCommand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "system:serviceaccount:"+deploy.MemberNamespace+":"+deploy.MemberServiceAccount, review.Status.UserInfo.Username)
 
+	// Joining again keeps the token the member's Prometheus already sends.
+	tok, err := os.ReadFile(filepath.Join(out, "us-2.token"))
+	require.NoError(t, err)
+	again, err := exec.Command(fw, "join", "us-2", "--kubeconfig="+l.cp.Kubeconfig, "--out="+out).CombinedOutput()
+	require.NoError(t, err, "%s", again)
+	tok2, err := os.ReadFile(filepath.Join(out, "us-2.token"))
+	require.NoError(t, err)
+	require.Equal(t, string(tok), string(tok2))
+
 	// A bad name is refused before anything is applied.
 	bad, err := exec.Command(fw, "join", "us 2", "--kubeconfig="+l.cp.Kubeconfig, "--out="+out).CombinedOutput()
 	require.Error(t, err)

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -33,7 +36,7 @@ func newJoinCmd(app *kingpin.Application) *joinCmd {
 	j.cmd.Flag("kubeconfig", "A kubeconfig with cluster-admin rights on the member cluster (default: $KUBECONFIG or ~/.kube/config).").StringVar(&j.kubeconfig)
 	j.cmd.Flag("context", "The kubeconfig context to use (default: its current one).").StringVar(&j.context)
 	j.cmd.Flag("server", "The API server's address as fleetwatch reaches it (default: the kubeconfig's).").StringVar(&j.server)
-	j.cmd.Flag("out", "Directory the credentials are written to (created 0700; files 0600).").Default(".").StringVar(&j.out)
+	j.cmd.Flag("out", "Directory the credentials are written to (created 0700; files 0600), and made into the fleetwatch-clusters Secret whole: keep nothing else there.").Default("fleetwatch-clusters").StringVar(&j.out)
 	j.cmd.Flag("fleetwatch-url", "fleetwatch's address as the member's Prometheus reaches it, for the printed remote_write snippet.").Default("https://fleetwatch.example.com").StringVar(&j.fleetURL)
 	j.cmd.Flag("credentials-dir", "Where fleetwatch finds the credentials (the fleetwatch-clusters Secret's mount in the cluster install), for the printed configuration.").Default("/etc/fleetwatch-clusters").StringVar(&j.clustersDir)
 	j.cmd.Flag("timeout", "How long to wait for the member's controller manager to fill in the token and the aggregated ClusterRole.").Default("1m").DurationVar(&j.timeout)
@@ -62,6 +65,12 @@ func (j *joinCmd) run() error {
 		return fmt.Errorf("join: %w", err)
 	}
 	kc, tok := filepath.Join(j.out, j.name+".kubeconfig"), filepath.Join(j.out, j.name+".token")
+	// Joining again keeps the cluster's remote-write token: its Prometheus sends it already.
+	if b, err := os.ReadFile(tok); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		creds.RemoteWriteToken = strings.TrimSpace(string(b))
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("join: %w", err)
+	}
 	for _, f := range []struct {
 		path string
 		data []byte

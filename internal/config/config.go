@@ -532,6 +532,14 @@ type ForwardConfig struct {
 	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
 }
 
+// UnmarshalYAML starts from Prometheus's HTTP client defaults (HTTP/2, redirects followed), as
+// its remote_write does.
+func (f *ForwardConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*f = ForwardConfig{HTTPClientConfig: config.DefaultHTTPClientConfig}
+	type plain ForwardConfig
+	return unmarshal((*plain)(f))
+}
+
 // DefaultForwardTimeout bounds one forwarded request; a member's remote write waits for it.
 const DefaultForwardTimeout = model.Duration(30 * time.Second)
 
