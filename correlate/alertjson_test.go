@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/correlate/amconfig"
 )
 
 // fuzzAlert builds an alert from fuzz input: labels and annotations from the strings (nil,
@@ -83,7 +85,7 @@ func FuzzIncidentHeadJSON(f *testing.F) {
 			inc.ClearSince, inc.AckedAt = inc.UpdatedAt, inc.OpenedAt
 		}
 		if shape&16 != 0 {
-			inc.Labels = map[string]string{"alertname": IncidentAlertName, "incident_key": id, "severity": sev}
+			inc.Labels = map[string]string{"alertname": IncidentAlertName, amconfig.LabelIncidentKey: id, "severity": sev}
 		}
 		if shape&32 != 0 {
 			inc.FormerLabels = []map[string]string{{"severity": sev, cluster: root}, nil}

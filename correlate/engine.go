@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	promconfig "github.com/prometheus/common/config"
 
+	"github.com/fleetwatch/fleetwatch/correlate/amconfig"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
@@ -48,7 +49,7 @@ const (
 const MetricEvaluationDuration = "fleetwatch_correlate_evaluation_duration_seconds"
 
 // IncidentAlertName is the alertname of the one Alertmanager alert each incident becomes.
-const IncidentAlertName = "FleetwatchIncident"
+const IncidentAlertName = amconfig.AlertName
 
 // Options configure an Engine.
 type Options struct {
@@ -1013,12 +1014,12 @@ func (e *Engine) postable(inc *Incident, count map[string]int, now time.Time, va
 	}
 	sort.Strings(names)
 	ann := models.LabelSet{
-		"summary":     inc.RootCause,
-		"root_cause":  inc.RootCause,
-		"explanation": inc.Explanation,
-		"clusters":    strings.Join(inc.Clusters, ","),
-		"alerts":      fmt.Sprintf("%d: %s", total, strings.Join(names, ", ")),
-		"incident_id": inc.ID,
+		"summary":                     inc.RootCause,
+		"root_cause":                  inc.RootCause,
+		"explanation":                 inc.Explanation,
+		"clusters":                    strings.Join(inc.Clusters, ","),
+		"alerts":                      fmt.Sprintf("%d: %s", total, strings.Join(names, ", ")),
+		amconfig.AnnotationIncidentID: inc.ID,
 	}
 	if inc.Image != "" {
 		ann["image"] = inc.Image

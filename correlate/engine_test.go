@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/fleetwatch/fleetwatch/correlate/amconfig"
 )
 
 func TestMain(m *testing.M) {
@@ -155,8 +157,8 @@ func TestEngineDeliversDurably(t *testing.T) {
 			require.Equal(t, IncidentAlertName, ls["alertname"])
 			require.Equal(t, "cluster", ls["scope"])
 			require.Equal(t, "eu-2", ls["cluster"])
-			ids = append(ids, a["annotations"].(map[string]any)["incident_id"].(string))
-			require.NotEmpty(t, ls["incident_key"])
+			ids = append(ids, a["annotations"].(map[string]any)[amconfig.AnnotationIncidentID].(string))
+			require.NotEmpty(t, ls[amconfig.LabelIncidentKey])
 			require.NotEmpty(t, a["annotations"].(map[string]any)["explanation"])
 		}
 		stop()
@@ -255,7 +257,7 @@ func TestEngineLastStateWins(t *testing.T) {
 		require.Empty(t, incs)
 		last := map[string]map[string]any{}
 		for _, p := range am.received() {
-			last[p["annotations"].(map[string]any)["incident_id"].(string)] = p
+			last[p["annotations"].(map[string]any)[amconfig.AnnotationIncidentID].(string)] = p
 		}
 		require.NotEmpty(t, last)
 		for id, p := range last {

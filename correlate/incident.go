@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fleetwatch/fleetwatch/correlate/amconfig"
 	"github.com/fleetwatch/fleetwatch/internal/ident"
 )
 
@@ -48,16 +49,16 @@ type Incident struct {
 // routingLabels are the labels of the incident's Alertmanager alert.
 func (i *Incident) routingLabels() map[string]string {
 	ls := map[string]string{
-		"alertname":    IncidentAlertName,
-		"incident_key": i.Key, // what the problem is: the same on every replica (amconfig)
-		"severity":     i.Severity,
-		"scope":        i.Scope,
+		amconfig.LabelAlertName:   IncidentAlertName,
+		amconfig.LabelIncidentKey: i.Key, // what the problem is: the same on every replica
+		amconfig.LabelSeverity:    i.Severity,
+		amconfig.LabelScope:       i.Scope,
 	}
-	if i.Scope == "cluster" && len(i.Clusters) == 1 {
-		ls["cluster"] = i.Clusters[0]
+	if i.Scope == amconfig.ScopeCluster && len(i.Clusters) == 1 {
+		ls[amconfig.LabelCluster] = i.Clusters[0]
 	}
 	if i.Team != "" {
-		ls["team"] = i.Team
+		ls[amconfig.LabelTeam] = i.Team
 	}
 	return ls
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetwatch/fleetwatch/correlate/amconfig"
 	"github.com/fleetwatch/fleetwatch/internal/lab"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
@@ -76,7 +77,7 @@ steps:
 		// and the cluster's own Prometheus report them.
 		names := map[string]bool{}
 		for _, a := range got["nodes/"+c[1]].Alerts {
-			names[a.Labels["alertname"]+"/"+a.Source] = true
+			names[a.Labels[amconfig.LabelAlertName]+"/"+a.Source] = true
 		}
 		for _, n := range []string{"FleetClusterNodesNotReady/rules", "FleetClusterCrashLooping/rules", "FleetWorkloadCrashLooping/rules", "KubePodCrashLooping/prometheus"} {
 			if !names[n] {
@@ -101,8 +102,8 @@ steps:
 		}
 		got := map[string][]lab.AMAlert{}
 		for _, a := range l.AlertmanagerAlerts() {
-			if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
-				got[a.Annotations["incident_id"]] = append(got[a.Annotations["incident_id"]], a)
+			if a.Labels[amconfig.LabelAlertName] == amconfig.AlertName && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
+				got[a.Annotations[amconfig.AnnotationIncidentID]] = append(got[a.Annotations[amconfig.AnnotationIncidentID]], a)
 			}
 		}
 		if len(got) != len(ids) {
@@ -114,7 +115,7 @@ steps:
 				return fmt.Errorf("Alertmanager has %d active alerts for incident %s (%s), want 1", len(as), id, inc.Key)
 			}
 			a := as[0]
-			if a.Labels["incident_key"] != inc.Key || a.Labels["scope"] != inc.Scope || a.Labels["severity"] != inc.Severity || a.Annotations["explanation"] == "" {
+			if a.Labels[amconfig.LabelIncidentKey] != inc.Key || a.Labels["scope"] != inc.Scope || a.Labels["severity"] != inc.Severity || a.Annotations["explanation"] == "" {
 				return fmt.Errorf("Alertmanager's %s: labels %v annotations %v; fleetwatch: %s %s", inc.Key, a.Labels, a.Annotations, inc.Scope, inc.Severity)
 			}
 			if inc.Scope == "cluster" && a.Labels["cluster"] != inc.Clusters[0] {
@@ -136,8 +137,8 @@ steps:
 	}
 	require.Len(t, after, len(ids), "no new incident after the restart")
 	for _, a := range l.AlertmanagerAlerts() {
-		if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
-			_, known := ids[a.Annotations["incident_id"]]
+		if a.Labels[amconfig.LabelAlertName] == amconfig.AlertName && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
+			_, known := ids[a.Annotations[amconfig.AnnotationIncidentID]]
 			require.True(t, known, "Alertmanager got a new incident after the restart: %v", a.Labels)
 		}
 	}
@@ -150,15 +151,15 @@ steps:
 			return fmt.Errorf("still active: %v", lab.IncidentKeys(a))
 		}
 		for _, a := range l.AlertmanagerAlerts() {
-			if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
+			if a.Labels[amconfig.LabelAlertName] == amconfig.AlertName && a.Status.State == "active" && a.EndsAt.After(time.Now()) {
 				state := "unknown to fleetwatch"
 				for _, inc := range l.Incidents("") {
-					if inc.ID == a.Annotations["incident_id"] {
+					if inc.ID == a.Annotations[amconfig.AnnotationIncidentID] {
 						state = fmt.Sprintf("%s in fleetwatch (%s, merged into %q)", inc.State, inc.Key, inc.MergedInto)
 					}
 				}
 				return fmt.Errorf("Alertmanager still has incident %s active (starts %s, ends %s); %s",
-					a.Annotations["incident_id"], a.StartsAt, a.EndsAt, state)
+					a.Annotations[amconfig.AnnotationIncidentID], a.StartsAt, a.EndsAt, state)
 			}
 		}
 		return nil

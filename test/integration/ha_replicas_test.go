@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/correlate/amconfig"
 	"github.com/fleetwatch/fleetwatch/internal/lab"
 	"github.com/fleetwatch/fleetwatch/internal/testenv"
 )
@@ -45,7 +46,7 @@ func (p *pager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	n := notification{path: r.URL.Path, key: msg.GroupLabels["incident_key"], status: msg.Status}
+	n := notification{path: r.URL.Path, key: msg.GroupLabels[amconfig.LabelIncidentKey], status: msg.Status}
 	for _, a := range msg.Alerts {
 		if a.Status == "firing" {
 			n.firing++
@@ -144,15 +145,15 @@ steps:
 	testenv.Eventually(t, 2*time.Minute, func() error {
 		byKey := map[string][]lab.AMAlert{}
 		for _, a := range l.AlertmanagerAlerts() {
-			if a.Labels["alertname"] == "FleetwatchIncident" && a.Status.State == "active" {
-				byKey[a.Labels["incident_key"]] = append(byKey[a.Labels["incident_key"]], a)
+			if a.Labels[amconfig.LabelAlertName] == amconfig.AlertName && a.Status.State == "active" {
+				byKey[a.Labels[amconfig.LabelIncidentKey]] = append(byKey[a.Labels[amconfig.LabelIncidentKey]], a)
 			}
 		}
 		for _, k := range keys {
 			if len(byKey[k]) != 1 {
 				return fmt.Errorf("Alertmanager holds %d alerts for incident %s, want 1: %v", len(byKey[k]), k, byKey[k])
 			}
-			if id := byKey[k][0].Annotations["incident_id"]; id != ids[k][l.FleetwatchURL] && id != ids[k][l.StandbyURL] {
+			if id := byKey[k][0].Annotations[amconfig.AnnotationIncidentID]; id != ids[k][l.FleetwatchURL] && id != ids[k][l.StandbyURL] {
 				return fmt.Errorf("incident %s in Alertmanager has incident_id %q, neither replica's", k, id)
 			}
 			if len(p.got("/page", k, "firing")) == 0 {
