@@ -23,9 +23,6 @@ import (
 	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
-// DefaultTenantHeader is the header Thanos Receive reads the tenant from.
-const DefaultTenantHeader = "THANOS-TENANT"
-
 // MetricForwarded counts the requests forwarded to Thanos Receive, by cluster and result
 // (success, rejected: Receive refused them as invalid; error: not taken, the member retries).
 const MetricForwarded = "fleetwatch_forward_requests_total"
@@ -36,7 +33,7 @@ type ForwardOptions struct {
 	URL string
 	// Client sends the requests (its timeout bounds each one).
 	Client *http.Client
-	// TenantHeader carries the cluster's name (default DefaultTenantHeader).
+	// TenantHeader carries the cluster's name (default config.DefaultTenantHeader).
 	TenantHeader string
 	Registerer   prometheus.Registerer
 }
@@ -58,7 +55,7 @@ func NewForwarder(o ForwardOptions) (*Forwarder, error) {
 		return nil, errors.New("collector: a Forwarder needs a URL and a client")
 	}
 	if o.TenantHeader == "" {
-		o.TenantHeader = DefaultTenantHeader
+		o.TenantHeader = config.DefaultTenantHeader
 	}
 	return &Forwarder{o: o, results: promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: MetricForwarded,

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // TestForwarderRequest: one transaction is one remote-write 1.0 request, its samples grouped
@@ -32,7 +34,7 @@ func TestForwarderRequest(t *testing.T) {
 		require.NoError(t, wr.Unmarshal(raw))
 		mu.Lock()
 		got = append(got, wr)
-		tenants = append(tenants, r.Header.Get(DefaultTenantHeader))
+		tenants = append(tenants, r.Header.Get(config.DefaultTenantHeader))
 		code := status
 		mu.Unlock()
 		w.WriteHeader(code)

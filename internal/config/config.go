@@ -540,6 +540,10 @@ func (f *ForwardConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal((*plain)(f))
 }
 
+// DefaultTenantHeader is the header Thanos Receive reads the tenant from (its
+// --receive.tenant-header default): ingest.forward.tenant_header's default.
+const DefaultTenantHeader = "THANOS-TENANT"
+
 // DefaultForwardTimeout bounds one forwarded request; a member's remote write waits for it.
 const DefaultForwardTimeout = model.Duration(30 * time.Second)
 
@@ -737,7 +741,7 @@ func (c *IngestConfig) validate() error {
 			return fmt.Errorf("ingest: forward: url: %w", err)
 		}
 		if f.TenantHeader == "" {
-			f.TenantHeader = "THANOS-TENANT"
+			f.TenantHeader = DefaultTenantHeader
 		}
 		if f.Timeout == 0 {
 			f.Timeout = DefaultForwardTimeout
