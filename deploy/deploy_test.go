@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -135,15 +137,13 @@ func (l *lab) installCRDs() error {
 		}
 	}
 	// kubectl wait fails at once on a CRD whose status has no conditions yet: ask again.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		_, err = l.run(nil, "wait", "--for=condition=Established", "--timeout=30s",
+	var waitErr error
+	err = wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		_, waitErr = l.run(nil, "wait", "--for=condition=Established", "--timeout=30s",
 			"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com", "crd/prometheuses.monitoring.coreos.com")
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return waitErr == nil, nil
+	})
+	return errors.Join(err, waitErr)
 }
 
 // render is `kubectl kustomize` of a directory under kubernetes/.
