@@ -61,21 +61,30 @@ func MemberObjects() ([]*unstructured.Unstructured, error) {
 		if err != nil {
 			return nil, err
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-		for {
-			var m map[string]any
-			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			if len(m) == 0 {
-				continue
-			}
+		objs, err := Decode(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+// Decode reads the Kubernetes objects of a YAML (or JSON) stream, skipping empty documents.
+func Decode(b []byte) ([]*unstructured.Unstructured, error) {
+	var out []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return out, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(m) > 0 {
 			out = append(out, &unstructured.Unstructured{Object: m})
 		}
 	}
-	return out, nil
 }
 
 // JoinOptions are what Join needs besides the member cluster's client configuration.

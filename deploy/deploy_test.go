@@ -22,8 +22,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -173,18 +173,9 @@ func (l *lab) ensureNamespace(t *testing.T, name string) {
 
 func decode(t *testing.T, manifests []byte) []*unstructured.Unstructured {
 	t.Helper()
-	var out []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifests), 4096)
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			break
-		}
-		if len(m) > 0 {
-			out = append(out, &unstructured.Unstructured{Object: m})
-		}
-	}
-	return out
+	objs, err := deploy.Decode(manifests)
+	require.NoError(t, err)
+	return objs
 }
 
 func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
@@ -200,9 +191,7 @@ func convert[T any](t *testing.T, o *unstructured.Unstructured) *T {
 	t.Helper()
 	require.NotNil(t, o)
 	var v T
-	b, err := json.Marshal(o.Object)
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &v))
+	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &v))
 	return &v
 }
 
