@@ -165,7 +165,7 @@ func (v *View) ApplyConfig(cfg config.QueryConfig) error {
 
 // Appendable is where the collector writes: the TSDB, telling the result cache the oldest
 // sample of each commit (a late sample empties it).
-func (v *View) Appendable() storage.Appendable { return lateAppendable{v, v.db} }
+func (v *View) Appendable() storage.Appendable { return v.AppendableOver(v.db) }
 
 // AppendableOver is Appendable for samples kept elsewhere (ingest.forward: Thanos Receive) and
 // read back through a remote source: a late one still empties the result cache.
