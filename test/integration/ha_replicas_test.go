@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -213,27 +212,15 @@ steps:
 
 // delivered: the fleetwatch at base has nothing waiting for Alertmanager and has posted to it.
 func delivered(base string) error {
-	resp, err := http.Get(base + "/metrics")
+	outbox, ok, err := metricSum(base, correlate.MetricOutbox, nil)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	sent, _, err := metricSum(base, correlate.MetricNotifications, map[string]string{"result": "success"})
 	if err != nil {
 		return err
 	}
-	var outbox, sent float64 = -1, 0
-	for _, line := range strings.Split(string(body), "\n") {
-		var v float64
-		switch {
-		case strings.HasPrefix(line, correlate.MetricOutbox+" "):
-			_, _ = fmt.Sscanf(strings.TrimPrefix(line, correlate.MetricOutbox+" "), "%g", &outbox)
-		case strings.HasPrefix(line, correlate.MetricNotifications+"{") && strings.Contains(line, `result="success"`):
-			_, _ = fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
-			sent += v
-		}
-	}
-	if outbox != 0 || sent == 0 {
+	if !ok || outbox != 0 || sent == 0 {
 		return fmt.Errorf("%s: outbox %g, %g notifications delivered", base, outbox, sent)
 	}
 	return nil

@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -152,18 +150,7 @@ func countAt(t *testing.T, a promv1.API, q string, ts time.Time) float64 {
 // forwarded sums the fleetwatch's forwarded requests with result.
 func forwarded(t *testing.T, base, result string) float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
+	n, _, err := metricSum(base, collector.MetricForwarded, map[string]string{"result": result})
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	var n float64
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, collector.MetricForwarded+"{") && strings.Contains(line, `result="`+result+`"`) {
-			var v float64
-			_, _ = fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
-			n += v
-		}
-	}
 	return n
 }
