@@ -222,6 +222,8 @@ func (a *Approvals) serveDecide(w http.ResponseWriter, r *http.Request) {
 		apiresp.Error(w, http.StatusConflict, "conflict", err)
 	case errors.Is(err, remediate.ErrNotFound):
 		apiresp.Error(w, http.StatusNotFound, "not_found", err)
+	case errors.Is(err, remediate.ErrHandedOver):
+		apiresp.Error(w, http.StatusServiceUnavailable, "unavailable", err)
 	default:
 		apiresp.Error(w, http.StatusInternalServerError, "internal", err)
 	}

@@ -227,7 +227,7 @@ func (e *Engine) servePause(w http.ResponseWriter, r *http.Request, pause bool) 
 		err = e.Resume(cluster, id.String())
 	}
 	if err != nil {
-		apiresp.Error(w, http.StatusInternalServerError, "internal", err)
+		e.answer(w, nil, err)
 		return
 	}
 	apiresp.Success(w, http.StatusOK, e.Paused())
@@ -268,6 +268,8 @@ func (e *Engine) answer(w http.ResponseWriter, rem *Remediation, err error) {
 		apiresp.Error(w, http.StatusNotFound, "not_found", err)
 	case errors.Is(err, ErrConflict):
 		apiresp.Error(w, http.StatusConflict, "conflict", err)
+	case errors.Is(err, ErrHandedOver):
+		apiresp.Error(w, http.StatusServiceUnavailable, "unavailable", err)
 	default:
 		e.logger.Error("remediation API", "err", err)
 		apiresp.Error(w, http.StatusInternalServerError, "internal", err)

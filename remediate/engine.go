@@ -84,6 +84,9 @@ type Engine struct {
 	// told is what each incident was last told (tell).
 	told map[string]string
 	lead leadership
+	// hub is what this process shares with the next leader, with leader election (nil
+	// without).
+	hub *handover
 	// ended are the remediations that ended in the last causedFor, and actions what the last
 	// evaluation found remediation doing (Actions), read without the lock.
 	ended   []*Remediation
@@ -148,7 +151,8 @@ func New(o Options) (*Engine, error) {
 	}
 	e.metrics = newMetrics(o.Registerer)
 	e.metrics.init(e.playbooks)
-	e.setLeader(true, "") // until RunElected campaigns
+	// Without leader election this process acts; with it, not before RunElected holds the Lease.
+	e.setLeader(o.Settings.LeaderElection == nil, "")
 	return e, nil
 }
 
@@ -220,6 +224,21 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		e.metrics.update(e, e.budgetItems(ctx, nil, now))
 		return nil
 	}
+	if e.hub != nil {
+		// Every evaluation starts from the hub's state: when this process took the Lease, or
+		// when another process wrote the state since (this one no longer leads, and does not
+		// know it yet), it continues from what the hub says before it decides anything.
+		if e.hub.ready {
+			if err := e.hub.check(ctx); err != nil {
+				return err
+			}
+		}
+		if !e.hub.ready {
+			if err := e.adopt(ctx, now); err != nil {
+				return err
+			}
+		}
+	}
 	incidents := e.o.Incidents()
 	open := map[string]*correlate.Incident{}
 	var errs []error
@@ -274,6 +293,7 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		e.cover(r)
 		if Final(r.State) {
 			e.metrics.finished(r)
+			e.endShared(r)
 			continue
 		}
 		e.active[r.ID] = r
@@ -292,6 +312,7 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		r := e.active[id]
 		if Final(r.State) { // decided over the API since
 			delete(e.active, id)
+			e.endShared(r)
 			continue
 		}
 		if err := e.advance(ctx, r, open, now); err != nil {
@@ -300,8 +321,12 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 		if Final(r.State) {
 			delete(e.active, id)
 			e.awaitFailback(r)
+			e.endShared(r)
 			e.ended = append(e.ended, r)
 		}
+	}
+	if err := e.share(ctx, open, e.paused, now); err != nil {
+		errs = append(errs, err)
 	}
 	// What an incident was told is kept while it is open or one of its remediations runs.
 	for id := range e.told {
@@ -419,6 +444,7 @@ func (e *Engine) planFailbacks(ctx context.Context, open map[string]*correlate.I
 			return err
 		}
 		delete(e.failovers, id)
+		e.endShared(linked)
 		e.active[r.ID] = r
 	}
 	return nil
@@ -863,6 +889,9 @@ func (e *Engine) failOp(ctx context.Context, r *Remediation, st *StepRun, op *Op
 	op.State, op.Detail = OpFailed, why
 	entries := []*AuditEntry{e.entry(r, op.ID, EventVerify, actor, "failed: "+why)}
 	if op.Undo != "" {
+		if err := e.shareFirst(ctx, r, now); err != nil {
+			return false, err
+		}
 		if c, err := e.o.Clients(op.Cluster); err == nil {
 			before := func(call string) error { return e.o.Store.Audit(e.entry(r, op.ID, EventCall, actor, "undo: "+call)) }
 			var detail string
@@ -902,6 +931,12 @@ func (e *Engine) act(ctx context.Context, r *Remediation, st *StepRun, op *Op, n
 	if err != nil {
 		op.Detail = err.Error()
 		return e.save(r, now)
+	}
+	if err := e.shareFirst(ctx, r, now); err != nil {
+		// The next leader must know what this one is about to do, or it could not finish it.
+		op.Detail = "not acted (tried again): " + err.Error()
+		e.metrics.action(op.Action, "error")
+		return e.save(r, now, e.entry(r, op.ID, EventResult, actor, op.Detail))
 	}
 	before := func(call string) error {
 		if r.DryRun {
@@ -1047,6 +1082,7 @@ func (e *Engine) decide(id, who string, approve bool, comment string, check func
 	}
 	st := r.Steps[r.Current]
 	entries := []*AuditEntry{e.entry(r, "", EventApproval, who, detail)}
+	defer func() { e.active[id] = cur }() // until the decision is kept
 	end := func(state, reason string) {
 		r.State, r.Reason, r.DoneAt = state, reason, now
 		entries = append(entries, e.entry(r, "", EventState, actor, state+": "+reason))
@@ -1074,10 +1110,16 @@ func (e *Engine) decide(id, who string, approve bool, comment string, check func
 	default:
 		return nil, fmt.Errorf("%w: remediation %s does not wait for a decision (state %s)", ErrConflict, id, r.State)
 	}
+	// In the hub first, with leader election: a decision this process acknowledges is one the
+	// next leader knows.
+	e.active[id] = r
+	if err := e.share(context.Background(), nil, e.paused, now); err != nil {
+		return nil, err
+	}
 	if err := e.save(r, now, entries...); err != nil {
 		return nil, err
 	}
-	e.active[id] = r
+	cur = r
 	if Final(r.State) {
 		e.metrics.finished(r)
 	}
@@ -1103,6 +1145,11 @@ func (r *Remediation) clone() *Remediation {
 func (e *Engine) Pause(cluster, who string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	paused := maps.Clone(e.paused)
+	paused[cluster] = who
+	if err := e.share(context.Background(), nil, paused, e.now()); err != nil {
+		return err
+	}
 	if err := e.o.Store.SetPaused(cluster, who, &AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "paused " + scopeName(cluster)}); err != nil {
 		return err
 	}
@@ -1114,6 +1161,11 @@ func (e *Engine) Pause(cluster, who string) error {
 func (e *Engine) Resume(cluster, who string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	paused := maps.Clone(e.paused)
+	delete(paused, cluster)
+	if err := e.share(context.Background(), nil, paused, e.now()); err != nil {
+		return err
+	}
 	if err := e.o.Store.SetPaused(cluster, "", &AuditEntry{Time: e.now(), Event: EventGuard, Actor: who, Detail: "resumed " + scopeName(cluster)}); err != nil {
 		return err
 	}

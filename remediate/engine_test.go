@@ -60,6 +60,8 @@ type world struct {
 	told map[string]string
 	// queries counts the engine's queries of the view, by text.
 	queries map[string]int
+	// opts made the engine.
+	opts Options
 }
 
 var clusters = []string{"c1", "c2", "c3"}
@@ -124,7 +126,7 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 	w.store, err = OpenStore(filepath.Join(t.TempDir(), "remediations.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { w.store.Close() })
-	w.engine, err = New(Options{Store: w.store, Query: w.query, Incidents: func() []correlate.Incident { return w.incidents }, Alerts: w,
+	w.opts = Options{Store: w.store, Query: w.query, Incidents: func() []correlate.Incident { return w.incidents }, Alerts: w,
 		Clients: func(c string) (kubernetes.Interface, error) {
 			if cs, ok := w.clients[c]; ok {
 				return cs, nil
@@ -132,7 +134,8 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 			return nil, fmt.Errorf("no cluster %s", c)
 		},
 		Remediated: func(id, text string) error { w.told[id] = text; return nil },
-		Settings:   s, Registerer: w.reg, Now: func() time.Time { return w.now }})
+		Settings:   s, Registerer: w.reg, Now: func() time.Time { return w.now }}
+	w.engine, err = New(w.opts)
 	require.NoError(t, err)
 	return w
 }

@@ -52,6 +52,9 @@ func b2f(b bool) float64 {
 // expire. RunElected returns once the engine's last evaluation is over.
 func (e *Engine) RunElected(ctx context.Context, client kubernetes.Interface, cfg config.LeaderElectionConfig, identity string) error {
 	e.setLeader(false, "")
+	e.mu.Lock()
+	e.hub = newHandover(client, cfg.Namespace, cfg.LeaseName, identity)
+	e.mu.Unlock()
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.LeaseName},
 		Client:     client.CoordinationV1(),
@@ -68,6 +71,9 @@ func (e *Engine) RunElected(ctx context.Context, client kubernetes.Interface, cf
 					running.Add(1)
 					defer running.Done()
 					e.logger.Info("leading remediation", "identity", identity, "lease", cfg.Namespace+"/"+cfg.LeaseName)
+					e.mu.Lock()
+					e.hub.ready = false // the first evaluation reads what the last leader left
+					e.mu.Unlock()
 					e.setLeader(true, identity)
 					e.Run(ctx)
 				},

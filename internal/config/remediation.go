@@ -116,6 +116,8 @@ type LeaderElectionConfig struct {
 	// needs a Role for Leases in Namespace.
 	Cluster   string `yaml:"cluster,omitempty"`
 	Namespace string `yaml:"namespace,omitempty"`
+	// LeaseName names the Lease and the ConfigMap next to it where the leader keeps what the
+	// next one continues from (remediate/handover.go).
 	LeaseName string `yaml:"lease_name,omitempty"`
 	// Identity names this process in the Lease and in remediation's user agent (default:
 	// the host name and a random suffix).

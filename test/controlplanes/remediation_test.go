@@ -507,14 +507,7 @@ func clusterLost(t *testing.T, l *lab.Lab, anon, op client) {
 	})
 	require.Equal(t, remediate.PlaybookFailback, fb.Playbook)
 	require.Equal(t, http.StatusOK, op.call("POST", "/api/v1/remediations/"+fb.ID+"/approve", nil, nil))
-	testenv.Eventually(t, 3*time.Minute, func() error {
-		var d remediate.Detail
-		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+fb.ID, nil, &d))
-		if d.State != remediate.StateSucceeded {
-			return fmt.Errorf("failback %s: %s", d.ID, describe(t, l, anon, d.ID))
-		}
-		return nil
-	})
+	waitSucceeded(t, l, anon, fb.ID)
 	for _, c := range survivors {
 		require.Equal(t, before[c], deployments(t, l, c), "%s runs what it ran before the failover", c)
 	}
@@ -546,7 +539,13 @@ func nodesDown(t *testing.T, l *lab.Lab, anon client, c string, count int) remed
 				return nil
 			}
 		}
-		return fmt.Errorf("no remediation waits for approval in %s: %+v", c, list)
+		var all []remediate.Remediation
+		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations", nil, &all))
+		var states []string
+		for _, r := range all {
+			states = append(states, fmt.Sprintf("%s %v %s (%s)", r.ID, r.Clusters, r.State, r.Reason))
+		}
+		return fmt.Errorf("no remediation waits for approval in %s; all: %v", c, states)
 	})
 	return rem
 }
@@ -556,10 +555,37 @@ func nodesDown(t *testing.T, l *lab.Lab, anon client, c string, count int) remed
 // write in the API server's audit log has its entry in fleetwatch's audit, made before it.
 func killDuringDrain(t *testing.T, l *lab.Lab, anon, op client) {
 	c := l.Clusters[1]
+	rem := drainStarted(t, l, anon, op, c)
+	l.RestartFleetwatch()
+	d := waitSucceeded(t, l, anon, rem.ID)
+
+	// The API server's audit log: every write fleetwatch's remediation made.
+	writes := l.Audit(c, remediate.UserAgent)
+	require.NotEmpty(t, writes)
+	succeeded := onceEach(t, writes, d.Audit, nil)
+	t.Logf("%d writes to %s's API server, %d of them succeeded, across a kill -9", len(writes), c, len(succeeded))
+}
+
+// waitSucceeded waits until remediation id succeeded, and returns it with its audit.
+func waitSucceeded(t *testing.T, l *lab.Lab, c client, id string) remediate.Detail {
+	t.Helper()
+	var d remediate.Detail
+	testenv.Eventually(t, 3*time.Minute, func() error {
+		require.Equal(t, http.StatusOK, c.call("GET", "/api/v1/remediations/"+id, nil, &d))
+		if d.State != remediate.StateSucceeded {
+			return fmt.Errorf("remediation %s: %s", d.ID, describe(t, l, c, d.ID))
+		}
+		return nil
+	})
+	return d
+}
+
+// drainStarted makes two nodes of cluster c NotReady, has op approve their remediation, and
+// returns it as soon as the drain's first eviction is in fleetwatch's audit.
+func drainStarted(t *testing.T, l *lab.Lab, anon, op client, c string) remediate.Remediation {
+	t.Helper()
 	rem := nodesDown(t, l, anon, c, 2)
 	require.Equal(t, http.StatusOK, op.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
-
-	// Killed as soon as the drain's first eviction is in fleetwatch's audit.
 	testenv.Eventually(t, 2*time.Minute, func() error {
 		var d remediate.Detail
 		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+rem.ID, nil, &d))
@@ -570,34 +596,31 @@ func killDuringDrain(t *testing.T, l *lab.Lab, anon, op client) {
 		}
 		return nil
 	})
-	l.RestartFleetwatch()
-	var d remediate.Detail
-	testenv.Eventually(t, 3*time.Minute, func() error {
-		require.Equal(t, http.StatusOK, anon.call("GET", "/api/v1/remediations/"+rem.ID, nil, &d))
-		if d.State != remediate.StateSucceeded {
-			return fmt.Errorf("remediation %s: %s", d.ID, describe(t, l, anon, d.ID))
-		}
-		return nil
-	})
+	return rem
+}
 
-	// The API server's audit log: every write fleetwatch's remediation made.
-	writes := l.Audit(c, remediate.UserAgent)
-	require.NotEmpty(t, writes)
+// onceEach checks an API server's audited writes: none succeeded twice on the same target,
+// and each (but those by a user agent elsewhere, when elsewhere is set) is in fleetwatch's
+// audit as a call, made before it. It returns the targets that changed, with how often.
+func onceEach(t *testing.T, writes []lab.AuditEvent, audit []remediate.AuditEntry, elsewhere func(agent string) bool) map[string]int {
+	t.Helper()
 	succeeded := map[string]int{}
 	for _, w := range writes {
 		target := w.ObjectRef.Resource + "/" + w.ObjectRef.Subresource + " " + w.ObjectRef.Namespace + "/" + w.ObjectRef.Name
 		if w.ResponseStatus.Code/100 == 2 {
 			succeeded[target]++
 		}
-		// Each write was in fleetwatch's audit first.
-		require.True(t, slices.ContainsFunc(d.Audit, func(e remediate.AuditEntry) bool {
+		if elsewhere != nil && elsewhere(strings.Fields(w.UserAgent)[0]) {
+			continue
+		}
+		require.True(t, slices.ContainsFunc(audit, func(e remediate.AuditEntry) bool {
 			return e.Event == remediate.EventCall && strings.Contains(e.Detail, "/"+w.ObjectRef.Name)
-		}), "%s %s is in the API server's audit log, not in fleetwatch's", w.Verb, w.RequestURI)
+		}), "%s %s (%s) is in the API server's audit log, not in fleetwatch's audit", w.Verb, w.RequestURI, w.UserAgent)
 	}
 	for target, n := range succeeded {
 		require.Equal(t, 1, n, "%s succeeded %d times", target, n)
 	}
-	t.Logf("%d writes to %s's API server, %d of them succeeded, across a kill -9", len(writes), c, len(succeeded))
+	return succeeded
 }
 
 // partitioned: fleetwatch's own path to the API servers of 2 of the 3 clusters is cut (their
@@ -694,40 +717,13 @@ func scrape(t *testing.T, base string) string {
 // logs record, and nothing changed. Placement keeps 90% headroom here: a lost cluster's
 // failover finds no room, and is refused with the numbers, in its incident too.
 func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
-	dir := t.TempDir()
-	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
-	l := lab.Start(t, lab.Options{
-		Clusters: 3, Nodes: 4, PodsPerNode: 5, ControlPlanes: true, Standby: true, Rules: remediationRules, Correlate: correlateConfig,
-		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
-			"schedule: {headroom: 0.9}\n" +
-			"remediation:\n  enabled: true\n  dry_run: true\n  evaluation_interval: 1s\n  specs: {interval: 5s}\n" +
-			"  leader_election: {cluster: eu-1, lease_duration: 6s, renew_deadline: 4s, retry_period: 1s}\n" +
-			"access:\n  anonymous_roles: [read]\n  identities:\n" +
-			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall),
-	})
-	// eu-1 is the hub: fleetwatch's ServiceAccount there may use the Lease, as the member
-	// manifests' hub-lease.yaml grants it (the member ClusterRole alone does not).
-	l.Kubectl("eu-1", "apply", "--server-side", "-f", filepath.Join("..", "..", "deploy", "kubernetes", "member", "hub-lease.yaml"))
-	leaderRe := regexp.MustCompile(`(?m)^` + remediate.MetricLeader + ` 1$`)
-	procs := map[string]*testenv.Process{l.FleetwatchURL: l.Fleetwatch, l.StandbyURL: l.Standby}
+	e := startElected(t, "  dry_run: true\n")
+	l, procs := e.l, e.procs
 	var leader, follower string
 	electedOne := func() error {
-		var leading []string
-		for u := range procs {
-			if leaderRe.MatchString(scrape(t, u)) {
-				leading = append(leading, u)
-			}
-		}
-		if len(leading) != 1 {
-			return fmt.Errorf("%d processes lead: %v", len(leading), leading)
-		}
-		leader = leading[0]
-		for u := range procs {
-			if u != leader {
-				follower = u
-			}
-		}
-		return nil
+		var err error
+		leader, follower, err = e.leader()
+		return err
 	}
 	testenv.Eventually(t, time.Minute, electedOne)
 
@@ -740,18 +736,7 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, client{t: t, base: follower, token: "oncall-secret"}.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil),
 		"the follower refuses decisions")
 	require.Equal(t, http.StatusOK, client{t: t, base: leader, token: "oncall-secret"}.call("POST", "/api/v1/remediations/"+rem.ID+"/approve", nil, nil))
-	succeeded := func(base, id string) {
-		testenv.Eventually(t, 2*time.Minute, func() error {
-			var d remediate.Detail
-			require.Equal(t, http.StatusOK, client{t: t, base: base}.call("GET", "/api/v1/remediations/"+id, nil, &d))
-			if d.State != remediate.StateSucceeded {
-				return fmt.Errorf("remediation %s: %s (%s)", id, d.State, d.Reason)
-			}
-			require.Contains(t, d.Reason, "dry run")
-			return nil
-		})
-	}
-	succeeded(leader, rem.ID)
+	require.Contains(t, waitSucceeded(t, l, client{t: t, base: leader}, rem.ID).Reason, "dry run")
 	agents := func() map[string]int {
 		out := map[string]int{}
 		for _, w := range l.Audit(c, remediate.UserAgent) {
@@ -763,27 +748,34 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 	first := agents()
 	require.Len(t, first, 1, "one process acted: %v", first)
 
-	// The leader dies without releasing the Lease: the other takes over once it expires, and
-	// plans the incident's remediation again (its own store), which an operator approves.
+	// The leader dies without releasing the Lease: the other takes over once it expires and
+	// continues from what the leader left in the hub: the remediation is over, its incident
+	// still open (a dry run cordoned nothing), so nothing is planned again.
+	writtenBy := func() string {
+		cm, err := l.ControlPlanes["eu-1"].Client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "fleetwatch-remediation", metav1.GetOptions{})
+		require.NoError(t, err)
+		return cm.Annotations["fleetwatch.io/written-by"]
+	}
+	old := writtenBy()
 	procs[leader].Kill()
 	delete(procs, leader)
 	killed := time.Now()
 	testenv.Eventually(t, time.Minute, electedOne)
 	t.Logf("handover %s after the leader's kill -9", time.Since(killed).Round(time.Second))
-	var rem2 remediate.Remediation
+	// The new leader's first evaluation adopts, plans and then writes the hub.
 	testenv.Eventually(t, time.Minute, func() error {
-		var list []remediate.Remediation
-		require.Equal(t, http.StatusOK, client{t: t, base: leader}.call("GET", "/api/v1/remediations?state="+remediate.StateWaiting, nil, &list))
-		if len(list) != 1 {
-			return fmt.Errorf("the new leader has %d remediations waiting", len(list))
+		if w := writtenBy(); w == old {
+			return fmt.Errorf("the hub's state is still %s's", w)
 		}
-		rem2 = list[0]
 		return nil
 	})
-	require.Equal(t, http.StatusOK, client{t: t, base: leader, token: "oncall-secret"}.call("POST", "/api/v1/remediations/"+rem2.ID+"/approve", nil, nil))
-	succeeded(leader, rem2.ID)
+	var list []remediate.Remediation
+	require.Equal(t, http.StatusOK, client{t: t, base: leader}.call("GET", "/api/v1/remediations", nil, &list))
+	require.Len(t, list, 1, "the new leader planned the incident again: %+v", list)
+	require.Equal(t, rem.ID, list[0].ID)
+	require.Equal(t, remediate.StateSucceeded, list[0].State)
 	second := agents()
-	require.Len(t, second, 2, "the new leader acted under its own name: %v", second)
+	require.Equal(t, first, second, "the new leader acted on nothing")
 
 	// Dry runs all: nothing changed in the cluster.
 	nodes, err := l.ControlPlanes[c].Client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
@@ -832,4 +824,100 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 func indent(s, prefix string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
+}
+
+// elected is a lab of two fleetwatch processes (the second its standby) that campaign for
+// remediation's Lease in eu-1, the hub.
+type elected struct {
+	t     *testing.T
+	l     *lab.Lab
+	procs map[string]*testenv.Process // by base URL; a killed process is deleted
+}
+
+// startElected starts it with remediation on, extra added to the remediation: section.
+// Placement keeps 90% headroom: a lost cluster's failover finds no room.
+func startElected(t *testing.T, extra string) *elected {
+	dir := t.TempDir()
+	oncall := testenv.WriteFile(t, dir, "oncall.token", "oncall-secret\n")
+	l := lab.Start(t, lab.Options{
+		Clusters: 3, Nodes: 4, PodsPerNode: 5, ControlPlanes: true, Standby: true, Rules: remediationRules, Correlate: correlateConfig,
+		FleetwatchConfig: cpQuery + "api_probe: {interval: 2s, timeout: 1s}\n" +
+			"schedule: {headroom: 0.9}\n" +
+			"remediation:\n  enabled: true\n" + extra + "  evaluation_interval: 1s\n  specs: {interval: 5s}\n" +
+			"  leader_election: {cluster: eu-1, lease_duration: 6s, renew_deadline: 4s, retry_period: 1s}\n" +
+			"access:\n  anonymous_roles: [read]\n  identities:\n" +
+			fmt.Sprintf("    - {name: oncall, roles: [operate], bearer_token_file: %s}\n", oncall),
+	})
+	// eu-1 is the hub: fleetwatch's ServiceAccount there may use the Lease, as the member
+	// manifests' hub-lease.yaml grants it (the member ClusterRole alone does not).
+	l.Kubectl("eu-1", "apply", "--server-side", "-f", filepath.Join("..", "..", "deploy", "kubernetes", "member", "hub-lease.yaml"))
+	return &elected{t: t, l: l, procs: map[string]*testenv.Process{l.FleetwatchURL: l.Fleetwatch, l.StandbyURL: l.Standby}}
+}
+
+var leaderRe = regexp.MustCompile(`(?m)^` + remediate.MetricLeader + ` 1$`)
+
+// leader is the one process that says it leads, and the other (if any).
+func (e *elected) leader() (leader, follower string, err error) {
+	var leading []string
+	for u := range e.procs {
+		if leaderRe.MatchString(scrape(e.t, u)) {
+			leading = append(leading, u)
+		}
+	}
+	if len(leading) != 1 {
+		return "", "", fmt.Errorf("%d processes lead: %v", len(leading), leading)
+	}
+	for u := range e.procs {
+		if u != leading[0] {
+			follower = u
+		}
+	}
+	return leading[0], follower, nil
+}
+
+// TestRemediationHandoverDuringDrain: the leader is killed (SIGKILL) in the middle of a drain
+// that is not a dry run, after its cordon took the node out of the Ready ratio (the incident
+// resolves). The other process takes the Lease and finishes the drain from what the leader
+// left in the hub, under the same remediation and without asking again: across both processes
+// nothing the API server was asked to do succeeded twice (the node is not cordoned again, no
+// pod evicted twice), and every write of the new leader is in its audit first.
+func TestRemediationHandoverDuringDrain(t *testing.T) {
+	e := startElected(t, "")
+	l := e.l
+	var leader string
+	testenv.Eventually(t, time.Minute, func() (err error) { leader, _, err = e.leader(); return err })
+	c := l.Clusters[1]
+	// Two nodes: the second is drained after the first verified, by the new leader.
+	rem := drainStarted(t, l, client{t: t, base: leader}, client{t: t, base: leader, token: "oncall-secret"}, c)
+	e.procs[leader].Kill()
+	delete(e.procs, leader)
+	killed := time.Now()
+	firstAgents := map[string]bool{}
+	for _, w := range l.Audit(c, remediate.UserAgent) {
+		firstAgents[strings.Fields(w.UserAgent)[0]] = true
+	}
+	require.Len(t, firstAgents, 1, "the first leader alone wrote before the kill")
+
+	var second string
+	testenv.Eventually(t, time.Minute, func() (err error) { second, _, err = e.leader(); return err })
+	t.Logf("handover %s after the leader's kill -9", time.Since(killed).Round(time.Second))
+	next := client{t: t, base: second}
+	after := waitSucceeded(t, l, next, rem.ID)
+	require.Equal(t, remediate.EventAdopted, after.Audit[0].Event, "the new leader's audit starts with the adoption")
+	t.Logf("the new leader: %s; %s after the kill", after.Audit[0].Detail, time.Since(killed).Round(time.Second))
+	var list []remediate.Remediation
+	require.Equal(t, http.StatusOK, next.call("GET", "/api/v1/remediations", nil, &list))
+	require.Len(t, list, 1, "nothing else planned: %+v", list)
+
+	writes := l.Audit(c, remediate.UserAgent)
+	agents := map[string]int{}
+	for _, w := range writes {
+		require.False(t, w.DryRun())
+		agents[strings.Fields(w.UserAgent)[0]]++
+	}
+	// The new leader's writes are in its audit, made first (the killed leader's audit is in a
+	// store no process serves any more; killDuringDrain checks that side).
+	succeeded := onceEach(t, writes, after.Audit, func(agent string) bool { return firstAgents[agent] })
+	require.Len(t, agents, 2, "both processes wrote: %v", agents)
+	t.Logf("%d writes to %s's API server across a handover, by user agent %v; %d targets, each changed once", len(writes), c, agents, len(succeeded))
 }

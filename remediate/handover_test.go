@@ -1,0 +1,219 @@
+package remediate
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/internal/config"
+	"github.com/fleetwatch/fleetwatch/internal/kubelab"
+	"github.com/fleetwatch/fleetwatch/internal/testenv"
+)
+
+// startHub starts a real etcd and kube-apiserver: the hub that holds the Lease and the state
+// its holder shares.
+func startHub(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	testenv.SkipIfShort(t)
+	for _, b := range []string{kubelab.BinEtcd, kubelab.BinKubeAPIServer} {
+		testenv.Peer(t, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp, err := kubelab.StartControlPlane(ctx, kubelab.ControlPlaneOptions{Name: "hub", Dir: t.TempDir(), BinDir: testenv.PeersBin(), APIOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(cp.Close)
+	c, err := kubernetes.NewForConfig(cp.RESTConfig(cp.URL))
+	require.NoError(t, err)
+	return c
+}
+
+// process starts another fleetwatch process on the world's clusters and view, as a replica
+// is: its own store, its own incident IDs (the same keys), the hub shared; it leads from now
+// on (the world's ticks evaluate it). Its store is the world's.
+func (w *world) process(t *testing.T, hub kubernetes.Interface, identity string) *Engine {
+	t.Helper()
+	store, err := OpenStore(filepath.Join(t.TempDir(), "remediations.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	o := w.opts
+	o.Store, o.Registerer = store, prometheus.NewRegistry()
+	o.Incidents = func() []correlate.Incident {
+		out := slices.Clone(w.incidents)
+		for i := range out {
+			out[i].ID = identity + "-" + out[i].ID
+		}
+		return out
+	}
+	e, err := New(o)
+	require.NoError(t, err)
+	e.hub = newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, identity)
+	w.lead(e)
+	return e
+}
+
+// lead makes e the process that evaluates (it took the Lease).
+func (w *world) lead(e *Engine) {
+	e.mu.Lock()
+	e.hub.ready = false // as RunElected does when it takes the Lease
+	e.mu.Unlock()
+	w.engine, w.store = e, e.o.Store
+}
+
+// hubState reads what the hub holds, and who wrote it when.
+func hubState(t *testing.T, hub kubernetes.Interface) (*sharedState, string) {
+	t.Helper()
+	st, writer, rv, err := newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, "").read(context.Background())
+	require.NoError(t, err)
+	require.NotEmpty(t, rv, "nothing in the hub")
+	return st, writer
+}
+
+// The leader dies in the middle of a drain (an eviction a PodDisruptionBudget refused), after
+// its cordon took the node out of the Ready ratio and the incident resolved: the next leader
+// finishes the drain from what the hub says, under the same remediation, without cordoning
+// again; a stale leader that still evaluates re-reads the hub instead of acting on its copy.
+func TestHandoverFinishesTheDrain(t *testing.T) {
+	hub := startHub(t)
+	w := newWorld(t, nil)
+	a := w.process(t, hub, "a")
+	r := waiting(t, w, "c1", "n2")
+	st, writer := hubState(t, hub)
+	require.True(t, strings.HasPrefix(writer, "a at "), writer)
+	require.Len(t, st.Remediations, 1)
+	require.Equal(t, StateWaiting, st.Remediations[0].State)
+
+	// The approval is in the hub before it is acknowledged.
+	_, err := a.Decide(r.ID, "alice", true, "")
+	require.NoError(t, err)
+	st, _ = hubState(t, hub)
+	require.Equal(t, StateRunning, st.Remediations[0].State)
+	require.Equal(t, "alice", st.Remediations[0].Steps[0].Approval.By)
+
+	// What the hub says at each write to c1: the step that writes is there first.
+	var atWrite []string
+	w.clients["c1"].PrependReactor("*", "*", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		if act.GetVerb() == "patch" || act.GetVerb() == "create" {
+			st, _ := hubState(t, hub)
+			atWrite = append(atWrite, mark(st.Remediations[0]))
+		}
+		return false, nil, nil
+	})
+	w.tick(time.Second)
+	w.set(`kube_node_spec_unschedulable{cluster="c1",node="n2"}`, 1)
+	w.refuse = true
+	w.tick(5 * time.Second)
+	require.Equal(t, []string{"patch nodes n2", "create pods/eviction api-n2-1", "create pods/eviction api-n2-2"}, w.writes("c1"), "both evictions refused")
+	r = w.only()
+	require.Equal(t, OpBlocked, r.Steps[1].Ops[0].State, r.Steps[1].Ops[0].Detail)
+	require.Equal(t, []string{"0/1/running", "1/1/running", "1/1/running"}, atWrite, "the hub has each step before its first write")
+
+	// a is gone; the incident resolved (the cordoned node left the Ready ratio). b takes the
+	// Lease and continues the drain.
+	w.incidents = nil
+	w.refuse = false
+	before := len(w.writes("c1"))
+	b := w.process(t, hub, "b")
+	w.tick(6 * time.Second)
+	got, err := w.store.Get(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateRunning, got.State, got.Reason)
+	require.Equal(t, OpDone, got.Steps[1].Ops[0].State, got.Steps[1].Ops[0].Detail)
+	require.Equal(t, []string{"create pods/eviction api-n2-1", "create pods/eviction api-n2-2"}, w.writes("c1")[before:],
+		"b evicts what is left and does not cordon again")
+	audit, err := w.store.AuditLog(0, r.ID, 0)
+	require.NoError(t, err)
+	require.Equal(t, EventAdopted, audit[0].Event)
+	require.Contains(t, audit[0].Detail, "adopted from the hub, as written by a at ")
+
+	// a still evaluates (it has not noticed it lost the Lease): it reads the hub again and
+	// acts on nothing from its stale copy.
+	before = len(w.writes("c1"))
+	w.engine, w.store = a, a.o.Store
+	w.tick(time.Second)
+	require.Len(t, w.writes("c1"), before, "the stale leader repeated a write")
+	stale, err := a.o.Store.Get(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, OpDone, stale.Steps[1].Ops[0].State, "it took b's state")
+	audit, err = a.o.Store.AuditLog(0, r.ID, 0)
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(audit, func(e AuditEntry) bool {
+		return e.Event == EventAdopted && strings.Contains(e.Detail, "adopted from the hub, as written by b at ")
+	}), "a re-read the hub")
+
+	w.lead(b)
+	w.tick(5 * time.Minute)
+	got, err = w.store.Get(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateSucceeded, got.State, got.Reason)
+	require.Len(t, w.writes("c1"), before)
+	st, _ = hubState(t, hub)
+	require.Empty(t, st.Remediations, "over, its incident resolved: no longer shared")
+	require.Equal(t, StateSucceeded, st.Ended[r.ID].State)
+}
+
+// Decisions and pauses are the hub's: the next leader keeps a pause and does not plan again
+// an incident whose remediation was denied; a decision the hub did not take is refused and
+// kept nowhere; a remediation the old leader still has that ended under the next one ends
+// there too when it leads again.
+func TestHandoverKeepsDecisionsAndPauses(t *testing.T) {
+	hub := startHub(t)
+	w := newWorld(t, nil)
+	a := w.process(t, hub, "a")
+	r := waiting(t, w, "c1", "n2")
+	require.NoError(t, a.Pause("c2", "alice"))
+
+	b := w.process(t, hub, "b")
+	w.tick(time.Second)
+	require.Equal(t, map[string]string{"c2": "alice"}, b.Paused())
+	paused, err := w.store.Paused()
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"c2": "alice"}, paused, "kept in b's store: a restart of b keeps it")
+	got, err := w.store.Get(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateWaiting, got.State)
+	require.Equal(t, "b-inc-1", got.IncidentID, "bound to b's incident of the same key")
+
+	// a, stale, cannot decide: the hub has b's writes.
+	_, err = a.Decide(r.ID, "carol", true, "")
+	require.ErrorIs(t, err, ErrHandedOver)
+	mine, err := a.o.Store.Get(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateWaiting, mine.State, "a refused decision is kept nowhere")
+	require.Error(t, a.Resume("c2", "carol"))
+	require.Equal(t, map[string]string{"c2": "alice"}, a.Paused())
+
+	// b denies; the incident is still open: nothing is planned for it again, by b or by a
+	// leader after b.
+	_, err = b.Decide(r.ID, "bob", false, "not now")
+	require.NoError(t, err)
+	w.tick(time.Second)
+	c := w.process(t, hub, "c")
+	w.tick(time.Second)
+	all, err := w.store.List()
+	require.NoError(t, err)
+	require.Len(t, all, 1, "c planned the incident again")
+	require.Equal(t, StateDenied, all[0].State)
+
+	// The incident resolves; a leads again: its own copy (waiting) ends as the hub says.
+	w.incidents = nil
+	w.tick(time.Second)
+	_ = c
+	w.lead(a)
+	w.tick(time.Second)
+	mine, err = a.o.Store.Get(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateDenied, mine.State)
+	require.Contains(t, mine.Reason, "in the process that led after this one (c at ")
+	require.Empty(t, w.writes("c1"))
+}
