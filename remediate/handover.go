@@ -241,7 +241,7 @@ func (e *Engine) shareFirst(ctx context.Context, r *Remediation, now time.Time) 
 	return e.share(ctx, nil, e.paused, now)
 }
 
-// ended remembers, for the shared state, a remediation that is over.
+// endShared remembers, for the shared state, a remediation that is over.
 func (e *Engine) endShared(r *Remediation) {
 	if e.hub != nil {
 		e.hub.final[r.ID] = r

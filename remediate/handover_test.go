@@ -2,6 +2,8 @@ package remediate
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -187,6 +189,11 @@ func TestHandoverKeepsDecisionsAndPauses(t *testing.T) {
 	// a, stale, cannot decide: the hub has b's writes.
 	_, err = a.Decide(r.ID, "carol", true, "")
 	require.ErrorIs(t, err, ErrHandedOver)
+	a.o.Identify = func(context.Context) (correlate.Caller, bool) { return testCaller{}, true }
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/api/v1/remediations/"+r.ID+"/approve", nil))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Body.String(), "the Lease changed hands")
 	mine, err := a.o.Store.Get(r.ID)
 	require.NoError(t, err)
 	require.Equal(t, StateWaiting, mine.State, "a refused decision is kept nowhere")
@@ -198,7 +205,7 @@ func TestHandoverKeepsDecisionsAndPauses(t *testing.T) {
 	_, err = b.Decide(r.ID, "bob", false, "not now")
 	require.NoError(t, err)
 	w.tick(time.Second)
-	c := w.process(t, hub, "c")
+	w.process(t, hub, "c")
 	w.tick(time.Second)
 	all, err := w.store.List()
 	require.NoError(t, err)
@@ -208,7 +215,6 @@ func TestHandoverKeepsDecisionsAndPauses(t *testing.T) {
 	// The incident resolves; a leads again: its own copy (waiting) ends as the hub says.
 	w.incidents = nil
 	w.tick(time.Second)
-	_ = c
 	w.lead(a)
 	w.tick(time.Second)
 	mine, err = a.o.Store.Get(r.ID)
