@@ -81,6 +81,9 @@ type Engine struct {
 	// and no failback planned yet.
 	failovers map[string]*Remediation
 	specsAt   time.Time // when keepSpecs last ran
+	// specsApart: keepSpecs runs on its own loop (keepSpecsEvery), not in Run's: with leader
+	// election every replica keeps the specs, so that the one that takes over has them.
+	specsApart bool
 	// told is what each incident was last told (tell).
 	told map[string]string
 	lead leadership
@@ -174,7 +177,7 @@ func (e *Engine) ApplySettings(s config.RemediationConfig) error {
 func (e *Engine) Run(ctx context.Context) {
 	for {
 		e.mu.Lock()
-		due := e.settings.Enabled && e.now().Sub(e.specsAt) >= time.Duration(e.settings.Specs.Interval)
+		due := !e.specsApart && e.settings.Enabled && e.now().Sub(e.specsAt) >= time.Duration(e.settings.Specs.Interval)
 		if due {
 			e.specsAt = e.now()
 		}
@@ -201,6 +204,28 @@ func (e *Engine) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+// keepSpecsEvery keeps the clusters' Deployments every specs interval until ctx ends,
+// whether this process leads or not.
+func (e *Engine) keepSpecsEvery(ctx context.Context) {
+	for {
+		e.mu.Lock()
+		enabled, interval := e.settings.Enabled, time.Duration(e.settings.Specs.Interval)
+		e.mu.Unlock()
+		if enabled {
+			if err := e.keepSpecs(ctx); err != nil && ctx.Err() == nil {
+				e.logger.Warn("keeping Deployment specs for failover", "err", err)
+			}
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -242,6 +267,9 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	incidents := e.o.Incidents()
 	open := map[string]*correlate.Incident{}
 	var errs []error
+	if err := e.bindAdopted(incidents, now); err != nil {
+		errs = append(errs, err)
+	}
 	clear(e.raised)
 	defer func() {
 		if err := e.raise(ctx, now); err != nil {
@@ -886,12 +914,15 @@ func (e *Engine) runOps(ctx context.Context, r *Remediation, st *StepRun, open m
 
 // failOp undoes what a failed op did where that is safe, then retries the step or ends it.
 func (e *Engine) failOp(ctx context.Context, r *Remediation, st *StepRun, op *Op, now time.Time, why string) (bool, error) {
-	op.State, op.Detail = OpFailed, why
-	entries := []*AuditEntry{e.entry(r, op.ID, EventVerify, actor, "failed: "+why)}
 	if op.Undo != "" {
+		// The undo writes: the hub has the remediation this far first.
 		if err := e.shareFirst(ctx, r, now); err != nil {
 			return false, err
 		}
+	}
+	op.State, op.Detail = OpFailed, why
+	entries := []*AuditEntry{e.entry(r, op.ID, EventVerify, actor, "failed: "+why)}
+	if op.Undo != "" {
 		if c, err := e.o.Clients(op.Cluster); err == nil {
 			before := func(call string) error { return e.o.Store.Audit(e.entry(r, op.ID, EventCall, actor, "undo: "+call)) }
 			var detail string
@@ -1117,6 +1148,11 @@ func (e *Engine) decide(id, who string, approve bool, comment string, check func
 		return nil, err
 	}
 	if err := e.save(r, now, entries...); err != nil {
+		// Not kept here: the hub takes it back too, as far as it can.
+		e.active[id] = cur
+		if err := e.share(context.Background(), nil, e.paused, now); err != nil {
+			e.logger.Warn("taking a decision that was not kept back from the hub", "remediation", id, "err", err)
+		}
 		return nil, err
 	}
 	cur = r

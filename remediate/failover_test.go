@@ -76,6 +76,33 @@ func loseC1(w *world, apiUp float64) {
 		State: correlate.StateOpen, OpenedAt: w.now}}
 }
 
+// failedOver makes the clusters a failover's ops went to run their replicas available, and
+// evaluates until each verified.
+func failedOver(w *world, ops []*Op) {
+	for _, op := range ops {
+		w.set(fmt.Sprintf(`kube_deployment_status_replicas_available{cluster=%q,namespace="shop",deployment="api"}`, op.Cluster), float64(1+op.Replicas))
+	}
+	for range ops {
+		w.tick(time.Second)
+		w.tick(time.Second)
+	}
+}
+
+// c1Back brings c1 back (its data and its API server) and returns the failback then planned for
+// the failover fo.
+func c1Back(t *testing.T, w *world, fo *Remediation) *Remediation {
+	t.Helper()
+	w.fresh["c1"] = true
+	w.set(collector.APIUpMetric+`{cluster="c1"}`, 1)
+	w.incidents = nil
+	w.tick(time.Second)
+	all, err := w.store.List()
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	require.Equal(t, fo.ID, all[1].FailbackOf)
+	return all[1]
+}
+
 func TestFailoverOfALostCluster(t *testing.T) {
 	w := failoverWorld(t, 4, nil)
 	// The view lags the API servers: it says c2 and c3 run 2 replicas, they run 1. The
@@ -106,27 +133,14 @@ func TestFailoverOfALostCluster(t *testing.T) {
 	require.Equal(t, "c1", d.Annotations[FailoverAnnotation])
 
 	// Verified in the view op by op: the receiving clusters run the replicas available.
-	for _, op := range ops {
-		w.set(fmt.Sprintf(`kube_deployment_status_replicas_available{cluster=%q,namespace="shop",deployment="api"}`, op.Cluster), float64(1+op.Replicas))
-	}
-	for range ops {
-		w.tick(time.Second)
-		w.tick(time.Second)
-	}
+	failedOver(w, ops)
 	r = w.only()
 	require.Equal(t, StateSucceeded, r.State, r.Reason)
 	require.Empty(t, w.writes("c1"), "nothing is ever written to the lost cluster")
 	require.Contains(t, w.told["inc-lost"], fmt.Sprintf("succeeded: %s (failover %d of %d targets)", r.Reason, len(ops), len(ops)))
 
 	// c1 comes back: a failback is planned and waits for an operator.
-	w.fresh["c1"] = true
-	w.set(collector.APIUpMetric+`{cluster="c1"}`, 1)
-	w.incidents = nil
-	w.tick(time.Second)
-	all, err := w.store.List()
-	require.NoError(t, err)
-	require.Len(t, all, 2)
-	fb := all[1]
+	fb := c1Back(t, w, r)
 	require.Equal(t, PlaybookFailback, fb.Playbook)
 	require.Equal(t, r.ID, fb.FailbackOf)
 	require.Equal(t, StateWaiting, fb.State, fb.Reason)

@@ -24,12 +24,13 @@ import (
 // Lease: a ConfigMap of the Lease's name in the Lease's namespace, whose one key is the gzipped
 // JSON of a sharedState. It holds every remediation that is not over, those that are over while
 // their incident is open (so that it is not remediated again) or while a failover waits for its
-// failback, the pauses, and for a day the IDs of the remediations that ended. The leader writes
-// it before each step's first write to a cluster and before it acknowledges a decision or a
-// pause, and at the end of each evaluation when something changed; each write names the
-// resourceVersion it last read or wrote, so a process that lost the Lease without knowing it
-// (a stale leader) gets a conflict and stops instead of acting on what another process now
-// runs. A process that takes the Lease reads it first and continues from there.
+// failback, the pauses, and the IDs of the remediations that left it, for a day after. The
+// leader writes it before each step's first write to a cluster (and before an undo) and before
+// it acknowledges a decision or a pause, and at the end of each evaluation when something
+// changed; each write names the resourceVersion it last read or wrote, and each evaluation
+// checks it, so a process that lost the Lease without knowing it (a stale leader) reads the
+// state again instead of acting on what another process now runs. A process that takes the
+// Lease reads it first and continues from there (adopt).
 
 // Keys and labels of the shared state's ConfigMap.
 const (
@@ -55,11 +56,19 @@ type sharedState struct {
 	Ended        map[string]endedRecord `json:"ended,omitempty"`
 }
 
-// endedRecord is a remediation that ended and is no longer shared whole.
+// endedRecord is a remediation that ended and is no longer shared whole: kept endedKept
+// after it left.
 type endedRecord struct {
 	State  string    `json:"state"`
 	DoneAt time.Time `json:"done_at"`
+	LeftAt time.Time `json:"left_at"`
 }
+
+// bindWindow is how long an adopted remediation whose incident is not open here waits for this
+// process's incident of the same key: a replica that just started opens it once the members'
+// alerts reach it (Prometheus sends them again every minute), and that incident is the same
+// problem. Later, an incident of the same key is a new problem.
+const bindWindow = 5 * time.Minute
 
 // handover is this process's side of the shared state.
 type handover struct {
@@ -74,11 +83,14 @@ type handover struct {
 	final   map[string]*Remediation // over, and still shared
 	ended   map[string]endedRecord
 	marks   map[string]string // remediation ID -> the step and attempt last shared
+	// unbound are adopted remediations still bound to the other process's incident, until
+	// the time this process's incident of the same key may take them (bindWindow).
+	unbound map[string]time.Time
 }
 
 func newHandover(client kubernetes.Interface, namespace, name, identity string) *handover {
 	return &handover{client: client, namespace: namespace, name: name, id: identity,
-		final: map[string]*Remediation{}, ended: map[string]endedRecord{}, marks: map[string]string{}}
+		final: map[string]*Remediation{}, ended: map[string]endedRecord{}, marks: map[string]string{}, unbound: map[string]time.Time{}}
 }
 
 // read returns the shared state, who wrote it and its resourceVersion ("" and an empty state
@@ -86,6 +98,7 @@ func newHandover(client kubernetes.Interface, namespace, name, identity string) 
 func (h *handover) read(ctx context.Context) (*sharedState, string, string, error) {
 	cm, err := h.client.CoreV1().ConfigMaps(h.namespace).Get(ctx, h.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		h.written = nil
 		return &sharedState{}, "", "", nil
 	}
 	if err != nil {
@@ -195,13 +208,19 @@ func mark(r *Remediation) string {
 func (e *Engine) sharedNow(open map[string]*correlate.Incident, paused map[string]string, now time.Time) *sharedState {
 	h := e.hub
 	if open != nil {
-		for id, r := range h.final {
-			if _, ok := open[r.IncidentID]; !ok && e.failovers[id] == nil && e.active[id] == nil {
-				delete(h.final, id)
-				h.ended[id] = endedRecord{State: r.State, DoneAt: r.DoneAt}
+		for id, until := range h.unbound {
+			if now.After(until) {
+				delete(h.unbound, id)
 			}
 		}
-		maps.DeleteFunc(h.ended, func(_ string, r endedRecord) bool { return now.Sub(r.DoneAt) > endedKept })
+		for id, r := range h.final {
+			_, ok := open[r.IncidentID]
+			if _, unbound := h.unbound[id]; !ok && !unbound && e.failovers[id] == nil && e.active[id] == nil {
+				delete(h.final, id)
+				h.ended[id] = endedRecord{State: r.State, DoneAt: r.DoneAt, LeftAt: now}
+			}
+		}
+		maps.DeleteFunc(h.ended, func(_ string, r endedRecord) bool { return now.Sub(r.LeftAt) > endedKept })
 	}
 	st := &sharedState{Paused: paused, Ended: h.ended}
 	for _, id := range slices.Sorted(maps.Keys(e.active)) {
@@ -248,12 +267,20 @@ func (e *Engine) endShared(r *Remediation) {
 	}
 }
 
-// adopt reads the shared state when this process has taken the Lease, and continues from it:
-// a remediation another process ran (or ran further) replaces this process's own copy, bound
-// to this process's incident of the same key when one is open; one of its own that the hub
-// says ended ends here too; one that the hub does not know while another remediation of the
-// same incident runs there is cancelled; the hub's pauses replace its own. Each change is
-// stored with its audit entry.
+// adopt reads the shared state when this process has taken the Lease (or another wrote it
+// since), and continues from it. The state is the truth of what runs:
+//   - a copy of this process's own the state does not hold runs nowhere: it ends as the state
+//     remembers it ended, or is cancelled (one that never acted no longer counts as its
+//     incident's remediation, which is planned again if still open);
+//   - a remediation the state holds replaces this process's copy, bound to this process's
+//     incident of the same key (each process has its own incident IDs), now or, when that is
+//     not open yet, once it opens within bindWindow;
+//   - a failover this process waits to fail back that the state does not hold waits no more
+//     (its failback was planned there);
+//   - the state's pauses replace this process's.
+//
+// Each change is stored with its audit entry. Without any state yet (the first leader), this
+// process's own remediations are what the first write shares.
 func (e *Engine) adopt(ctx context.Context, now time.Time) error {
 	h := e.hub
 	st, writer, rv, err := h.read(ctx)
@@ -263,17 +290,40 @@ func (e *Engine) adopt(ctx context.Context, now time.Time) error {
 	if writer == "" {
 		writer = "another process"
 	}
+	shared := map[string]bool{}
+	for _, r := range st.Remediations {
+		shared[r.ID] = true
+	}
+	if rv != "" {
+		for _, id := range slices.Sorted(maps.Keys(e.active)) {
+			r := e.active[id]
+			if shared[id] {
+				continue
+			}
+			var err error
+			switch ended, ok := st.Ended[id]; {
+			case ok:
+				err = e.setState(r, now, ended.State, fmt.Sprintf("ended %s in a process that led after this one (the hub's state, written by %s): its audit has the rest", ended.State, writer))
+			case r.acted():
+				err = e.setState(r, now, StateCancelled, fmt.Sprintf("handed over: the hub's state (written by %s) does not hold it, so no process runs it any more; what it did stays", writer))
+			default:
+				err = e.setState(r, now, StateCancelled, fmt.Sprintf("handed over before it acted: the hub's state (written by %s) does not hold it; its incident is planned again if still open", writer))
+				if err == nil {
+					err = e.uncover(r)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			delete(e.active, id)
+		}
+		maps.DeleteFunc(e.failovers, func(id string, _ *Remediation) bool { return !shared[id] })
+	}
 	byKey := map[string]string{}
 	for _, inc := range e.o.Incidents() {
 		byKey[inc.Key] = inc.ID
 	}
-	shared := map[string]bool{}
-	runningKeys := map[string]string{} // incident key -> a shared remediation not over
 	for _, r := range st.Remediations {
-		shared[r.ID] = true
-		if !Final(r.State) {
-			runningKeys[r.IncidentKey] = r.ID
-		}
 		local := e.active[r.ID]
 		if local == nil {
 			if local, err = e.o.Store.Get(r.ID); err != nil && !errors.Is(err, ErrNotFound) {
@@ -289,9 +339,12 @@ func (e *Engine) adopt(ctx context.Context, now time.Time) error {
 		}
 		detail := fmt.Sprintf("adopted from the hub, as written by %s: %s", writer, r.State)
 		if r.FailbackOf == "" {
-			if id, ok := byKey[r.IncidentKey]; ok && id != r.IncidentID {
+			switch id, ok := byKey[r.IncidentKey]; {
+			case ok && id != r.IncidentID:
 				detail += fmt.Sprintf("; its incident %s is %s here (%s)", r.IncidentID, id, r.IncidentKey)
 				r.IncidentID = id
+			case !ok:
+				h.unbound[r.ID] = now.Add(bindWindow)
 			}
 		}
 		if local != nil {
@@ -310,30 +363,6 @@ func (e *Engine) adopt(ctx context.Context, now time.Time) error {
 			e.awaitFailback(r)
 		} else {
 			e.active[r.ID] = r
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(e.active)) {
-		r := e.active[id]
-		if shared[id] {
-			continue
-		}
-		var err error
-		switch ended, ok := st.Ended[id]; {
-		case ok:
-			err = e.setState(r, now, ended.State, fmt.Sprintf("ended %s in the process that led after this one (%s): its audit has the rest", ended.State, writer))
-		case runningKeys[r.IncidentKey] != "":
-			err = e.setState(r, now, StateCancelled, fmt.Sprintf("superseded by remediation %s of the same incident, which %s runs", runningKeys[r.IncidentKey], writer))
-		default:
-			continue // not known to the hub: shared from now on
-		}
-		if err != nil {
-			return err
-		}
-		delete(e.active, id)
-	}
-	for id := range e.failovers {
-		if _, ok := st.Ended[id]; ok && !shared[id] {
-			delete(e.failovers, id) // its failback was planned (and is over) there
 		}
 	}
 	paused := st.Paused
@@ -364,6 +393,60 @@ func (e *Engine) adopt(ctx context.Context, now time.Time) error {
 	clear(h.marks)
 	for _, r := range st.Remediations {
 		h.marks[r.ID] = mark(r)
+	}
+	return nil
+}
+
+// bindAdopted binds each adopted remediation still bound to the other process's incident to
+// this process's incident of the same key, once it is open (within bindWindow of the adoption).
+func (e *Engine) bindAdopted(incidents []correlate.Incident, now time.Time) error {
+	if e.hub == nil || len(e.hub.unbound) == 0 {
+		return nil
+	}
+	byKey := map[string]*correlate.Incident{}
+	for i := range incidents {
+		byKey[incidents[i].Key] = &incidents[i]
+	}
+	for _, id := range slices.Sorted(maps.Keys(e.hub.unbound)) {
+		r := e.active[id]
+		if r == nil {
+			r = e.hub.final[id]
+		}
+		if r == nil || now.After(e.hub.unbound[id]) {
+			continue
+		}
+		inc := byKey[r.IncidentKey]
+		if inc == nil {
+			continue
+		}
+		delete(e.hub.unbound, id)
+		detail := fmt.Sprintf("its incident %s is %s here (%s), which opened after the adoption", r.IncidentID, inc.ID, inc.Key)
+		r.IncidentID = inc.ID
+		e.cover(r)
+		if err := e.save(r, now, e.entry(r, "", EventAdopted, actor, detail)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// uncover forgets that a remediation covered its incident's clusters (it never acted): the
+// incident's other remediations cover what they cover.
+func (e *Engine) uncover(r *Remediation) error {
+	ids, err := e.o.Store.ForIncident(r.IncidentID)
+	if err != nil {
+		return err
+	}
+	delete(e.covered, r.IncidentID)
+	for _, id := range ids {
+		if id == r.ID {
+			continue
+		}
+		other, err := e.o.Store.Get(id)
+		if err != nil {
+			return err
+		}
+		e.cover(other)
 	}
 	return nil
 }

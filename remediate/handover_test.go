@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	k8stesting "k8s.io/client-go/testing"
@@ -48,7 +50,7 @@ func (w *world) process(t *testing.T, hub kubernetes.Interface, identity string)
 	store, err := OpenStore(filepath.Join(t.TempDir(), "remediations.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
-	o := w.opts
+	o := w.engine.o // the world's clusters, view and what-if
 	o.Store, o.Registerer = store, prometheus.NewRegistry()
 	o.Incidents = func() []correlate.Incident {
 		out := slices.Clone(w.incidents)
@@ -81,6 +83,29 @@ func hubState(t *testing.T, hub kubernetes.Interface) (*sharedState, string) {
 	return st, writer
 }
 
+// decided starts process a, whose remediation of node n2 in c1 an operator approves or denies.
+func decided(t *testing.T, w *world, hub kubernetes.Interface, approve bool) (*Engine, *Remediation) {
+	t.Helper()
+	a := w.process(t, hub, "a")
+	r := waiting(t, w, "c1", "n2")
+	_, err := a.Decide(r.ID, "alice", approve, "")
+	require.NoError(t, err)
+	return a, r
+}
+
+// drainBlocked advances an approved remediation of node n2 in c1: cordoned, verified, and its
+// drain's evictions refused (a PodDisruptionBudget).
+func drainBlocked(t *testing.T, w *world) *Remediation {
+	t.Helper()
+	w.tick(time.Second)
+	w.set(`kube_node_spec_unschedulable{cluster="c1",node="n2"}`, 1)
+	w.refuse = true
+	w.tick(5 * time.Second)
+	r := w.only()
+	require.Equal(t, OpBlocked, r.Steps[1].Ops[0].State, r.Steps[1].Ops[0].Detail)
+	return r
+}
+
 // The leader dies in the middle of a drain (an eviction a PodDisruptionBudget refused), after
 // its cordon took the node out of the Ready ratio and the incident resolved: the next leader
 // finishes the drain from what the hub says, under the same remediation, without cordoning
@@ -111,13 +136,8 @@ func TestHandoverFinishesTheDrain(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	w.tick(time.Second)
-	w.set(`kube_node_spec_unschedulable{cluster="c1",node="n2"}`, 1)
-	w.refuse = true
-	w.tick(5 * time.Second)
+	r = drainBlocked(t, w)
 	require.Equal(t, []string{"patch nodes n2", "create pods/eviction api-n2-1", "create pods/eviction api-n2-2"}, w.writes("c1"), "both evictions refused")
-	r = w.only()
-	require.Equal(t, OpBlocked, r.Steps[1].Ops[0].State, r.Steps[1].Ops[0].Detail)
 	require.Equal(t, []string{"0/1/running", "1/1/running", "1/1/running"}, atWrite, "the hub has each step before its first write")
 
 	// a is gone; the incident resolved (the cordoned node left the Ready ratio). b takes the
@@ -159,6 +179,9 @@ func TestHandoverFinishesTheDrain(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, StateSucceeded, got.State, got.Reason)
 	require.Len(t, w.writes("c1"), before)
+	// b's incident of the key never opened (it resolved before b took over): the remediation
+	// is kept for it until the bind window ends.
+	w.tick(bindWindow + time.Second)
 	st, _ = hubState(t, hub)
 	require.Empty(t, st.Remediations, "over, its incident resolved: no longer shared")
 	require.Equal(t, StateSucceeded, st.Ended[r.ID].State)
@@ -220,6 +243,174 @@ func TestHandoverKeepsDecisionsAndPauses(t *testing.T) {
 	mine, err = a.o.Store.Get(r.ID)
 	require.NoError(t, err)
 	require.Equal(t, StateDenied, mine.State)
-	require.Contains(t, mine.Reason, "in the process that led after this one (c at ")
+	require.Contains(t, mine.Reason, "in a process that led after this one (the hub's state, written by c at ")
 	require.Empty(t, w.writes("c1"))
+}
+
+// A process that led, lost the Lease mid-drain and leads again a day later (the hub no longer
+// remembers the remediation another process finished) does not resume its stale copy.
+func TestHandoverStaleCopyNotResumed(t *testing.T) {
+	hub := startHub(t)
+	w := newWorld(t, nil)
+	a, r := decided(t, w, hub, true)
+	r = drainBlocked(t, w)
+
+	w.incidents = nil
+	w.refuse = false
+	w.process(t, hub, "b")
+	w.tick(6 * time.Second)
+	w.tick(5 * time.Minute)
+	got, err := w.store.Get(r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateSucceeded, got.State, got.Reason)
+	w.tick(25 * time.Hour) // it leaves the state: remembered as ended for a day from now
+	w.tick(25 * time.Hour)
+	st, _ := hubState(t, hub)
+	_, tomb := st.Ended[r.ID]
+	require.False(t, tomb, "tombstone gone")
+
+	// n2 is back in service (someone uncordoned it, pods run there again); a leads again.
+	_, err = w.clients["c1"].CoreV1().Pods("shop").Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "api-n2-9", Namespace: "shop"}, Spec: corev1.PodSpec{NodeName: "n2"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	before := len(w.writes("c1"))
+	w.lead(a)
+	w.tick(6 * time.Second)
+	mine, err := a.o.Store.Get(r.ID)
+	require.NoError(t, err)
+	t.Logf("a's copy: %s %s; writes to c1 since: %v", mine.State, mine.Reason, w.writes("c1")[before:])
+	require.Len(t, w.writes("c1"), before, "a resumed a remediation b finished a day ago")
+	require.Equal(t, StateCancelled, mine.State)
+	require.Contains(t, mine.Reason, "no process runs it any more; what it did stays")
+}
+
+// The new leader's correlation opens the incident one evaluation after it adopted its denied
+// remediation: the remediation is bound to that incident then, and the incident is not planned
+// again.
+func TestHandoverBindsAnIncidentThatOpensLater(t *testing.T) {
+	hub := startHub(t)
+	w := newWorld(t, nil)
+	_, r := decided(t, w, hub, false)
+	w.tick(time.Second)
+	st, _ := hubState(t, hub)
+	require.Len(t, st.Remediations, 1)
+
+	incs := w.incidents
+	w.incidents = nil // b's correlation opens the incident one evaluation later
+	w.process(t, hub, "b")
+	w.tick(time.Second)
+	w.incidents = incs
+	w.tick(time.Second)
+	all, err := w.store.List()
+	require.NoError(t, err)
+	for _, x := range all {
+		t.Logf("b: %s %s incident %s", x.ID, x.State, x.IncidentID)
+	}
+	require.Len(t, all, 1, "b planned the denied incident again")
+	require.Equal(t, r.ID, all[0].ID)
+	require.Equal(t, "b-inc-1", all[0].IncidentID, "bound to b's incident once it opened")
+}
+
+// a planned a remediation that never reached the hub (as when the hub is unreachable and a
+// loses the Lease); b planned its own for the same incident, which was denied. When a leads
+// again its unshared copy is cancelled: one remediation per incident, nobody asked again.
+func TestHandoverCancelsAnUnsharedCopy(t *testing.T) {
+	hub := startHub(t)
+	w := newWorld(t, nil)
+	a := w.process(t, hub, "a")
+	a.hub = nil // the share of this evaluation does not reach the hub
+	x := waiting(t, w, "c1", "n2")
+
+	b := w.process(t, hub, "b")
+	w.tick(time.Second)
+	y := w.only()
+	require.NotEqual(t, x.ID, y.ID)
+	_, err := b.Decide(y.ID, "bob", false, "no")
+	require.NoError(t, err)
+	w.tick(time.Second)
+
+	a.hub = newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, "a")
+	w.lead(a)
+	w.tick(time.Second)
+	mine, err := a.o.Store.Get(x.ID)
+	require.NoError(t, err)
+	st, _ := hubState(t, hub)
+	for _, s := range st.Remediations {
+		t.Logf("hub: %s %s %s", s.ID, s.State, s.IncidentKey)
+	}
+	require.True(t, Final(mine.State), "a's unshared remediation of the denied incident still %s", mine.State)
+}
+
+// A remediation that leaves the shared state is remembered as ended for endedKept from then,
+// however long before it ended.
+func TestHandoverRemembersEndedFromWhenTheyLeave(t *testing.T) {
+	w := newWorld(t, nil)
+	e := w.engine
+	e.hub = newHandover(nil, "ns", "n", "a")
+	now := w.now
+	e.hub.final["rem-1"] = &Remediation{ID: "rem-1", IncidentID: "inc-1", State: StateDenied, DoneAt: now.Add(-48 * time.Hour)}
+	st := e.sharedNow(map[string]*correlate.Incident{}, nil, now)
+	require.Contains(t, st.Ended, "rem-1", "pruned and not remembered")
+}
+
+// A failover done by one leader is failed back once: the next leader plans its failback when
+// the cluster is back, and the first one, leading again, plans none of its own.
+func TestHandoverFailback(t *testing.T) {
+	hub := startHub(t)
+	w := failoverWorld(t, 4, nil)
+	a := w.process(t, hub, "a")
+	require.NoError(t, a.keepSpecs(context.Background()))
+	loseC1(w, 0)
+	w.tick(time.Second)
+	r := w.only()
+	require.Equal(t, PlaybookClusterLost, r.Playbook)
+	failedOver(w, r.Steps[0].Ops)
+	r = w.only()
+	require.Equal(t, StateSucceeded, r.State, r.Reason)
+
+	// b takes over; c1 comes back: b plans the failback.
+	w.process(t, hub, "b")
+	w.tick(time.Second)
+	fb := c1Back(t, w, r)
+
+	// a leads again: the failback is b's, a plans none.
+	w.lead(a)
+	w.tick(time.Second)
+	w.tick(time.Second)
+	mine, err := a.o.Store.List()
+	require.NoError(t, err)
+	var failbacks []string
+	for _, x := range mine {
+		if x.FailbackOf != "" {
+			failbacks = append(failbacks, x.ID)
+		}
+	}
+	require.Equal(t, []string{fb.ID}, failbacks, "one failback")
+}
+
+// a planned a remediation that never reached the hub; b, leading meanwhile, planned nothing
+// (the incident was not open there). When a leads again its copy is cancelled, and since it
+// never acted, the incident is planned again.
+func TestHandoverPlansAgainWhatNeverActed(t *testing.T) {
+	hub := startHub(t)
+	w := newWorld(t, nil)
+	a := w.process(t, hub, "a")
+	a.hub = nil // the share of this evaluation does not reach the hub
+	x := waiting(t, w, "c1", "n2")
+
+	incidents := w.incidents
+	w.incidents = nil
+	w.process(t, hub, "b")
+	w.tick(time.Second)
+
+	w.incidents = incidents
+	a.hub = newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, "a")
+	w.lead(a)
+	w.tick(time.Second)
+	all, err := a.o.Store.List()
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	require.Equal(t, x.ID, all[0].ID)
+	require.Equal(t, StateCancelled, all[0].State)
+	require.Contains(t, all[0].Reason, "handed over before it acted")
+	require.Equal(t, StateWaiting, all[1].State, "planned again")
 }

@@ -54,7 +54,15 @@ func (e *Engine) RunElected(ctx context.Context, client kubernetes.Interface, cf
 	e.setLeader(false, "")
 	e.mu.Lock()
 	e.hub = newHandover(client, cfg.Namespace, cfg.LeaseName, identity)
+	e.specsApart = true
 	e.mu.Unlock()
+	// Every replica keeps the Deployments a failover recreates, leading or not: the one that
+	// takes over fails a cluster over from what it read itself.
+	var specs sync.WaitGroup
+	defer specs.Wait()
+	specsCtx, stopSpecs := context.WithCancel(ctx)
+	defer stopSpecs()
+	specs.Go(func() { e.keepSpecsEvery(specsCtx) })
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.LeaseName},
 		Client:     client.CoordinationV1(),

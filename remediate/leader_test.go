@@ -34,6 +34,7 @@ func TestLeaderElectionOneActs(t *testing.T) {
 	}
 	start := func(name string) *proc {
 		w := newWorld(t, nil)
+		w.tick(0) // the clusters' API probes in the view: their Deployments are kept
 		ctx, cancel := context.WithCancel(context.Background())
 		p := &proc{w: w, cancel: cancel, done: make(chan error, 1)}
 		go func() { p.done <- w.engine.RunElected(ctx, hub, le, name) }()
@@ -72,6 +73,17 @@ func TestLeaderElectionOneActs(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code, rec.Body.String())
 	_, holder := follower.w.engine.Leading()
 	require.Contains(t, rec.Body.String(), "the Lease is held by "+holder)
+
+	// Both keep the Deployments a failover recreates: the follower may be the next leader.
+	for _, p := range []*proc{leader, follower} {
+		testenv.Eventually(t, 30*time.Second, func() error {
+			specs, err := p.w.store.Specs("c1")
+			if err != nil || len(specs) != 1 {
+				return fmt.Errorf("c1's kept Deployments: %d, %v", len(specs), err)
+			}
+			return nil
+		})
+	}
 
 	// The leader stops (its Lease released): the follower takes over.
 	leader.cancel()
