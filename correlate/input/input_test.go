@@ -463,3 +463,22 @@ func (endless) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// A request's alerts hold nothing of its body: later requests read into the same buffer.
+func TestAlertsOutliveTheirBody(t *testing.T) {
+	sink := &recordingSink{}
+	h := newHandler(t, sink, nil)
+	body := func(i int) string {
+		return fmt.Sprintf(`[{"labels":{"alertname":"KubePodCrashLooping","pod":"api-%03d"},"annotations":{"summary":"pod api-%03d restarts"},"generatorURL":"http://prometheus/graph?%03d"}]`, i, i, i)
+	}
+	for i := range 20 {
+		require.Equal(t, http.StatusOK, do(h, http.MethodPost, PathAlertsV2, body(i), eu1).code)
+	}
+	got := sink.all()
+	require.Len(t, got, 20)
+	for i, a := range got {
+		require.Equal(t, fmt.Sprintf("api-%03d", i), a.Labels["pod"])
+		require.Equal(t, fmt.Sprintf("pod api-%03d restarts", i), a.Annotations["summary"])
+		require.Equal(t, fmt.Sprintf("http://prometheus/graph?%03d", i), a.GeneratorURL)
+	}
+}

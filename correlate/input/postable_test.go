@@ -1,8 +1,10 @@
 package input
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
 // FuzzUnmarshalPostable: the one-pass decoding gives what json.Unmarshal into
@@ -60,6 +63,22 @@ func BenchmarkDecodeAlertsV2(b *testing.B) {
 	for b.Loop() {
 		if _, err := h.decodeAlertsV2(body, "eu-1", testNow); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEndpointAlertsV2 serves one request of 64 alerts as Prometheus's notifier posts it:
+// authenticated, its body read, decoded and ingested.
+func BenchmarkEndpointAlertsV2(b *testing.B) {
+	h, err := New(Options{Sink: correlate.SinkFunc(func(context.Context, []correlate.Alert) error { return nil }), Now: func() time.Time { return testNow }})
+	require.NoError(b, err)
+	require.NoError(b, h.ApplyConfig(&config.Config{Clusters: testClusters}))
+	body := benchBody(64)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := do(h, "POST", PathAlertsV2, body, eu1); r.code != http.StatusOK {
+			b.Fatal(r.code, r.body)
 		}
 	}
 }
