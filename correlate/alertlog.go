@@ -207,17 +207,30 @@ func (l *alertLog) merge(p logPut, set bool, stored map[uint64]Alert) {
 // put appends the alerts and returns them as held, once they are on disk.
 func (l *alertLog) put(alerts []Alert, fps []uint64, now time.Time) (map[uint64]Alert, error) {
 	p := logPut{Now: now, FPs: fps, Alerts: alerts}
-	rec, err := appendLogPut(append(make([]byte, 0, 1024*len(alerts)), recAlertsPut), &p)
+	buf := putRecords.Get().(*[]byte)
+	rec, err := appendLogPut(append((*buf)[:0], recAlertsPut), &p)
 	if err != nil {
 		return nil, err
 	}
 	stored := make(map[uint64]Alert, len(alerts))
 	seq, err := l.append(rec, func() { l.merge(p, false, stored) })
+	// The log copied the record into its pages: its buffer serves the next put.
+	if cap(rec) <= maxPooledRecord {
+		*buf = rec[:0]
+		putRecords.Put(buf)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return stored, l.sync(seq)
 }
+
+// putRecords are buffers of put records, reused: encoding a request's alerts into a new,
+// growing buffer each time made as much garbage as the alerts took in.
+var putRecords = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+// maxPooledRecord: a buffer grown past it by an unusually large put is left to the collector.
+const maxPooledRecord = 1 << 20
 
 // delete forgets alerts.
 func (l *alertLog) delete(fps []uint64) error {
