@@ -188,3 +188,20 @@ func TestStringCache(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestGeneratorURLForms: a generator URL with escapes, without, or null decodes as
+// encoding/json decodes it; one without escapes is shared with the next request's.
+func TestGeneratorURLForms(t *testing.T) {
+	for _, u := range []string{`"http:\/\/prom\/graph?a=1\u0026b=2"`, `"http://prom/graph?a=1&b=2"`, `null`} {
+		body := `[{"labels":{"alertname":"A"},"generatorURL":` + u + `}]`
+		got, ok := decodeTokens([]byte(body))
+		require.True(t, ok, body)
+		var want models.PostableAlerts
+		require.NoError(t, json.Unmarshal([]byte(body), &want))
+		require.Equal(t, want, got, body)
+	}
+	body := []byte(`[{"labels":{"alertname":"A"},"generatorURL":"http://prom/graph?g0.expr=up"}]`)
+	first, _ := decodeTokens(body)
+	second, _ := decodeTokens(body)
+	require.True(t, unsafe.StringData(string(first[0].GeneratorURL)) == unsafe.StringData(string(second[0].GeneratorURL)), "shared")
+}

@@ -2,6 +2,7 @@ package input
 
 import (
 	"bytes"
+	"cmp"
 	"hash/maphash"
 	"io"
 	"strings"
@@ -34,7 +35,7 @@ func decodeTokens(body []byte) (out models.PostableAlerts, ok bool) {
 	case tok.Kind() != '[':
 		return nil, false
 	}
-	strs := map[string]string{}
+	strs := &reqStrings{m: map[string]string{}}
 	out = models.PostableAlerts{}
 	for d.PeekKind() != ']' {
 		switch d.PeekKind() {
@@ -66,7 +67,7 @@ func isEOF(d *jsontext.Decoder) bool {
 }
 
 // decodeAlertTokens decodes one PostableAlert object.
-func decodeAlertTokens(d *jsontext.Decoder, strs map[string]string) (*models.PostableAlert, bool) {
+func decodeAlertTokens(d *jsontext.Decoder, strs *reqStrings) (*models.PostableAlert, bool) {
 	if _, err := d.ReadToken(); err != nil { // {
 		return nil, false
 	}
@@ -97,7 +98,7 @@ func decodeAlertTokens(d *jsontext.Decoder, strs map[string]string) (*models.Pos
 			ok = field(4)
 			if ok {
 				var s string
-				s, ok = decodeStringTokens(d)
+				s, ok = decodeURLTokens(d, strs)
 				pa.GeneratorURL = strfmt.URI(s)
 			}
 		default:
@@ -117,26 +118,43 @@ func decodeAlertTokens(d *jsontext.Decoder, strs map[string]string) (*models.Pos
 // values (job, namespace, severity, the cluster's Prometheus) repeat from alert to alert and
 // from request to request; a string without escapes already seen in the request costs no
 // allocation.
-func readString(d *jsontext.Decoder, strs map[string]string) (string, bool) {
+func readString(d *jsontext.Decoder, strs *reqStrings) (string, bool) {
 	raw, err := d.ReadValue()
 	if err != nil || len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
 	inner := raw[1 : len(raw)-1]
 	if bytes.IndexByte(inner, '\\') >= 0 {
-		b, err := jsontext.AppendUnquote(nil, raw)
-		return string(b), err == nil
+		return strs.unquote(raw)
 	}
-	if s, ok := strs[string(inner)]; ok {
+	if s, ok := strs.m[string(inner)]; ok {
 		return s, true
 	}
 	s := sharedStrings.get(inner)
-	strs[s] = s
+	strs.m[s] = s
 	return s, true
 }
 
-// sharedStrings keeps recent short strings for every request to share.
-var sharedStrings stringCache
+// reqStrings are one request's strings, each kept once, and a buffer to unquote into.
+type reqStrings struct {
+	m       map[string]string
+	scratch []byte
+}
+
+// unquote returns the string a JSON string with escapes holds: unquoted into the request's
+// buffer, then copied.
+func (r *reqStrings) unquote(raw []byte) (string, bool) {
+	var err error
+	r.scratch, err = jsontext.AppendUnquote(r.scratch[:0], raw)
+	return string(r.scratch), err == nil
+}
+
+// sharedStrings keeps recent short strings for every request to share; sharedURLs recent
+// generator URLs (a rule's, in its cluster: the same in every alert it fires, and longer).
+var (
+	sharedStrings stringCache
+	sharedURLs    = stringCache{max: maxSharedURL}
+)
 
 // stringCache is a direct-mapped cache of short strings by their hash: a string whose slot
 // holds it is shared, any other takes the slot. Strings that repeat across requests (label
@@ -146,6 +164,7 @@ var sharedStrings stringCache
 // names), and holds at most its slots' strings. Safe for concurrent use: a slot is replaced
 // whole.
 type stringCache struct {
+	max   int // the longest string shared; 0: maxShared
 	seed  maphash.Seed
 	once  sync.Once
 	slots [1 << 12]atomic.Pointer[string]
@@ -155,10 +174,13 @@ type stringCache struct {
 // alert's own.
 const maxShared = 128
 
+// maxSharedURL is the longest generator URL shared.
+const maxSharedURL = 2048
+
 // get returns b as a string, shared with the other requests that held it when its slot still
 // holds it.
 func (c *stringCache) get(b []byte) string {
-	if len(b) > maxShared {
+	if limit := cmp.Or(c.max, maxShared); len(b) > limit {
 		return string(b)
 	}
 	c.once.Do(func() { c.seed = maphash.MakeSeed() })
@@ -188,7 +210,7 @@ func folds(name string) bool {
 }
 
 // decodeLabelTokens decodes a label set into ls: null, or an object of strings.
-func decodeLabelTokens(d *jsontext.Decoder, strs map[string]string, ls *models.LabelSet) bool {
+func decodeLabelTokens(d *jsontext.Decoder, strs *reqStrings, ls *models.LabelSet) bool {
 	if _, null, ok := readKind(d, '{'); null || !ok {
 		return ok
 	}
@@ -249,11 +271,19 @@ func parseDateTime(s string) (strfmt.DateTime, error) {
 
 func digit(c byte) bool { return '0' <= c && c <= '9' }
 
-// decodeStringTokens decodes a string field: null leaves it empty.
-func decodeStringTokens(d *jsontext.Decoder) (string, bool) {
-	tok, null, ok := readKind(d, '"')
-	if null || !ok {
-		return "", ok
+// decodeURLTokens decodes a generator URL: null leaves it empty; one without escapes is shared
+// with the other requests that held it (sharedURLs).
+func decodeURLTokens(d *jsontext.Decoder, strs *reqStrings) (string, bool) {
+	if d.PeekKind() == 'n' {
+		_, err := d.ReadToken()
+		return "", err == nil
 	}
-	return tok.String(), true
+	raw, err := d.ReadValue()
+	if err != nil || len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
+		return sharedURLs.get(inner), true
+	}
+	return strs.unquote(raw)
 }
