@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -93,31 +91,21 @@ correlate: {enabled: false}
 		}
 		webCfg = testenv.WriteFile(t, dir, "web.yml", "basic_auth_users:\n"+strings.Join(users, "\n")+"\n")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s, err := newServer(serverOptions{ConfigFile: cfg, WebConfigFile: webCfg, EnableLifecycle: lifecycle,
-		TSDBPath: filepath.Join(dir, "data"), Listener: ln, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	s, base := runServerWith(t, serverOptions{ConfigFile: cfg, WebConfigFile: webCfg, EnableLifecycle: lifecycle,
+		TSDBPath: filepath.Join(dir, "data")})
 	app := s.view.Appendable().Appender(context.Background())
 	now := time.Now()
 	for _, c := range []string{"eu-1", "eu-2"} {
 		for i := range 3 {
 			ts := now.Add(time.Duration(i-2) * 10 * time.Second).UnixMilli()
-			_, err = app.Append(0, labels.FromStrings("__name__", "up", "cluster", c, "job", "kube"), ts, 1)
+			_, err := app.Append(0, labels.FromStrings("__name__", "up", "cluster", c, "job", "kube"), ts, 1)
 			require.NoError(t, err)
 			_, err = app.Append(0, labels.FromStrings("__name__", "secret_"+strings.ReplaceAll(c, "-", "_"), "cluster", c), ts, 42)
 			require.NoError(t, err)
 		}
 	}
 	require.NoError(t, app.Commit())
-	f := &accessFleet{url: "http://" + ln.Addr().String(), srv: s}
+	f := &accessFleet{url: base, srv: s}
 	testenv.Eventually(t, 10*time.Second, func() error {
 		resp, err := http.Get(f.url + "/-/ready")
 		if err != nil {

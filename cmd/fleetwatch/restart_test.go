@@ -43,9 +43,16 @@ func TestRestartOnlySettings(t *testing.T) {
 // Run) until the test ends. It returns the server and its base URL.
 func runServer(t *testing.T, cfg, dataDir string) (*server, string) {
 	t.Helper()
+	return runServerWith(t, serverOptions{ConfigFile: cfg, TSDBPath: dataDir})
+}
+
+// runServerWith is runServer with any options; the listener and the logger are its own.
+func runServerWith(t *testing.T, o serverOptions) (*server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s, err := newServer(serverOptions{ConfigFile: cfg, TSDBPath: dataDir, Listener: ln, Logger: slog.New(slog.DiscardHandler)})
+	o.Listener, o.Logger = ln, slog.New(slog.DiscardHandler)
+	s, err := newServer(o)
 	if err != nil {
 		ln.Close()
 		require.NoError(t, err)
