@@ -80,10 +80,6 @@ type Engine struct {
 	// failovers are the failover remediations that are over with something to take back,
 	// and no failback planned yet.
 	failovers map[string]*Remediation
-	specsAt   time.Time // when keepSpecs last ran
-	// specsApart: keepSpecs runs on its own loop (keepSpecsEvery), not in Run's: with leader
-	// election every replica keeps the specs, so that the one that takes over has them.
-	specsApart bool
 	// told is what each incident was last told (tell).
 	told map[string]string
 	lead leadership
@@ -173,22 +169,19 @@ func (e *Engine) ApplySettings(s config.RemediationConfig) error {
 	return nil
 }
 
-// Run evaluates every evaluation interval, and at once after an approval, until ctx ends.
+// Run keeps the clusters' Deployments for failover (keepSpecsEvery) and evaluates
+// (evaluateEvery) until ctx ends: one process, no leader election (RunElected).
 func (e *Engine) Run(ctx context.Context) {
+	var specs sync.WaitGroup
+	specs.Go(func() { e.keepSpecsEvery(ctx) })
+	e.evaluateEvery(ctx)
+	specs.Wait()
+}
+
+// evaluateEvery evaluates every evaluation interval, and at once after an approval, until ctx
+// ends.
+func (e *Engine) evaluateEvery(ctx context.Context) {
 	for {
-		e.mu.Lock()
-		due := !e.specsApart && e.settings.Enabled && e.now().Sub(e.specsAt) >= time.Duration(e.settings.Specs.Interval)
-		if due {
-			e.specsAt = e.now()
-		}
-		e.mu.Unlock()
-		if due {
-			// Outside the lock: reading every cluster's Deployments must not hold up an
-			// approval.
-			if err := e.keepSpecs(ctx); err != nil && ctx.Err() == nil {
-				e.logger.Warn("keeping Deployment specs for failover", "err", err)
-			}
-		}
 		if err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
 			e.logger.Error("remediation evaluation failed", "err", err)
 		}
@@ -207,8 +200,10 @@ func (e *Engine) Run(ctx context.Context) {
 	}
 }
 
-// keepSpecsEvery keeps the clusters' Deployments every specs interval until ctx ends,
-// whether this process leads or not.
+// keepSpecsEvery keeps the clusters' Deployments every specs interval until ctx ends, on its
+// own: reading every cluster's Deployments holds up neither an evaluation nor an approval, and
+// with leader election every replica keeps them, leading or not, so that the one that takes
+// over fails a cluster over from what it read itself.
 func (e *Engine) keepSpecsEvery(ctx context.Context) {
 	for {
 		e.mu.Lock()

@@ -54,10 +54,8 @@ func (e *Engine) RunElected(ctx context.Context, client kubernetes.Interface, cf
 	e.setLeader(false, "")
 	e.mu.Lock()
 	e.hub = newHandover(client, cfg.Namespace, cfg.LeaseName, identity)
-	e.specsApart = true
 	e.mu.Unlock()
-	// Every replica keeps the Deployments a failover recreates, leading or not: the one that
-	// takes over fails a cluster over from what it read itself.
+	// Every replica keeps the Deployments a failover recreates, leading or not.
 	var specs sync.WaitGroup
 	defer specs.Wait()
 	specsCtx, stopSpecs := context.WithCancel(ctx)
@@ -83,7 +81,7 @@ func (e *Engine) RunElected(ctx context.Context, client kubernetes.Interface, cf
 					e.hub.ready = false // the first evaluation reads what the last leader left
 					e.mu.Unlock()
 					e.setLeader(true, identity)
-					e.Run(ctx)
+					e.evaluateEvery(ctx)
 				},
 				OnStoppedLeading: func() {
 					e.logger.Info("no longer leading remediation", "identity", identity)
