@@ -419,13 +419,15 @@ func (e *Engine) bindAdopted(incidents []correlate.Incident, now time.Time) erro
 		if inc == nil {
 			continue
 		}
-		delete(e.hub.unbound, id)
 		detail := fmt.Sprintf("its incident %s is %s here (%s), which opened after the adoption", r.IncidentID, inc.ID, inc.Key)
+		old := r.IncidentID
 		r.IncidentID = inc.ID
-		e.cover(r)
 		if err := e.save(r, now, e.entry(r, "", EventAdopted, actor, detail)); err != nil {
+			r.IncidentID = old // bound at the next evaluation
 			return err
 		}
+		delete(e.hub.unbound, id)
+		e.cover(r)
 	}
 	return nil
 }
