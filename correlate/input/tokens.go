@@ -119,20 +119,32 @@ func decodeAlertTokens(d *jsontext.Decoder, strs *reqStrings) (*models.PostableA
 // from request to request; a string without escapes already seen in the request costs no
 // allocation.
 func readString(d *jsontext.Decoder, strs *reqStrings) (string, bool) {
-	raw, err := d.ReadValue()
-	if err != nil || len(raw) < 2 || raw[0] != '"' {
+	raw, plain, ok := readRawString(d)
+	switch {
+	case !ok:
 		return "", false
-	}
-	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') >= 0 {
+	case plain == nil:
 		return strs.unquote(raw)
 	}
-	if s, ok := strs.m[string(inner)]; ok {
+	if s, ok := strs.m[string(plain)]; ok {
 		return s, true
 	}
-	s := sharedStrings.get(inner)
+	s := sharedStrings.get(plain)
 	strs.m[s] = s
 	return s, true
+}
+
+// readRawString reads a string value: as written (quotes and escapes), and what is between the
+// quotes when it has no escapes (nil when it has: unquote raw).
+func readRawString(d *jsontext.Decoder) (raw, plain []byte, ok bool) {
+	raw, err := d.ReadValue()
+	if err != nil || len(raw) < 2 || raw[0] != '"' {
+		return nil, nil, false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
+		return raw, inner, true
+	}
+	return raw, nil, true
 }
 
 // reqStrings are one request's strings, each kept once, and a buffer to unquote into.
@@ -278,12 +290,12 @@ func decodeURLTokens(d *jsontext.Decoder, strs *reqStrings) (string, bool) {
 		_, err := d.ReadToken()
 		return "", err == nil
 	}
-	raw, err := d.ReadValue()
-	if err != nil || len(raw) < 2 || raw[0] != '"' {
+	raw, plain, ok := readRawString(d)
+	switch {
+	case !ok:
 		return "", false
+	case plain == nil:
+		return strs.unquote(raw)
 	}
-	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
-		return sharedURLs.get(inner), true
-	}
-	return strs.unquote(raw)
+	return sharedURLs.get(plain), true
 }
