@@ -32,10 +32,12 @@ import (
 // state again instead of acting on what another process now runs. A process that takes the
 // Lease reads it first and continues from there (adopt).
 
+// WrittenByAnnotation names, on the shared state's ConfigMap, the process that last wrote it.
+const WrittenByAnnotation = "fleetwatch.io/written-by"
+
 // Keys and labels of the shared state's ConfigMap.
 const (
 	sharedKey         = "state.json.gz"
-	writtenByAnnot    = "fleetwatch.io/written-by"
 	writtenAtAnnot    = "fleetwatch.io/written-at"
 	sharedComponent   = "remediation-state"
 	endedKept         = 24 * time.Hour
@@ -120,7 +122,7 @@ func (h *handover) read(ctx context.Context) (*sharedState, string, string, erro
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, "", "", fmt.Errorf("ConfigMap %s/%s: %s: %w", h.namespace, h.name, sharedKey, err)
 	}
-	writer := cm.Annotations[writtenByAnnot]
+	writer := cm.Annotations[WrittenByAnnotation]
 	if at := cm.Annotations[writtenAtAnnot]; at != "" {
 		writer += " at " + at
 	}
@@ -172,7 +174,7 @@ func (h *handover) write(ctx context.Context, st *sharedState, now time.Time) er
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: h.name, Namespace: h.namespace, ResourceVersion: h.rv,
 			Labels:      map[string]string{"app.kubernetes.io/name": "fleetwatch", "app.kubernetes.io/component": sharedComponent},
-			Annotations: map[string]string{writtenByAnnot: h.id, writtenAtAnnot: now.UTC().Format(time.RFC3339)}},
+			Annotations: map[string]string{WrittenByAnnotation: h.id, writtenAtAnnot: now.UTC().Format(time.RFC3339)}},
 		BinaryData: map[string][]byte{sharedKey: buf.Bytes()},
 	}
 	var out *corev1.ConfigMap

@@ -61,7 +61,7 @@ func (w *world) process(t *testing.T, hub kubernetes.Interface, identity string)
 	}
 	e, err := New(o)
 	require.NoError(t, err)
-	e.hub = newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, identity)
+	e.hub = newHandover(hub, config.DefaultLeaderElection.Namespace, config.DefaultLeaderElection.LeaseName, identity)
 	w.lead(e)
 	return e
 }
@@ -77,7 +77,7 @@ func (w *world) lead(e *Engine) {
 // hubState reads what the hub holds, and who wrote it when.
 func hubState(t *testing.T, hub kubernetes.Interface) (*sharedState, string) {
 	t.Helper()
-	st, writer, rv, err := newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, "").read(context.Background())
+	st, writer, rv, err := newHandover(hub, config.DefaultLeaderElection.Namespace, config.DefaultLeaderElection.LeaseName, "").read(context.Background())
 	require.NoError(t, err)
 	require.NotEmpty(t, rv, "nothing in the hub")
 	return st, writer
@@ -328,7 +328,7 @@ func TestHandoverCancelsAnUnsharedCopy(t *testing.T) {
 	require.NoError(t, err)
 	w.tick(time.Second)
 
-	a.hub = newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, "a")
+	a.hub = newHandover(hub, config.DefaultLeaderElection.Namespace, config.DefaultLeaderElection.LeaseName, "a")
 	w.lead(a)
 	w.tick(time.Second)
 	mine, err := a.o.Store.Get(x.ID)
@@ -403,7 +403,7 @@ func TestHandoverPlansAgainWhatNeverActed(t *testing.T) {
 	w.tick(time.Second)
 
 	w.incidents = incidents
-	a.hub = newHandover(hub, "kube-system", config.DefaultLeaderElection.LeaseName, "a")
+	a.hub = newHandover(hub, config.DefaultLeaderElection.Namespace, config.DefaultLeaderElection.LeaseName, "a")
 	w.lead(a)
 	w.tick(time.Second)
 	all, err := a.o.Store.List()

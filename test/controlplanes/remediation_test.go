@@ -758,9 +758,9 @@ func TestRemediationLeaderElectionAndDryRun(t *testing.T) {
 	// continues from what the leader left in the hub: the remediation is over, its incident
 	// still open (a dry run cordoned nothing), so nothing is planned again.
 	writtenBy := func() string {
-		cm, err := l.ControlPlanes["eu-1"].Client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "fleetwatch-remediation", metav1.GetOptions{})
+		cm, err := l.ControlPlanes["eu-1"].Client.CoreV1().ConfigMaps(config.DefaultLeaderElection.Namespace).Get(context.Background(), config.DefaultLeaderElection.LeaseName, metav1.GetOptions{})
 		require.NoError(t, err)
-		return cm.Annotations["fleetwatch.io/written-by"]
+		return cm.Annotations[remediate.WrittenByAnnotation]
 	}
 	old := writtenBy()
 	procs[leader].Kill()
