@@ -102,3 +102,24 @@ type testCaller struct{}
 
 func (testCaller) String() string                   { return "alice" }
 func (testCaller) AllowsAny(clusters []string) bool { return true }
+
+// Without leader election, Run keeps the Deployments a failover recreates beside its
+// evaluations, and stops both when its context ends.
+func TestRunKeepsSpecs(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	w := newWorld(t, nil)
+	w.tick(0) // the clusters' API probes in the view
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.engine.Run(ctx) }()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		specs, err := w.store.Specs("c1")
+		if err != nil || len(specs) != 1 {
+			return fmt.Errorf("c1's kept Deployments: %d, %v", len(specs), err)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+}
