@@ -1108,7 +1108,6 @@ func (e *Engine) decide(id, who string, approve bool, comment string, check func
 	}
 	st := r.Steps[r.Current]
 	entries := []*AuditEntry{e.entry(r, "", EventApproval, who, detail)}
-	defer func() { e.active[id] = cur }() // until the decision is kept
 	end := func(state, reason string) {
 		r.State, r.Reason, r.DoneAt = state, reason, now
 		entries = append(entries, e.entry(r, "", EventState, actor, state+": "+reason))
@@ -1138,19 +1137,17 @@ func (e *Engine) decide(id, who string, approve bool, comment string, check func
 	}
 	// In the hub first, with leader election: a decision this process acknowledges is one the
 	// next leader knows.
-	e.active[id] = r
-	if err := e.share(context.Background(), nil, e.paused, now); err != nil {
+	if err := e.share(context.Background(), nil, e.paused, now, r); err != nil {
 		return nil, err
 	}
 	if err := e.save(r, now, entries...); err != nil {
 		// Not kept here: the hub takes it back too, as far as it can.
-		e.active[id] = cur
 		if err := e.share(context.Background(), nil, e.paused, now); err != nil {
 			e.logger.Warn("taking a decision that was not kept back from the hub", "remediation", id, "err", err)
 		}
 		return nil, err
 	}
-	cur = r
+	e.active[id] = r
 	if Final(r.State) {
 		e.metrics.finished(r)
 	}

@@ -206,8 +206,9 @@ func mark(r *Remediation) string {
 // sharedNow is what the hub should hold now: the remediations that are not over, those over
 // that are still shared, the pauses. With open (the end of an evaluation), an ended one
 // whose incident is not open and that waits for no failback leaves it, and is remembered as
-// ended for a day.
-func (e *Engine) sharedNow(open map[string]*correlate.Incident, paused map[string]string, now time.Time) *sharedState {
+// ended for a day. A pending remediation (a decision not kept yet) stands for the active one
+// of its ID.
+func (e *Engine) sharedNow(open map[string]*correlate.Incident, paused map[string]string, now time.Time, pending []*Remediation) *sharedState {
 	h := e.hub
 	if open != nil {
 		for id, until := range h.unbound {
@@ -226,7 +227,11 @@ func (e *Engine) sharedNow(open map[string]*correlate.Incident, paused map[strin
 	}
 	st := &sharedState{Paused: paused, Ended: h.ended}
 	for _, id := range slices.Sorted(maps.Keys(e.active)) {
-		st.Remediations = append(st.Remediations, e.active[id])
+		r := e.active[id]
+		if i := slices.IndexFunc(pending, func(p *Remediation) bool { return p.ID == id }); i >= 0 {
+			r = pending[i]
+		}
+		st.Remediations = append(st.Remediations, r)
 	}
 	for _, id := range slices.Sorted(maps.Keys(h.final)) {
 		if e.active[id] == nil {
@@ -238,11 +243,11 @@ func (e *Engine) sharedNow(open map[string]*correlate.Incident, paused map[strin
 
 // share writes what the hub should hold (see sharedNow) and marks every remediation as shared
 // that far.
-func (e *Engine) share(ctx context.Context, open map[string]*correlate.Incident, paused map[string]string, now time.Time) error {
+func (e *Engine) share(ctx context.Context, open map[string]*correlate.Incident, paused map[string]string, now time.Time, pending ...*Remediation) error {
 	if e.hub == nil {
 		return nil
 	}
-	st := e.sharedNow(open, paused, now)
+	st := e.sharedNow(open, paused, now, pending)
 	if err := e.hub.write(ctx, st, now); err != nil {
 		return err
 	}

@@ -348,7 +348,7 @@ func TestHandoverRemembersEndedFromWhenTheyLeave(t *testing.T) {
 	e.hub = newHandover(nil, "ns", "n", "a")
 	now := w.now
 	e.hub.final["rem-1"] = &Remediation{ID: "rem-1", IncidentID: "inc-1", State: StateDenied, DoneAt: now.Add(-48 * time.Hour)}
-	st := e.sharedNow(map[string]*correlate.Incident{}, nil, now)
+	st := e.sharedNow(map[string]*correlate.Incident{}, nil, now, nil)
 	require.Contains(t, st.Ended, "rem-1", "pruned and not remembered")
 }
 
