@@ -181,23 +181,11 @@ func (e *Engine) Run(ctx context.Context) {
 // evaluateEvery evaluates every evaluation interval, and at once after an approval, until ctx
 // ends.
 func (e *Engine) evaluateEvery(ctx context.Context) {
-	for {
+	e.every(ctx, func(s config.RemediationConfig) time.Duration { return time.Duration(s.EvaluationInterval) }, e.kick, func() {
 		if err := e.Evaluate(ctx); err != nil && ctx.Err() == nil {
 			e.logger.Error("remediation evaluation failed", "err", err)
 		}
-		e.mu.Lock()
-		interval := time.Duration(e.settings.EvaluationInterval)
-		e.mu.Unlock()
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-e.kick:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	})
 }
 
 // keepSpecsEvery keeps the clusters' Deployments every specs interval until ctx ends, on its
@@ -205,22 +193,35 @@ func (e *Engine) evaluateEvery(ctx context.Context) {
 // with leader election every replica keeps them, leading or not, so that the one that takes
 // over fails a cluster over from what it read itself.
 func (e *Engine) keepSpecsEvery(ctx context.Context) {
-	for {
+	e.every(ctx, func(s config.RemediationConfig) time.Duration { return time.Duration(s.Specs.Interval) }, nil, func() {
 		e.mu.Lock()
-		enabled, interval := e.settings.Enabled, time.Duration(e.settings.Specs.Interval)
+		enabled := e.settings.Enabled
 		e.mu.Unlock()
-		if enabled {
-			if err := e.keepSpecs(ctx); err != nil && ctx.Err() == nil {
-				e.logger.Warn("keeping Deployment specs for failover", "err", err)
-			}
+		if !enabled {
+			return
 		}
-		t := time.NewTimer(interval)
+		if err := e.keepSpecs(ctx); err != nil && ctx.Err() == nil {
+			e.logger.Warn("keeping Deployment specs for failover", "err", err)
+		}
+	})
+}
+
+// every runs do, then waits the interval the settings give (or for kick, when it is not nil)
+// before it runs it again, until ctx ends.
+func (e *Engine) every(ctx context.Context, interval func(config.RemediationConfig) time.Duration, kick <-chan struct{}, do func()) {
+	for {
+		do()
+		e.mu.Lock()
+		t := time.NewTimer(interval(e.settings))
+		e.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-kick:
 		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
