@@ -152,3 +152,32 @@ func benchBatch(alerts []Alert, i int) []Alert {
 	n := len(alerts) / 64
 	return alerts[(i%n)*64:][:64]
 }
+
+// BenchmarkEvaluateStorm is the evaluation that takes in a storm's backlog: n alerts of 100
+// clusters, all new, into an engine holding nothing (each its own incident, as most of
+// hack/alertbench's). The storm's alert-to-incident latency is a few such evaluations. Only
+// the evaluation is timed; each iteration has a fresh engine and store.
+func BenchmarkEvaluateStorm(b *testing.B) {
+	for _, n := range []int{10_000, 30_000} {
+		b.Run(fmt.Sprintf("new=%d", n), func(b *testing.B) {
+			alerts := benchAlerts(n, 100, t0)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				st, err := OpenStore(filepath.Join(b.TempDir(), fmt.Sprintf("incidents-%d.db", i)))
+				require.NoError(b, err)
+				e, err := New(Options{Store: st, Rules: DefaultRules, ResolveAfter: 5 * time.Minute, Alertmanagers: []string{"http://am:9093"}, Now: (&clock{t: t0}).now})
+				require.NoError(b, err)
+				for lo := 0; lo < len(alerts); lo += 64 {
+					require.NoError(b, e.Ingest(ctx, alerts[lo:min(lo+64, len(alerts))]))
+				}
+				b.StartTimer()
+				require.NoError(b, e.Evaluate(ctx))
+				b.StopTimer()
+				require.NoError(b, st.Close())
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -239,12 +239,19 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b, ob, idx := tx.Bucket(bucketIncidents), tx.Bucket(bucketOutbox), tx.Bucket(bucketResolved)
 		ab := tx.Bucket(bucketIncidentAlerts)
+		// Incident IDs are time-ordered (ident.IDs), and so are the keys of these buckets
+		// (the outbox's within each destination): a storm's new incidents are written at their
+		// end.
+		for _, bk := range []*bolt.Bucket{b, ob, idx, ab} {
+			bk.FillPercent = journal.FillAppendOnly
+		}
 		for _, inc := range incs {
-			if inc.Revision == 1 && b.Get([]byte(inc.ID)) != nil {
+			fresh := inc.Revision == 1
+			if fresh && b.Get([]byte(inc.ID)) != nil {
 				// A new incident under an ID already stored would overwrite another.
 				return fmt.Errorf("incident %s: new, but an incident with its ID is stored", inc.ID)
 			}
-			v, err := s.putIncident(b, ab, inc)
+			v, err := s.putIncident(b, ab, inc, fresh)
 			if err != nil {
 				return err
 			}
@@ -280,8 +287,9 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 // gave it. The log keeps an alert at least an hour after it ended, and an active incident
 // holds only alerts that have not ended, or ended at most ResolveAfter ago (while it clears);
 // once the incident resolves, its alerts are written whole (the log's, where it still holds
-// them), as it keeps them for its history.
-func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
+// them), as it keeps them for its history. A fresh incident (no head stored under its ID) has
+// no alerts stored either: they are written and deleted with the head, in one transaction.
+func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident, fresh bool) ([]byte, error) {
 	head := *inc
 	head.Alerts = nil
 	v, err := appendStoredHead(make([]byte, 0, 1024), &head, alertNames(inc.Alerts))
@@ -309,13 +317,15 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident) ([]byte, error) {
 	var have []stored
 	var stale [][]byte // keys that are no fingerprint of this incident
 	prefix := incidentAlertsPrefix(inc.ID)
-	c := ab.Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		if len(k) != len(prefix)+8 || len(v) < 8 {
-			stale = append(stale, bytes.Clone(k))
-			continue
+	if !fresh {
+		c := ab.Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(k) != len(prefix)+8 || len(v) < 8 {
+				stale = append(stale, bytes.Clone(k))
+				continue
+			}
+			have = append(have, stored{binary.BigEndian.Uint64(k[len(prefix):]), binary.BigEndian.Uint64(v), len(v) == 8})
 		}
-		have = append(have, stored{binary.BigEndian.Uint64(k[len(prefix):]), binary.BigEndian.Uint64(v), len(v) == 8})
 	}
 
 	// Merge the two sorted lists; write after reading (a bbolt cursor must not see the

@@ -10,7 +10,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// encode writes what json.Marshal writes, for payloads with what encoding/json escapes.
+// encode writes what json.Marshal writes, for payloads with what encoding/json escapes, and
+// for entries with and without their optional fields.
 func TestEncodeIsJSONMarshal(t *testing.T) {
 	payloads := []any{
 		nil,
@@ -18,18 +19,32 @@ func TestEncodeIsJSONMarshal(t *testing.T) {
 		[]int{1, 2, 3},
 		"just a string",
 	}
+	east := time.FixedZone("east", 5*3600+30*60)
+	entries := []Entry{
+		{Seq: 7, Time: time.Unix(1700000000, 123).UTC(), Kind: "opened", Subject: "inc-1", Incident: "inc-1", Clusters: []string{"eu-1"}},
+		{Seq: 1 << 60, Time: time.Unix(1700000000, 0).In(east), Kind: "waiting_approval", Subject: "rem-<1>&", Clusters: []string{}},
+		{Kind: "k\u2028\"", Subject: "\xff", Incident: "inc-2", Clusters: []string{"a", "b&c"}},
+	}
 	for _, p := range payloads {
-		e := &Entry{Seq: 7, Time: time.Unix(1700000000, 123).UTC(), Kind: "opened", Subject: "inc-1", Incident: "inc-1", Clusters: []string{"eu-1"}}
-		if p != nil {
-			raw, err := json.Marshal(p)
+		for _, e := range entries {
+			if p != nil {
+				raw, err := json.Marshal(p)
+				require.NoError(t, err)
+				e.Payload = raw
+			}
+			want, err := json.Marshal(&e)
 			require.NoError(t, err)
-			e.Payload = raw
+			got, err := encode(&e)
+			require.NoError(t, err)
+			require.Equal(t, string(want), string(got))
 		}
-		want, err := json.Marshal(e)
-		require.NoError(t, err)
-		got, err := encode(e)
-		require.NoError(t, err)
-		require.Equal(t, string(want), string(got))
+	}
+	// What json.Marshal refuses, encode refuses.
+	for _, e := range []Entry{{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, {Payload: json.RawMessage{}}} {
+		_, err := json.Marshal(&e)
+		require.Error(t, err)
+		_, err = encode(&e)
+		require.Error(t, err)
 	}
 }
 
@@ -61,7 +76,7 @@ func FuzzEncodeIsJSONMarshal(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind, value string) {
 		raw, err := json.Marshal(map[string]any{"v": value, "list": []string{value, kind}})
 		require.NoError(t, err)
-		e := &Entry{Seq: 1, Kind: kind, Subject: value, Clusters: []string{kind}, Payload: raw}
+		e := &Entry{Seq: 1, Time: time.Unix(int64(len(value))*1e5, int64(len(kind))), Kind: kind, Subject: value, Incident: kind, Clusters: []string{kind}, Payload: raw}
 		want, err := json.Marshal(e)
 		require.NoError(t, err)
 		got, err := encode(e)
