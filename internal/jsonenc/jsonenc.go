@@ -14,16 +14,25 @@ func AppendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// plain are the bytes AppendEscaped copies as they are: printable ASCII but for what JSON or
+// HTML escapes (encoding/json's htmlSafeSet).
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // AppendEscaped appends the inside of AppendString's JSON string.
 func AppendEscaped(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if plain[c] {
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':
