@@ -118,7 +118,9 @@ type Engine struct {
 	// clients are the HTTP clients of the configured Alertmanagers, by URL.
 	clients map[string]*http.Client
 	topo    *Topology
-	podSeen map[string]time.Time // when each pod of the topology was last in the view
+	// topoRead is when topo was read (the wall clock: it bounds how often it is read).
+	topoRead time.Time
+	podSeen  map[string]time.Time // when each pod of the topology was last in the view
 
 	alertsMtx sync.Mutex
 	alerts    map[uint64]Alert     // the stored alerts, by fingerprint
@@ -422,6 +424,15 @@ func refreshes(old, a Alert, now time.Time) bool {
 		maps.Equal(old.Labels, a.Labels) && maps.Equal(old.Annotations, a.Annotations)
 }
 
+// burstWait is how long an evaluation waits after alerts came in: a burst of sends (one per
+// rule group, one per member) lands in one evaluation.
+const burstWait = 50 * time.Millisecond
+
+// topologyMaxAge is how old a topology Run's evaluations use may be. The topology comes from
+// scraped kube-state-metrics (every 15-30 s), so reading it at every evaluation, which a storm
+// of alerts runs back to back, would cost a query per evaluation for nothing new.
+const topologyMaxAge = time.Second
+
 // Run evaluates and delivers until ctx is done.
 func (e *Engine) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -430,44 +441,38 @@ func (e *Engine) Run(ctx context.Context) {
 	tick := time.NewTicker(e.o.Interval)
 	defer tick.Stop()
 	for {
-		start := time.Now()
-		if err := e.Evaluate(ctx); err != nil {
+		if err := e.evaluate(ctx, topologyMaxAge); err != nil {
 			e.logger.Error("correlating alerts", "err", err)
 		}
-		// An evaluation of many alerts takes a while: leave half as long to everything else
-		// (taking alerts in) before the next one, so that while alerts keep arriving
-		// evaluating takes at most about two thirds of a core, and an alert waits at most
-		// about two evaluations.
-		done := time.Now()
-		next := done.Add(done.Sub(start) / 2)
+		// No rest between evaluations: one regroups only what changed since the last, so
+		// while a storm of alerts comes in each evaluation takes in what arrived during the
+		// one before, and an alert waits for at most about two of them. (A rest of half the
+		// last evaluation's length, which earlier versions left to taking alerts in, put the
+		// storm's alert-to-incident p99 at 2.9-3.0 s against 1.5-1.9 s without it, with no
+		// less intake.)
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return
 		case <-tick.C:
 		case <-e.kick:
-			// Let a burst of sends (one per rule group, one per member) land first.
-			next = later(next, time.Now().Add(200*time.Millisecond))
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Until(next)):
+			select {
+			case <-ctx.Done():
+			case <-time.After(burstWait):
+			}
 		}
 	}
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // Evaluate recomputes the incidents from the stored alerts now. It regroups only what
 // changed since the last evaluation (alerts taken in or ended, the topology of their
 // clusters): holding many alerts with nothing coming in costs next to nothing, and an
 // evaluation costs what changed, not what is held.
-func (e *Engine) Evaluate(ctx context.Context) (err error) {
+func (e *Engine) Evaluate(ctx context.Context) error { return e.evaluate(ctx, 0) }
+
+// evaluate is Evaluate, reading the topology again only if the last one read is older than
+// topoMaxAge (0: always).
+func (e *Engine) evaluate(ctx context.Context, topoMaxAge time.Duration) (err error) {
 	e.mtx.Lock()
 	defer e.mtx.Unlock()
 	start := time.Now()
@@ -490,12 +495,12 @@ func (e *Engine) Evaluate(ctx context.Context) (err error) {
 			e.latency.Observe(done.Sub(t).Seconds())
 		}
 	}()
-	if e.o.Query != nil {
+	if e.o.Query != nil && (e.topoRead.IsZero() || time.Since(e.topoRead) >= topoMaxAge) {
 		topo, err := LoadTopology(ctx, e.o.Query, now)
 		if err != nil {
 			e.logger.Warn("reading the topology; using the last one", "err", err)
 		} else {
-			e.topo = e.remember(topo, now)
+			e.topo, e.topoRead = e.remember(topo, now), time.Now()
 		}
 	}
 	topo := e.topo

@@ -3,16 +3,19 @@ package correlate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -444,4 +447,45 @@ func requireGauges(t *testing.T, e *Engine) {
 	for c, n := range clusters {
 		require.Equal(t, float64(n), testutil.ToFloat64(e.byCluster.WithLabelValues(c)), c)
 	}
+}
+
+// TestRunReadsTopologyAtMostEverySecond: alerts coming in every 60 ms make Run evaluate as
+// often, each evaluation with the alerts of the one before, but the topology is read at most
+// once a second (topologyMaxAge); Evaluate itself reads it every time.
+func TestRunReadsTopologyAtMostEverySecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
+		require.NoError(t, err)
+		defer st.Close()
+		var reads atomic.Int64
+		query := func(_ context.Context, q string, _ time.Time) (promql.Vector, error) {
+			if q == qNotReady {
+				reads.Add(1)
+			}
+			return nil, nil
+		}
+		e, err := New(Options{Store: st, Rules: DefaultRules, Interval: time.Hour, ResolveAfter: time.Minute, Query: query})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); e.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+
+		start := time.Now()
+		for i := range 40 {
+			a := alert(0, "alertname", fmt.Sprint("Expiring", i), "cluster", "eu-1", "severity", "warning")
+			a.StartsAt = time.Now()
+			require.NoError(t, e.Ingest(ctx, []Alert{a}))
+			settle(60 * time.Millisecond)
+			require.Len(t, e.Active(), i+1, "after %d alerts", i+1)
+		}
+		elapsed := time.Since(start)
+		n := int64(elapsed/topologyMaxAge) + 1
+		require.LessOrEqual(t, reads.Load(), n, "topology read %d times in %s", reads.Load(), elapsed)
+
+		before := reads.Load()
+		require.NoError(t, e.Evaluate(ctx))
+		require.NoError(t, e.Evaluate(ctx))
+		require.Equal(t, before+2, reads.Load())
+	})
 }
