@@ -151,6 +151,7 @@ func readRawString(d *jsontext.Decoder) (raw, plain []byte, ok bool) {
 type reqStrings struct {
 	m       map[string]string
 	scratch []byte
+	pairs   []string // a label set's names and values, before its map is made to size
 }
 
 // unquote returns the string a JSON string with escapes holds: unquoted into the request's
@@ -226,7 +227,9 @@ func decodeLabelTokens(d *jsontext.Decoder, strs *reqStrings, ls *models.LabelSe
 	if _, null, ok := readKind(d, '{'); null || !ok {
 		return ok
 	}
-	*ls = models.LabelSet{}
+	// The pairs are read first and the map made to their number: a map grown one label at a
+	// time past 8 is built twice (Go's maps hold up to 8 entries in one group).
+	pairs := strs.pairs[:0]
 	for d.PeekKind() != '}' {
 		name, ok := readString(d, strs)
 		if !ok {
@@ -236,8 +239,14 @@ func decodeLabelTokens(d *jsontext.Decoder, strs *reqStrings, ls *models.LabelSe
 		if !ok {
 			return false
 		}
-		(*ls)[name] = v
+		pairs = append(pairs, name, v)
 	}
+	*ls = make(models.LabelSet, len(pairs)/2)
+	for i := 0; i < len(pairs); i += 2 {
+		(*ls)[pairs[i]] = pairs[i+1]
+	}
+	clear(pairs)
+	strs.pairs = pairs[:0]
 	_, err := d.ReadToken()
 	return err == nil
 }
