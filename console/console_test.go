@@ -141,7 +141,7 @@ func newFixture(t *testing.T) *fixture {
 	require.NoError(t, rem.Pause("eu-2", "bob"))
 
 	sched, err := schedule.New(schedule.Options{
-		Source:   schedule.Source{Query: schedule.QueryFunc(instant), Incidents: inc.Active},
+		Source:   schedule.Source{Query: schedule.QueryFunc(instant), Incidents: inc.EachActive},
 		Settings: schedule.Settings{Schedule: cfg.Schedule, Pack: cfg.Rules.Pack.Thresholds, Clusters: cfg.Clusters},
 	})
 	require.NoError(t, err)

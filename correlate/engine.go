@@ -769,6 +769,21 @@ func (e *Engine) Active() []Incident { return e.activeCopies(false) }
 // are shared with the engine, which never writes into them once stored: read them only.
 func (e *Engine) ActiveWithAlerts() []Incident { return e.activeCopies(true) }
 
+// EachActive calls yield with each active incident, in no order, until it returns false;
+// used as an iter.Seq. Unlike Active it copies nothing (a copy of 100,000 incidents is 42 MB):
+// the incidents are the engine's, which never changes one once stored, so yield must only
+// read them, must not keep them past the incident's next change if it needs them current, and
+// must not call the engine (the iteration holds a read lock that changes wait for).
+func (e *Engine) EachActive(yield func(*Incident) bool) {
+	e.activeMtx.RLock()
+	defer e.activeMtx.RUnlock()
+	for _, inc := range e.active {
+		if !yield(inc) {
+			return
+		}
+	}
+}
+
 func (e *Engine) activeCopies(withAlerts bool) []Incident {
 	e.activeMtx.RLock()
 	defer e.activeMtx.RUnlock()

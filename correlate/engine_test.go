@@ -489,3 +489,36 @@ func TestRunReadsTopologyAtMostEverySecond(t *testing.T) {
 		require.Equal(t, before+2, reads.Load())
 	})
 }
+
+// TestEachActive: EachActive gives the incidents Active copies, the engine's own (no copy), and
+// stops when told to.
+func TestEachActive(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
+	require.NoError(t, err)
+	defer st.Close()
+	e, err := New(Options{Store: st, Rules: DefaultRules, ResolveAfter: time.Minute})
+	require.NoError(t, err)
+	ctx := context.Background()
+	for i := range 5 {
+		require.NoError(t, e.Ingest(ctx, []Alert{alert(0, "alertname", fmt.Sprint("Expiring", i), "cluster", "eu-1", "severity", "warning")}))
+	}
+	require.NoError(t, e.Evaluate(ctx))
+	want := map[string]string{}
+	for _, inc := range e.Active() {
+		want[inc.ID] = inc.Key
+	}
+	require.Len(t, want, 5)
+	got := map[string]string{}
+	for inc := range e.EachActive {
+		got[inc.ID] = inc.Key
+		require.Same(t, e.tracker.active[inc.Key], inc, "the engine's incident, not a copy")
+	}
+	require.Equal(t, want, got)
+	n := 0
+	for range e.EachActive {
+		if n++; n == 2 {
+			break
+		}
+	}
+	require.Equal(t, 2, n)
+}

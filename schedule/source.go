@@ -3,6 +3,7 @@ package schedule
 import (
 	"context"
 	"fmt"
+	"iter"
 	"math"
 	"regexp"
 	"slices"
@@ -67,8 +68,9 @@ const (
 // Source builds snapshots from the view and the open incidents.
 type Source struct {
 	Query QueryFunc
-	// Incidents returns the active incidents; nil when correlation is off.
-	Incidents func() []correlate.Incident
+	// Incidents are the active incidents, in any order (nothing when correlation is off);
+	// the snapshot reads them without keeping them (correlate.Engine.EachActive).
+	Incidents iter.Seq[*correlate.Incident]
 }
 
 // Snapshot reads the fleet at now. A query that fails leaves its field unknown for every
@@ -132,14 +134,17 @@ func (src Source) Snapshot(ctx context.Context, now time.Time, st Settings) (*Sn
 		}
 	}
 	if src.Incidents != nil {
-		for _, inc := range src.Incidents() {
+		for inc := range src.Incidents {
 			ref := IncidentRef{ID: inc.ID, Severity: inc.Severity, Scope: inc.Scope, Kind: IncidentKind(inc.Key),
-				Clusters: inc.Clusters, Title: inc.RootCause}
+				Clusters: slices.Clone(inc.Clusters), Title: inc.RootCause}
 			for _, name := range inc.Clusters {
 				if c, ok := byName[name]; ok {
 					c.Incidents = append(c.Incidents, ref)
 				}
 			}
+		}
+		for _, c := range byName {
+			slices.SortFunc(c.Incidents, func(a, b IncidentRef) int { return strings.Compare(a.ID, b.ID) })
 		}
 	}
 	s.Clusters = make([]Cluster, 0, len(byName))

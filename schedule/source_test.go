@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"context"
+	"iter"
 	"testing"
 	"time"
 
@@ -55,11 +56,23 @@ func testSource(t *testing.T) Source {
 	return Source{Query: func(ctx context.Context, qs string, ts time.Time) (promql.Vector, error) { return q(ctx, qs, ts) }}
 }
 
+// incidents is the active incidents incs, as correlate.Engine.EachActive gives them.
+func incidents(incs ...correlate.Incident) iter.Seq[*correlate.Incident] {
+	return func(yield func(*correlate.Incident) bool) {
+		for i := range incs {
+			if !yield(&incs[i]) {
+				return
+			}
+		}
+	}
+}
+
 func TestSourceSnapshot(t *testing.T) {
 	src := testSource(t)
-	src.Incidents = func() []correlate.Incident {
-		return []correlate.Incident{{ID: "inc-1", Group: correlate.Group{Key: "nodes/us-1", Scope: "cluster", Severity: "critical", Clusters: []string{"us-1"}, RootCause: "nodes NotReady"}}}
-	}
+	// In no order, as the engine gives them; a cluster lists its incidents by ID.
+	src.Incidents = incidents(
+		correlate.Incident{ID: "inc-3", Group: correlate.Group{Key: "alert/X/1", Scope: "fleet", Severity: "warning", Clusters: []string{"eu-1", "us-1"}, RootCause: "X"}},
+		correlate.Incident{ID: "inc-1", Group: correlate.Group{Key: "nodes/us-1", Scope: "cluster", Severity: "critical", Clusters: []string{"us-1"}, RootCause: "nodes NotReady"}})
 	now := time.Unix(9*60, 0)
 	st := testSettings(
 		&config.ClusterConfig{Name: "eu-1", Labels: map[string]string{"region": "eu", "provider": "aws", "tier": "prod", "compliance": "pci, gdpr"}, Compliance: []string{"iso27001"}, CostPerCPUHour: 0.04, Latency: map[string]model.Duration{"eu-users": model.Duration(12 * time.Millisecond)}},
@@ -90,8 +103,11 @@ func TestSourceSnapshot(t *testing.T) {
 	require.Zero(t, us.RequestedCPU, "no request series: nothing requested")
 	require.Equal(t, time.Unix(5*60, 0), us.LastIngest, "its last-ingest series stopped at 5m")
 	require.Equal(t, 0.5, us.ReadyRatio)
-	require.Len(t, us.Incidents, 1)
+	require.Equal(t, []string{"inc-1", "inc-3"}, []string{us.Incidents[0].ID, us.Incidents[1].ID})
+	require.Len(t, us.Incidents, 2)
 	require.Equal(t, IncidentNodes, us.Incidents[0].Kind)
+	require.Equal(t, []string{"eu-1", "us-1"}, us.Incidents[1].Clusters)
+	require.Len(t, s.Cluster("eu-1").Incidents, 1)
 
 	ap := s.Cluster("ap-1")
 	require.False(t, ap.HasCapacity)
@@ -202,12 +218,12 @@ func TestIncidentsFilterOnlyClusterHealth(t *testing.T) {
 						QueryRequestedMemory: 40 * gib, QueryReadyRatio: 1, QueryLastIngest: float64(now.Unix())}[q]
 					return promql.Vector{{Metric: labels.FromStrings("cluster", "eu-1"), F: v}, {Metric: labels.FromStrings("cluster", "us-1"), F: v}}, nil
 				},
-				Incidents: func() []correlate.Incident {
-					var out []correlate.Incident
+				Incidents: func(yield func(*correlate.Incident) bool) {
 					for _, g := range correlate.Correlate(tc.alerts, nil, correlate.DefaultRules) {
-						out = append(out, correlate.Incident{ID: "inc-" + g.Key, Group: g, State: correlate.StateOpen})
+						if !yield(&correlate.Incident{ID: "inc-" + g.Key, Group: g, State: correlate.StateOpen}) {
+							return
+						}
 					}
-					return out
 				},
 			}
 			s, err := src.Snapshot(t.Context(), now, testSettings())

@@ -335,11 +335,10 @@ func newServer(o serverOptions) (*server, error) {
 	s.schedule, err = schedule.New(schedule.Options{
 		Source: schedule.Source{
 			Query: schedule.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
-			Incidents: func() []correlate.Incident {
-				if !s.correlating.Load() {
-					return nil
+			Incidents: func(yield func(*correlate.Incident) bool) {
+				if s.correlating.Load() {
+					s.incidents.EachActive(yield)
 				}
-				return s.incidents.Active()
 			},
 		},
 		Settings: scheduleSettings(cfg), Publish: s.publishScores,
