@@ -764,9 +764,10 @@ func (e *Engine) account(inc *Incident, how string) {
 // does not wait for an evaluation in progress.
 func (e *Engine) Active() []Incident { return e.activeCopies(false) }
 
-// ActiveWithAlerts is Active with each incident's alerts, for consumers such as remediation
-// that act on what the alerts say (which cluster is silent, which workloads fail). The alerts
-// are shared with the engine, which never writes into them once stored: read them only.
+// ActiveWithAlerts is Active with each incident's alerts and routing labels, for consumers
+// such as remediation that act on what the alerts say (which cluster is silent, which
+// workloads fail) and match playbooks on the routing labels. Both are shared with the engine,
+// which never writes into them once stored: read them only.
 func (e *Engine) ActiveWithAlerts() []Incident { return e.activeCopies(true) }
 
 // EachActive calls yield with each active incident, in no order, until it returns false;
@@ -790,9 +791,9 @@ func (e *Engine) activeCopies(withAlerts bool) []Incident {
 	out := make([]Incident, 0, len(e.active))
 	for _, inc := range e.active {
 		c := *inc
-		c.Labels, c.FormerLabels = nil, nil
+		c.FormerLabels = nil
 		if !withAlerts {
-			c.Alerts = nil
+			c.Labels, c.Alerts = nil, nil
 		}
 		c.Clusters = append([]string(nil), inc.Clusters...)
 		out = append(out, c)

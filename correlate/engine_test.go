@@ -522,3 +522,21 @@ func TestEachActive(t *testing.T) {
 	}
 	require.Equal(t, 2, n)
 }
+
+// TestActiveWithAlertsHasRoutingLabels: remediation matches playbooks on an incident's routing
+// labels (match.labels), so the incidents it reads carry them; placement's do not need them.
+func TestActiveWithAlertsHasRoutingLabels(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
+	require.NoError(t, err)
+	defer st.Close()
+	e, err := New(Options{Store: st, Rules: Rules{Teams: map[string]string{"payments": "team-pay"}}, ResolveAfter: time.Minute})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, e.Ingest(ctx, []Alert{alert(0, "alertname", "Expiring", "cluster", "eu-1", "namespace", "payments", "severity", "critical")}))
+	require.NoError(t, e.Evaluate(ctx))
+	incs := e.ActiveWithAlerts()
+	require.Len(t, incs, 1)
+	require.Equal(t, incs[0].routingLabels(), incs[0].Labels)
+	require.Equal(t, "team-pay", incs[0].Labels[amconfig.LabelTeam])
+	require.Len(t, incs[0].Alerts, 1)
+}

@@ -32,6 +32,7 @@ import (
 
 	"github.com/fleetwatch/fleetwatch/collector"
 	"github.com/fleetwatch/fleetwatch/correlate"
+	"github.com/fleetwatch/fleetwatch/correlate/amconfig"
 	"github.com/fleetwatch/fleetwatch/internal/config"
 )
 
@@ -831,4 +832,23 @@ func TestApprovalRequestDecidedOnceAndJournaled(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 	require.Equal(t, head, entries[0].Seq)
+}
+
+// TestPlaybookMatchesRoutingLabels: a playbook's match.labels are the incident's routing
+// labels, as the correlation engine gives remediation its incidents (ActiveWithAlerts); those
+// copies once left the labels out, and no playbook matching on them ever applied.
+func TestPlaybookMatchesRoutingLabels(t *testing.T) {
+	st, err := correlate.OpenStore(filepath.Join(t.TempDir(), "c.db"))
+	require.NoError(t, err)
+	defer st.Close()
+	ce, err := correlate.New(correlate.Options{Store: st, Rules: correlate.Rules{Teams: map[string]string{"payments": "team-pay"}}, ResolveAfter: time.Minute})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, ce.Ingest(ctx, []correlate.Alert{{Labels: map[string]string{"alertname": "Expiring", "cluster": "eu-1", "namespace": "payments", "severity": "critical"},
+		StartsAt: time.Now(), Source: "rules"}}))
+	require.NoError(t, ce.Evaluate(ctx))
+	incs := ce.ActiveWithAlerts()
+	require.Len(t, incs, 1)
+	require.True(t, matches(config.MatchConfig{Labels: map[string]string{amconfig.LabelTeam: "team-pay", amconfig.LabelSeverity: "critical"}}, &incs[0]))
+	require.False(t, matches(config.MatchConfig{Labels: map[string]string{amconfig.LabelTeam: "team-other"}}, &incs[0]))
 }
