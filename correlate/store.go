@@ -245,21 +245,24 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 		for _, bk := range []*bolt.Bucket{b, ob, idx, ab} {
 			bk.FillPercent = journal.FillAppendOnly
 		}
+		var scratch []byte
 		for _, inc := range incs {
 			fresh := inc.Revision == 1
 			if fresh && b.Get([]byte(inc.ID)) != nil {
 				// A new incident under an ID already stored would overwrite another.
 				return fmt.Errorf("incident %s: new, but an incident with its ID is stored", inc.ID)
 			}
-			v, err := s.putIncident(b, ab, inc, fresh)
+			// The journal keeps the stored head (Events puts the alerts back for the hooks),
+			// and the incidents bucket the same bytes.
+			head := *inc
+			head.Alerts = nil
+			v, err := journal.AppendPayload(tx, bucketEvents, &journal.Entry{
+				Time: inc.UpdatedAt, Kind: eventOf(inc), Subject: inc.ID, Incident: inc.ID, Clusters: inc.Clusters,
+			}, &scratch, func(buf []byte) ([]byte, error) { return appendStoredHead(buf, &head, alertNames(inc.Alerts)) })
 			if err != nil {
 				return err
 			}
-			// The journal keeps the stored head; Events puts the alerts back for the hooks.
-			err = journal.Append(tx, bucketEvents, &journal.Entry{
-				Time: inc.UpdatedAt, Kind: eventOf(inc), Subject: inc.ID, Incident: inc.ID, Clusters: inc.Clusters, Payload: v,
-			})
-			if err != nil {
+			if err := s.putIncident(b, ab, inc, fresh, v); err != nil {
 				return err
 			}
 			if !inc.Active() {
@@ -277,9 +280,9 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 	})
 }
 
-// putIncident stores inc without its alerts (storedIncident) and brings its alerts in
-// bucketIncidentAlerts up to date: a new or changed alert is written, a gone one deleted, the
-// others are left as they are. It returns what it stored under the incident's ID.
+// putIncident stores head, inc encoded without its alerts (storedIncident), and brings its
+// alerts in bucketIncidentAlerts up to date: a new or changed alert is written, a gone one
+// deleted, the others are left as they are.
 //
 // An active incident's alert that the alert log holds (by fingerprint) is written as a
 // reference, 8 bytes, and read back from the log: as the log holds it then, which is never
@@ -289,15 +292,9 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 // once the incident resolves, its alerts are written whole (the log's, where it still holds
 // them), as it keeps them for its history. A fresh incident (no head stored under its ID) has
 // no alerts stored either: they are written and deleted with the head, in one transaction.
-func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident, fresh bool) ([]byte, error) {
-	head := *inc
-	head.Alerts = nil
-	v, err := appendStoredHead(make([]byte, 0, 1024), &head, alertNames(inc.Alerts))
-	if err != nil {
-		return nil, err
-	}
-	if err := b.Put([]byte(inc.ID), v); err != nil {
-		return nil, err
+func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident, fresh bool, head []byte) error {
+	if err := b.Put([]byte(inc.ID), head); err != nil {
+		return err
 	}
 
 	// The alerts as they are now, and as they are stored, both by fingerprint.
@@ -357,7 +354,7 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident, fresh bool) ([]by
 			i++ // the same fingerprint twice: the later alert is the one kept
 		case j == len(have) || i < len(cur) && cur[i].fp < have[j].fp:
 			if err := write(cur[i]); err != nil {
-				return nil, err
+				return err
 			}
 			i++
 		case i == len(cur) || have[j].fp < cur[i].fp:
@@ -370,7 +367,7 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident, fresh bool) ([]by
 			case have[j].ref || alertStamp(cur[i].alert) != have[j].stamp:
 				// Kept by reference and to be kept whole from now on, or changed.
 				if err := write(cur[i]); err != nil {
-					return nil, err
+					return err
 				}
 			}
 			i, j = i+1, j+1
@@ -378,15 +375,15 @@ func (s *Store) putIncident(b, ab *bolt.Bucket, inc *Incident, fresh bool) ([]by
 	}
 	for _, k := range stale {
 		if err := ab.Delete(k); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, p := range puts {
 		if err := ab.Put(p.k, p.v); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return v, nil
+	return nil
 }
 
 func incidentAlertsPrefix(id string) []byte { return append([]byte(id), 0) }

@@ -7,6 +7,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -72,7 +73,19 @@ func encode(e *Entry) ([]byte, error) {
 	if e.Payload != nil && len(e.Payload) == 0 {
 		return nil, fmt.Errorf("journal: entry %d: empty payload", e.Seq)
 	}
-	b := make([]byte, 0, 96+len(e.Kind)+len(e.Subject)+len(e.Incident)+24*len(e.Clusters)+len(e.Payload))
+	b, err := appendHead(make([]byte, 0, 96+len(e.Kind)+len(e.Subject)+len(e.Incident)+24*len(e.Clusters)+len(e.Payload)), e)
+	if err != nil {
+		return nil, err
+	}
+	if e.Payload == nil {
+		b = append(b, "null"...)
+	}
+	return append(append(b, e.Payload...), '}'), nil
+}
+
+// appendHead appends e's JSON up to its payload's value: everything but the payload and the
+// closing brace.
+func appendHead(b []byte, e *Entry) ([]byte, error) {
 	b = strconv.AppendUint(append(b, `{"seq":`...), e.Seq, 10)
 	b, err := e.Time.AppendText(append(b, `,"time":"`...))
 	if err != nil {
@@ -86,11 +99,43 @@ func encode(e *Entry) ([]byte, error) {
 	if len(e.Clusters) > 0 {
 		b = jsonenc.AppendStrings(append(b, `,"clusters":`...), e.Clusters)
 	}
-	b = append(b, `,"payload":`...)
-	if e.Payload == nil {
-		b = append(b, "null"...)
+	return append(b, `,"payload":`...), nil
+}
+
+// AppendPayload is Append for one entry whose payload the caller encodes (e.Payload is not
+// read): payload appends it, compact JSON as json.Marshal writes it, to the entry's bytes so
+// far. The entry is encoded in scratch (kept for the next call) and stored as one allocation
+// of its size; the payload's bytes within it are returned, for the caller to store under
+// another key of the same transaction without a copy of its own (bbolt holds a value's bytes
+// until the transaction commits, and never writes into them).
+func AppendPayload(tx *bolt.Tx, bucket []byte, e *Entry, scratch *[]byte, payload func([]byte) ([]byte, error)) ([]byte, error) {
+	b, err := tx.CreateBucketIfNotExists(bucket)
+	if err != nil {
+		return nil, err
 	}
-	return append(append(b, e.Payload...), '}'), nil
+	b.FillPercent = FillAppendOnly
+	if e.Seq, err = b.NextSequence(); err != nil {
+		return nil, err
+	}
+	buf, err := appendHead((*scratch)[:0], e)
+	if err != nil {
+		return nil, err
+	}
+	start := len(buf)
+	if buf, err = payload(buf); err != nil {
+		return nil, err
+	}
+	end := len(buf)
+	if end == start {
+		return nil, fmt.Errorf("journal: entry %d: empty payload", e.Seq)
+	}
+	buf = append(buf, '}')
+	*scratch = buf
+	v := bytes.Clone(buf)
+	if err := b.Put(key(e.Seq), v); err != nil {
+		return nil, err
+	}
+	return v[start:end:end], nil
 }
 
 func key(seq uint64) []byte {

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -83,4 +84,44 @@ func FuzzEncodeIsJSONMarshal(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(got))
 	})
+}
+
+// TestAppendPayload: an entry whose payload the caller appends is stored as Append stores it
+// with that payload, and the payload returned is the stored entry's, which a later entry
+// encoded in the same scratch does not change.
+func TestAppendPayload(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "j.db"), 0o600, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	payloads := []string{`{"id":"a","n":[1,2]}`, `"b<&>"`, `{"id":"c"}`}
+	var got [][]byte
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		var scratch []byte
+		for i, p := range payloads {
+			v, err := AppendPayload(tx, []byte("events"), &Entry{Kind: "opened", Subject: fmt.Sprint("s", i), Clusters: []string{"eu-1"}}, &scratch,
+				func(b []byte) ([]byte, error) { return append(b, p...), nil })
+			if err != nil {
+				return err
+			}
+			got = append(got, v)
+		}
+		for i, p := range payloads {
+			require.Equal(t, p, string(got[i]), "payload %d as returned", i)
+		}
+		_, err := AppendPayload(tx, []byte("events"), &Entry{Kind: "opened"}, &scratch, func(b []byte) ([]byte, error) { return b, nil })
+		require.ErrorContains(t, err, "empty payload")
+		return nil
+	}))
+	es, err := Read(db, []byte("events"), 0, 10)
+	require.NoError(t, err)
+	require.Len(t, es, len(payloads))
+	err = db.View(func(tx *bolt.Tx) error {
+		for i, e := range es {
+			want, err := encode(&Entry{Seq: e.Seq, Kind: "opened", Subject: fmt.Sprint("s", i), Clusters: []string{"eu-1"}, Payload: json.RawMessage(payloads[i])})
+			require.NoError(t, err)
+			require.Equal(t, string(want), string(tx.Bucket([]byte("events")).Get(key(e.Seq))))
+		}
+		return nil
+	})
+	require.NoError(t, err)
 }
