@@ -906,7 +906,8 @@ func (e *Engine) change(id string, allow func([]string) bool, f func(time.Time) 
 }
 
 // Subscribe returns a channel that receives every incident change until cancel is called.
-// A subscriber that does not keep up misses changes (the store has them all).
+// A subscriber that does not keep up misses changes (the store has them all). The incidents
+// are the engine's, which never changes one once stored (see track): read them only.
 func (e *Engine) Subscribe() (<-chan *Incident, func()) {
 	ch := make(chan *Incident, 64)
 	e.subMtx.Lock()
@@ -921,12 +922,11 @@ func (e *Engine) Subscribe() (<-chan *Incident, func()) {
 
 func (e *Engine) publish(inc *Incident) {
 	e.track(inc)
-	cp := *inc
 	e.subMtx.Lock()
 	defer e.subMtx.Unlock()
 	for ch := range e.subs {
 		select {
-		case ch <- &cp:
+		case ch <- inc:
 		default:
 		}
 	}
