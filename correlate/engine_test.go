@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -534,9 +536,17 @@ func TestActiveWithAlertsHasRoutingLabels(t *testing.T) {
 	ctx := context.Background()
 	require.NoError(t, e.Ingest(ctx, []Alert{alert(0, "alertname", "Expiring", "cluster", "eu-1", "namespace", "payments", "severity", "critical")}))
 	require.NoError(t, e.Evaluate(ctx))
+	for i := range 3 {
+		require.NoError(t, e.Ingest(ctx, []Alert{alert(0, "alertname", fmt.Sprint("Other", i), "cluster", "eu-1", "severity", "warning")}))
+		require.NoError(t, e.Evaluate(ctx))
+	}
 	incs := e.ActiveWithAlerts()
-	require.Len(t, incs, 1)
+	require.Len(t, incs, 4)
+	require.True(t, slices.IsSortedFunc(incs, func(a, b *Incident) int { return strings.Compare(a.ID, b.ID) }), "oldest first")
 	require.Equal(t, incs[0].routingLabels(), incs[0].Labels)
 	require.Equal(t, "team-pay", incs[0].Labels[amconfig.LabelTeam])
 	require.Len(t, incs[0].Alerts, 1)
+	for _, inc := range incs {
+		require.Same(t, e.tracker.active[inc.Key], inc, "the engine's incident, not a copy")
+	}
 }

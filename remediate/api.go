@@ -131,7 +131,7 @@ func (e *Engine) servePlan(w http.ResponseWriter, r *http.Request) {
 	var inc *correlate.Incident
 	for _, i := range e.o.Incidents() {
 		if i.ID == incID && id.AllowsAny(i.Clusters) {
-			inc = &i
+			inc = i
 		}
 	}
 	if inc == nil {

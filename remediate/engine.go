@@ -32,8 +32,9 @@ type QueryFunc func(ctx context.Context, q string, ts time.Time) (promql.Vector,
 type Options struct {
 	Store *Store
 	Query QueryFunc
-	// Incidents returns the active incidents (nil: correlation is off).
-	Incidents func() []correlate.Incident
+	// Incidents returns the active incidents, oldest first (nil: correlation is off); they may
+	// be the correlation engine's own (correlate.Engine.ActiveWithAlerts): read them only.
+	Incidents func() []*correlate.Incident
 	Clients   Clients
 	// WhatIf is placement's what-if, for failovers (nil: no failover is planned).
 	WhatIf WhatIfFunc
@@ -126,7 +127,7 @@ func New(o Options) (*Engine, error) {
 		o.Now = time.Now
 	}
 	if o.Incidents == nil {
-		o.Incidents = func() []correlate.Incident { return nil }
+		o.Incidents = func() []*correlate.Incident { return nil }
 	}
 	e := &Engine{o: o, logger: o.Logger, now: o.Now, active: map[string]*Remediation{}, covered: map[string]map[string]bool{},
 		paused: map[string]string{}, kick: make(chan struct{}, 1), raised: map[string]string{}, sent: map[string]time.Time{},
@@ -276,8 +277,7 @@ func (e *Engine) Evaluate(ctx context.Context) error {
 	for _, r := range e.active {
 		running[r.IncidentID] = r
 	}
-	for i := range incidents {
-		inc := &incidents[i]
+	for _, inc := range incidents {
 		open[inc.ID] = inc
 		uncovered := slices.DeleteFunc(slices.Clone(inc.Clusters), func(c string) bool { return e.covered[inc.ID][c] })
 		if len(uncovered) == 0 {
@@ -1236,7 +1236,7 @@ func (e *Engine) Plan(ctx context.Context, inc *correlate.Incident) (*Remediatio
 	}
 	open := map[string]*correlate.Incident{}
 	for _, i := range e.o.Incidents() {
-		open[i.ID] = &i
+		open[i.ID] = i
 	}
 	if st := r.Steps[0]; len(st.Ops) > 0 {
 		r.Guards = e.checks(r, st.Ops[0], open, now, false)

@@ -127,7 +127,7 @@ func newWorld(t *testing.T, settings func(*config.RemediationConfig)) *world {
 	w.store, err = OpenStore(filepath.Join(t.TempDir(), "remediations.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { w.store.Close() })
-	w.opts = Options{Store: w.store, Query: w.query, Incidents: func() []correlate.Incident { return w.incidents }, Alerts: w,
+	w.opts = Options{Store: w.store, Query: w.query, Incidents: func() []*correlate.Incident { return pointers(w.incidents) }, Alerts: w,
 		Clients: func(c string) (kubernetes.Interface, error) {
 			if cs, ok := w.clients[c]; ok {
 				return cs, nil
@@ -849,6 +849,15 @@ func TestPlaybookMatchesRoutingLabels(t *testing.T) {
 	require.NoError(t, ce.Evaluate(ctx))
 	incs := ce.ActiveWithAlerts()
 	require.Len(t, incs, 1)
-	require.True(t, matches(config.MatchConfig{Labels: map[string]string{amconfig.LabelTeam: "team-pay", amconfig.LabelSeverity: "critical"}}, &incs[0]))
-	require.False(t, matches(config.MatchConfig{Labels: map[string]string{amconfig.LabelTeam: "team-other"}}, &incs[0]))
+	require.True(t, matches(config.MatchConfig{Labels: map[string]string{amconfig.LabelTeam: "team-pay", amconfig.LabelSeverity: "critical"}}, incs[0]))
+	require.False(t, matches(config.MatchConfig{Labels: map[string]string{amconfig.LabelTeam: "team-other"}}, incs[0]))
+}
+
+// pointers are the incidents as the correlation engine gives remediation its own.
+func pointers(incs []correlate.Incident) []*correlate.Incident {
+	out := make([]*correlate.Incident, len(incs))
+	for i := range incs {
+		out[i] = &incs[i]
+	}
+	return out
 }

@@ -406,13 +406,13 @@ func (e *Engine) adopt(ctx context.Context, now time.Time) error {
 
 // bindAdopted binds each adopted remediation still bound to the other process's incident to
 // this process's incident of the same key, once it is open (within bindWindow of the adoption).
-func (e *Engine) bindAdopted(incidents []correlate.Incident, now time.Time) error {
+func (e *Engine) bindAdopted(incidents []*correlate.Incident, now time.Time) error {
 	if e.hub == nil || len(e.hub.unbound) == 0 {
 		return nil
 	}
 	byKey := map[string]*correlate.Incident{}
-	for i := range incidents {
-		byKey[incidents[i].Key] = &incidents[i]
+	for _, inc := range incidents {
+		byKey[inc.Key] = inc
 	}
 	for _, id := range slices.Sorted(maps.Keys(e.hub.unbound)) {
 		r := e.active[id]

@@ -52,12 +52,12 @@ func (w *world) process(t *testing.T, hub kubernetes.Interface, identity string)
 	t.Cleanup(func() { store.Close() })
 	o := w.engine.o // the world's clusters, view and what-if
 	o.Store, o.Registerer = store, prometheus.NewRegistry()
-	o.Incidents = func() []correlate.Incident {
+	o.Incidents = func() []*correlate.Incident {
 		out := slices.Clone(w.incidents)
 		for i := range out {
 			out[i].ID = identity + "-" + out[i].ID
 		}
-		return out
+		return pointers(out)
 	}
 	e, err := New(o)
 	require.NoError(t, err)

@@ -350,7 +350,7 @@ func newServer(o serverOptions) (*server, error) {
 	}
 	s.remediate, err = remediate.New(remediate.Options{
 		Store: s.remedStore, Query: remediate.QueryFunc(rules.EngineQueryFunc(s.view, s.view)),
-		Incidents: func() []correlate.Incident {
+		Incidents: func() []*correlate.Incident {
 			if !s.correlating.Load() {
 				return nil
 			}
