@@ -495,7 +495,7 @@ func (e *Engine) evaluate(ctx context.Context, topoMaxAge time.Duration) (err er
 			e.latency.Observe(done.Sub(t).Seconds())
 		}
 	}()
-	if e.o.Query != nil && (e.topoRead.IsZero() || time.Since(e.topoRead) >= topoMaxAge) {
+	if e.o.Query != nil && time.Since(e.topoRead) >= topoMaxAge {
 		topo, err := LoadTopology(ctx, e.o.Query, now)
 		if err != nil {
 			e.logger.Warn("reading the topology; using the last one", "err", err)

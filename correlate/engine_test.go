@@ -526,7 +526,8 @@ func TestEachActive(t *testing.T) {
 }
 
 // TestActiveWithAlertsHasRoutingLabels: remediation matches playbooks on an incident's routing
-// labels (match.labels), so the incidents it reads carry them; placement's do not need them.
+// labels (match.labels), so the incidents it reads carry them; they are the engine's own,
+// oldest first.
 func TestActiveWithAlertsHasRoutingLabels(t *testing.T) {
 	st, err := OpenStore(filepath.Join(t.TempDir(), "c.db"))
 	require.NoError(t, err)
