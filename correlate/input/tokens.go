@@ -119,32 +119,16 @@ func decodeAlertTokens(d *jsontext.Decoder, strs *reqStrings) (*models.PostableA
 // from request to request; a string without escapes already seen in the request costs no
 // allocation.
 func readString(d *jsontext.Decoder, strs *reqStrings) (string, bool) {
-	raw, plain, ok := readRawString(d)
-	switch {
-	case !ok:
-		return "", false
-	case plain == nil:
-		return strs.unquote(raw)
+	plain, s, ok := strs.read(d)
+	if !ok || plain == nil {
+		return s, ok
 	}
 	if s, ok := strs.m[string(plain)]; ok {
 		return s, true
 	}
-	s := sharedStrings.get(plain)
+	s = sharedStrings.get(plain)
 	strs.m[s] = s
 	return s, true
-}
-
-// readRawString reads a string value: as written (quotes and escapes), and what is between the
-// quotes when it has no escapes (nil when it has: unquote raw).
-func readRawString(d *jsontext.Decoder) (raw, plain []byte, ok bool) {
-	raw, err := d.ReadValue()
-	if err != nil || len(raw) < 2 || raw[0] != '"' {
-		return nil, nil, false
-	}
-	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
-		return raw, inner, true
-	}
-	return raw, nil, true
 }
 
 // reqStrings are one request's strings, each kept once, and a buffer to unquote into.
@@ -154,12 +138,19 @@ type reqStrings struct {
 	pairs   []string // a label set's names and values, before its map is made to size
 }
 
-// unquote returns the string a JSON string with escapes holds: unquoted into the request's
-// buffer, then copied.
-func (r *reqStrings) unquote(raw []byte) (string, bool) {
-	var err error
+// read reads a string value: what is between its quotes when it has no escapes (plain, in the
+// decoder's buffer: the caller decides how to keep it), else the string it holds (unquoted into
+// the request's buffer, then copied) and a nil plain.
+func (r *reqStrings) read(d *jsontext.Decoder) (plain []byte, s string, ok bool) {
+	raw, err := d.ReadValue()
+	if err != nil || len(raw) < 2 || raw[0] != '"' {
+		return nil, "", false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
+		return inner, "", true
+	}
 	r.scratch, err = jsontext.AppendUnquote(r.scratch[:0], raw)
-	return string(r.scratch), err == nil
+	return nil, string(r.scratch), err == nil
 }
 
 // sharedStrings keeps recent short strings for every request to share; sharedURLs recent
@@ -299,12 +290,9 @@ func decodeURLTokens(d *jsontext.Decoder, strs *reqStrings) (string, bool) {
 		_, err := d.ReadToken()
 		return "", err == nil
 	}
-	raw, plain, ok := readRawString(d)
-	switch {
-	case !ok:
-		return "", false
-	case plain == nil:
-		return strs.unquote(raw)
+	plain, s, ok := strs.read(d)
+	if !ok || plain == nil {
+		return s, ok
 	}
 	return sharedURLs.get(plain), true
 }
