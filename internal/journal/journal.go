@@ -45,51 +45,32 @@ const FillAppendOnly = 1.0
 // Append adds entries to the journal bucket inside tx (the transaction of the change they
 // describe), giving each its Seq.
 func Append(tx *bolt.Tx, bucket []byte, entries ...*Entry) error {
-	b, err := tx.CreateBucketIfNotExists(bucket)
-	if err != nil {
-		return err
-	}
-	b.FillPercent = FillAppendOnly
+	var scratch []byte
 	for _, e := range entries {
-		if e.Seq, err = b.NextSequence(); err != nil {
-			return err
-		}
-		v, err := encode(e)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(key(e.Seq), v); err != nil {
+		if _, err := AppendPayload(tx, bucket, e, &scratch, e.appendPayload); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// encode is json.Marshal(e), written by hand: encoding/json's reflection, and its validating
-// and compacting every json.RawMessage byte by byte, were most of the cost of journaling a
-// storm's tens of thousands of new incidents. The payload is json.Marshal's output, compact
-// and valid already, so it is copied as it is.
-func encode(e *Entry) ([]byte, error) {
-	if e.Payload != nil && len(e.Payload) == 0 {
-		return nil, fmt.Errorf("journal: entry %d: empty payload", e.Seq)
-	}
-	b, err := appendHead(make([]byte, 0, 96+len(e.Kind)+len(e.Subject)+len(e.Incident)+24*len(e.Clusters)+len(e.Payload)), e)
-	if err != nil {
-		return nil, err
-	}
+// appendPayload appends e.Payload as it is: json.Marshal's output, compact and valid already;
+// null when there is none.
+func (e *Entry) appendPayload(b []byte) ([]byte, error) {
 	if e.Payload == nil {
-		b = append(b, "null"...)
+		return append(b, "null"...), nil
 	}
-	return append(append(b, e.Payload...), '}'), nil
+	return append(b, e.Payload...), nil
 }
 
-// appendHead appends e's JSON up to its payload's value: everything but the payload and the
-// closing brace.
-func appendHead(b []byte, e *Entry) ([]byte, error) {
+// appendEntry appends e as json.Marshal writes it, written by hand: encoding/json's
+// reflection, and its validating and compacting every json.RawMessage byte by byte, were most
+// of the cost of journaling a storm's tens of thousands of new incidents. payload appends the
+// payload's value; start and end are where it is in out.
+func appendEntry(b []byte, e *Entry, payload func([]byte) ([]byte, error)) (out []byte, start, end int, err error) {
 	b = strconv.AppendUint(append(b, `{"seq":`...), e.Seq, 10)
-	b, err := e.Time.AppendText(append(b, `,"time":"`...))
-	if err != nil {
-		return nil, fmt.Errorf("journal: entry %d: time: %w", e.Seq, err)
+	if b, err = e.Time.AppendText(append(b, `,"time":"`...)); err != nil {
+		return nil, 0, 0, fmt.Errorf("journal: entry %d: time: %w", e.Seq, err)
 	}
 	b = jsonenc.AppendString(append(b, `","kind":`...), e.Kind)
 	b = jsonenc.AppendString(append(b, `,"subject":`...), e.Subject)
@@ -99,7 +80,15 @@ func appendHead(b []byte, e *Entry) ([]byte, error) {
 	if len(e.Clusters) > 0 {
 		b = jsonenc.AppendStrings(append(b, `,"clusters":`...), e.Clusters)
 	}
-	return append(b, `,"payload":`...), nil
+	b = append(b, `,"payload":`...)
+	start = len(b)
+	if b, err = payload(b); err != nil {
+		return nil, 0, 0, err
+	}
+	if end = len(b); end == start {
+		return nil, 0, 0, fmt.Errorf("journal: entry %d: empty payload", e.Seq)
+	}
+	return append(b, '}'), start, end, nil
 }
 
 // AppendPayload is Append for one entry whose payload the caller encodes (e.Payload is not
@@ -117,19 +106,10 @@ func AppendPayload(tx *bolt.Tx, bucket []byte, e *Entry, scratch *[]byte, payloa
 	if e.Seq, err = b.NextSequence(); err != nil {
 		return nil, err
 	}
-	buf, err := appendHead((*scratch)[:0], e)
+	buf, start, end, err := appendEntry((*scratch)[:0], e, payload)
 	if err != nil {
 		return nil, err
 	}
-	start := len(buf)
-	if buf, err = payload(buf); err != nil {
-		return nil, err
-	}
-	end := len(buf)
-	if end == start {
-		return nil, fmt.Errorf("journal: entry %d: empty payload", e.Seq)
-	}
-	buf = append(buf, '}')
 	*scratch = buf
 	v := bytes.Clone(buf)
 	if err := b.Put(key(e.Seq), v); err != nil {

@@ -11,6 +11,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// encode is an entry as Append stores it.
+func encode(e *Entry) ([]byte, error) {
+	b, _, _, err := appendEntry(nil, e, e.appendPayload)
+	return b, err
+}
+
 // encode writes what json.Marshal writes, for payloads with what encoding/json escapes, and
 // for entries with and without their optional fields.
 func TestEncodeIsJSONMarshal(t *testing.T) {
