@@ -2,7 +2,6 @@ package correlate
 
 import (
 	"encoding/json"
-	"errors"
 	"maps"
 	"slices"
 	"strconv"
@@ -117,9 +116,9 @@ func appendLogPut(b []byte, p *logPut) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendStoredHead appends json.Marshal's bytes for storedIncident{inc, true, names} of an
-// incident without alerts (its head, what every changed incident writes; through reflection
-// that was a third of saving one).
+// appendStoredHead appends json.Marshal's bytes for storedIncident{inc, true, names} of inc
+// without its alerts, which are stored apart (its head, what every changed incident writes;
+// through reflection that was a third of saving one). inc's alerts are not read.
 func appendStoredHead(b []byte, inc *Incident, names map[string]int) ([]byte, error) {
 	n, ok := len(b), true
 	str := func(key, v string) {
@@ -144,9 +143,6 @@ func appendStoredHead(b []byte, inc *Incident, names map[string]int) ([]byte, er
 	str(`,"explanation":`, inc.Explanation)
 	if inc.Image != "" {
 		str(`,"image":`, inc.Image)
-	}
-	if inc.Alerts != nil {
-		return b, errors.New("appendStoredHead: the incident has alerts")
 	}
 	str(`,"alerts":null,"state":`, inc.State)
 	tm(`,"opened_at":`, inc.OpenedAt)
@@ -198,7 +194,9 @@ func appendStoredHead(b []byte, inc *Incident, names map[string]int) ([]byte, er
 		b = append(b, '}')
 	}
 	if !ok {
-		v, err := json.Marshal(storedIncident{Incident: inc, AlertsApart: true, AlertNames: names})
+		head := *inc
+		head.Alerts = nil
+		v, err := json.Marshal(storedIncident{Incident: &head, AlertsApart: true, AlertNames: names})
 		return append(b[:n], v...), err
 	}
 	return append(b, '}'), nil

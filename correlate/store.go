@@ -254,11 +254,9 @@ func (s *Store) SaveIncidents(incs []*Incident, destinations []string) error {
 			}
 			// The journal keeps the stored head (Events puts the alerts back for the hooks),
 			// and the incidents bucket the same bytes.
-			head := *inc
-			head.Alerts = nil
 			v, err := journal.AppendPayload(tx, bucketEvents, &journal.Entry{
 				Time: inc.UpdatedAt, Kind: eventOf(inc), Subject: inc.ID, Incident: inc.ID, Clusters: inc.Clusters,
-			}, &scratch, func(buf []byte) ([]byte, error) { return appendStoredHead(buf, &head, alertNames(inc.Alerts)) })
+			}, &scratch, func(buf []byte) ([]byte, error) { return appendStoredHead(buf, inc, alertNames(inc.Alerts)) })
 			if err != nil {
 				return err
 			}
